@@ -1,0 +1,195 @@
+//! Agent API v1 types (JSON over HTTP/1.1 on the agent's Unix socket). Unknown fields are refused
+//! so that a typo in a client is an error, not a silently ignored option.
+
+use serde::{Deserialize, Serialize};
+
+use crate::codes::AgentErrorCode;
+
+/// Path prefix of API v1.
+pub const API_PREFIX: &str = "/v1";
+/// Largest request body the agent reads.
+pub const MAX_API_BODY: usize = 64 * 1024;
+
+/// How much a verifier may trust where a key lives. Ordered: `Software < HardwareUnattested < Tpm`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyLevel {
+    /// A key file on disk.
+    Software,
+    /// A hardware token that does not prove where the key was made.
+    HardwareUnattested,
+    /// A TPM key proven by attestation.
+    Tpm,
+}
+
+impl KeyLevel {
+    /// The wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Software => "software",
+            Self::HardwareUnattested => "hardware-unattested",
+            Self::Tpm => "tpm",
+        }
+    }
+}
+
+impl std::str::FromStr for KeyLevel {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "software" => Ok(Self::Software),
+            "hardware-unattested" => Ok(Self::HardwareUnattested),
+            "tpm" => Ok(Self::Tpm),
+            other => Err(format!("unknown key level {other:?}")),
+        }
+    }
+}
+
+/// A header field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderField {
+    /// Name.
+    pub name: String,
+    /// Value.
+    pub value: String,
+}
+
+/// `GET /v1/status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusResponse {
+    /// Agent version.
+    pub version: String,
+    /// Backends compiled in and whether each is reachable.
+    pub backends: Vec<BackendStatus>,
+    /// Number of keys.
+    pub keys: usize,
+    /// Seconds since the agent started.
+    pub uptime_secs: u64,
+}
+
+/// One backend in [`StatusResponse`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendStatus {
+    /// `software`, `tpm`, `pkcs11`.
+    pub name: String,
+    /// Whether it answered at the last check.
+    pub available: bool,
+    /// Why not, when unavailable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// A key as listed by `GET /v1/keys`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyInfo {
+    /// Key id (`hk1_…`).
+    pub id: String,
+    /// Human label.
+    pub label: String,
+    /// Backend name.
+    pub backend: String,
+    /// Attestation level.
+    pub level: KeyLevel,
+    /// SubjectPublicKeyInfo, PEM.
+    pub public_key_pem: String,
+    /// Creation time, seconds since the epoch.
+    pub created_unix: i64,
+}
+
+/// `GET /v1/keys` response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyList {
+    /// The keys.
+    pub keys: Vec<KeyInfo>,
+}
+
+/// `POST /v1/keys` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKeyRequest {
+    /// Backend name.
+    pub backend: String,
+    /// Human label: 1–64 printable characters.
+    pub label: String,
+}
+
+/// `POST /v1/sign` body: the parts of the request to sign, never a bare digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignRequest {
+    /// Key id.
+    pub key_id: String,
+    /// The API's name (scope audience).
+    pub audience: String,
+    /// HTTP method.
+    pub method: String,
+    /// `host[:port]` the request goes to; becomes the signed `host` header.
+    pub authority: String,
+    /// Path, percent-encoded.
+    pub path: String,
+    /// Raw query without `?`.
+    #[serde(default)]
+    pub query: String,
+    /// Header fields of the request, excluding `host` (taken from `authority`).
+    #[serde(default)]
+    pub headers: Vec<HeaderField>,
+    /// Lower-case hex SHA-256 of the body.
+    pub body_sha256: String,
+    /// Extra header names to sign, beyond those the protocol always signs.
+    #[serde(default)]
+    pub signed_headers: Vec<String>,
+    /// Presigned URL: seconds of validity (≤ 7 days); the answer is query parameters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub presign_expires_secs: Option<u64>,
+}
+
+/// `POST /v1/sign` response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignResponse {
+    /// Headers to add (header mode), `authorization` last.
+    #[serde(default)]
+    pub headers: Vec<HeaderField>,
+    /// Query parameters to append, already encoded (presigned mode).
+    #[serde(default)]
+    pub query_params: Vec<HeaderField>,
+    /// Key id that signed.
+    pub key_id: String,
+    /// Signing time, `YYYYMMDDTHHMMSSZ`.
+    pub date: String,
+}
+
+/// Error body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorResponse {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// Error detail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorDetail {
+    /// Stable code.
+    pub code: AgentErrorCode,
+    /// Human explanation; never contains secrets.
+    pub message: String,
+}
+
+impl ErrorResponse {
+    /// Builds an error body.
+    pub fn new(code: AgentErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            error: ErrorDetail {
+                code,
+                message: message.into(),
+            },
+        }
+    }
+}

@@ -1,0 +1,34 @@
+//! The HWS1 wire format, shared by signer and verifier: canonical request, string to sign,
+//! `Authorization` header, presigned URLs, and the agent API types. No I/O, no clock, no
+//! randomness: time and nonces are inputs, so every step is reproducible in tests.
+//!
+//! The pipeline follows SigV4: [`RequestParts`] → [`CanonicalRequest`] → [`StringToSign`] →
+//! ECDSA P-256 over SHA-256 (done by a key backend) → headers to add. A [`Profile`] chooses the
+//! algorithm name, header names and scope terminator; with [`profile::aws_sigv4a`] the pipeline
+//! reproduces the AWS SigV4a test suite byte for byte.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod authorization;
+pub mod canonical;
+pub mod codes;
+pub mod encoding;
+pub mod error;
+pub mod keys;
+pub mod limits;
+pub mod profile;
+pub mod scope;
+pub mod sign;
+pub mod time;
+pub mod verify_input;
+
+pub use authorization::Authorization;
+pub use canonical::{CanonicalRequest, RequestParts, SignedHeaders};
+pub use codes::{AgentErrorCode, RejectCode};
+pub use error::ProtoError;
+pub use keys::{Nonce, PublicKey};
+pub use profile::{HWS1, Profile};
+pub use scope::{Scope, StringToSign};
+pub use sign::{HeaderSelection, PreparedSignature, SigningParams};
+pub use time::SigningTime;
+pub use verify_input::ClaimedSignature;

@@ -1,0 +1,90 @@
+//! Credential scope (`<yyyymmdd>/<audience>/<terminator>`) and the string to sign.
+
+use std::fmt;
+
+use sha2::{Digest, Sha256};
+
+use crate::canonical::CanonicalRequest;
+use crate::error::ProtoError;
+use crate::limits::MAX_AUDIENCE_LEN;
+use crate::time::SigningTime;
+
+/// Checks an audience (the API's name, like a SigV4 service): 1–64 characters of `[a-z0-9._-]`.
+pub fn check_audience(audience: &str) -> Result<(), ProtoError> {
+    if audience.is_empty()
+        || audience.len() > MAX_AUDIENCE_LEN
+        || !audience
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_'))
+    {
+        return Err(ProtoError::InvalidAudience);
+    }
+    Ok(())
+}
+
+/// The credential scope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    /// `YYYYMMDD`.
+    pub date: String,
+    /// The audience (SigV4: service).
+    pub audience: String,
+    /// The profile's terminator (`hws1_request`).
+    pub terminator: String,
+}
+
+impl Scope {
+    /// The scope for a request signed at `time`.
+    pub fn new(time: SigningTime, audience: &str, terminator: &str) -> Self {
+        Self {
+            date: time.date_stamp(),
+            audience: audience.to_owned(),
+            terminator: terminator.to_owned(),
+        }
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}", self.date, self.audience, self.terminator)
+    }
+}
+
+/// `algorithm \n date \n scope \n hex(sha256(canonical request))`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StringToSign {
+    text: String,
+}
+
+impl StringToSign {
+    /// Builds the string to sign.
+    pub fn new(
+        algorithm: &str,
+        time: SigningTime,
+        scope: &Scope,
+        canonical: &CanonicalRequest,
+    ) -> Self {
+        let text = format!(
+            "{algorithm}\n{}\n{scope}\n{}",
+            time.to_amz_date(),
+            hex::encode(canonical.sha256())
+        );
+        Self { text }
+    }
+
+    /// The exact bytes that are signed.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// SHA-256 of the string to sign: the digest a key backend signs with ECDSA.
+    pub fn digest(&self) -> [u8; 32] {
+        Sha256::digest(self.text.as_bytes()).into()
+    }
+}
+
+impl fmt::Display for StringToSign {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
