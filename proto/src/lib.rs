@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod attestation;
 pub mod authorization;
 pub mod canonical;
 pub mod codes;

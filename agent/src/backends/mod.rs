@@ -1,0 +1,127 @@
+//! Key backends behind one synchronous trait. A backend owns its keys' persistence (key files,
+//! TPM blobs, token objects); the agent only routes by key id. Methods may block on hardware: the
+//! agent calls them from `spawn_blocking` unless [`KeyBackend::is_fast`] says otherwise.
+
+use hwsign_proto::PublicKey;
+use hwsign_proto::api::KeyLevel;
+use hwsign_proto::attestation::Evidence;
+use thiserror::Error;
+
+#[cfg(feature = "pkcs11")]
+pub mod pkcs11;
+#[cfg(feature = "software")]
+pub mod software;
+#[cfg(feature = "tpm")]
+pub mod tpm;
+
+/// A key as a backend describes it.
+#[derive(Debug, Clone)]
+pub struct BackendKey {
+    /// Key id derived from the public key (`hk1_…`).
+    pub id: String,
+    /// Human label.
+    pub label: String,
+    /// Attestation level this backend can claim for the key.
+    pub level: KeyLevel,
+    /// The public key.
+    pub public_key: PublicKey,
+    /// Creation time, seconds since the epoch.
+    pub created_unix: i64,
+}
+
+/// Whether a backend can serve now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendHealth {
+    /// Reachable at the last check.
+    pub available: bool,
+    /// Why not.
+    pub detail: Option<String>,
+}
+
+/// Internal backend errors; the agent maps them to wire codes (`AgentErrorCode`).
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum BackendError {
+    /// The backend cannot do this at all.
+    #[error("operation not supported by the {0} backend")]
+    Unsupported(&'static str),
+    /// No key with this id in this backend.
+    #[error("no such key")]
+    UnknownKey,
+    /// The label is empty, too long or has control characters.
+    #[error("invalid label: {0}")]
+    InvalidLabel(&'static str),
+    /// An input (nonce, credential blob) is malformed.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// Hardware or token not reachable now (TPM gone, token removed, module missing).
+    #[error("backend unavailable: {0}")]
+    Unavailable(String),
+    /// The token refused the PIN.
+    #[error("PIN incorrect")]
+    PinIncorrect,
+    /// The token's PIN is locked.
+    #[error("PIN locked")]
+    PinLocked,
+    /// A file of the backend's state could not be read or written.
+    #[error("state I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// The backend failed the operation.
+    #[error("backend failure: {0}")]
+    Failed(String),
+}
+
+/// One kind of key storage.
+pub trait KeyBackend: Send + Sync + std::fmt::Debug {
+    /// `software`, `tpm`, `pkcs11`.
+    fn name(&self) -> &'static str;
+
+    /// Whether calls return in microseconds (no hardware round trip), so the agent may call
+    /// them on the async runtime directly.
+    fn is_fast(&self) -> bool {
+        false
+    }
+
+    /// Reachability now.
+    fn health(&self) -> BackendHealth;
+
+    /// Every key this backend holds.
+    fn list_keys(&self) -> Result<Vec<BackendKey>, BackendError>;
+
+    /// Generates a new non-exportable key.
+    fn create_key(&self, label: &str) -> Result<BackendKey, BackendError>;
+
+    /// ECDSA P-256 over a SHA-256 digest; returns a DER signature.
+    fn sign_digest(&self, key_id: &str, digest: &[u8; 32]) -> Result<Vec<u8>, BackendError>;
+
+    /// Evidence of where the key lives, bound to the verifier's `nonce`.
+    fn attest(&self, key_id: &str, nonce: &[u8]) -> Result<Evidence, BackendError> {
+        let _ = (key_id, nonce);
+        Err(BackendError::Unsupported(self.name()))
+    }
+
+    /// TPM2_ActivateCredential with the attestation key: proves to an enrolling verifier that the
+    /// AK sits in the same TPM as the EK.
+    fn activate_credential(
+        &self,
+        credential_blob: &[u8],
+        encrypted_secret: &[u8],
+    ) -> Result<Vec<u8>, BackendError> {
+        let _ = (credential_blob, encrypted_secret);
+        Err(BackendError::Unsupported(self.name()))
+    }
+}
+
+/// Checks a key label: 1–64 characters, no control characters.
+pub fn check_label(label: &str) -> Result<(), BackendError> {
+    if label.is_empty() {
+        return Err(BackendError::InvalidLabel("empty"));
+    }
+    if label.chars().count() > 64 {
+        return Err(BackendError::InvalidLabel("longer than 64 characters"));
+    }
+    if label.chars().any(char::is_control) {
+        return Err(BackendError::InvalidLabel("control characters"));
+    }
+    Ok(())
+}
