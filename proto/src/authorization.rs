@@ -84,7 +84,9 @@ impl Authorization {
             parts.next(),
             parts.next(),
         ) else {
-            return Err(Bad("Credential must be <key>/<date>/<audience>/<terminator>"));
+            return Err(Bad(
+                "Credential must be <key>/<date>/<audience>/<terminator>",
+            ));
         };
         check_credential(credential).map_err(|_| Bad("invalid key id in Credential"))?;
         if date.len() != 8 || !date.bytes().all(|b| b.is_ascii_digit()) {

@@ -231,7 +231,9 @@ impl SignedHeaders {
 
     /// Whether `name` (lower case) is in the list.
     pub fn contains(&self, name: &str) -> bool {
-        self.names.binary_search_by(|n| n.as_str().cmp(name)).is_ok()
+        self.names
+            .binary_search_by(|n| n.as_str().cmp(name))
+            .is_ok()
     }
 
     /// The names, sorted.

@@ -151,9 +151,10 @@ impl AgentErrorCode {
             Self::TooLarge => 413,
             Self::NotFound | Self::UnknownKey => 404,
             Self::MethodNotAllowed => 405,
-            Self::PermissionDenied | Self::KeyNotPermitted | Self::PinIncorrect | Self::PinLocked => {
-                403
-            }
+            Self::PermissionDenied
+            | Self::KeyNotPermitted
+            | Self::PinIncorrect
+            | Self::PinLocked => 403,
             Self::Unsupported => 501,
             Self::BackendUnavailable | Self::Unavailable => 503,
             Self::BackendError | Self::Internal => 500,

@@ -31,7 +31,8 @@ impl fmt::Debug for PublicKey {
 impl PublicKey {
     /// From a DER SubjectPublicKeyInfo.
     pub fn from_spki_der(der: &[u8]) -> Result<Self, ProtoError> {
-        let key = VerifyingKey::from_public_key_der(der).map_err(|_| ProtoError::MalformedPublicKey)?;
+        let key =
+            VerifyingKey::from_public_key_der(der).map_err(|_| ProtoError::MalformedPublicKey)?;
         Self::from_verifying_key(key)
     }
 
@@ -44,7 +45,8 @@ impl PublicKey {
 
     /// From a SEC1 point (`04‖x‖y` or compressed).
     pub fn from_sec1(bytes: &[u8]) -> Result<Self, ProtoError> {
-        let key = VerifyingKey::from_sec1_bytes(bytes).map_err(|_| ProtoError::MalformedPublicKey)?;
+        let key =
+            VerifyingKey::from_sec1_bytes(bytes).map_err(|_| ProtoError::MalformedPublicKey)?;
         Self::from_verifying_key(key)
     }
 

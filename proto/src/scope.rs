@@ -13,9 +13,9 @@ use crate::time::SigningTime;
 pub fn check_audience(audience: &str) -> Result<(), ProtoError> {
     if audience.is_empty()
         || audience.len() > MAX_AUDIENCE_LEN
-        || !audience
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_'))
+        || !audience.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_')
+        })
     {
         return Err(ProtoError::InvalidAudience);
     }

@@ -212,7 +212,10 @@ pub fn prepare_presigned(
             encoding::encode(format!("{}/{scope}", params.credential).as_bytes()),
         ),
         (format!("{prefix}Date"), params.time.to_amz_date()),
-        (format!("{prefix}SignedHeaders"), encoding::encode(signed_headers.to_string().as_bytes())),
+        (
+            format!("{prefix}SignedHeaders"),
+            encoding::encode(signed_headers.to_string().as_bytes()),
+        ),
         (format!("{prefix}Expires"), expires_secs.to_string()),
     ];
     if let (Some(name), Some(nonce)) = (profile.nonce_header, params.nonce) {

@@ -56,7 +56,9 @@ impl SigningTime {
             if !part.iter().all(u8::is_ascii_digit) {
                 return Err(bad());
             }
-            Ok(part.iter().fold(0i64, |acc, b| acc * 10 + i64::from(b - b'0')))
+            Ok(part
+                .iter()
+                .fold(0i64, |acc, b| acc * 10 + i64::from(b - b'0')))
         };
         let (year, month, day) = (digits(0..4)?, digits(4..6)?, digits(6..8)?);
         let (hour, minute, second) = (digits(9..11)?, digits(11..13)?, digits(13..15)?);
@@ -71,7 +73,9 @@ impl SigningTime {
             return Err(bad());
         }
         let days = days_from_civil(year, month, day);
-        Ok(Self::from_unix(days * 86_400 + hour * 3600 + minute * 60 + second))
+        Ok(Self::from_unix(
+            days * 86_400 + hour * 3600 + minute * 60 + second,
+        ))
     }
 
     /// Parses RFC 3339 `YYYY-MM-DDTHH:MM:SSZ` (the form used by test-vector contexts).

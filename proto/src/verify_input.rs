@@ -47,13 +47,17 @@ pub fn parse_header_signed(
     let authorization = match parts.single_header("authorization") {
         Ok(value) => Authorization::parse(value, profile)?,
         Err(ProtoError::DuplicateHeader(_)) => {
-            return Err(ProtoError::MalformedAuthorization("more than one Authorization header"));
+            return Err(ProtoError::MalformedAuthorization(
+                "more than one Authorization header",
+            ));
         }
         Err(e) => return Err(e),
     };
     // Host is never joined, even under a profile that joins other repeated headers.
     single(parts, "host")?;
-    authorization.signed_headers.check_coverage(profile, parts)?;
+    authorization
+        .signed_headers
+        .check_coverage(profile, parts)?;
 
     let time = SigningTime::parse_amz_date(single(parts, profile.date_header)?)?;
     if authorization.scope.date != time.date_stamp() {
@@ -114,7 +118,8 @@ pub fn parse_presigned(
     let mut remaining: Vec<&str> = Vec::new();
     for pair in parts.query.split('&').filter(|p| !p.is_empty()) {
         let (raw_key, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
-        let key = String::from_utf8(encoding::decode(raw_key)?).map_err(|_| Bad("non-UTF-8 key"))?;
+        let key =
+            String::from_utf8(encoding::decode(raw_key)?).map_err(|_| Bad("non-UTF-8 key"))?;
         if key.len() >= prefix.len() && key[..prefix.len()].eq_ignore_ascii_case(prefix) {
             let value = String::from_utf8(encoding::decode(raw_value)?)
                 .map_err(|_| Bad("non-UTF-8 value"))?;
@@ -151,7 +156,9 @@ pub fn parse_presigned(
     }
     let signed_headers = SignedHeaders::parse(get("SignedHeaders")?)?;
     if !signed_headers.contains("host") {
-        return Err(ProtoError::InvalidSignedHeaders("host must be signed".into()));
+        return Err(ProtoError::InvalidSignedHeaders(
+            "host must be signed".into(),
+        ));
     }
     let credential_value = get("Credential")?;
     let mut pieces = credential_value.split('/');
@@ -162,7 +169,9 @@ pub fn parse_presigned(
         pieces.next(),
         pieces.next(),
     ) else {
-        return Err(Bad("Credential must be <key>/<date>/<audience>/<terminator>"));
+        return Err(Bad(
+            "Credential must be <key>/<date>/<audience>/<terminator>",
+        ));
     };
     crate::authorization::check_credential(credential)?;
     check_audience(audience)?;

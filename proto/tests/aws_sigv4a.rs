@@ -57,7 +57,9 @@ fn parse_request(text: &str) -> Result<ParsedRequest> {
 fn read_optional(dir: &Path, name: &str) -> Result<Option<String>> {
     let path = dir.join(name);
     if path.exists() {
-        Ok(Some(fs::read_to_string(&path).with_context(|| path.display().to_string())?))
+        Ok(Some(
+            fs::read_to_string(&path).with_context(|| path.display().to_string())?,
+        ))
     } else {
         Ok(None)
     }
@@ -73,7 +75,11 @@ fn public_key(dir: &Path) -> Result<Option<PublicKey>> {
     Ok(Some(PublicKey::from_affine(&x, &y)?))
 }
 
-fn verify_signature(key: &PublicKey, string_to_sign: &StringToSign, signature_hex: &str) -> Result<()> {
+fn verify_signature(
+    key: &PublicKey,
+    string_to_sign: &StringToSign,
+    signature_hex: &str,
+) -> Result<()> {
     let signature = hex::decode(signature_hex.trim())?;
     ensure!(
         key.verify_digest(&string_to_sign.digest(), &signature),
@@ -99,13 +105,17 @@ fn run_case(dir: &Path) -> Result<usize> {
     let normalize = context["normalize"].as_bool().context("normalize")?;
     let profile = aws_sigv4a(normalize);
     let time = SigningTime::parse_rfc3339_utc(context["timestamp"].as_str().context("timestamp")?)?;
-    let access_key = context["credentials"]["access_key_id"].as_str().context("access key")?;
+    let access_key = context["credentials"]["access_key_id"]
+        .as_str()
+        .context("access key")?;
     let service = context["service"].as_str().context("service")?;
     let region = context["region"].as_str().context("region")?;
     let token = context["credentials"]["token"].as_str();
     let omit_token = context["omit_session_token"].as_bool().unwrap_or(false);
     let sign_body = context["sign_body"].as_bool().unwrap_or(false);
-    let expires = context["expiration_in_seconds"].as_u64().context("expiration")?;
+    let expires = context["expiration_in_seconds"]
+        .as_u64()
+        .context("expiration")?;
     let body_hash = sha256_hex(&request.body);
 
     let mut added: Vec<(&str, &str)> = vec![("x-amz-region-set", region)];
@@ -165,7 +175,8 @@ fn run_case(dir: &Path) -> Result<usize> {
         checks += 1;
     }
     if let (Some(key), Some(signed)) = (&key, read_optional(dir, "header-signed-request.txt")?) {
-        let signature = embedded_signature(&signed).context("no signature in header-signed-request")?;
+        let signature =
+            embedded_signature(&signed).context("no signature in header-signed-request")?;
         verify_signature(key, prepared.string_to_sign(), &signature)?;
         checks += 1;
     }
@@ -197,7 +208,8 @@ fn run_case(dir: &Path) -> Result<usize> {
         checks += 1;
     }
     if let (Some(key), Some(signed)) = (&key, read_optional(dir, "query-signed-request.txt")?) {
-        let signature = embedded_signature(&signed).context("no signature in query-signed-request")?;
+        let signature =
+            embedded_signature(&signed).context("no signature in query-signed-request")?;
         verify_signature(key, presigned.string_to_sign(), &signature)?;
         checks += 1;
     }
@@ -213,7 +225,10 @@ fn run_case(dir: &Path) -> Result<usize> {
         let (bk, bv) = b.split_once('=').unwrap_or((b, ""));
         (ak, av).cmp(&(bk, bv))
     });
-    ensure!(params_sorted == resorted, "canonical query not sorted: {query_line}");
+    ensure!(
+        params_sorted == resorted,
+        "canonical query not sorted: {query_line}"
+    );
     let again = prepare_headers(
         &SigningParams {
             added_headers: &header_added,
@@ -247,8 +262,16 @@ fn aws_sigv4a_suite() -> Result<()> {
             Err(e) => failures.push(format!("{}: {e:#}", case.display())),
         }
     }
-    eprintln!("{} cases, {total_checks} byte/signature checks", cases.len());
-    ensure!(failures.is_empty(), "{} failing cases:\n{}", failures.len(), failures.join("\n\n"));
+    eprintln!(
+        "{} cases, {total_checks} byte/signature checks",
+        cases.len()
+    );
+    ensure!(
+        failures.is_empty(),
+        "{} failing cases:\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
     ensure!(total_checks > 0, "no case had anything to compare");
     Ok(())
 }
