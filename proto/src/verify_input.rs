@@ -120,7 +120,10 @@ pub fn parse_presigned(
         let (raw_key, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
         let key =
             String::from_utf8(encoding::decode(raw_key)?).map_err(|_| Bad("non-UTF-8 key"))?;
-        if key.len() >= prefix.len() && key[..prefix.len()].eq_ignore_ascii_case(prefix) {
+        if key
+            .get(..prefix.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+        {
             let value = String::from_utf8(encoding::decode(raw_value)?)
                 .map_err(|_| Bad("non-UTF-8 value"))?;
             if key == signature_name {
