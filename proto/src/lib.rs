@@ -13,6 +13,7 @@ pub mod attestation;
 pub mod authorization;
 pub mod canonical;
 pub mod codes;
+pub mod delegation;
 pub mod encoding;
 pub mod error;
 pub mod keys;
