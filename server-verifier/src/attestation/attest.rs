@@ -111,7 +111,9 @@ impl TpmAttest {
         let firmware_version = reader.u64("TPMS_ATTEST.firmwareVersion")?;
         let attested = match attest_type {
             TPM_ST_ATTEST_CERTIFY => Attested::Certify {
-                name: reader.tpm2b(MAX_NAME_SIZE, "TPMS_CERTIFY_INFO.name")?.to_vec(),
+                name: reader
+                    .tpm2b(MAX_NAME_SIZE, "TPMS_CERTIFY_INFO.name")?
+                    .to_vec(),
                 qualified_name: reader
                     .tpm2b(MAX_NAME_SIZE, "TPMS_CERTIFY_INFO.qualifiedName")?
                     .to_vec(),

@@ -175,7 +175,8 @@ fn ecc_seed(
     ek_x: &[u8],
     ek_y: &[u8],
 ) -> Result<(Zeroizing<Vec<u8>>, Vec<u8>), CredentialError> {
-    let ek_point = sec1_uncompressed(curve, ek_x, ek_y).map_err(|_| CredentialError::InvalidEkKey)?;
+    let ek_point =
+        sec1_uncompressed(curve, ek_x, ek_y).map_err(|_| CredentialError::InvalidEkKey)?;
     let (z, ephemeral_point) = match curve {
         EccCurve::NistP256 => {
             let ek = p256::PublicKey::from_sec1_bytes(&ek_point)
@@ -184,7 +185,11 @@ fn ecc_seed(
                 .map_err(|_| CredentialError::Random)?;
             let shared = ephemeral.diffie_hellman(&ek);
             let z = Zeroizing::new(shared.raw_secret_bytes().to_vec());
-            let point = ephemeral.public_key().to_sec1_point(false).as_bytes().to_vec();
+            let point = ephemeral
+                .public_key()
+                .to_sec1_point(false)
+                .as_bytes()
+                .to_vec();
             (z, point)
         }
         EccCurve::NistP384 => {
@@ -194,7 +199,11 @@ fn ecc_seed(
                 .map_err(|_| CredentialError::Random)?;
             let shared = ephemeral.diffie_hellman(&ek);
             let z = Zeroizing::new(shared.raw_secret_bytes().to_vec());
-            let point = ephemeral.public_key().to_sec1_point(false).as_bytes().to_vec();
+            let point = ephemeral
+                .public_key()
+                .to_sec1_point(false)
+                .as_bytes()
+                .to_vec();
             (z, point)
         }
     };

@@ -107,7 +107,11 @@ pub(crate) fn rsa_public_key(modulus: &[u8], exponent: u32) -> Result<rsa::Publi
 }
 
 /// `04 ‖ x ‖ y` with both coordinates left-padded to the curve size.
-pub(crate) fn sec1_uncompressed(curve: EccCurve, x: &[u8], y: &[u8]) -> Result<Vec<u8>, InvalidKey> {
+pub(crate) fn sec1_uncompressed(
+    curve: EccCurve,
+    x: &[u8],
+    y: &[u8],
+) -> Result<Vec<u8>, InvalidKey> {
     let size = curve.coordinate_size();
     let x = strip_leading_zeros(x);
     let y = strip_leading_zeros(y);

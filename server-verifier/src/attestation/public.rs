@@ -156,8 +156,12 @@ impl TpmPublic {
                 let scheme = read_scheme(reader, "ECC scheme")?;
                 let curve = EccCurve::from_tpm(reader.u16("TPMS_ECC_PARMS.curveID")?)?;
                 let kdf = read_scheme(reader, "KDF scheme")?;
-                let x = reader.tpm2b(MAX_ECC_KEY_BYTES, "TPMS_ECC_POINT.x")?.to_vec();
-                let y = reader.tpm2b(MAX_ECC_KEY_BYTES, "TPMS_ECC_POINT.y")?.to_vec();
+                let x = reader
+                    .tpm2b(MAX_ECC_KEY_BYTES, "TPMS_ECC_POINT.x")?
+                    .to_vec();
+                let y = reader
+                    .tpm2b(MAX_ECC_KEY_BYTES, "TPMS_ECC_POINT.y")?
+                    .to_vec();
                 if x.len() > curve.coordinate_size() || y.len() > curve.coordinate_size() {
                     return Err(ParseError::Invalid {
                         what: "ECC coordinate length",

@@ -199,11 +199,19 @@ mod tests {
         let mut reader = Reader::new(&[0x00, 0x05, 0x01]);
         assert!(matches!(
             reader.clone().tpm2b(8, "x"),
-            Err(ParseError::Truncated { needed: 5, available: 1, .. })
+            Err(ParseError::Truncated {
+                needed: 5,
+                available: 1,
+                ..
+            })
         ));
         assert!(matches!(
             reader.tpm2b(4, "x"),
-            Err(ParseError::SizeTooLarge { size: 5, max: 4, .. })
+            Err(ParseError::SizeTooLarge {
+                size: 5,
+                max: 4,
+                ..
+            })
         ));
         let mut reader = Reader::new(&[0, 0, 0]);
         assert!(reader.u16("x").is_ok());

@@ -46,7 +46,9 @@ impl TpmSignature {
             },
             TPM_ALG_RSASSA => Self::RsaSsa {
                 hash: HashAlg::from_tpm(reader.u16("TPMS_SIGNATURE_RSA.hash")?, "signature hash")?,
-                signature: reader.tpm2b(MAX_RSA_SIGNATURE, "TPMS_SIGNATURE_RSA.sig")?.to_vec(),
+                signature: reader
+                    .tpm2b(MAX_RSA_SIGNATURE, "TPMS_SIGNATURE_RSA.sig")?
+                    .to_vec(),
             },
             other => {
                 return Err(ParseError::Unsupported {
@@ -125,7 +127,12 @@ pub fn verify_tpm_signature(
             let key = VerifyKey::ecc(*curve, x, y).map_err(|_| SignatureError::InvalidKey)?;
             key.verify_ecdsa(&digest, r, s)
         }
-        (PublicKeyArea::Rsa { modulus, .. }, TpmSignature::RsaSsa { hash, signature, .. }) => {
+        (
+            PublicKeyArea::Rsa { modulus, .. },
+            TpmSignature::RsaSsa {
+                hash, signature, ..
+            },
+        ) => {
             let exponent = signer.rsa_exponent().ok_or(SignatureError::InvalidKey)?;
             let key = VerifyKey::rsa(modulus, exponent).map_err(|_| SignatureError::InvalidKey)?;
             key.verify_pkcs1(*hash, &digest, signature)
