@@ -1,0 +1,66 @@
+//! The TPM backend's evidence through the verifier's own attestation code (no libtss2 there):
+//! `verify_evidence` accepts it, and a credential from the verifier's software MakeCredential
+//! is released by the real TPM's ActivateCredential.
+#![cfg(feature = "tpm")]
+
+mod tpm_backend_support;
+
+use std::time::SystemTime;
+
+use anyhow::{Result, bail, ensure};
+use hwsign_agent::backends::KeyBackend;
+use hwsign_agent::backends::tpm::{TpmBackend, TpmConfig};
+use hwsign_proto::attestation::{Evidence, TpmEvidence};
+use hwsign_verifier::attestation::{TrustAnchors, make_credential, verify_evidence};
+use tpm_backend_support::Swtpm;
+
+fn tpm_evidence(evidence: Evidence) -> Result<TpmEvidence> {
+    match evidence {
+        Evidence::Tpm(tpm) => Ok(tpm),
+        other => bail!("expected TPM evidence, got {other:?}"),
+    }
+}
+
+#[test]
+fn verifier_accepts_evidence_and_tpm_activates_its_credential() -> Result<()> {
+    let tpm = Swtpm::start()?;
+    let state = tempfile::tempdir()?;
+    let config = TpmConfig {
+        tcti: tpm.tcti(),
+        ..TpmConfig::default()
+    };
+    let backend = TpmBackend::open(&config, state.path())?;
+    let key = backend.create_key("enrolled")?;
+    let anchors = TrustAnchors::from_pem_files(&[tpm.ca_root_pem()], &[tpm.ca_intermediate_pem()])?;
+
+    let nonce = b"fresh verifier nonce";
+    let evidence = tpm_evidence(backend.attest(&key.id, nonce)?)?;
+    let attested = verify_evidence(&evidence, nonce, &anchors, SystemTime::now(), None)?;
+    ensure!(attested.public_key == key.public_key);
+    ensure!(attested.key_id == key.id);
+
+    // Bound to the nonce: the same evidence under another nonce is refused.
+    ensure!(
+        verify_evidence(&evidence, b"other nonce", &anchors, SystemTime::now(), None).is_err()
+    );
+
+    // Enrollment step 2-3: the verifier wraps a secret to the EK for the AK's name; only this
+    // TPM releases it.
+    let secret = *b"0123456789abcdef0123456789abcdef";
+    let made = make_credential(&attested.ek_public, &attested.ak_name, &secret)?;
+    let released = backend.activate_credential(&made.credential_blob, &made.encrypted_secret)?;
+    ensure!(released == secret);
+
+    // A later attestation does not go backwards from the recorded clock.
+    let later = tpm_evidence(backend.attest(&key.id, b"second nonce")?)?;
+    let again = verify_evidence(
+        &later,
+        b"second nonce",
+        &anchors,
+        SystemTime::now(),
+        Some(attested.clock),
+    )?;
+    ensure!(again.ak_name == attested.ak_name);
+    ensure!(backend.transient_handles()?.len() == 1);
+    Ok(())
+}
