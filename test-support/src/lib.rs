@@ -1,1 +1,5 @@
-//! Placeholder.
+//! Test fixtures for hwsign: real emulators and processes in temp dirs, cleaned up on drop.
+
+pub mod binaries;
+pub mod ports;
+pub mod swtpm;
