@@ -40,7 +40,10 @@ fn key_signs_and_survives_agent_and_tpm_restart() -> Result<()> {
     let message = digest("GET /v1/things");
     let signature = backend.sign_digest(&key.id, &message)?;
     ensure!(key.public_key.verify_digest(&message, &signature));
-    ensure!(!key.public_key.verify_digest(&digest("something else"), &signature));
+    ensure!(
+        !key.public_key
+            .verify_digest(&digest("something else"), &signature)
+    );
 
     // Blobs are on disk with tight modes.
     let dir = state.path().join("tpm");
@@ -180,7 +183,11 @@ fn tpm_down_at_start_is_not_fatal() -> Result<()> {
 #[test]
 fn malformed_tcti_is_refused_at_open() -> Result<()> {
     let state = tempfile::tempdir()?;
-    for tcti in ["swtpm:path=/run/swtpm.sock", "swtpm:hots=127.0.0.1", "nonsense"] {
+    for tcti in [
+        "swtpm:path=/run/swtpm.sock",
+        "swtpm:hots=127.0.0.1",
+        "nonsense",
+    ] {
         let config = TpmConfig {
             tcti: tcti.into(),
             ..TpmConfig::default()

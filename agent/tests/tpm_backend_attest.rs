@@ -61,7 +61,10 @@ fn check_signature(key: &PublicKey, signed: &[u8], signature: &[u8]) -> Result<(
         ecdsa.signature_s().value(),
     )?;
     let digest: [u8; 32] = Sha256::digest(signed).into();
-    ensure!(key.verify_digest(&digest, &der), "AK signature does not verify");
+    ensure!(
+        key.verify_digest(&digest, &der),
+        "AK signature does not verify"
+    );
     Ok(())
 }
 
@@ -184,8 +187,15 @@ fn evidence_checks_out_and_ak_persists() -> Result<()> {
     check_evidence(&first, &key, nonce, &tpm)?;
     // A TPM that never lost power without an orderly shutdown reports a safe clock. (After the
     // kill in the restart below, `safe` is clear: that is the TPM telling the truth.)
-    ensure!(Attest::unmarshall(&b64(&first.certify_info)?)?.clock_info().safe());
-    ensure!(backend.transient_handles()?.len() == 1, "attest leaked a handle");
+    ensure!(
+        Attest::unmarshall(&b64(&first.certify_info)?)?
+            .clock_info()
+            .safe()
+    );
+    ensure!(
+        backend.transient_handles()?.len() == 1,
+        "attest leaked a handle"
+    );
 
     // The longest nonce a TPM2B_DATA holds.
     let long_nonce = [0xa5u8; 64];
@@ -281,13 +291,19 @@ fn activate_credential_releases_the_secret_for_the_ak_only() -> Result<()> {
     let (blob, encrypted) = make_credential_with_tools(&tpm, &ek_public, &ak_name, &secret)?;
     let released = backend.activate_credential(&blob, &encrypted)?;
     ensure!(released == secret, "wrong secret released");
-    ensure!(backend.transient_handles()?.len() == 1, "activation leaked a handle");
+    ensure!(
+        backend.transient_handles()?.len() == 1,
+        "activation leaked a handle"
+    );
 
     // A credential for another object (the signing key) is refused by the TPM.
     let key_name = name_of(&b64(&ev.key_public)?);
     let (blob, encrypted) = make_credential_with_tools(&tpm, &ek_public, &key_name, &secret)?;
     let refused = backend.activate_credential(&blob, &encrypted);
-    ensure!(refused.is_err(), "credential for another name must not activate");
+    ensure!(
+        refused.is_err(),
+        "credential for another name must not activate"
+    );
 
     // Tampered blob.
     let (mut blob, encrypted) = make_credential_with_tools(&tpm, &ek_public, &ak_name, &secret)?;
@@ -308,7 +324,10 @@ fn activate_credential_releases_the_secret_for_the_ak_only() -> Result<()> {
         backend.activate_credential(&[], &encrypted),
         Err(BackendError::InvalidInput(_))
     ));
-    ensure!(backend.transient_handles()?.len() == 1, "failed activations leaked a handle");
+    ensure!(
+        backend.transient_handles()?.len() == 1,
+        "failed activations leaked a handle"
+    );
 
     // Still works after the failures.
     let (blob, encrypted) = make_credential_with_tools(&tpm, &ek_public, &ak_name, &secret)?;

@@ -40,9 +40,7 @@ fn verifier_accepts_evidence_and_tpm_activates_its_credential() -> Result<()> {
     ensure!(attested.key_id == key.id);
 
     // Bound to the nonce: the same evidence under another nonce is refused.
-    ensure!(
-        verify_evidence(&evidence, b"other nonce", &anchors, SystemTime::now(), None).is_err()
-    );
+    ensure!(verify_evidence(&evidence, b"other nonce", &anchors, SystemTime::now(), None).is_err());
 
     // Enrollment step 2-3: the verifier wraps a secret to the EK for the AK's name; only this
     // TPM releases it.

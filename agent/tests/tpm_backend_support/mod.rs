@@ -91,7 +91,10 @@ impl Swtpm {
             .arg("--server")
             .arg(format!("type=tcp,port={},bindaddr=127.0.0.1", self.port))
             .arg("--ctrl")
-            .arg(format!("type=tcp,port={},bindaddr=127.0.0.1", self.port + 1))
+            .arg(format!(
+                "type=tcp,port={},bindaddr=127.0.0.1",
+                self.port + 1
+            ))
             .arg("--flags")
             .arg("not-need-init,startup-clear")
             .stdin(Stdio::null())

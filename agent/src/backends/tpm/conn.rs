@@ -4,8 +4,8 @@
 
 use tss_esapi::Context;
 use tss_esapi::constants::CapabilityType;
-use tss_esapi::constants::response_code::Tss2ResponseCodeKind;
 use tss_esapi::constants::StartupType;
+use tss_esapi::constants::response_code::Tss2ResponseCodeKind;
 use tss_esapi::handles::{KeyHandle, ObjectHandle, TpmHandle};
 use tss_esapi::interface_types::resource_handles::Hierarchy;
 use tss_esapi::interface_types::session_handles::AuthSession;
@@ -50,7 +50,10 @@ impl Live {
             flush_tpm_handle(&mut ctx, *handle)?;
         }
         if !leftovers.is_empty() {
-            tracing::info!(count = leftovers.len(), "flushed transient objects left in the TPM");
+            tracing::info!(
+                count = leftovers.len(),
+                "flushed transient objects left in the TPM"
+            );
         }
         let template = templates::srk()?;
         let srk = tpm("CreatePrimary(SRK)", || {

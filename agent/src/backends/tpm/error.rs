@@ -230,7 +230,9 @@ mod tests {
         let result = tpm("test", || {
             calls += 1;
             if calls < 3 {
-                Err(tss_esapi::Error::Tss2Error(Tss2ResponseCode::from(RC_YIELDED)))
+                Err(tss_esapi::Error::Tss2Error(Tss2ResponseCode::from(
+                    RC_YIELDED,
+                )))
             } else {
                 Ok(calls)
             }
@@ -243,7 +245,9 @@ mod tests {
         let mut calls = 0;
         let result: Result<(), TpmError> = tpm("test", || {
             calls += 1;
-            Err(tss_esapi::Error::Tss2Error(Tss2ResponseCode::from(RC_RETRY)))
+            Err(tss_esapi::Error::Tss2Error(Tss2ResponseCode::from(
+                RC_RETRY,
+            )))
         });
         assert!(matches!(result, Err(TpmError::Busy { .. })));
         assert_eq!(calls, MAX_BUSY_ATTEMPTS);

@@ -11,9 +11,9 @@ use tss_esapi::interface_types::algorithm::{HashingAlgorithm, SignatureSchemeAlg
 use tss_esapi::interface_types::ecc::EccCurve;
 use tss_esapi::interface_types::session_handles::{AuthSession, PolicySession};
 use tss_esapi::structures::{
-    Attest, AttestInfo, Data, Digest, EncryptedSecret, HashcheckTicket, IdObject,
-    PcrSelectionList, PcrSelectionListBuilder, PcrSlot, Private, Public, Signature,
-    SignatureScheme, SymmetricDefinition,
+    Attest, AttestInfo, Data, Digest, EncryptedSecret, HashcheckTicket, IdObject, PcrSelectionList,
+    PcrSelectionListBuilder, PcrSlot, Private, Public, Signature, SignatureScheme,
+    SymmetricDefinition,
 };
 use tss_esapi::traits::Marshall;
 use tss_esapi::tss2_esys::TPMT_TK_HASHCHECK;
@@ -50,13 +50,16 @@ pub(crate) struct AkBlobs {
     pub ek_nv_index: u32,
 }
 
+/// A TPMS_ATTEST and the AK's signature over it.
+pub(crate) type Signed = (Attest, Signature);
+
 /// What TPM2_Certify and TPM2_Quote produced, with the public areas involved.
 #[derive(Debug)]
 pub(crate) struct AttestOutput {
     pub ek: EkInfo,
     pub ek_public: Public,
-    pub certify: (Attest, Signature),
-    pub quote: (Attest, Signature),
+    pub certify: Signed,
+    pub quote: Signed,
     pub pcrs: Vec<Vec<u8>>,
 }
 
@@ -177,7 +180,11 @@ pub(crate) fn attest(
             tpm("Certify", || {
                 // Two authorisations: the certified object (ADMIN role) and the AK (USER role).
                 ctx.execute_with_sessions(
-                    (Some(AuthSession::Password), Some(AuthSession::Password), None),
+                    (
+                        Some(AuthSession::Password),
+                        Some(AuthSession::Password),
+                        None,
+                    ),
                     |ctx| {
                         ctx.certify(
                             key_handle.into(),
@@ -249,7 +256,7 @@ fn quote(
     ctx: &mut Context,
     ak_handle: KeyHandle,
     data: &Data,
-) -> Result<((Attest, Signature), Vec<Vec<u8>>), TpmError> {
+) -> Result<(Signed, Vec<Vec<u8>>), TpmError> {
     let selection = pcr_selection()?;
     for _ in 0..QUOTE_ATTEMPTS {
         let pcrs = read_pcrs(ctx, &selection)?;

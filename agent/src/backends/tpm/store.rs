@@ -98,9 +98,15 @@ impl Store {
             match read_json::<KeyFile>(&entry.path()) {
                 Ok(key) if key.version == FILE_VERSION => keys.push(key),
                 Ok(key) => {
-                    tracing::warn!(file = name, version = key.version, "unknown key file version")
+                    tracing::warn!(
+                        file = name,
+                        version = key.version,
+                        "unknown key file version"
+                    )
                 }
-                Err(err) => tracing::warn!(file = name, error = %err, "skipping unreadable key file"),
+                Err(err) => {
+                    tracing::warn!(file = name, error = %err, "skipping unreadable key file")
+                }
             }
         }
         keys.sort_by(|a, b| (a.created_unix, &a.id).cmp(&(b.created_unix, &b.id)));
@@ -175,7 +181,12 @@ pub(crate) fn key_file(
 }
 
 /// Builds a fresh AK file record.
-pub(crate) fn ak_file(ek_nv_index: u32, created_unix: i64, public: &[u8], private: &[u8]) -> AkFile {
+pub(crate) fn ak_file(
+    ek_nv_index: u32,
+    created_unix: i64,
+    public: &[u8],
+    private: &[u8],
+) -> AkFile {
     AkFile {
         version: FILE_VERSION,
         ek_nv_index,

@@ -140,7 +140,8 @@ impl Worker {
     pub fn ping(&mut self) -> Result<(), TpmError> {
         self.run(|live, _| {
             tpm("GetCapability", || {
-                live.ctx.get_capability(CapabilityType::Handles, 0x8000_0000, 1)
+                live.ctx
+                    .get_capability(CapabilityType::Handles, 0x8000_0000, 1)
             })
             .map(|_| ())
         })
