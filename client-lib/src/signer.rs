@@ -1,0 +1,182 @@
+//! [`Signer`]: signs outgoing `http` requests with one agent key for one audience.
+//!
+//! # Retries
+//! Every signature carries a fresh `X-Hws-Date` and a fresh `X-Hws-Nonce`, and a verifier refuses
+//! a nonce it has seen (`replayed_nonce`). A retried request must therefore be signed again, once
+//! per attempt. Signing an already signed request is the supported way to do that: the signer
+//! first removes `Authorization` and every `X-Hws-*` header, then signs anew. The tower and
+//! reqwest adapters sign inside the retry loop, so each attempt is signed.
+
+use std::sync::Arc;
+
+use http::request::Parts;
+use http::{HeaderMap, Method, Request, Uri};
+use hwsign_proto::api::{SignRequest, SignResponse};
+use tokio::io::AsyncRead;
+
+use crate::client::AgentClient;
+use crate::describe::{self, SigningIdentity, Target};
+use crate::digest::{BodyDigest, body_sha256_from_reader};
+use crate::error::ClientError;
+
+/// Which key signs, for which API, covering which optional headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignerConfig {
+    /// The agent key id (`hk1_…`).
+    pub key_id: String,
+    /// The API's name, the scope audience the verifier expects.
+    pub audience: String,
+    /// Header names to sign beyond those HWS1 always signs (host, date, body hash, nonce, and
+    /// content-type when present). A named header the request lacks makes the agent refuse.
+    pub signed_headers: Vec<String>,
+}
+
+/// Signs requests through the agent. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Signer {
+    agent: AgentClient,
+    config: Arc<SignerConfig>,
+}
+
+impl Signer {
+    /// A signer using `key_id` for `audience`.
+    pub fn new(agent: AgentClient, key_id: impl Into<String>, audience: impl Into<String>) -> Self {
+        Self::from_config(
+            agent,
+            SignerConfig {
+                key_id: key_id.into(),
+                audience: audience.into(),
+                signed_headers: Vec::new(),
+            },
+        )
+    }
+
+    /// A signer from a full configuration.
+    pub fn from_config(agent: AgentClient, config: SignerConfig) -> Self {
+        Self {
+            agent,
+            config: Arc::new(config),
+        }
+    }
+
+    /// Also signs these headers (lower or mixed case) on every request.
+    pub fn with_signed_headers<I, S>(self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let mut config = (*self.config).clone();
+        config.signed_headers.extend(names.into_iter().map(Into::into));
+        Self::from_config(self.agent, config)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SignerConfig {
+        &self.config
+    }
+
+    /// The agent client.
+    pub fn agent(&self) -> &AgentClient {
+        &self.agent
+    }
+
+    /// Signs a request whose body is in memory (`Vec<u8>`, `Bytes`, `String`, `&[u8]`, …): hashes
+    /// the body, asks the agent, and adds the `X-Hws-*` and `Authorization` headers. Call it again
+    /// for every attempt of a retried request.
+    pub async fn sign_request<B: AsRef<[u8]>>(
+        &self,
+        request: &mut Request<B>,
+    ) -> Result<SignResponse, ClientError> {
+        let digest = BodyDigest::of_bytes(request.body().as_ref());
+        let method = request.method().clone();
+        let uri = request.uri().clone();
+        self.sign_headers(&method, &uri, request.headers_mut(), &digest)
+            .await
+    }
+
+    /// Signs request `parts` whose body is `body`.
+    pub async fn sign_bytes(
+        &self,
+        parts: &mut Parts,
+        body: &[u8],
+    ) -> Result<SignResponse, ClientError> {
+        self.sign_parts(parts, &BodyDigest::of_bytes(body)).await
+    }
+
+    /// Signs request `parts` whose body hashes to `body` — for bodies too large to hold in
+    /// memory: hash them with [`body_sha256_from_reader`] or
+    /// [`crate::body_sha256_of_file`], then stream them to the server unchanged.
+    pub async fn sign_parts(
+        &self,
+        parts: &mut Parts,
+        body: &BodyDigest,
+    ) -> Result<SignResponse, ClientError> {
+        self.sign_headers(&parts.method, &parts.uri, &mut parts.headers, body)
+            .await
+    }
+
+    /// Hashes `reader` in chunks (no buffering of the whole body) and signs `parts` with that
+    /// digest. The caller then sends the same bytes again, e.g. by reopening the file.
+    pub async fn sign_reader<R: AsyncRead + Unpin>(
+        &self,
+        parts: &mut Parts,
+        reader: R,
+    ) -> Result<SignResponse, ClientError> {
+        let (digest, _len) = body_sha256_from_reader(reader).await?;
+        self.sign_parts(parts, &digest).await
+    }
+
+    /// Signs a request given as method, URI and headers; adds the signature to `headers`.
+    pub async fn sign_headers(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &mut HeaderMap,
+        body: &BodyDigest,
+    ) -> Result<SignResponse, ClientError> {
+        let target = Target::from_uri(uri)?;
+        self.sign_target(method, target, headers, body).await
+    }
+
+    /// The request the agent would be asked to sign, without asking it: strips old signature
+    /// headers from `headers` and describes what remains. Useful for logging and tests.
+    pub fn describe(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &mut HeaderMap,
+        body: &BodyDigest,
+    ) -> Result<SignRequest, ClientError> {
+        describe::strip_signature_headers(headers);
+        let target = Target::from_uri(uri)?;
+        Ok(describe::describe(
+            self.identity(),
+            method,
+            target,
+            headers,
+            body,
+        )?)
+    }
+
+    pub(crate) async fn sign_target(
+        &self,
+        method: &Method,
+        target: Target<'_>,
+        headers: &mut HeaderMap,
+        body: &BodyDigest,
+    ) -> Result<SignResponse, ClientError> {
+        describe::strip_signature_headers(headers);
+        let request = describe::describe(self.identity(), method, target, headers, body)?;
+        let response = self.agent.sign(&request).await?;
+        describe::apply(headers, &response)?;
+        Ok(response)
+    }
+
+    fn identity(&self) -> SigningIdentity<'_> {
+        SigningIdentity {
+            key_id: &self.config.key_id,
+            audience: &self.config.audience,
+            signed_headers: &self.config.signed_headers,
+        }
+    }
+}
