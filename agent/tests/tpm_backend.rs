@@ -204,3 +204,29 @@ fn malformed_tcti_is_refused_at_open() -> Result<()> {
     ensure!(parsed.request_timeout_secs == 60);
     Ok(())
 }
+
+#[test]
+fn objects_left_by_a_crashed_client_are_flushed_on_connect() -> Result<()> {
+    let tpm = Swtpm::start()?;
+    // tpm2-tools without a resource manager leaves its primaries loaded: fill all three slots.
+    for n in 0..3 {
+        let output = std::process::Command::new("tpm2_createprimary")
+            .args(["-T", &tpm.tcti(), "-C", "o", "-c"])
+            .arg(tpm.scratch().join(format!("primary{n}.ctx")))
+            .env("TSS2_LOG", "all+none")
+            .output()?;
+        ensure!(output.status.success(), "{output:?}");
+    }
+    ensure!(transient_handles_via_tools(&tpm.tcti())?.lines().count() == 3);
+
+    let state = tempfile::tempdir()?;
+    let backend = open(&tpm, state.path())?;
+    let key = backend.create_key("after crash")?;
+    let message = digest("slots free again");
+    ensure!(
+        key.public_key
+            .verify_digest(&message, &backend.sign_digest(&key.id, &message)?)
+    );
+    ensure!(backend.transient_handles()?.len() == 1);
+    Ok(())
+}
