@@ -2,8 +2,6 @@
 //! restarts, handle hygiene, loss and return of the TPM.
 #![cfg(feature = "tpm")]
 
-mod tpm_backend_support;
-
 use std::os::unix::fs::PermissionsExt;
 use std::time::Instant;
 
@@ -11,8 +9,8 @@ use anyhow::{Result, ensure};
 use hwsign_agent::backends::tpm::{TpmBackend, TpmConfig};
 use hwsign_agent::backends::{BackendError, KeyBackend};
 use hwsign_proto::api::KeyLevel;
+use hwsign_test_support::swtpm::Swtpm;
 use sha2::{Digest, Sha256};
-use tpm_backend_support::{Swtpm, transient_handles_via_tools};
 
 fn open(tpm: &Swtpm, state: &std::path::Path) -> Result<TpmBackend> {
     let config = TpmConfig {
@@ -22,13 +20,21 @@ fn open(tpm: &Swtpm, state: &std::path::Path) -> Result<TpmBackend> {
     Ok(TpmBackend::open(&config, state)?)
 }
 
+/// Transient handles listed by tpm2_getcap over its own connection (the backend must be gone:
+/// swtpm serves one client at a time).
+fn transient_handles_via_tools(tpm: &Swtpm) -> Result<String> {
+    let output = tpm.tool("tpm2_getcap").arg("handles-transient").output()?;
+    ensure!(output.status.success(), "tpm2_getcap: {output:?}");
+    Ok(String::from_utf8(output.stdout)?)
+}
+
 fn digest(text: &str) -> [u8; 32] {
     Sha256::digest(text.as_bytes()).into()
 }
 
 #[test]
 fn key_signs_and_survives_agent_and_tpm_restart() -> Result<()> {
-    let mut tpm = Swtpm::start()?;
+    let mut tpm = Swtpm::start_tcp()?;
     let state = tempfile::tempdir()?;
     let backend = open(&tpm, state.path())?;
     ensure!(backend.health().available, "{:?}", backend.health());
@@ -75,7 +81,7 @@ fn key_signs_and_survives_agent_and_tpm_restart() -> Result<()> {
 
 #[test]
 fn unknown_key_and_bad_labels_are_refused() -> Result<()> {
-    let tpm = Swtpm::start()?;
+    let tpm = Swtpm::start_tcp()?;
     let state = tempfile::tempdir()?;
     let backend = open(&tpm, state.path())?;
     ensure!(matches!(
@@ -96,7 +102,7 @@ fn unknown_key_and_bad_labels_are_refused() -> Result<()> {
 
 #[test]
 fn thousand_signs_leave_no_transient_handle() -> Result<()> {
-    let tpm = Swtpm::start()?;
+    let tpm = Swtpm::start_tcp()?;
     let state = tempfile::tempdir()?;
     let backend = open(&tpm, state.path())?;
     let key = backend.create_key("busy")?;
@@ -122,14 +128,14 @@ fn thousand_signs_leave_no_transient_handle() -> Result<()> {
 
     // Once the backend is gone, not even the SRK is left in the TPM.
     drop(backend);
-    let listed = transient_handles_via_tools(&tpm.tcti())?;
+    let listed = transient_handles_via_tools(&tpm)?;
     ensure!(listed.trim().is_empty(), "tpm2_getcap lists {listed}");
     Ok(())
 }
 
 #[test]
 fn lost_tpm_is_unavailable_then_recovers_without_reopening() -> Result<()> {
-    let mut tpm = Swtpm::start()?;
+    let mut tpm = Swtpm::start_tcp()?;
     let state = tempfile::tempdir()?;
     let backend = open(&tpm, state.path())?;
     let key = backend.create_key("flaky")?;
@@ -165,7 +171,7 @@ fn lost_tpm_is_unavailable_then_recovers_without_reopening() -> Result<()> {
 
 #[test]
 fn tpm_down_at_start_is_not_fatal() -> Result<()> {
-    let mut tpm = Swtpm::start()?;
+    let mut tpm = Swtpm::start_tcp()?;
     tpm.stop()?;
     let state = tempfile::tempdir()?;
     let backend = open(&tpm, state.path())?;
@@ -207,17 +213,17 @@ fn malformed_tcti_is_refused_at_open() -> Result<()> {
 
 #[test]
 fn objects_left_by_a_crashed_client_are_flushed_on_connect() -> Result<()> {
-    let tpm = Swtpm::start()?;
+    let tpm = Swtpm::start_tcp()?;
     // tpm2-tools without a resource manager leaves its primaries loaded: fill all three slots.
     for n in 0..3 {
-        let output = std::process::Command::new("tpm2_createprimary")
-            .args(["-T", &tpm.tcti(), "-C", "o", "-c"])
+        let output = tpm
+            .tool("tpm2_createprimary")
+            .args(["-C", "o", "-c"])
             .arg(tpm.scratch().join(format!("primary{n}.ctx")))
-            .env("TSS2_LOG", "all+none")
             .output()?;
         ensure!(output.status.success(), "{output:?}");
     }
-    ensure!(transient_handles_via_tools(&tpm.tcti())?.lines().count() == 3);
+    ensure!(transient_handles_via_tools(&tpm)?.lines().count() == 3);
 
     let state = tempfile::tempdir()?;
     let backend = open(&tpm, state.path())?;

@@ -3,8 +3,6 @@
 //! and ActivateCredential with a credential made in software by `tpm2_makecredential -T none`.
 #![cfg(feature = "tpm")]
 
-mod tpm_backend_support;
-
 use std::path::Path;
 use std::process::Command;
 
@@ -15,8 +13,8 @@ use hwsign_agent::backends::tpm::{TpmBackend, TpmConfig};
 use hwsign_agent::backends::{BackendError, BackendKey, KeyBackend};
 use hwsign_proto::PublicKey;
 use hwsign_proto::attestation::{Evidence, TpmEvidence};
+use hwsign_test_support::swtpm::Swtpm;
 use sha2::{Digest, Sha256};
-use tpm_backend_support::Swtpm;
 use tss_esapi::interface_types::structure_tags::AttestationType;
 use tss_esapi::structures::{Attest, AttestInfo, Public, Signature};
 use tss_esapi::traits::UnMarshall;
@@ -177,7 +175,7 @@ fn run(command: &mut Command) -> Result<String> {
 
 #[test]
 fn evidence_checks_out_and_ak_persists() -> Result<()> {
-    let mut tpm = Swtpm::start()?;
+    let mut tpm = Swtpm::start_tcp()?;
     let state = tempfile::tempdir()?;
     let backend = open(&tpm, state.path())?;
     let key = backend.create_key("attested")?;
@@ -279,7 +277,7 @@ fn make_credential_with_tools(
 
 #[test]
 fn activate_credential_releases_the_secret_for_the_ak_only() -> Result<()> {
-    let tpm = Swtpm::start()?;
+    let tpm = Swtpm::start_tcp()?;
     let state = tempfile::tempdir()?;
     let backend = open(&tpm, state.path())?;
     let key = backend.create_key("enrolling")?;

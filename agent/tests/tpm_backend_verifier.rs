@@ -3,16 +3,14 @@
 //! is released by the real TPM's ActivateCredential.
 #![cfg(feature = "tpm")]
 
-mod tpm_backend_support;
-
 use std::time::SystemTime;
 
 use anyhow::{Result, bail, ensure};
 use hwsign_agent::backends::KeyBackend;
 use hwsign_agent::backends::tpm::{TpmBackend, TpmConfig};
 use hwsign_proto::attestation::{Evidence, TpmEvidence};
+use hwsign_test_support::swtpm::Swtpm;
 use hwsign_verifier::attestation::{TrustAnchors, make_credential, verify_evidence};
-use tpm_backend_support::Swtpm;
 
 fn tpm_evidence(evidence: Evidence) -> Result<TpmEvidence> {
     match evidence {
@@ -23,7 +21,7 @@ fn tpm_evidence(evidence: Evidence) -> Result<TpmEvidence> {
 
 #[test]
 fn verifier_accepts_evidence_and_tpm_activates_its_credential() -> Result<()> {
-    let tpm = Swtpm::start()?;
+    let tpm = Swtpm::start_tcp()?;
     let state = tempfile::tempdir()?;
     let config = TpmConfig {
         tcti: tpm.tcti(),
