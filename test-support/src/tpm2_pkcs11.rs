@@ -1,0 +1,261 @@
+//! A tpm2-pkcs11 token on a private swtpm.
+//!
+//! Provisioning (`tpm2_ptool init` / `addtoken`) runs many tpm2-tools commands, each leaving
+//! transient objects behind, and swtpm has three object slots: it needs a resource manager
+//! that flushes them. So provisioning goes through `tpm2-abrmd --flush-all` on a private D-Bus
+//! session bus in the temp dir; afterwards abrmd and the bus are stopped and the module talks to
+//! swtpm directly (`TPM2_PKCS11_TCTI=swtpm:path=…`), since swtpm serves one client at a time.
+//!
+//! Like SoftHSM, the module reads its environment ([`Tpm2Pkcs11::env`]) when the process
+//! initializes it.
+
+use std::ffi::OsString;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use anyhow::{Context as _, Result, bail};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::softhsm::write_private;
+use crate::swtpm::Swtpm;
+
+/// Debian's tpm2-pkcs11 module (package libtpm2-pkcs11-1).
+pub const TPM2_PKCS11_MODULE: &str = "/usr/lib/x86_64-linux-gnu/pkcs11/libtpm2_pkcs11.so";
+
+/// User PIN of the fixture token.
+pub const USER_PIN: &str = "246810";
+/// Security officer PIN of the fixture token.
+pub const SO_PIN: &str = "13579135";
+
+/// Seconds to wait for tpm2-abrmd to claim its bus name.
+const ABRMD_READY_TIMEOUT_SECS: &str = "20";
+/// tpm2-abrmd's well-known bus name.
+const ABRMD_BUS_NAME: &str = "com.intel.tss2.Tabrmd";
+
+/// A provisioned tpm2-pkcs11 token (store in a scratch dir of the swtpm) and its swtpm.
+#[derive(Debug)]
+pub struct Tpm2Pkcs11 {
+    swtpm: Swtpm,
+    label: String,
+    store: PathBuf,
+    pin_file: PathBuf,
+}
+
+impl Tpm2Pkcs11 {
+    /// Provisions a token labelled `label` with [`USER_PIN`] / [`SO_PIN`] on `swtpm`.
+    pub fn new(swtpm: Swtpm, label: &str) -> Result<Self> {
+        if !Path::new(TPM2_PKCS11_MODULE).is_file() {
+            bail!(
+                "{TPM2_PKCS11_MODULE} missing: install libtpm2-pkcs11-1 and libtpm2-pkcs11-tools"
+            );
+        }
+        let base = swtpm.scratch().join("tpm2-pkcs11");
+        let store = base.join("store");
+        fs::create_dir_all(&store)?;
+        let pin_file = base.join("user.pin");
+        write_private(&pin_file, format!("{USER_PIN}\n").as_bytes())?;
+        {
+            let bus = PrivateBus::start(&base)?;
+            let abrmd = Abrmd::start(&bus, &swtpm.tcti(), &base)?;
+            let ptool = |args: &[&str]| -> Result<()> {
+                let output = Command::new("tpm2_ptool")
+                    .args(args)
+                    .env("DBUS_SESSION_BUS_ADDRESS", &bus.address)
+                    .env("TPM2TOOLS_TCTI", "tabrmd:bus_type=session")
+                    .env("TPM2_PKCS11_TCTI", "tabrmd:bus_type=session")
+                    .env("TPM2_PKCS11_STORE", &store)
+                    .env("TSS2_LOG", "all+none")
+                    .stdin(Stdio::null())
+                    .output()
+                    .context("running tpm2_ptool (Debian package libtpm2-pkcs11-tools)")?;
+                if !output.status.success() {
+                    bail!(
+                        "tpm2_ptool {args:?} failed: {}{}",
+                        String::from_utf8_lossy(&output.stdout),
+                        String::from_utf8_lossy(&output.stderr)
+                    );
+                }
+                Ok(())
+            };
+            let store_arg = store.to_string_lossy().into_owned();
+            ptool(&["init", "--path", &store_arg])?;
+            ptool(&[
+                "addtoken",
+                "--pid",
+                "1",
+                "--label",
+                label,
+                "--sopin",
+                SO_PIN,
+                "--userpin",
+                USER_PIN,
+                "--path",
+                &store_arg,
+            ])?;
+            // abrmd must be gone before the module connects: swtpm serves one client at a time.
+            abrmd.stop()?;
+        }
+        Ok(Self {
+            swtpm,
+            label: label.to_owned(),
+            store,
+            pin_file,
+        })
+    }
+
+    /// The module to load.
+    pub fn module_path(&self) -> &Path {
+        Path::new(TPM2_PKCS11_MODULE)
+    }
+
+    /// The token label.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// A 0600 file holding the user PIN and a newline.
+    pub fn pin_file(&self) -> &Path {
+        &self.pin_file
+    }
+
+    /// The tpm2-pkcs11 store (its SQLite database).
+    pub fn store(&self) -> &Path {
+        &self.store
+    }
+
+    /// The swtpm under the token.
+    pub fn swtpm(&self) -> &Swtpm {
+        &self.swtpm
+    }
+
+    /// Environment a process needs to use this token through the module.
+    pub fn env(&self) -> Vec<(OsString, OsString)> {
+        vec![
+            (
+                "TPM2_PKCS11_STORE".into(),
+                self.store.clone().into_os_string(),
+            ),
+            ("TPM2_PKCS11_TCTI".into(), self.swtpm.tcti().into()),
+            // The module logs expected failures (a wrong PIN) at error level otherwise.
+            ("TPM2_PKCS11_LOG_LEVEL".into(), "0".into()),
+            ("TSS2_LOG".into(), "all+none".into()),
+        ]
+    }
+}
+
+/// A `dbus-daemon --session` on a socket in a temp dir, killed on drop.
+struct PrivateBus {
+    address: String,
+    pid: Pid,
+}
+
+impl PrivateBus {
+    fn start(dir: &Path) -> Result<Self> {
+        let socket = dir.join("bus");
+        // --fork returns once the daemon listens, so the printed address is ready to use.
+        let output = Command::new("dbus-daemon")
+            .arg("--session")
+            .arg(format!("--address=unix:path={}", socket.display()))
+            .args([
+                "--fork",
+                "--nopidfile",
+                "--print-address=1",
+                "--print-pid=1",
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .context("running dbus-daemon (Debian package dbus)")?;
+        if !output.status.success() {
+            bail!(
+                "dbus-daemon failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let mut lines = stdout.lines();
+        let address = lines
+            .next()
+            .context("dbus-daemon printed no address")?
+            .to_owned();
+        let pid: i32 = lines
+            .next()
+            .context("dbus-daemon printed no pid")?
+            .trim()
+            .parse()
+            .context("dbus-daemon pid")?;
+        Ok(Self {
+            address,
+            pid: Pid::from_raw(pid),
+        })
+    }
+}
+
+impl Drop for PrivateBus {
+    fn drop(&mut self) {
+        // The daemon forked away from us, so it cannot be waited for; it exits on SIGTERM.
+        let _ = kill(self.pid, Signal::SIGTERM);
+    }
+}
+
+/// `tpm2-abrmd` on the private bus, in front of the swtpm.
+struct Abrmd {
+    child: Option<Child>,
+}
+
+impl Abrmd {
+    fn start(bus: &PrivateBus, tcti: &str, dir: &Path) -> Result<Self> {
+        let log = fs::File::create(dir.join("abrmd.log"))?;
+        let child = Command::new("tpm2-abrmd")
+            .args(["--session", "--allow-root", "--flush-all"])
+            .arg(format!("--tcti={tcti}"))
+            .env("DBUS_SESSION_BUS_ADDRESS", &bus.address)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("running tpm2-abrmd (Debian package tpm2-abrmd)")?;
+        let abrmd = Self { child: Some(child) };
+        // Ready once it owns its bus name; `gdbus wait` watches for exactly that.
+        let waited = Command::new("gdbus")
+            .args([
+                "wait",
+                "--session",
+                "--timeout",
+                ABRMD_READY_TIMEOUT_SECS,
+                ABRMD_BUS_NAME,
+            ])
+            .env("DBUS_SESSION_BUS_ADDRESS", &bus.address)
+            .stdin(Stdio::null())
+            .output()
+            .context("running gdbus (Debian package libglib2.0-bin)")?;
+        if !waited.status.success() {
+            let _ = abrmd.stop();
+            bail!(
+                "tpm2-abrmd did not claim {ABRMD_BUS_NAME} (see {}): {}",
+                dir.join("abrmd.log").display(),
+                String::from_utf8_lossy(&waited.stderr)
+            );
+        }
+        Ok(abrmd)
+    }
+
+    fn stop(mut self) -> Result<()> {
+        self.stop_inner()
+    }
+
+    fn stop_inner(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            child.wait().context("waiting for tpm2-abrmd")?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Abrmd {
+    fn drop(&mut self) {
+        let _ = self.stop_inner();
+    }
+}
