@@ -2,4 +2,6 @@
 
 pub mod binaries;
 pub mod ports;
+pub mod softhsm;
 pub mod swtpm;
+pub mod tpm2_pkcs11;
