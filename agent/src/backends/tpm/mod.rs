@@ -39,6 +39,8 @@ use super::{BackendError, BackendHealth, BackendKey, KeyBackend, check_label};
 pub const DEFAULT_TCTI: &str = "device:/dev/tpmrm0";
 /// Default time a caller waits for the TPM before getting `Unavailable`.
 pub const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 60;
+/// Longest a health check waits: `/v1/status` must answer even when the TPM hangs.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest nonce TPM2_Certify / TPM2_Quote accept (TPM2B_DATA).
 pub const MAX_NONCE_LEN: usize = 64;
 
@@ -170,6 +172,16 @@ impl TpmBackend {
         &self,
         f: impl FnOnce(&mut Worker) -> Result<T, TpmError> + Send + 'static,
     ) -> Result<T, BackendError> {
+        self.call_within(self.timeout, f)
+    }
+
+    /// [`Self::call`] with an explicit bound. A job whose caller gave up still runs later; jobs
+    /// therefore leave the backend consistent on their own (see `create_key`).
+    fn call_within<T: Send + 'static>(
+        &self,
+        timeout: Duration,
+        f: impl FnOnce(&mut Worker) -> Result<T, TpmError> + Send + 'static,
+    ) -> Result<T, BackendError> {
         let (reply, result) = mpsc::sync_channel(1);
         let job: Job = Box::new(move |worker| {
             let _ = reply.send(f(worker));
@@ -177,11 +189,11 @@ impl TpmBackend {
         self.jobs
             .send(Message::Job(job))
             .map_err(|_| BackendError::Unavailable("TPM worker stopped".into()))?;
-        match result.recv_timeout(self.timeout) {
+        match result.recv_timeout(timeout) {
             Ok(result) => result.map_err(BackendError::from),
             Err(RecvTimeoutError::Timeout) => Err(BackendError::Unavailable(format!(
                 "TPM did not answer within {} s",
-                self.timeout.as_secs()
+                timeout.as_secs()
             ))),
             Err(RecvTimeoutError::Disconnected) => {
                 Err(BackendError::Unavailable("TPM worker stopped".into()))
@@ -232,7 +244,7 @@ impl KeyBackend for TpmBackend {
     }
 
     fn health(&self) -> BackendHealth {
-        match self.call(|w| w.ping()) {
+        match self.call_within(self.timeout.min(HEALTH_TIMEOUT), |w| w.ping()) {
             Ok(()) => BackendHealth {
                 available: true,
                 detail: None,
@@ -254,7 +266,8 @@ impl KeyBackend for TpmBackend {
         check_label(label)?;
         let template = templates::signing_key()?;
         let label = label.to_owned();
-        let entry = self.call(move |w| {
+        let keys = Arc::clone(&self.keys);
+        let key = self.call(move |w| {
             let blobs = w.run(|live, _| ops::create_signing_key(live, &template))?;
             let public_key = templates::signing_public_key(&blobs.public)?;
             let key = BackendKey {
@@ -271,11 +284,18 @@ impl KeyBackend for TpmBackend {
                 &ops::marshall_public(&blobs.public)?,
                 blobs.private.value(),
             ))?;
-            Ok(Entry { key, blobs })
+            // Registered here, not by the caller: if the caller timed out meanwhile, the
+            // persisted key must still be listed and usable.
+            keys.lock().unwrap_or_else(|p| p.into_inner()).insert(
+                key.id.clone(),
+                Entry {
+                    key: key.clone(),
+                    blobs,
+                },
+            );
+            Ok(key)
         })?;
-        tracing::info!(key = %entry.key.id, "created TPM key");
-        let key = entry.key.clone();
-        self.lock_keys().insert(key.id.clone(), entry);
+        tracing::info!(key = %key.id, "created TPM key");
         Ok(key)
     }
 

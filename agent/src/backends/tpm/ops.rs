@@ -37,10 +37,19 @@ const QUOTED_PCRS: [PcrSlot; 8] = [
 ];
 
 /// A key's public and (TPM-encrypted) private blob.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct Blobs {
     pub public: Public,
     pub private: Private,
+}
+
+impl std::fmt::Debug for Blobs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The private blob is wrapped by the TPM, but key material stays out of logs regardless.
+        f.debug_struct("Blobs")
+            .field("public", &self.public)
+            .finish_non_exhaustive()
+    }
 }
 
 /// An attestation key and the EK certificate index whose EK is its parent.
