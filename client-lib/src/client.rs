@@ -167,8 +167,12 @@ impl AgentClient {
     ) -> Result<ActivateCredentialResponse, ClientError> {
         check_key_id(key_id).map_err(|e| ClientError::Protocol(format!("key id: {e}")))?;
         // Not replay-safe: the TPM may refuse a second activation of the same credential.
-        self.post(&format!("/v1/keys/{key_id}/activate-credential"), request, false)
-            .await
+        self.post(
+            &format!("/v1/keys/{key_id}/activate-credential"),
+            request,
+            false,
+        )
+        .await
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
@@ -202,7 +206,9 @@ impl AgentClient {
 fn decode<T: DeserializeOwned>((status, body): (StatusCode, Bytes)) -> Result<T, ClientError> {
     if status.is_success() {
         return serde_json::from_slice(&body).map_err(|e| {
-            ClientError::Protocol(format!("HTTP {status} with a body that is not the expected JSON: {e}"))
+            ClientError::Protocol(format!(
+                "HTTP {status} with a body that is not the expected JSON: {e}"
+            ))
         });
     }
     match serde_json::from_slice::<ErrorResponse>(&body) {

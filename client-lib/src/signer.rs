@@ -66,7 +66,9 @@ impl Signer {
         S: Into<String>,
     {
         let mut config = (*self.config).clone();
-        config.signed_headers.extend(names.into_iter().map(Into::into));
+        config
+            .signed_headers
+            .extend(names.into_iter().map(Into::into));
         Self::from_config(self.agent, config)
     }
 
