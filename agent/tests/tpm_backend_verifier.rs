@@ -60,3 +60,36 @@ fn verifier_accepts_evidence_and_tpm_activates_its_credential() -> Result<()> {
     ensure!(backend.transient_handles()?.len() == 1);
     Ok(())
 }
+
+#[test]
+fn ecc_p384_ek_is_used_when_it_is_the_only_certificate() -> Result<()> {
+    let tpm = Swtpm::start_tcp()?;
+    // Remove the RSA-2048 EK certificate (swtpm's platform auth is empty), leaving P-384.
+    let output = tpm
+        .tool("tpm2_nvundefine")
+        .args(["-C", "p", "0x01c00002"])
+        .output()?;
+    ensure!(output.status.success(), "{output:?}");
+
+    let state = tempfile::tempdir()?;
+    let config = TpmConfig {
+        tcti: tpm.tcti(),
+        ..TpmConfig::default()
+    };
+    let backend = TpmBackend::open(&config, state.path())?;
+    let key = backend.create_key("ecc ek")?;
+    let anchors = TrustAnchors::from_pem_files(&[tpm.ca_root_pem()], &[tpm.ca_intermediate_pem()])?;
+    let nonce = b"p384 nonce";
+    let evidence = tpm_evidence(backend.attest(&key.id, nonce)?)?;
+    ensure!(evidence.ek_certificate_nv_index == 0x01c0_0016);
+    let attested = verify_evidence(&evidence, nonce, &anchors, SystemTime::now(), None)?;
+    ensure!(attested.key_id == key.id);
+
+    // ECC credential protection (ECDH + KDFe) against the real TPM.
+    let secret = [0x5au8; 32];
+    let made = make_credential(&attested.ek_public, &attested.ak_name, &secret)?;
+    let released = backend.activate_credential(&made.credential_blob, &made.encrypted_secret)?;
+    ensure!(released == secret);
+    ensure!(backend.transient_handles()?.len() == 1);
+    Ok(())
+}
