@@ -181,7 +181,12 @@ fn evidence_checks_out_and_ak_persists() -> Result<()> {
     let key = backend.create_key("attested")?;
 
     let nonce = b"verifier nonce 0123456789abcdef";
+    let started = std::time::Instant::now();
     let first = tpm_evidence(backend.attest(&key.id, nonce)?)?;
+    println!(
+        "first attest (creates the AK): {:.1} ms",
+        started.elapsed().as_secs_f64() * 1e3
+    );
     check_evidence(&first, &key, nonce, &tpm)?;
     // A TPM that never lost power without an orderly shutdown reports a safe clock. (After the
     // kill in the restart below, `safe` is clear: that is the TPM telling the truth.)
@@ -197,7 +202,9 @@ fn evidence_checks_out_and_ak_persists() -> Result<()> {
 
     // The longest nonce a TPM2B_DATA holds.
     let long_nonce = [0xa5u8; 64];
+    let started = std::time::Instant::now();
     let second = tpm_evidence(backend.attest(&key.id, &long_nonce)?)?;
+    println!("attest: {:.1} ms", started.elapsed().as_secs_f64() * 1e3);
     check_evidence(&second, &key, &long_nonce, &tpm)?;
     ensure!(second.ak_public == first.ak_public, "AK must be reused");
     ensure!(second.certify_info != first.certify_info);
@@ -287,7 +294,12 @@ fn activate_credential_releases_the_secret_for_the_ak_only() -> Result<()> {
 
     let secret: [u8; 32] = Sha256::digest(b"the verifier's challenge").into();
     let (blob, encrypted) = make_credential_with_tools(&tpm, &ek_public, &ak_name, &secret)?;
+    let started = std::time::Instant::now();
     let released = backend.activate_credential(&blob, &encrypted)?;
+    println!(
+        "activate_credential: {:.1} ms",
+        started.elapsed().as_secs_f64() * 1e3
+    );
     ensure!(released == secret, "wrong secret released");
     ensure!(
         backend.transient_handles()?.len() == 1,

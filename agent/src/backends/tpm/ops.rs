@@ -323,10 +323,20 @@ pub(crate) fn activate_credential(
     credential_blob: IdObject,
     encrypted_secret: EncryptedSecret,
 ) -> Result<Vec<u8>, TpmError> {
-    let (ak_handle, _) = load_ak(live, ak, ek)?;
-    let secret = with_flushed(&mut live.ctx, ak_handle, |ctx| {
-        let (ek_handle, _) = ek::create(ctx, ek)?;
-        with_flushed(ctx, ek_handle, |ctx| {
+    // The EK stays loaded for the activation itself: one CreatePrimary instead of two
+    // (SRK + EK + AK fill the three slots swtpm has).
+    let (ek_handle, _) = ek::create(&mut live.ctx, ek)?;
+    let secret = with_flushed(&mut live.ctx, ek_handle, |ctx| {
+        let ak_handle = tpm("Load(AK)", || {
+            ak::load_ak(
+                ctx,
+                ek_handle,
+                None,
+                ak.blobs.private.clone(),
+                ak.blobs.public.clone(),
+            )
+        })?;
+        with_flushed(ctx, ak_handle, |ctx| {
             let ek_session = if ek.needs_policy() {
                 Some(endorsement_policy_session(ctx)?)
             } else {
