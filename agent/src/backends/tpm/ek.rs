@@ -4,12 +4,13 @@
 use tss_esapi::Context;
 use tss_esapi::abstraction::ek::create_ek_public_from_default_template_2;
 use tss_esapi::abstraction::{AsymmetricAlgorithmSelection, nv};
+use tss_esapi::constants::CapabilityType;
 use tss_esapi::handles::{KeyHandle, NvIndexTpmHandle, TpmHandle};
 use tss_esapi::interface_types::ecc::EccCurve;
 use tss_esapi::interface_types::key_bits::RsaKeyBits;
 use tss_esapi::interface_types::resource_handles::{Hierarchy, NvAuth};
 use tss_esapi::interface_types::session_handles::AuthSession;
-use tss_esapi::structures::Public;
+use tss_esapi::structures::{CapabilityData, Public};
 
 use super::error::{TpmError, tpm};
 
@@ -63,7 +64,11 @@ impl EkInfo {
 
 /// Finds the first EK certificate in NV; without any, the RSA-2048 EK without certificate.
 pub(crate) fn find(ctx: &mut Context) -> Result<EkInfo, TpmError> {
+    let defined = defined_nv_indices(ctx)?;
     for (nv_index, algorithm) in CANDIDATES {
+        if !defined.contains(&nv_index) {
+            continue;
+        }
         if let Some(certificate) = read_certificate(ctx, nv_index)? {
             return Ok(EkInfo {
                 nv_index,
@@ -77,6 +82,36 @@ pub(crate) fn find(ctx: &mut Context) -> Result<EkInfo, TpmError> {
         certificate: None,
         algorithm: AsymmetricAlgorithmSelection::Rsa(RsaKeyBits::Rsa2048),
     })
+}
+
+/// The defined NV indices in the EK certificate range, listed rather than probed so that absent
+/// ones do not make ESYS log errors.
+fn defined_nv_indices(ctx: &mut Context) -> Result<Vec<u32>, TpmError> {
+    const PAGE: u32 = 32;
+    const MAX_PAGES: usize = 8;
+    let last = NV_EK_CERT_ECC_P384;
+    let mut next = NV_EK_CERT_RSA2048;
+    let mut found = Vec::new();
+    for _ in 0..MAX_PAGES {
+        let (data, more) = tpm("GetCapability(handles-nv-index)", || {
+            ctx.get_capability(CapabilityType::Handles, next, PAGE)
+        })?;
+        let CapabilityData::Handles(list) = data else {
+            return Err(TpmError::Unexpected(
+                "GetCapability(handles) returned another capability".into(),
+            ));
+        };
+        let handles: Vec<u32> = list.into_inner().into_iter().map(u32::from).collect();
+        let Some(&highest) = handles.last() else {
+            break;
+        };
+        found.extend(handles.into_iter().filter(|h| *h <= last));
+        if !more || highest >= last {
+            break;
+        }
+        next = highest + 1;
+    }
+    Ok(found)
 }
 
 /// Reads one NV index; `None` if it is not defined.
@@ -96,9 +131,8 @@ fn read_certificate(ctx: &mut Context, nv_index: u32) -> Result<Option<Vec<u8>>,
             nv::read_full(ctx, NvAuth::NvIndex(handle.into()), index)
         })
     });
-    // read_full may already have closed the ESYS object for this index.
-    let mut handle = handle;
-    let _ = ctx.tr_close(&mut handle);
+    // No TR_Close here: read_full looks the index up again and closes the ESYS object itself
+    // (closing twice makes ESYS log an error). At worst one ESYS object per connection remains.
     let bytes = bytes?;
     if bytes.is_empty() || bytes.len() > MAX_EK_CERT_LEN {
         return Err(TpmError::Unexpected(format!(
