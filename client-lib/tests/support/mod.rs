@@ -2,3 +2,4 @@
 #![allow(dead_code)]
 
 pub mod recording_agent;
+pub mod verifying_server;

@@ -1,0 +1,148 @@
+//! Sending one request over plain HTTP/1.1 on TCP with hyper's connection API: just what the CLI
+//! needs, no TLS, no pooling, no redirects.
+
+use std::io;
+use std::path::Path;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use anyhow::{Context as _, bail};
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, Uri, header};
+use http_body_util::{BodyExt, Full, Limited, combinators::BoxBody};
+use hyper::body::{Body, Frame, SizeHint};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio::net::TcpStream;
+
+/// Request bodies the CLI sends.
+pub(crate) type SendBody = BoxBody<Bytes, io::Error>;
+
+/// The largest response body the CLI reads.
+pub(crate) const MAX_RESPONSE_BODY: usize = 16 * 1024 * 1024;
+
+/// An in-memory body.
+pub(crate) fn bytes_body(bytes: impl Into<Bytes>) -> SendBody {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// A file body read in chunks while it is sent; `Content-Length` is the size when opened.
+pub(crate) async fn file_body(path: &Path) -> anyhow::Result<(SendBody, u64)> {
+    let file = tokio::fs::File::open(path)
+        .await
+        .with_context(|| format!("opening {}", path.display()))?;
+    let length = file.metadata().await?.len();
+    let body = FileBody {
+        file,
+        remaining: length,
+        buffer: vec![0u8; 64 * 1024].into_boxed_slice(),
+    };
+    Ok((body.boxed(), length))
+}
+
+struct FileBody {
+    file: tokio::fs::File,
+    remaining: u64,
+    buffer: Box<[u8]>,
+}
+
+impl Body for FileBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = self.get_mut();
+        if this.remaining == 0 {
+            return Poll::Ready(None);
+        }
+        let want = usize::try_from(this.remaining)
+            .unwrap_or(usize::MAX)
+            .min(this.buffer.len());
+        let mut read_buf = ReadBuf::new(&mut this.buffer[..want]);
+        match Pin::new(&mut this.file).poll_read(cx, &mut read_buf) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(Ok(())) if read_buf.filled().is_empty() => {
+                // The signed hash covers the size the file had; a shorter file cannot match.
+                Poll::Ready(Some(Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the file shrank while it was sent",
+                ))))
+            }
+            Poll::Ready(Ok(())) => {
+                let chunk = Bytes::copy_from_slice(read_buf.filled());
+                this.remaining -= chunk.len() as u64;
+                Poll::Ready(Some(Ok(Frame::data(chunk))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
+    }
+}
+
+/// Sets `Host` from an absolute `http://` URI, as it will be signed and sent.
+pub(crate) fn set_host(request: &mut Request<SendBody>) -> anyhow::Result<()> {
+    let uri = request.uri();
+    if uri.scheme_str() != Some("http") {
+        bail!(
+            "only plain http:// URLs can be sent by this command (https is not supported yet); use `hwsign sign` to get the headers and your own HTTP client"
+        );
+    }
+    let authority = uri.authority().context("the URL has no host")?;
+    let host = match authority.port_u16() {
+        Some(80) | None => authority.host().to_owned(),
+        Some(port) => format!("{}:{port}", authority.host()),
+    };
+    request
+        .headers_mut()
+        .insert(header::HOST, HeaderValue::from_str(&host)?);
+    Ok(())
+}
+
+/// Sends `request` (absolute `http://` URI, signed) and reads the whole response, bounded.
+pub(crate) async fn send(mut request: Request<SendBody>) -> anyhow::Result<Response<Bytes>> {
+    let uri = request.uri().clone();
+    let authority = uri.authority().context("the URL has no host")?;
+    let address = (
+        authority.host().trim_matches(['[', ']']),
+        authority.port_u16().unwrap_or(80),
+    );
+    let stream = TcpStream::connect(address)
+        .await
+        .with_context(|| format!("connecting to {authority}"))?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .context("HTTP handshake")?;
+    let connection = tokio::spawn(connection);
+    // hyper's connection API sends the target as given: origin form for a direct request.
+    let origin: Uri = uri
+        .path_and_query()
+        .map(|pq| pq.as_str())
+        .unwrap_or("/")
+        .parse()?;
+    *request.uri_mut() = origin;
+    let response = sender
+        .send_request(request)
+        .await
+        .context("sending the request")?;
+    let (parts, body) = response.into_parts();
+    let body = Limited::new(body, MAX_RESPONSE_BODY)
+        .collect()
+        .await
+        .map_err(|e| anyhow::anyhow!("reading the response body: {e}"))?
+        .to_bytes();
+    drop(sender);
+    connection.abort();
+    Ok(Response::from_parts(parts, body))
+}

@@ -1,0 +1,114 @@
+//! The `hwsign` command: manage agent keys, sign requests, send signed requests, and a
+//! self-contained demo. Every subcommand but `demo` talks to a running agent over its socket.
+
+mod demo;
+mod http_send;
+mod keys;
+mod request;
+mod sign;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use hwsign_client::{AgentClient, ClientError};
+
+/// Sign HTTP requests with a key held by the hwsign agent.
+#[derive(Debug, Parser)]
+#[command(name = "hwsign", version, about, long_about = None)]
+pub struct Cli {
+    /// The agent's socket [default: $HWSIGN_AGENT_SOCK, else $XDG_RUNTIME_DIR/hwsign/agent.sock]
+    #[arg(long, global = true, value_name = "PATH")]
+    socket: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show the agent's version, backends and key count.
+    Status,
+    /// List or create keys.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+    /// Print the headers that sign a request (one `Name: value` per line); send them with it.
+    Sign(sign::SignArgs),
+    /// Sign a request and send it (curl-like; plain http:// only), print the response.
+    Request(request::RequestArgs),
+    /// Run a self-contained demo: agent, software key, verifier-protected API, signed requests
+    /// and refusals, all in a temporary directory. Needs no hardware and no running agent.
+    Demo,
+}
+
+/// Entry point of the `hwsign` binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("hwsign: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("hwsign: {e:#}");
+            if let Some(hint) = hint_for(&e) {
+                eprintln!("hint: {hint}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Demo => demo::run().await,
+        Command::Status => {
+            let agent = agent_client(cli.socket)?;
+            let status = agent.status().await?;
+            println!("agent version {}", status.version);
+            println!("uptime        {} s", status.uptime_secs);
+            println!("keys          {}", status.keys);
+            for backend in status.backends {
+                let state = if backend.available {
+                    "available"
+                } else {
+                    "unavailable"
+                };
+                match backend.detail {
+                    Some(detail) => println!("backend       {} ({state}: {detail})", backend.name),
+                    None => println!("backend       {} ({state})", backend.name),
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keys(command) => keys::run(&agent_client(cli.socket)?, command).await,
+        Command::Sign(args) => sign::run(agent_client(cli.socket)?, args).await,
+        Command::Request(args) => request::run(agent_client(cli.socket)?, args).await,
+    }
+}
+
+fn agent_client(socket: Option<PathBuf>) -> anyhow::Result<AgentClient> {
+    match socket {
+        Some(path) => Ok(AgentClient::new(path)),
+        None => AgentClient::from_env().context("locating the agent socket"),
+    }
+}
+
+fn hint_for(error: &anyhow::Error) -> Option<&'static str> {
+    match error.downcast_ref::<ClientError>()? {
+        ClientError::Connect { .. } => Some(
+            "is the agent running? Start `hwsign-agent` (or its systemd user socket), or pass --socket",
+        ),
+        ClientError::NoSocketPath => Some("pass --socket PATH or set HWSIGN_AGENT_SOCK"),
+        _ => None,
+    }
+}

@@ -1,0 +1,103 @@
+//! `hwsign sign`: print the headers that sign a described request.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
+use hwsign_client::{AgentClient, BodyDigest, Signer};
+
+#[derive(Debug, Args)]
+pub(crate) struct SignArgs {
+    /// Key id (`hk1_…`, see `hwsign keys list`).
+    #[arg(long, value_name = "KEY_ID")]
+    key: String,
+    /// The API's name, as its verifier expects it.
+    #[arg(long)]
+    audience: String,
+    /// HTTP method.
+    #[arg(long, default_value = "GET")]
+    method: String,
+    /// Absolute URL of the request, e.g. https://api.example.com/v1/items?x=1.
+    #[arg(long)]
+    url: String,
+    /// File whose content is the request body (hashed in chunks, never loaded whole).
+    #[arg(long, value_name = "FILE")]
+    data_file: Option<PathBuf>,
+    /// A header the request will carry, `Name: value` (repeatable). Content-Type is signed when
+    /// present; name others with --sign-header.
+    #[arg(long = "header", short = 'H', value_name = "'NAME: VALUE'")]
+    headers: Vec<String>,
+    /// Also sign this header (repeatable); it must be given with --header.
+    #[arg(long = "sign-header", value_name = "NAME")]
+    sign_headers: Vec<String>,
+}
+
+pub(crate) async fn run(agent: AgentClient, args: SignArgs) -> anyhow::Result<ExitCode> {
+    let method = parse_method(&args.method)?;
+    let uri = parse_absolute_url(&args.url)?;
+    let mut headers = parse_headers(&args.headers)?;
+    let digest = match &args.data_file {
+        Some(path) => {
+            hwsign_client::body_sha256_of_file(path)
+                .await
+                .with_context(|| format!("hashing {}", path.display()))?
+                .0
+        }
+        None => BodyDigest::empty(),
+    };
+    let signer = Signer::new(agent, args.key, args.audience).with_signed_headers(args.sign_headers);
+    let answer = signer
+        .sign_headers(&method, &uri, &mut headers, &digest)
+        .await?;
+    for field in answer.headers {
+        println!("{}: {}", display_name(&field.name), field.value);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn parse_method(text: &str) -> anyhow::Result<Method> {
+    Method::from_bytes(text.to_ascii_uppercase().as_bytes())
+        .with_context(|| format!("invalid HTTP method {text:?}"))
+}
+
+pub(crate) fn parse_absolute_url(text: &str) -> anyhow::Result<Uri> {
+    let uri: Uri = text
+        .parse()
+        .with_context(|| format!("invalid URL {text:?}"))?;
+    if uri.scheme().is_none() || uri.authority().is_none() {
+        bail!("the URL must be absolute, like https://host/path: {text:?}");
+    }
+    Ok(uri)
+}
+
+/// Parses `Name: value` arguments, curl style.
+pub(crate) fn parse_headers(raw: &[String]) -> anyhow::Result<HeaderMap> {
+    let mut headers = HeaderMap::new();
+    for entry in raw {
+        let Some((name, value)) = entry.split_once(':') else {
+            bail!("a header must look like 'Name: value', got {entry:?}");
+        };
+        let name = HeaderName::from_bytes(name.trim().as_bytes())
+            .with_context(|| format!("invalid header name in {entry:?}"))?;
+        let value = HeaderValue::from_str(value.trim())
+            .with_context(|| format!("invalid header value in {entry:?}"))?;
+        headers.append(name, value);
+    }
+    Ok(headers)
+}
+
+/// `x-hws-date` → `X-Hws-Date`, as people write header names.
+pub(crate) fn display_name(name: &str) -> String {
+    name.split('-')
+        .map(|part| {
+            let mut chars = part.chars();
+            match chars.next() {
+                Some(first) => first.to_ascii_uppercase().to_string() + chars.as_str(),
+                None => String::new(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("-")
+}
