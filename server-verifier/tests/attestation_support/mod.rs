@@ -21,6 +21,9 @@ pub const EK_P384: u32 = 0x8101_0016;
 pub const EK_RSA_CERT_NV: u32 = 0x01c0_0002;
 /// NV index of the ECC P-384 EK certificate.
 pub const EK_P384_CERT_NV: u32 = 0x01c0_0016;
+/// A standard-template ECC P-256 EK (swtpm_setup makes none), persisted here by
+/// [`TpmRig::create_p256_ek`].
+pub const EK_P256: u32 = 0x8101_0002;
 /// The ECC P-256 AK (endorsement hierarchy, under the RSA EK), persisted here.
 pub const AK: u32 = 0x8100_0010;
 /// The request-signing key (ECC P-256, fixedTPM etc.), persisted here.
@@ -106,6 +109,16 @@ impl TpmRig {
         self.tool(
             "tpm2_evictcontrol",
             &["-C", "o", "-c", "ak.ctx", &hex_handle(handle)],
+        )?;
+        Ok(())
+    }
+
+    /// Creates an EK from the standard ECC P-256 template and persists it at [`EK_P256`].
+    pub fn create_p256_ek(&self) -> Result<()> {
+        self.tool("tpm2_createek", &["-G", "ecc", "-c", "ek256.ctx"])?;
+        self.tool(
+            "tpm2_evictcontrol",
+            &["-C", "o", "-c", "ek256.ctx", &hex_handle(EK_P256)],
         )?;
         Ok(())
     }
@@ -280,8 +293,8 @@ impl TpmRig {
     }
 
     /// TPM2_ActivateCredential with `ak` and `ek`, from a credential in tpm2-tools' file format.
-    /// The RSA EK needs a PolicySecret(endorsement) session; the P-384 EK template allows the
-    /// (empty) password.
+    /// The RSA and P-256 EKs need a PolicySecret(endorsement) session; swtpm's P-384 EK template
+    /// allows the (empty) password.
     pub fn activate(
         &self,
         ak: u32,
@@ -308,7 +321,8 @@ impl TpmRig {
             "-o".to_owned(),
             "activated.out".to_owned(),
         ];
-        if ek == EK_RSA {
+        let needs_policy = ek != EK_P384;
+        if needs_policy {
             self.tool(
                 "tpm2_startauthsession",
                 &["--policy-session", "-S", "session.ctx"],
@@ -319,7 +333,7 @@ impl TpmRig {
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let result = self.tool("tpm2_activatecredential", &args);
-        if ek == EK_RSA {
+        if needs_policy {
             let _ = self
                 .command("tpm2_flushcontext")
                 .arg("session.ctx")
