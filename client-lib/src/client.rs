@@ -30,16 +30,28 @@ pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 /// Default number of idle keep-alive connections kept for reuse.
 pub const DEFAULT_MAX_IDLE_CONNECTIONS: usize = 4;
 
-/// The agent socket a user agent listens on by default: `$HWSIGN_AGENT_SOCK`, else
-/// `$XDG_RUNTIME_DIR/hwsign/agent.sock`.
+/// The agent socket a user agent listens on by default, as the agent computes it:
+/// `$HWSIGN_AGENT_SOCK`, else `$XDG_RUNTIME_DIR/hwsign/agent.sock`, else (no runtime directory: a
+/// root shell, a container) beside the agent's keys in `$XDG_STATE_HOME/hwsign/agent.sock`
+/// (`~/.local/state/hwsign/agent.sock`).
 pub fn default_socket_path() -> Result<PathBuf, ClientError> {
     if let Some(path) = std::env::var_os(SOCKET_ENV).filter(|p| !p.is_empty()) {
         return Ok(PathBuf::from(path));
     }
-    std::env::var_os("XDG_RUNTIME_DIR")
-        .filter(|p| !p.is_empty())
-        .map(|dir| PathBuf::from(dir).join("hwsign").join("agent.sock"))
-        .ok_or(ClientError::NoSocketPath)
+    if let Some(dir) = env_path("XDG_RUNTIME_DIR") {
+        return Ok(dir.join("hwsign").join("agent.sock"));
+    }
+    let state_home = env_path("XDG_STATE_HOME")
+        .or_else(|| env_path("HOME").map(|home| home.join(".local").join("state")))
+        .ok_or(ClientError::NoSocketPath)?;
+    Ok(state_home.join("hwsign").join("agent.sock"))
+}
+
+/// A non-empty, absolute path from the environment (XDG says to ignore relative ones).
+fn env_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os(name)
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
 }
 
 /// An async client of the local hwsign agent.

@@ -48,7 +48,7 @@ pub enum ClientError {
     #[error("the hwsign agent did not answer within {0:?}")]
     Timeout(Duration),
     /// No socket path was given and none could be derived from the environment.
-    #[error("no agent socket: set HWSIGN_AGENT_SOCK or XDG_RUNTIME_DIR, or pass a path")]
+    #[error("no agent socket: set HWSIGN_AGENT_SOCK, XDG_RUNTIME_DIR or HOME, or pass a path")]
     NoSocketPath,
     /// The request to sign cannot be described to the agent unambiguously.
     #[error("cannot sign this request: {0}")]
