@@ -236,3 +236,32 @@ fn objects_left_by_a_crashed_client_are_flushed_on_connect() -> Result<()> {
     ensure!(backend.transient_handles()?.len() == 1);
     Ok(())
 }
+
+#[test]
+fn concurrent_callers_share_the_single_connection() -> Result<()> {
+    let tpm = Swtpm::start_tcp()?;
+    let state = tempfile::tempdir()?;
+    let backend = std::sync::Arc::new(open(&tpm, state.path())?);
+    let keys = [backend.create_key("one")?, backend.create_key("two")?];
+    let workers: Vec<_> = (0..4)
+        .map(|n| {
+            let backend = std::sync::Arc::clone(&backend);
+            let key = keys[n % 2].clone();
+            std::thread::spawn(move || -> Result<()> {
+                for i in 0..50 {
+                    let message = digest(&format!("thread {n} request {i}"));
+                    let signature = backend.sign_digest(&key.id, &message)?;
+                    ensure!(key.public_key.verify_digest(&message, &signature));
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker
+            .join()
+            .map_err(|_| anyhow::anyhow!("signing thread panicked"))??;
+    }
+    ensure!(backend.transient_handles()?.len() == 1);
+    Ok(())
+}

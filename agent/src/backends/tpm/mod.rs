@@ -4,8 +4,13 @@
 //! `<state_dir>/tpm/`. Attestation uses a restricted ECDSA key under the endorsement key, whose
 //! certificate is read from NV.
 //!
-//! One worker thread owns the TPM connection (see [`worker`]); the [`KeyBackend`] methods send it
+//! One worker thread owns the TPM connection (module `worker`); the [`KeyBackend`] methods send it
 //! jobs and wait for the reply, so they block: call them from `spawn_blocking`.
+//!
+//! Deployment notes: the agent's user needs access to the TCTI (group `tss` for
+//! `/dev/tpmrm0`); the owner and endorsement hierarchies must have empty authorization (the
+//! usual state of a PC's TPM); ESYS writes expected failures (a TPM that went away) to stderr
+//! unless `TSS2_LOG=all+none` is set in the service environment.
 
 mod conn;
 pub mod ek;
