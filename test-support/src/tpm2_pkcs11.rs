@@ -1,10 +1,10 @@
 //! A tpm2-pkcs11 token on a private swtpm.
 //!
-//! Provisioning (`tpm2_ptool init` / `addtoken`) runs many tpm2-tools commands, each leaving
-//! transient objects behind, and swtpm has three object slots: it needs a resource manager
-//! that flushes them. So provisioning goes through `tpm2-abrmd --flush-all` on a private D-Bus
-//! session bus in the temp dir; afterwards abrmd and the bus are stopped and the module talks to
-//! swtpm directly (`TPM2_PKCS11_TCTI=swtpm:path=…`), since swtpm serves one client at a time.
+//! swtpm has three transient object slots and serves one client at a time; tpm2-tools commands
+//! and the module itself leave objects loaded (the module keeps every key it used loaded). Real
+//! systems put the kernel resource manager (`/dev/tpmrm0`) in between; here `tpm2-abrmd
+//! --flush-all` on a private D-Bus session bus in the temp dir plays that part, for provisioning
+//! (`tpm2_ptool init` / `addtoken`) and for the module (`TPM2_PKCS11_TCTI=tabrmd:bus_type=session`).
 //!
 //! Like SoftHSM, the module reads its environment ([`Tpm2Pkcs11::env`]) when the process
 //! initializes it.
@@ -34,9 +34,13 @@ const ABRMD_READY_TIMEOUT_SECS: &str = "20";
 /// tpm2-abrmd's well-known bus name.
 const ABRMD_BUS_NAME: &str = "com.intel.tss2.Tabrmd";
 
-/// A provisioned tpm2-pkcs11 token (store in a scratch dir of the swtpm) and its swtpm.
+/// A provisioned tpm2-pkcs11 token (store in a scratch dir of the swtpm), the resource manager
+/// and bus in front of the swtpm, and the swtpm. Fields drop in order: abrmd, bus, swtpm.
 #[derive(Debug)]
 pub struct Tpm2Pkcs11 {
+    // Held for its Drop: stops the resource manager before the bus and the TPM go.
+    _abrmd: Abrmd,
+    bus: PrivateBus,
     swtpm: Swtpm,
     label: String,
     store: PathBuf,
@@ -56,9 +60,9 @@ impl Tpm2Pkcs11 {
         fs::create_dir_all(&store)?;
         let pin_file = base.join("user.pin");
         write_private(&pin_file, format!("{USER_PIN}\n").as_bytes())?;
+        let bus = PrivateBus::start(&base)?;
+        let abrmd = Abrmd::start(&bus, &swtpm.tcti(), &base)?;
         {
-            let bus = PrivateBus::start(&base)?;
-            let abrmd = Abrmd::start(&bus, &swtpm.tcti(), &base)?;
             let ptool = |args: &[&str]| -> Result<()> {
                 let output = Command::new("tpm2_ptool")
                     .args(args)
@@ -94,10 +98,10 @@ impl Tpm2Pkcs11 {
                 "--path",
                 &store_arg,
             ])?;
-            // abrmd must be gone before the module connects: swtpm serves one client at a time.
-            abrmd.stop()?;
         }
         Ok(Self {
+            _abrmd: abrmd,
+            bus,
             swtpm,
             label: label.to_owned(),
             store,
@@ -137,7 +141,11 @@ impl Tpm2Pkcs11 {
                 "TPM2_PKCS11_STORE".into(),
                 self.store.clone().into_os_string(),
             ),
-            ("TPM2_PKCS11_TCTI".into(), self.swtpm.tcti().into()),
+            ("TPM2_PKCS11_TCTI".into(), "tabrmd:bus_type=session".into()),
+            (
+                "DBUS_SESSION_BUS_ADDRESS".into(),
+                self.bus.address.clone().into(),
+            ),
             // The module logs expected failures (a wrong PIN) at error level otherwise.
             ("TPM2_PKCS11_LOG_LEVEL".into(), "0".into()),
             ("TSS2_LOG".into(), "all+none".into()),
@@ -146,6 +154,7 @@ impl Tpm2Pkcs11 {
 }
 
 /// A `dbus-daemon --session` on a socket in a temp dir, killed on drop.
+#[derive(Debug)]
 struct PrivateBus {
     address: String,
     pid: Pid,
@@ -200,6 +209,7 @@ impl Drop for PrivateBus {
 }
 
 /// `tpm2-abrmd` on the private bus, in front of the swtpm.
+#[derive(Debug)]
 struct Abrmd {
     child: Option<Child>,
 }
@@ -231,7 +241,7 @@ impl Abrmd {
             .output()
             .context("running gdbus (Debian package libglib2.0-bin)")?;
         if !waited.status.success() {
-            let _ = abrmd.stop();
+            drop(abrmd);
             bail!(
                 "tpm2-abrmd did not claim {ABRMD_BUS_NAME} (see {}): {}",
                 dir.join("abrmd.log").display(),
@@ -239,10 +249,6 @@ impl Abrmd {
             );
         }
         Ok(abrmd)
-    }
-
-    fn stop(mut self) -> Result<()> {
-        self.stop_inner()
     }
 
     fn stop_inner(&mut self) -> Result<()> {
