@@ -3,6 +3,7 @@
 //! killed on drop. Restart keeps the state, like a rebooted machine; a snapshot of the state can
 //! be restored later, like an attacker rolling a TPM back.
 
+use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -18,6 +19,8 @@ use crate::ports::free_tcp_port_pair;
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// Poll interval while waiting for the control socket.
 const READY_POLL: Duration = Duration::from_millis(10);
+/// How long the shutdown command may wait (a client holding the connection blocks it).
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
 /// ESYS logs expected TPM errors to stderr; children of tests stay quiet.
 const TSS2_LOG: &str = "all+none";
 
@@ -129,8 +132,20 @@ impl Swtpm {
             .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
     }
 
-    /// Kills swtpm, like pulling the power; the state stays.
+    /// Shuts the TPM down the way an operating system does (TPM2_Shutdown(CLEAR), so its clock
+    /// stays `safe`), then ends swtpm; the state stays. If a client holds swtpm's only
+    /// connection, the shutdown command cannot get through and this is a power cut instead.
     pub fn stop(&mut self) -> Result<()> {
+        if self.child.is_some() {
+            // Best effort by design: see above.
+            let _ = self.send_shutdown();
+        }
+        self.power_off()
+    }
+
+    /// Kills swtpm without TPM2_Shutdown, like pulling the power: the state stays, and the
+    /// next attestations report the clock as not `safe` until the TPM saves it again.
+    pub fn power_off(&mut self) -> Result<()> {
         if let Some(mut child) = self.child.take() {
             // Already exited is fine: the point is that it no longer runs.
             let _ = child.kill();
@@ -144,6 +159,34 @@ impl Swtpm {
     pub fn restart(&mut self) -> Result<()> {
         self.stop()?;
         self.launch()
+    }
+
+    /// Sends TPM2_Shutdown(TPM_SU_CLEAR) on the data channel and waits for the response.
+    fn send_shutdown(&self) -> Result<()> {
+        // tag TPM_ST_NO_SESSIONS, size 12, TPM_CC_Shutdown, TPM_SU_CLEAR.
+        const SHUTDOWN_CLEAR: [u8; 12] = [0x80, 0x01, 0, 0, 0, 12, 0, 0, 0x01, 0x45, 0, 0];
+        let timeout = Some(SHUTDOWN_TIMEOUT);
+        let mut response = [0u8; 10];
+        match self.transport {
+            Transport::Unix => {
+                let mut stream = UnixStream::connect(self.socket_path())?;
+                stream.set_read_timeout(timeout)?;
+                stream.set_write_timeout(timeout)?;
+                stream.write_all(&SHUTDOWN_CLEAR)?;
+                stream.read_exact(&mut response)?;
+            }
+            Transport::Tcp(port) => {
+                let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+                stream.set_read_timeout(timeout)?;
+                stream.set_write_timeout(timeout)?;
+                stream.write_all(&SHUTDOWN_CLEAR)?;
+                stream.read_exact(&mut response)?;
+            }
+        }
+        if response[6..10] != [0, 0, 0, 0] {
+            bail!("TPM2_Shutdown failed: {}", hex_bytes(&response[6..10]));
+        }
+        Ok(())
     }
 
     /// Copies the persistent state (NV, keys, counters) as it is now.
@@ -313,6 +356,10 @@ fn manufacture(dir: &Path) -> Result<()> {
         );
     }
     Ok(())
+}
+
+fn hex_bytes(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Copies the regular files of `from` into `to` (TPM state dirs are flat).

@@ -189,16 +189,25 @@ impl TpmRig {
         command.extend_from_slice(&u32::try_from(6 + body.len())?.to_be_bytes());
         command.extend_from_slice(&body);
         self.write("certify.cmd", &command)?;
-        let output = self
-            .command("tpm2_send")
-            .args(["-o", "certify.rsp"])
-            .stdin(std::fs::File::open(self.work.join("certify.cmd"))?)
-            .output()?;
-        ensure!(output.status.success(), "tpm2_send failed");
-        let response = self.read("certify.rsp")?;
-        ensure!(response.len() > 14, "short certify response");
+        let mut response = Vec::new();
+        // TPM_RC_RETRY (0x922) is what a TPM says right after a reboot: send it again, a few
+        // times at most.
+        for _ in 0..20 {
+            let output = self
+                .command("tpm2_send")
+                .args(["-o", "certify.rsp"])
+                .stdin(std::fs::File::open(self.work.join("certify.cmd"))?)
+                .output()?;
+            ensure!(output.status.success(), "tpm2_send failed");
+            response = self.read("certify.rsp")?;
+            ensure!(response.len() >= 10, "short certify response");
+            if response[6..10] != 0x922u32.to_be_bytes() {
+                break;
+            }
+        }
         let rc = u32::from_be_bytes(response[6..10].try_into()?);
         ensure!(rc == 0, "TPM2_Certify failed: 0x{rc:x}");
+        ensure!(response.len() > 16, "short certify response");
         // tag, size, rc, parameterSize, then TPM2B_ATTEST and TPMT_SIGNATURE, then 2 auth areas
         // of 5 bytes each.
         let attest_len = usize::from(u16::from_be_bytes([response[14], response[15]]));
