@@ -72,16 +72,19 @@ fn check_resident(attributes: ObjectAttributes) -> Result<(), AttributeProblem> 
 }
 
 /// Checks the parts every AK-signed attestation shares: magic, type, nonce, signature.
+/// `structure` is [`Structure::Certify`] or [`Structure::Quote`].
 fn check_attestation(
     structure: Structure,
-    signature_structure: Structure,
-    expected_type: u16,
     attest_bytes: &[u8],
     attest: &TpmAttest,
     signature: &TpmSignature,
     ak: &TpmPublic,
     nonce: &[u8],
 ) -> Result<(), AttestationError> {
+    let (expected_type, signature_structure) = match structure {
+        Structure::Quote => (TPM_ST_ATTEST_QUOTE, Structure::QuoteSignature),
+        _ => (TPM_ST_ATTEST_CERTIFY, Structure::CertifySignature),
+    };
     if attest.magic != TPM_GENERATED_VALUE {
         return Err(AttestationError::BadMagic {
             structure,
@@ -114,8 +117,6 @@ pub fn check_certify(
 ) -> Result<(), AttestationError> {
     check_attestation(
         Structure::Certify,
-        Structure::CertifySignature,
-        TPM_ST_ATTEST_CERTIFY,
         attest_bytes,
         attest,
         signature,
@@ -145,16 +146,7 @@ pub fn check_quote(
     pcrs: &[[u8; 32]],
     nonce: &[u8],
 ) -> Result<(), AttestationError> {
-    check_attestation(
-        Structure::Quote,
-        Structure::QuoteSignature,
-        TPM_ST_ATTEST_QUOTE,
-        attest_bytes,
-        attest,
-        signature,
-        ak,
-        nonce,
-    )?;
+    check_attestation(Structure::Quote, attest_bytes, attest, signature, ak, nonce)?;
     let Attested::Quote {
         pcr_select,
         pcr_digest,
