@@ -149,6 +149,29 @@ pub fn find_key(session: &Session, key_id: &str) -> Result<TokenKey, Pkcs11Error
         .ok_or(Pkcs11Error::UnknownKey)
 }
 
+/// Whether `handle` (remembered from an earlier session) still is the private key `key_id`.
+/// The `CKA_ID` is the key id derived from the public key, so a matching id on a private key
+/// object is that key; any error means "look it up again".
+pub fn handle_is_key(session: &Session, handle: ObjectHandle, key_id: &str) -> bool {
+    let Some(expected) = key_id_bytes(key_id) else {
+        return false;
+    };
+    let Ok(attributes) = session.get_attributes(handle, &[AttributeType::Class, AttributeType::Id])
+    else {
+        return false;
+    };
+    let mut is_private = false;
+    let mut id_matches = false;
+    for attribute in attributes {
+        match attribute {
+            Attribute::Class(class) => is_private = class == ObjectClass::PRIVATE_KEY,
+            Attribute::Id(id) => id_matches = id == expected,
+            _ => {}
+        }
+    }
+    is_private && id_matches
+}
+
 /// CKM_ECDSA over the 32-byte digest; the token returns `r‖s`, which becomes DER.
 pub fn sign(
     session: &Session,

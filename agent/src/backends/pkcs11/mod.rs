@@ -206,8 +206,17 @@ impl KeyBackend for Pkcs11Backend {
     fn sign_digest(&self, key_id: &str, digest: &[u8; 32]) -> Result<Vec<u8>, BackendError> {
         self.run(|token| {
             token.with_session(&self.config, |session| {
-                let key = keys::find_key(session, key_id)?;
-                keys::sign(session, key.private, digest)
+                let handle = match token.cached_handle(key_id) {
+                    Some(handle) if keys::handle_is_key(session, handle, key_id) => handle,
+                    _ => {
+                        let key = keys::find_key(session, key_id)?;
+                        if keys::handle_is_key(session, key.private, key_id) {
+                            token.remember_handle(key_id, key.private);
+                        }
+                        key.private
+                    }
+                };
+                keys::sign(session, handle, digest)
             })
         })
     }

@@ -10,10 +10,12 @@
 //! source changes: every presentation of a wrong PIN burns one of the token's few retries, and
 //! an agent that logged in once per request would lock the token within seconds.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use cryptoki::context::Pkcs11;
 use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::object::ObjectHandle;
 use cryptoki::session::{Session, SessionState, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::RawAuthPin;
@@ -99,7 +101,14 @@ pub struct Token {
     identity: TokenIdentity,
     pins: Arc<PinGuard>,
     login: Mutex<LoginState>,
+    /// Private key handles by key id, so a signature costs one check instead of a search.
+    /// Handles of token objects stay valid across the application's sessions; each use checks
+    /// the handle still names the key (see `keys::handle_is_key`).
+    handles: Mutex<HashMap<String, ObjectHandle>>,
 }
+
+/// Most remembered key handles; past this the map starts over.
+const MAX_CACHED_HANDLES: usize = 1024;
 
 impl std::fmt::Debug for Token {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -140,6 +149,7 @@ impl Token {
                     },
                     pins,
                     login: Mutex::new(LoginState::default()),
+                    handles: Mutex::new(HashMap::new()),
                 });
             }
             present.push(format!("{label:?}"));
@@ -158,6 +168,21 @@ impl Token {
     /// The token's identity.
     pub fn identity(&self) -> &TokenIdentity {
         &self.identity
+    }
+
+    /// The remembered private key handle of `key_id`.
+    pub fn cached_handle(&self, key_id: &str) -> Option<ObjectHandle> {
+        let handles = self.handles.lock().unwrap_or_else(PoisonError::into_inner);
+        handles.get(key_id).copied()
+    }
+
+    /// Remembers the private key handle of `key_id`.
+    pub fn remember_handle(&self, key_id: &str, handle: ObjectHandle) {
+        let mut handles = self.handles.lock().unwrap_or_else(PoisonError::into_inner);
+        if handles.len() >= MAX_CACHED_HANDLES {
+            handles.clear();
+        }
+        handles.insert(key_id.to_owned(), handle);
     }
 
     /// Whether the token is still in its slot, and its PIN not locked.
