@@ -6,9 +6,13 @@ mod attestation_support;
 
 use anyhow::Result;
 use attestation_support::{AK, EK_P256, EK_P384, EK_RSA, TpmRig, nonce};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use hwsign_verifier::attestation::credential::CredentialError;
 use hwsign_verifier::attestation::public::PublicKeyArea;
-use hwsign_verifier::attestation::{TpmPublic, make_credential};
+use hwsign_verifier::attestation::{
+    TpmPublic, activation_secret_matches, make_credential, new_activation_secret,
+};
 
 #[test]
 fn rsa_ek_credential_activates_in_the_tpm() -> Result<()> {
@@ -16,14 +20,27 @@ fn rsa_ek_credential_activates_in_the_tpm() -> Result<()> {
     let ek = TpmPublic::parse(&rig.public_area(EK_RSA)?)?;
     assert!(matches!(ek.key, PublicKeyArea::Rsa { key_bits: 2048, .. }));
     let ak_name = TpmPublic::parse(&rig.public_area(AK)?)?.name();
-    let secret = nonce()?;
+    let secret = new_activation_secret()?;
 
-    let made = make_credential(&ek, &ak_name, &secret)?;
+    let made = make_credential(&ek, &ak_name, secret.as_slice())?;
+    let request = made.to_request();
+    assert_eq!(
+        STANDARD.decode(&request.credential_blob)?,
+        made.credential_blob
+    );
+    assert_eq!(
+        STANDARD.decode(&request.encrypted_secret)?,
+        made.encrypted_secret
+    );
     // TPM2B_DIGEST(sha256 HMAC) ‖ AES-CFB(TPM2B(secret)); a 2048-bit OAEP ciphertext.
     assert_eq!(made.credential_blob.len(), 2 + 32 + 2 + secret.len());
     assert_eq!(made.encrypted_secret.len(), 256);
     let activated = rig.activate(AK, EK_RSA, &made.credential_blob, &made.encrypted_secret)?;
-    assert_eq!(activated, secret);
+    assert!(activation_secret_matches(secret.as_slice(), &activated));
+    assert!(!activation_secret_matches(
+        secret.as_slice(),
+        &activated[1..]
+    ));
     Ok(())
 }
 

@@ -1,12 +1,13 @@
 //! TPM clock state per device: a later attestation must not come from an earlier point in the
 //! TPM's life, which is what restoring an old TPM state (or replaying an old quote) looks like.
 
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use super::attest::ClockInfo;
 
 /// The TPM clock values a verifier remembers per device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ClockState {
     /// TPM resets since the last TPM2_Clear.
     pub reset_count: u32,

@@ -3,11 +3,15 @@
 //! object with the given Name (the AK), will release it through TPM2_ActivateCredential.
 
 use aes::cipher::KeyIvInit;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use getrandom_sys_rng::SysRng;
+use hwsign_proto::attestation::ActivateCredentialRequest;
 use p256::elliptic_curve::Generate as _;
 use p256::elliptic_curve::sec1::ToSec1Point as _;
 use rsa::Oaep;
 use sha2::{Sha256, Sha384, Sha512};
+use subtle::ConstantTimeEq as _;
 use thiserror::Error;
 use zeroize::Zeroizing;
 
@@ -73,6 +77,28 @@ pub enum CredentialError {
     /// RSA-OAEP encryption of the seed failed.
     #[error("seed encryption failed")]
     Encryption,
+}
+
+impl MadeCredential {
+    /// The wire form of enrollment step 3 (`POST /v1/keys/{id}/activate-credential`).
+    pub fn to_request(&self) -> ActivateCredentialRequest {
+        ActivateCredentialRequest {
+            credential_blob: STANDARD.encode(&self.credential_blob),
+            encrypted_secret: STANDARD.encode(&self.encrypted_secret),
+        }
+    }
+}
+
+/// A fresh 32-byte activation secret (fits every EK name hash, SHA-256 and up).
+pub fn new_activation_secret() -> Result<Zeroizing<[u8; 32]>, CredentialError> {
+    let mut secret = Zeroizing::new([0u8; 32]);
+    getrandom_sys_rng::fill(secret.as_mut()).map_err(|_| CredentialError::Random)?;
+    Ok(secret)
+}
+
+/// Compares the secret the agent returned with the one sent, in constant time.
+pub fn activation_secret_matches(expected: &[u8], returned: &[u8]) -> bool {
+    bool::from(expected.ct_eq(returned))
 }
 
 /// Makes a credential for the object named `object_name` (the AK's Name), protected by `ek`.

@@ -23,7 +23,9 @@ pub mod signature;
 
 pub use chain::TrustAnchors;
 pub use clock::ClockState;
-pub use credential::{MadeCredential, make_credential};
+pub use credential::{
+    MadeCredential, activation_secret_matches, make_credential, new_activation_secret,
+};
 pub use ek_cert::TpmManufacturerInfo;
 pub use error::{AttestationError, AttributeProblem, Structure};
 pub use evidence::{AttestedKey, verify_evidence};
