@@ -245,3 +245,23 @@ fn duplicable_key_is_refused() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn ak_outside_the_endorsement_hierarchy_is_refused() -> Result<()> {
+    let rig = TpmRig::new()?;
+    // Restricted signing key with all the right attributes, but under the owner's storage
+    // primary: its clock values are obfuscated and it is not the certified EK's child.
+    let owner_ak = 0x8100_0016;
+    rig.create_key(
+        owner_ak,
+        "ecc256:ecdsa-sha256:null",
+        "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|restricted|sign",
+    )?;
+    let nonce = nonce()?;
+    let evidence = rig.evidence_with(owner_ak, KEY, &nonce)?;
+    assert_eq!(
+        verify(&rig, &evidence, &nonce)?,
+        Err(AttestationError::AkNotUnderEk)
+    );
+    Ok(())
+}

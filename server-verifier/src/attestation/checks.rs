@@ -71,6 +71,24 @@ fn check_resident(attributes: ObjectAttributes) -> Result<(), AttributeProblem> 
     Ok(())
 }
 
+/// TPM_RH_ENDORSEMENT: the Qualified Name of the endorsement hierarchy itself.
+const TPM_RH_ENDORSEMENT: u32 = 0x4000_000b;
+
+/// Checks that `attest` was signed by `ak` as a direct child of the primary `ek` in the
+/// endorsement hierarchy (the TPM reports the signer's Qualified Name in every attestation).
+pub fn check_ak_under_ek(
+    attest: &TpmAttest,
+    ak: &TpmPublic,
+    ek: &TpmPublic,
+) -> Result<(), AttestationError> {
+    let ek_qualified_name = ek.qualified_name(&TPM_RH_ENDORSEMENT.to_be_bytes());
+    let expected = ak.qualified_name(&ek_qualified_name);
+    if attest.qualified_signer != expected {
+        return Err(AttestationError::AkNotUnderEk);
+    }
+    Ok(())
+}
+
 /// Checks the parts every AK-signed attestation shares: magic, type, nonce, signature.
 /// `structure` is [`Structure::Certify`] or [`Structure::Quote`].
 fn check_attestation(

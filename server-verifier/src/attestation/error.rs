@@ -88,6 +88,11 @@ pub enum AttestationError {
     /// The AK's attributes are not those of a TPM-resident restricted signing key.
     #[error("AK attributes refused: {0:?}")]
     AkAttributes(AttributeProblem),
+    /// The attestations were not signed by a child of the certified EK (their qualifiedSigner is
+    /// not the AK's qualified name under the EK), so the AK is not in the endorsement hierarchy
+    /// and its clock values would be obfuscated.
+    #[error("the AK is not a child of the certified EK")]
+    AkNotUnderEk,
     /// The attested key's attributes are not those of a non-exportable signing key.
     #[error("key attributes refused: {0:?}")]
     KeyAttributes(AttributeProblem),

@@ -12,7 +12,8 @@ use super::attest::TpmAttest;
 use super::certificate::ParsedCertificate;
 use super::chain::{TrustAnchors, verify_chain};
 use super::checks::{
-    QUOTED_PCRS, check_ak_attributes, check_certify, check_quote, check_signing_key,
+    QUOTED_PCRS, check_ak_attributes, check_ak_under_ek, check_certify, check_quote,
+    check_signing_key,
 };
 use super::clock::ClockState;
 use super::ek_cert::{EkCertificate, TpmManufacturerInfo};
@@ -127,6 +128,10 @@ pub fn verify_evidence(
         &pcrs,
         nonce,
     )?;
+
+    // Both signed by an AK that is the certified EK's child, so the clock values are real.
+    check_ak_under_ek(&certify, &ak_public, &ek_public)?;
+    check_ak_under_ek(&quote, &ak_public, &ek_public)?;
 
     // Clock: neither attestation may predate what was recorded, and both must be safe.
     let certify_clock = ClockState::from(&certify.clock_info);

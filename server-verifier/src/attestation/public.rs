@@ -200,6 +200,14 @@ impl TpmPublic {
         name
     }
 
+    /// The Qualified Name of this object when it is a child of `parent_qualified_name`:
+    /// nameAlg ‖ H_nameAlg(parent QN ‖ Name).
+    pub fn qualified_name(&self, parent_qualified_name: &[u8]) -> Vec<u8> {
+        let mut qualified = self.name_alg.tpm_id().to_be_bytes().to_vec();
+        qualified.extend_from_slice(&self.name_alg.digest(&[parent_qualified_name, &self.name()]));
+        qualified
+    }
+
     /// The RSA public exponent with the TPM's "0 means 65537" applied; `None` for ECC keys.
     pub fn rsa_exponent(&self) -> Option<u32> {
         match self.key {
