@@ -1,1 +1,95 @@
-fn main() {}
+//! `hwsign-agent`: the daemon. Reads the configuration, obtains the socket (from systemd, or by
+//! binding the configured path), reports readiness, and serves until SIGTERM or SIGINT. All the
+//! work is in the `hwsign_agent` library.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result};
+use clap::Parser;
+use tokio::net::UnixListener;
+use tokio::signal::unix::{SignalKind, signal};
+
+use hwsign_agent::{Agent, Config, socket, systemd};
+
+/// Holds hardware-backed keys and signs API requests for local SDKs.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Configuration file (default: ~/.config/hwsign/agent.toml if it exists).
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Check the configuration and exit.
+    #[arg(long)]
+    check_config: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match start(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn start(args: &Args) -> Result<()> {
+    let config = Config::load_default(args.config.as_deref())?;
+    if args.check_config {
+        println!("configuration OK");
+        return Ok(());
+    }
+    // Before the runtime's threads exist: adopting the socket clears environment variables.
+    let activated = systemd::take_activated_listener()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(serve(Arc::new(config), activated))
+}
+
+async fn serve(
+    config: Arc<Config>,
+    activated: Option<std::os::unix::net::UnixListener>,
+) -> Result<()> {
+    let (listener, bound) = match activated {
+        Some(listener) => {
+            tracing::info!("using the socket passed by systemd");
+            (UnixListener::from_std(listener)?, None)
+        }
+        None => {
+            let listener = socket::bind(&config.socket_path)?;
+            tracing::info!(socket = %config.socket_path.display(), "listening");
+            (listener, Some(config.socket_path.clone()))
+        }
+    };
+    let agent = Agent::open(Arc::clone(&config)).await?;
+    let mut terminate = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    systemd::notify_ready();
+    let shutdown = async move {
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM received"),
+            _ = interrupt.recv() => tracing::info!("SIGINT received"),
+        }
+        systemd::notify_stopping();
+    };
+    let result = agent.serve(listener, shutdown).await;
+    if let Some(path) = bound {
+        if let Err(e) = std::fs::remove_file(&path) {
+            tracing::warn!(socket = %path.display(), error = %e, "could not remove the socket");
+        }
+    }
+    Ok(result?)
+}

@@ -1,0 +1,105 @@
+//! Errors of one API call and their explicit mapping to wire codes. The internal cause stays in
+//! the log; the caller gets the code and a message that never carries secrets.
+
+use hwsign_proto::{AgentErrorCode, ProtoError};
+use thiserror::Error;
+
+use crate::backends::BackendError;
+use crate::config::RuleRefusal;
+use crate::keystore::CallError;
+
+/// Why an API call failed.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// The body is not JSON of the expected shape.
+    #[error("malformed JSON: {0}")]
+    MalformedJson(String),
+    /// A field or parameter is invalid.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// The request could not be canonicalized or signed as described.
+    #[error("invalid request: {0}")]
+    Proto(#[from] ProtoError),
+    /// The body exceeds the limit.
+    #[error("request body larger than {0} bytes")]
+    BodyTooLarge(usize),
+    /// No route.
+    #[error("no such endpoint")]
+    NotFound,
+    /// The route exists, the method does not.
+    #[error("method not allowed; allowed: {0}")]
+    MethodNotAllowed(&'static str),
+    /// The caller's uid may not use the socket.
+    #[error("uid {0} may not use this agent")]
+    PermissionDenied(u32),
+    /// The key's rule refuses the call.
+    #[error("{0}")]
+    KeyNotPermitted(RuleRefusal),
+    /// The backend named in a request is not open.
+    #[error("backend {0:?} is not available in this agent")]
+    UnknownBackend(String),
+    /// The backend refused or failed.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// Over the connection limit or shutting down.
+    #[error("the agent is busy or shutting down; retry")]
+    Unavailable,
+    /// A bug or an unexpected state.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<CallError> for ApiError {
+    fn from(e: CallError) -> Self {
+        match e {
+            CallError::Backend(b) => Self::Backend(b),
+            CallError::Task(t) => Self::Internal(t),
+        }
+    }
+}
+
+impl ApiError {
+    /// The wire code.
+    pub fn code(&self) -> AgentErrorCode {
+        match self {
+            Self::MalformedJson(_) => AgentErrorCode::MalformedJson,
+            Self::InvalidRequest(_) | Self::Proto(_) => AgentErrorCode::InvalidRequest,
+            Self::BodyTooLarge(_) => AgentErrorCode::TooLarge,
+            Self::NotFound => AgentErrorCode::NotFound,
+            Self::MethodNotAllowed(_) => AgentErrorCode::MethodNotAllowed,
+            Self::PermissionDenied(_) => AgentErrorCode::PermissionDenied,
+            Self::KeyNotPermitted(_) => AgentErrorCode::KeyNotPermitted,
+            Self::UnknownBackend(_) => AgentErrorCode::UnknownBackend,
+            Self::Backend(b) => backend_code(b),
+            Self::Unavailable => AgentErrorCode::Unavailable,
+            Self::Internal(_) => AgentErrorCode::Internal,
+        }
+    }
+
+    /// What the caller is told. Backend failures and internal errors are summarized: their
+    /// details (device paths, token state) go to the log only.
+    pub fn public_message(&self) -> String {
+        match self {
+            Self::Backend(BackendError::Io(_)) | Self::Backend(BackendError::Failed(_)) => {
+                "the backend failed the operation; see the agent's log".to_owned()
+            }
+            Self::Internal(_) => "internal error; see the agent's log".to_owned(),
+            other => other.to_string(),
+        }
+    }
+}
+
+fn backend_code(e: &BackendError) -> AgentErrorCode {
+    match e {
+        BackendError::Unsupported(_) => AgentErrorCode::Unsupported,
+        BackendError::UnknownKey => AgentErrorCode::UnknownKey,
+        BackendError::InvalidLabel(_) | BackendError::InvalidInput(_) => {
+            AgentErrorCode::InvalidRequest
+        }
+        BackendError::Unavailable(_) => AgentErrorCode::BackendUnavailable,
+        BackendError::PinIncorrect => AgentErrorCode::PinIncorrect,
+        BackendError::PinLocked => AgentErrorCode::PinLocked,
+        BackendError::Io(_) | BackendError::Failed(_) => AgentErrorCode::BackendError,
+    }
+}

@@ -1,0 +1,83 @@
+//! HTTP plumbing of the API: bounded JSON bodies in, JSON bodies and error bodies out.
+
+use bytes::Bytes;
+use http::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt as _, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use hwsign_proto::AgentErrorCode;
+use hwsign_proto::api::ErrorResponse;
+
+use super::ApiError;
+
+/// The response body type of every API answer.
+pub type Body = Full<Bytes>;
+
+const JSON: &str = "application/json";
+
+/// `status` with `value` as JSON.
+pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
+    match serde_json::to_vec(value) {
+        Ok(bytes) => with_body(status, bytes),
+        Err(e) => error(&ApiError::Internal(format!("serializing a response: {e}"))),
+    }
+}
+
+fn with_body(status: StatusCode, bytes: Vec<u8>) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(bytes)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(JSON));
+    response
+}
+
+/// The error body `{"error":{"code":..,"message":..}}` with the code's status.
+pub fn error(e: &ApiError) -> Response<Body> {
+    let mut response = error_with(e.code(), e.public_message());
+    if let ApiError::MethodNotAllowed(allow) = e {
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static(allow));
+    }
+    response
+}
+
+/// An error body with `code` and `message`, and the code's status.
+pub fn error_with(code: AgentErrorCode, message: String) -> Response<Body> {
+    let status =
+        StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = ErrorResponse::new(code, message);
+    let bytes = serde_json::to_vec(&body).unwrap_or_else(|_| {
+        br#"{"error":{"code":"internal","message":"internal error"}}"#.to_vec()
+    });
+    with_body(status, bytes)
+}
+
+/// Reads the whole body, refusing more than `limit` bytes (a declared length over the limit is
+/// refused before any of the body is read).
+pub async fn read_body(request: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
+    let declared = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::BodyTooLarge(limit));
+    }
+    match Limited::new(request.into_body(), limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(ApiError::BodyTooLarge(limit))
+        }
+        Err(e) => Err(ApiError::InvalidRequest(format!("reading the body: {e}"))),
+    }
+}
+
+/// Parses a JSON body of type `T` (unknown fields refused by the type).
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))
+}

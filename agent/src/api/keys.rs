@@ -1,0 +1,197 @@
+//! `GET /v1/keys`, `POST /v1/keys`, `GET /v1/keys/{id}/attestation`,
+//! `POST /v1/keys/{id}/activate-credential`.
+
+use ::http::{Response, StatusCode};
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+
+use hwsign_proto::api::{CreateKeyRequest, KeyInfo, KeyList};
+use hwsign_proto::attestation::{
+    ActivateCredentialRequest, ActivateCredentialResponse, EVIDENCE_VERSION, KeyAttestation,
+};
+use hwsign_proto::encoding;
+
+use super::http::{self, Body};
+use super::{ApiError, Context};
+use crate::audit::{Operation, Record};
+use crate::backends::{BackendKey, check_label};
+use crate::keystore::KeyStore;
+use crate::peer::Peer;
+
+/// Shortest attestation nonce accepted: 128 bits, like the request nonce.
+pub const MIN_ATTESTATION_NONCE: usize = 16;
+/// Longest attestation nonce accepted: what TPM2B_DATA holds for SHA-256 based keys.
+pub const MAX_ATTESTATION_NONCE: usize = 64;
+
+fn info(backend: &str, key: BackendKey) -> KeyInfo {
+    KeyInfo {
+        public_key_pem: key.public_key.to_pem(),
+        id: key.id,
+        label: key.label,
+        backend: backend.to_owned(),
+        level: key.level,
+        created_unix: key.created_unix,
+    }
+}
+
+/// Every key.
+pub async fn list(ctx: &Context) -> Response<Body> {
+    let keys = ctx
+        .keys
+        .list()
+        .await
+        .into_iter()
+        .map(|(backend, key)| info(backend, key))
+        .collect();
+    http::json(StatusCode::OK, &KeyList { keys })
+}
+
+/// Creates a key; `201` with its description.
+pub async fn create(ctx: &Context, peer: Peer, body: &[u8]) -> Result<Response<Body>, ApiError> {
+    let request: CreateKeyRequest = http::parse_json(body)?;
+    let result = create_key(ctx, &request).await;
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(e) => e.code().as_str(),
+    };
+    let mut record = Record::new(Operation::CreateKey, &peer, outcome);
+    record.backend = Some(&request.backend);
+    record.label = Some(&request.label);
+    if let Ok(key) = &result {
+        record.key_id = Some(&key.id);
+    }
+    // A key that exists but is not in the audit log is reported as a failure: the operator
+    // must fix the log before the agent hands out keys it cannot account for.
+    ctx.audit
+        .append(&record)
+        .map_err(|e| ApiError::Internal(format!("audit log: {e}")))?;
+    let key = result?;
+    tracing::info!(key_id = %key.id, backend = %key.backend, label = %key.label, "key created");
+    Ok(http::json(StatusCode::CREATED, &key))
+}
+
+async fn create_key(ctx: &Context, request: &CreateKeyRequest) -> Result<KeyInfo, ApiError> {
+    let backend = ctx
+        .keys
+        .backend(&request.backend)
+        .ok_or_else(|| ApiError::UnknownBackend(request.backend.chars().take(32).collect()))?;
+    check_label(&request.label)?;
+    let label = request.label.clone();
+    let key = KeyStore::call(backend, move |b| b.create_key(&label)).await?;
+    ctx.keys.remember(backend, &key);
+    Ok(info(backend.name(), key))
+}
+
+/// Parses `nonce=<base64url>` out of a query string (padding tolerated).
+fn attestation_nonce(query: &str) -> Result<Vec<u8>, ApiError> {
+    let mut found = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if name != "nonce" {
+            return Err(ApiError::InvalidRequest(
+                "unknown query parameter; only nonce is accepted".into(),
+            ));
+        }
+        if found.replace(value).is_some() {
+            return Err(ApiError::InvalidRequest(
+                "nonce given more than once".into(),
+            ));
+        }
+    }
+    let raw = found.ok_or_else(|| ApiError::InvalidRequest("nonce is required".into()))?;
+    let text = String::from_utf8(encoding::decode(raw)?)
+        .map_err(|_| ApiError::InvalidRequest("nonce is not base64url".into()))?;
+    let nonce = URL_SAFE_NO_PAD
+        .decode(text.trim_end_matches('='))
+        .map_err(|_| ApiError::InvalidRequest("nonce is not base64url".into()))?;
+    if !(MIN_ATTESTATION_NONCE..=MAX_ATTESTATION_NONCE).contains(&nonce.len()) {
+        return Err(ApiError::InvalidRequest(format!(
+            "nonce must be {MIN_ATTESTATION_NONCE} to {MAX_ATTESTATION_NONCE} bytes"
+        )));
+    }
+    Ok(nonce)
+}
+
+/// Evidence for a key, bound to the verifier's nonce.
+pub async fn attestation(
+    ctx: &Context,
+    key_id: &str,
+    query: &str,
+) -> Result<Response<Body>, ApiError> {
+    let nonce = attestation_nonce(query)?;
+    let (backend, key) = ctx.keys.describe(key_id).await?;
+    let id = key_id.to_owned();
+    let evidence = KeyStore::call(&backend, move |b| b.attest(&id, &nonce)).await?;
+    tracing::info!(key_id, backend = backend.name(), "attestation produced");
+    Ok(http::json(
+        StatusCode::OK,
+        &KeyAttestation {
+            version: EVIDENCE_VERSION,
+            key_id: key_id.to_owned(),
+            level: key.level,
+            evidence,
+        },
+    ))
+}
+
+/// TPM2_ActivateCredential through the backend holding `key_id`.
+pub async fn activate_credential(
+    ctx: &Context,
+    peer: Peer,
+    key_id: &str,
+    body: &[u8],
+) -> Result<Response<Body>, ApiError> {
+    let request: ActivateCredentialRequest = http::parse_json(body)?;
+    let decode = |what: &str, text: &str| {
+        STANDARD
+            .decode(text)
+            .map_err(|_| ApiError::InvalidRequest(format!("{what} is not base64")))
+    };
+    let blob = decode("credential_blob", &request.credential_blob)?;
+    let secret = decode("encrypted_secret", &request.encrypted_secret)?;
+    let backend = ctx.keys.backend_for(key_id).await?;
+    let result = KeyStore::call(&backend, move |b| b.activate_credential(&blob, &secret))
+        .await
+        .map_err(ApiError::from);
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(e) => e.code().as_str(),
+    };
+    let mut record = Record::new(Operation::ActivateCredential, &peer, outcome);
+    record.key_id = Some(key_id);
+    record.backend = Some(backend.name());
+    ctx.audit
+        .append(&record)
+        .map_err(|e| ApiError::Internal(format!("audit log: {e}")))?;
+    let recovered = zeroize::Zeroizing::new(result?);
+    Ok(http::json(
+        StatusCode::OK,
+        &ActivateCredentialResponse {
+            secret: STANDARD.encode(&*recovered),
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::attestation_nonce;
+
+    #[test]
+    fn nonce_forms() {
+        let sixteen = "AAAAAAAAAAAAAAAAAAAAAA";
+        assert_eq!(
+            attestation_nonce(&format!("nonce={sixteen}")).ok(),
+            Some(vec![0u8; 16])
+        );
+        assert_eq!(
+            attestation_nonce(&format!("nonce={sixteen}%3D%3D")).ok(),
+            Some(vec![0u8; 16])
+        );
+        assert!(attestation_nonce("nonce=AAAA").is_err());
+        assert!(attestation_nonce("").is_err());
+        assert!(attestation_nonce(&format!("nonce={sixteen}&nonce={sixteen}")).is_err());
+        assert!(attestation_nonce(&format!("nonce={sixteen}&x=1")).is_err());
+        assert!(attestation_nonce(&format!("nonce={}", "A".repeat(90))).is_err());
+        assert!(attestation_nonce("nonce=!!!!!!!!!!!!!!!!!!!!!!").is_err());
+    }
+}

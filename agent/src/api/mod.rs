@@ -1,0 +1,155 @@
+//! API v1: routing and handlers. A handler receives a request whose caller has already passed
+//! the uid check ([`crate::peer`]); it reads at most `limits.max_body_bytes` of body, answers
+//! JSON, and maps every failure to a documented wire code ([`ApiError::code`]).
+
+mod error;
+pub mod http;
+mod keys;
+mod sign;
+mod status;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use ::http::{Method, Request, Response};
+use hyper::body::Incoming;
+use tracing::Instrument as _;
+
+use hwsign_proto::keys::check_key_id;
+
+pub use self::error::ApiError;
+use self::http::Body;
+use crate::audit::AuditLog;
+use crate::config::Config;
+use crate::keystore::KeyStore;
+use crate::peer::Peer;
+
+/// What every handler shares.
+#[derive(Debug)]
+pub struct Context {
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// The backends.
+    pub keys: KeyStore,
+    /// The audit log.
+    pub audit: AuditLog,
+    /// When the agent started (for `uptime_secs`).
+    pub started: Instant,
+}
+
+/// The routes of API v1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Route {
+    Status,
+    Keys,
+    Sign,
+    Attestation(String),
+    ActivateCredential(String),
+}
+
+impl Route {
+    fn parse(path: &str) -> Option<Self> {
+        let rest = path.strip_prefix(hwsign_proto::api::API_PREFIX)?;
+        let segments: Vec<&str> = rest.split('/').collect();
+        match segments.as_slice() {
+            ["", "status"] => Some(Self::Status),
+            ["", "keys"] => Some(Self::Keys),
+            ["", "sign"] => Some(Self::Sign),
+            ["", "keys", id, "attestation"] => Some(Self::Attestation((*id).to_owned())),
+            ["", "keys", id, "activate-credential"] => {
+                Some(Self::ActivateCredential((*id).to_owned()))
+            }
+            _ => None,
+        }
+    }
+
+    fn allowed(&self) -> &'static str {
+        match self {
+            Self::Status | Self::Attestation(_) => "GET",
+            Self::Keys => "GET, POST",
+            Self::Sign | Self::ActivateCredential(_) => "POST",
+        }
+    }
+}
+
+/// Serves one request of a permitted caller. Never fails: errors become error bodies.
+pub async fn handle(ctx: Arc<Context>, peer: Peer, request: Request<Incoming>) -> Response<Body> {
+    let span = tracing::info_span!(
+        "request",
+        uid = peer.uid,
+        pid = peer.pid,
+        method = %request.method(),
+        path = %request.uri().path(),
+        status = tracing::field::Empty,
+    );
+    async move {
+        let response = match dispatch(&ctx, peer, request).await {
+            Ok(response) => response,
+            Err(e) => {
+                let code = e.code();
+                if code.http_status() >= 500 {
+                    tracing::error!(code = %code, error = %e, "request failed");
+                } else {
+                    tracing::info!(code = %code, error = %e, "request refused");
+                }
+                http::error(&e)
+            }
+        };
+        tracing::Span::current().record("status", response.status().as_u16());
+        tracing::debug!("answered");
+        response
+    }
+    .instrument(span)
+    .await
+}
+
+async fn dispatch(
+    ctx: &Arc<Context>,
+    peer: Peer,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let route = Route::parse(request.uri().path()).ok_or(ApiError::NotFound)?;
+    let limit = ctx.config.limits.max_body_bytes;
+    let method = request.method().clone();
+    match (&route, method) {
+        (Route::Status, Method::GET) => Ok(status::status(ctx).await),
+        (Route::Keys, Method::GET) => Ok(keys::list(ctx).await),
+        (Route::Keys, Method::POST) => {
+            let body = http::read_body(request, limit).await?;
+            keys::create(ctx, peer, &body).await
+        }
+        (Route::Sign, Method::POST) => {
+            let body = http::read_body(request, limit).await?;
+            sign::sign(ctx, peer, &body).await
+        }
+        (Route::Attestation(id), Method::GET) => {
+            check_key_id(id)?;
+            keys::attestation(ctx, id, request.uri().query().unwrap_or("")).await
+        }
+        (Route::ActivateCredential(id), Method::POST) => {
+            check_key_id(id)?;
+            let body = http::read_body(request, limit).await?;
+            keys::activate_credential(ctx, peer, id, &body).await
+        }
+        (route, _) => Err(ApiError::MethodNotAllowed(route.allowed())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Route;
+
+    #[test]
+    fn routes() {
+        assert_eq!(Route::parse("/v1/status"), Some(Route::Status));
+        assert_eq!(Route::parse("/v1/keys"), Some(Route::Keys));
+        assert_eq!(
+            Route::parse("/v1/keys/hk1_x/attestation"),
+            Some(Route::Attestation("hk1_x".into()))
+        );
+        assert_eq!(Route::parse("/v1/status/"), None);
+        assert_eq!(Route::parse("/v2/status"), None);
+        assert_eq!(Route::parse("/v1/keys//attestation/x"), None);
+        assert_eq!(Route::parse("/v1"), None);
+    }
+}

@@ -1,0 +1,126 @@
+//! The audit log: one JSON object per line, appended (O_APPEND, mode 0600) for every key
+//! creation and every signing decision, granted or refused. Each record is written with a single
+//! `write` so that concurrent records never interleave. If a record cannot be written, the
+//! operation fails: the agent does not sign what it cannot account for.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::peer::Peer;
+
+/// What was done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Operation {
+    /// `POST /v1/sign`.
+    Sign,
+    /// `POST /v1/keys`.
+    CreateKey,
+    /// `POST /v1/keys/{id}/activate-credential`.
+    ActivateCredential,
+}
+
+/// One audit record. Never holds secrets or bodies: identifiers and request coordinates only.
+#[derive(Debug, Clone, Serialize)]
+pub struct Record<'a> {
+    /// Seconds since the epoch.
+    pub ts: i64,
+    /// What was done.
+    pub op: Operation,
+    /// `ok` or the wire error code.
+    pub outcome: &'a str,
+    /// Caller uid.
+    pub uid: u32,
+    /// Caller pid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+    /// Key id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<&'a str>,
+    /// Backend.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend: Option<&'a str>,
+    /// Key label (create).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<&'a str>,
+    /// Audience (sign).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audience: Option<&'a str>,
+    /// Method (sign).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<&'a str>,
+    /// Authority (sign).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<&'a str>,
+    /// Path without the query (sign).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<&'a str>,
+    /// Presigned URL lifetime (sign, presigned mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub presign_expires_secs: Option<u64>,
+}
+
+impl<'a> Record<'a> {
+    /// A record of `op` by `peer`, now, with every optional field empty.
+    pub fn new(op: Operation, peer: &Peer, outcome: &'a str) -> Self {
+        Self {
+            ts: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+                .unwrap_or(0),
+            op,
+            outcome,
+            uid: peer.uid,
+            pid: peer.pid,
+            key_id: None,
+            backend: None,
+            label: None,
+            audience: None,
+            method: None,
+            host: None,
+            path: None,
+            presign_expires_secs: None,
+        }
+    }
+}
+
+/// The open audit log.
+#[derive(Debug)]
+pub struct AuditLog {
+    path: PathBuf,
+    file: Mutex<File>,
+}
+
+impl AuditLog {
+    /// Opens (creating with mode 0600) `path` for appending.
+    pub fn open(path: &Path) -> io::Result<Self> {
+        let file = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(path)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            file: Mutex::new(file),
+        })
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends one record.
+    pub fn append(&self, record: &Record<'_>) -> io::Result<()> {
+        let mut line = serde_json::to_vec(record).map_err(io::Error::other)?;
+        line.push(b'\n');
+        let mut file = self.file.lock().unwrap_or_else(PoisonError::into_inner);
+        file.write_all(&line)
+    }
+}

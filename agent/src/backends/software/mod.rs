@@ -1,0 +1,231 @@
+//! The software backend: P-256 keys generated from the operating system's CSPRNG and kept in
+//! files (0600, in a 0700 directory) under `<state_dir>/software/`. It needs no hardware and no
+//! system package, so the quickstart works anywhere; its keys carry level `software` and
+//! cannot be attested.
+//!
+//! Keys are loaded at start-up. A file that cannot be used (corrupt, wrong id, readable by
+//! others) is reported in the log and skipped: one bad file must not take the other keys down.
+
+mod keyfile;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::sync::{PoisonError, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use p256::ecdsa::signature::hazmat::PrehashSigner;
+use p256::ecdsa::{Signature, SigningKey};
+use p256::elliptic_curve::Generate as _;
+
+use hwsign_proto::PublicKey;
+use hwsign_proto::api::KeyLevel;
+
+use self::keyfile::{EXTENSION, KeyFile, MAX_KEY_FILE_LEN};
+use super::{BackendError, BackendHealth, BackendKey, KeyBackend, check_label};
+use crate::fsutil::{TEMP_MARKER, ensure_private_dir, is_exposed, write_atomic};
+
+/// Subdirectory of the state directory holding the key files.
+pub const SUBDIR: &str = "software";
+
+/// A key in memory. The private key is zeroized when this is dropped (`SigningKey` does so).
+struct LoadedKey {
+    signing_key: SigningKey,
+    description: BackendKey,
+}
+
+impl std::fmt::Debug for LoadedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedKey")
+            .field("id", &self.description.id)
+            .field("label", &self.description.label)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A key file that was found but not loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedFile {
+    /// The file.
+    pub path: PathBuf,
+    /// Why it was skipped.
+    pub reason: String,
+}
+
+/// The software key backend.
+#[derive(Debug)]
+pub struct SoftwareBackend {
+    dir: PathBuf,
+    keys: RwLock<BTreeMap<String, LoadedKey>>,
+    skipped: Vec<SkippedFile>,
+}
+
+fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+impl SoftwareBackend {
+    /// Opens `<state_dir>/software/` (creating it 0700), removes temporary files a crash left
+    /// behind and loads every key file.
+    pub fn open(state_dir: &Path) -> Result<Self, BackendError> {
+        let dir = state_dir.join(SUBDIR);
+        ensure_private_dir(&dir)?;
+        let mut keys = BTreeMap::new();
+        let mut skipped = Vec::new();
+        for entry in fs::read_dir(&dir)? {
+            let path = entry?.path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            if name.starts_with('.') && name.contains(TEMP_MARKER) {
+                tracing::info!(file = %path.display(), "removing interrupted key write");
+                fs::remove_file(&path)?;
+                continue;
+            }
+            if path.extension().and_then(|e| e.to_str()) != Some(EXTENSION) {
+                continue;
+            }
+            match load_file(&path) {
+                Ok(key) => {
+                    keys.insert(key.description.id.clone(), key);
+                }
+                Err(reason) => {
+                    tracing::error!(file = %path.display(), %reason, "skipping software key file");
+                    skipped.push(SkippedFile { path, reason });
+                }
+            }
+        }
+        tracing::info!(dir = %dir.display(), keys = keys.len(), skipped = skipped.len(), "software backend open");
+        Ok(Self {
+            dir,
+            keys: RwLock::new(keys),
+            skipped,
+        })
+    }
+
+    /// Files found at start-up that were not loaded, with the reason.
+    pub fn skipped_files(&self) -> &[SkippedFile] {
+        &self.skipped
+    }
+
+    /// The directory holding the key files.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+fn load_file(path: &Path) -> Result<LoadedKey, String> {
+    let file = fs::File::open(path).map_err(|e| e.to_string())?;
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    if is_exposed(&meta) {
+        return Err("readable or writable by group or others (must be 0600)".into());
+    }
+    if meta.len() > MAX_KEY_FILE_LEN {
+        return Err(format!("larger than {MAX_KEY_FILE_LEN} bytes"));
+    }
+    let mut bytes = zeroize::Zeroizing::new(Vec::with_capacity(meta.len() as usize + 1));
+    file.take(MAX_KEY_FILE_LEN + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    let decoded = keyfile::decode(&bytes).map_err(|e| e.to_string())?;
+    check_label(&decoded.label).map_err(|e| e.to_string())?;
+    let id = decoded.public_key.key_id();
+    if path.file_stem().and_then(|s| s.to_str()) != Some(id.as_str()) {
+        return Err("file name is not the key's id".into());
+    }
+    let KeyFile {
+        signing_key,
+        public_key,
+        label,
+        created_unix,
+    } = decoded;
+    Ok(LoadedKey {
+        description: BackendKey {
+            id,
+            label,
+            level: KeyLevel::Software,
+            public_key,
+            created_unix,
+        },
+        signing_key,
+    })
+}
+
+impl KeyBackend for SoftwareBackend {
+    fn name(&self) -> &'static str {
+        "software"
+    }
+
+    fn is_fast(&self) -> bool {
+        true
+    }
+
+    fn health(&self) -> BackendHealth {
+        BackendHealth {
+            available: true,
+            detail: None,
+        }
+    }
+
+    fn list_keys(&self) -> Result<Vec<BackendKey>, BackendError> {
+        let keys = self.keys.read().unwrap_or_else(PoisonError::into_inner);
+        Ok(keys.values().map(|k| k.description.clone()).collect())
+    }
+
+    fn create_key(&self, label: &str) -> Result<BackendKey, BackendError> {
+        check_label(label)?;
+        let signing_key =
+            SigningKey::try_generate().map_err(|e| BackendError::Failed(format!("CSPRNG: {e}")))?;
+        let public_key = PublicKey::from_verifying_key(*signing_key.verifying_key())
+            .map_err(|e| BackendError::Failed(e.to_string()))?;
+        let file = KeyFile {
+            signing_key,
+            public_key,
+            label: label.to_owned(),
+            created_unix: now_unix(),
+        };
+        let bytes = keyfile::encode(&file).map_err(|e| BackendError::Failed(e.to_string()))?;
+        let id = file.public_key.key_id();
+        write_atomic(&self.dir, &format!("{id}.{EXTENSION}"), &bytes)?;
+        drop(bytes);
+        let KeyFile {
+            signing_key,
+            public_key,
+            label,
+            created_unix,
+        } = file;
+        let description = BackendKey {
+            id: id.clone(),
+            label,
+            level: KeyLevel::Software,
+            public_key,
+            created_unix,
+        };
+        let mut keys = self.keys.write().unwrap_or_else(PoisonError::into_inner);
+        keys.insert(
+            id,
+            LoadedKey {
+                signing_key,
+                description: description.clone(),
+            },
+        );
+        Ok(description)
+    }
+
+    fn sign_digest(&self, key_id: &str, digest: &[u8; 32]) -> Result<Vec<u8>, BackendError> {
+        let keys = self.keys.read().unwrap_or_else(PoisonError::into_inner);
+        let key = keys.get(key_id).ok_or(BackendError::UnknownKey)?;
+        let signature: Signature = key
+            .signing_key
+            .sign_prehash(digest)
+            .map_err(|e| BackendError::Failed(e.to_string()))?;
+        Ok(signature.to_der().as_bytes().to_vec())
+    }
+}

@@ -1,0 +1,354 @@
+//! The agent's configuration: a TOML file (`--config PATH`, else
+//! `~/.config/hwsign/agent.toml`, else built-in defaults). Unknown keys are errors, so a typo is
+//! reported instead of silently ignored. `agent/config.sample.toml` documents every field.
+//!
+//! A configuration is resolved once (defaults filled in, values checked) and then shared as
+//! `Arc<Config>`; nothing reads it from a global.
+
+mod error;
+pub mod paths;
+mod rules;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use error::ConfigError;
+pub use rules::{KeyRule, RuleRefusal};
+
+/// Largest configuration file read.
+pub const MAX_CONFIG_FILE_LEN: u64 = 1024 * 1024;
+/// Default number of connections served at once.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
+/// Upper bound of `max_connections`.
+pub const MAX_MAX_CONNECTIONS: usize = 4096;
+/// hyper cannot parse a request head in a smaller buffer.
+pub const MIN_HEADER_BYTES: usize = 8 * 1024;
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the agent binds its socket (unless systemd passes one in).
+    pub socket_path: PathBuf,
+    /// Where backends keep their state (`software/`, `tpm/`) and the audit log lives.
+    pub state_dir: PathBuf,
+    /// Caller uids served on the socket.
+    pub allowed_uids: Vec<u32>,
+    /// Connections served at once; more are answered `503 unavailable` and closed.
+    pub max_connections: usize,
+    /// Size and time bounds.
+    pub limits: Limits,
+    /// Backends to open.
+    pub backends: BackendsConfig,
+    /// Per-key restrictions.
+    pub key_rules: Vec<KeyRule>,
+    /// The audit log (JSON lines); default `<state_dir>/audit.jsonl`.
+    pub audit_log: PathBuf,
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest request head (request line + headers), bytes; at least 8192.
+    pub max_header_bytes: usize,
+    /// Most header fields in a request to the agent.
+    pub max_headers: usize,
+    /// Largest request body, bytes; at most [`hwsign_proto::api::MAX_API_BODY`].
+    pub max_body_bytes: usize,
+    /// Milliseconds a client has to send a complete request head (slowloris bound).
+    pub header_read_timeout_ms: u64,
+    /// Milliseconds in-flight requests get to finish at shutdown.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_header_bytes: 16 * 1024,
+            max_headers: 64,
+            max_body_bytes: hwsign_proto::api::MAX_API_BODY,
+            header_read_timeout_ms: 10_000,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+impl Limits {
+    /// [`Self::header_read_timeout_ms`] as a duration.
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms)
+    }
+
+    /// [`Self::shutdown_grace_ms`] as a duration.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let max_body = hwsign_proto::api::MAX_API_BODY;
+        if !(MIN_HEADER_BYTES..=1024 * 1024).contains(&self.max_header_bytes) {
+            return Err(ConfigError::Invalid(format!(
+                "limits.max_header_bytes must be {MIN_HEADER_BYTES} to 1048576"
+            )));
+        }
+        if !(1..=1024).contains(&self.max_headers) {
+            return Err(ConfigError::Invalid(
+                "limits.max_headers must be 1 to 1024".into(),
+            ));
+        }
+        if !(1..=max_body).contains(&self.max_body_bytes) {
+            return Err(ConfigError::Invalid(format!(
+                "limits.max_body_bytes must be 1 to {max_body}"
+            )));
+        }
+        if self.header_read_timeout_ms == 0 || self.header_read_timeout_ms > 600_000 {
+            return Err(ConfigError::Invalid(
+                "limits.header_read_timeout_ms must be 1 to 600000".into(),
+            ));
+        }
+        if self.shutdown_grace_ms > 600_000 {
+            return Err(ConfigError::Invalid(
+                "limits.shutdown_grace_ms must be at most 600000".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `[backends.software]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SoftwareConfig {
+    /// Whether the backend is opened.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for SoftwareConfig {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
+}
+
+/// A section for a backend that is not compiled in: accepted by the parser only so that the
+/// error can say what is wrong ([`ConfigError::BackendNotCompiled`]).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(transparent)]
+pub struct NotCompiled(toml::Value);
+
+#[cfg(feature = "software")]
+type SoftwareSection = SoftwareConfig;
+#[cfg(not(feature = "software"))]
+type SoftwareSection = NotCompiled;
+#[cfg(feature = "tpm")]
+type TpmSection = crate::backends::tpm::TpmConfig;
+#[cfg(not(feature = "tpm"))]
+type TpmSection = NotCompiled;
+#[cfg(feature = "pkcs11")]
+type Pkcs11Section = crate::backends::pkcs11::Pkcs11Config;
+#[cfg(not(feature = "pkcs11"))]
+type Pkcs11Section = NotCompiled;
+
+/// `[backends]`: one optional section per backend. Without a `[backends.software]` section the
+/// software backend is enabled (when compiled in), so an empty configuration works.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendsConfig {
+    /// `[backends.software]`.
+    #[serde(default)]
+    pub software: Option<SoftwareSection>,
+    /// `[backends.tpm]` (cargo feature `tpm`).
+    #[serde(default)]
+    pub tpm: Option<TpmSection>,
+    /// `[backends.pkcs11]` (cargo feature `pkcs11`).
+    #[serde(default)]
+    pub pkcs11: Option<Pkcs11Section>,
+}
+
+impl BackendsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        #[cfg(not(feature = "software"))]
+        if self.software.is_some() {
+            return Err(ConfigError::BackendNotCompiled("software"));
+        }
+        #[cfg(not(feature = "tpm"))]
+        if self.tpm.is_some() {
+            return Err(ConfigError::BackendNotCompiled("tpm"));
+        }
+        #[cfg(not(feature = "pkcs11"))]
+        if self.pkcs11.is_some() {
+            return Err(ConfigError::BackendNotCompiled("pkcs11"));
+        }
+        #[cfg(feature = "pkcs11")]
+        if let Some(pkcs11) = &self.pkcs11 {
+            pkcs11
+                .validate()
+                .map_err(|e| ConfigError::Invalid(format!("[backends.pkcs11]: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Whether the software backend is to be opened.
+    #[cfg(feature = "software")]
+    pub fn software_enabled(&self) -> bool {
+        self.software.as_ref().is_none_or(|s| s.enabled)
+    }
+}
+
+/// The file as written, before defaults are resolved.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    socket_path: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
+    allowed_uids: Option<Vec<u32>>,
+    max_connections: Option<usize>,
+    #[serde(default)]
+    limits: Limits,
+    #[serde(default)]
+    backends: BackendsConfig,
+    #[serde(default)]
+    key_rules: Vec<KeyRule>,
+    audit_log: Option<PathBuf>,
+}
+
+impl Config {
+    /// Reads, resolves and checks the configuration file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let read_err = |source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
+        let meta = std::fs::metadata(path).map_err(read_err)?;
+        if meta.len() > MAX_CONFIG_FILE_LEN {
+            return Err(ConfigError::TooLarge {
+                path: path.to_path_buf(),
+                limit: MAX_CONFIG_FILE_LEN,
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(read_err)?;
+        Self::parse(&text)
+    }
+
+    /// `--config PATH` if given; else the default file if it exists; else the defaults.
+    pub fn load_default(path: Option<&Path>) -> Result<Self, ConfigError> {
+        if let Some(path) = path {
+            return Self::load(path);
+        }
+        match paths::default_config_file() {
+            Some(file) if file.exists() => Self::load(&file),
+            _ => Self::parse(""),
+        }
+    }
+
+    /// Parses configuration text (paths left out take their defaults).
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let file: FileConfig = toml::from_str(text)?;
+        let state_dir = match file.state_dir {
+            Some(dir) => dir,
+            None => paths::default_state_dir().ok_or(ConfigError::NoDefault("state_dir"))?,
+        };
+        let socket_path = match file.socket_path {
+            Some(path) => path,
+            None => paths::default_socket_path().ok_or(ConfigError::NoDefault("socket_path"))?,
+        };
+        let audit_log = file
+            .audit_log
+            .unwrap_or_else(|| state_dir.join("audit.jsonl"));
+        let config = Self {
+            socket_path,
+            state_dir,
+            allowed_uids: file.allowed_uids.unwrap_or_else(|| vec![own_uid()]),
+            max_connections: file.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+            limits: file.limits,
+            backends: file.backends,
+            key_rules: file.key_rules,
+            audit_log,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// A configuration with the built-in defaults, the software backend enabled, keys in
+    /// `state_dir` and the socket at `socket_path`; only the agent's own uid is served. The
+    /// CLI's demo and tests use it.
+    pub fn for_state_dir(state_dir: impl Into<PathBuf>, socket_path: impl Into<PathBuf>) -> Self {
+        let state_dir = state_dir.into();
+        Self {
+            socket_path: socket_path.into(),
+            audit_log: state_dir.join("audit.jsonl"),
+            state_dir,
+            allowed_uids: vec![own_uid()],
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            limits: Limits::default(),
+            backends: BackendsConfig {
+                #[cfg(feature = "software")]
+                software: Some(SoftwareConfig { enabled: true }),
+                ..BackendsConfig::default()
+            },
+            key_rules: Vec::new(),
+        }
+    }
+
+    /// Checks ranges and consistency. [`Self::load`] and [`Self::parse`] call it; call it again
+    /// after changing fields by hand.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (name, path) in [
+            ("socket_path", &self.socket_path),
+            ("state_dir", &self.state_dir),
+            ("audit_log", &self.audit_log),
+        ] {
+            if !path.is_absolute() {
+                return Err(ConfigError::Invalid(format!(
+                    "{name} must be an absolute path, not {}",
+                    path.display()
+                )));
+            }
+        }
+        // sun_path holds 108 bytes including the terminating NUL.
+        if self.socket_path.as_os_str().len() > 107 {
+            return Err(ConfigError::Invalid(
+                "socket_path is longer than a Unix socket path may be (107 bytes)".into(),
+            ));
+        }
+        if self.allowed_uids.is_empty() {
+            return Err(ConfigError::Invalid(
+                "allowed_uids is empty: nobody could use the agent".into(),
+            ));
+        }
+        if !(1..=MAX_MAX_CONNECTIONS).contains(&self.max_connections) {
+            return Err(ConfigError::Invalid(format!(
+                "max_connections must be 1 to {MAX_MAX_CONNECTIONS}"
+            )));
+        }
+        self.limits.validate()?;
+        self.backends.validate()?;
+        let mut seen = std::collections::BTreeSet::new();
+        for rule in &self.key_rules {
+            rule.validate()?;
+            if !seen.insert(rule.key_id.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "key_rules: more than one rule for {}",
+                    rule.key_id
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The rule for `key_id`, if any.
+    pub fn rule_for(&self, key_id: &str) -> Option<&KeyRule> {
+        self.key_rules.iter().find(|r| r.key_id == key_id)
+    }
+}
+
+/// The uid this process runs as.
+pub fn own_uid() -> u32 {
+    nix::unistd::getuid().as_raw()
+}
