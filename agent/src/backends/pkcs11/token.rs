@@ -197,16 +197,22 @@ impl Token {
         Ok(())
     }
 
-    /// Opens a read-write session logged in as the user, runs `op`, closes the session.
+    /// Opens a read-write session (read-only on a write-protected token) logged in as the user,
+    /// runs `op`, closes the session.
     pub fn with_session<T>(
         &self,
         config: &Pkcs11Config,
         op: impl FnOnce(&Session) -> Result<T, Pkcs11Error>,
     ) -> Result<T, Pkcs11Error> {
-        let session = self
-            .ctx
-            .open_rw_session(self.slot)
-            .map_err(|e| Pkcs11Error::call("C_OpenSession", e))?;
+        let session = match self.ctx.open_rw_session(self.slot) {
+            Ok(session) => session,
+            // Write-protected tokens (some smart cards) still sign in a read-only session.
+            Err(CkError::Pkcs11(RvError::TokenWriteProtected, _)) => self
+                .ctx
+                .open_ro_session(self.slot)
+                .map_err(|e| Pkcs11Error::call("C_OpenSession", e))?,
+            Err(e) => return Err(Pkcs11Error::call("C_OpenSession", e)),
+        };
         self.ensure_logged_in(&session, config)?;
         let result = op(&session);
         // Close explicitly so a close error is at least visible in the logs; the result of the
