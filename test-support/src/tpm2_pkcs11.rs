@@ -13,6 +13,7 @@ use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use nix::sys::signal::{Signal, kill};
@@ -29,8 +30,10 @@ pub const USER_PIN: &str = "246810";
 /// Security officer PIN of the fixture token.
 pub const SO_PIN: &str = "13579135";
 
-/// Seconds to wait for tpm2-abrmd to claim its bus name.
-const ABRMD_READY_TIMEOUT_SECS: &str = "20";
+/// How long tpm2-abrmd may take to claim its bus name.
+const ABRMD_READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// Poll interval while waiting for it.
+const READY_POLL: Duration = Duration::from_millis(20);
 /// tpm2-abrmd's well-known bus name.
 const ABRMD_BUS_NAME: &str = "com.intel.tss2.Tabrmd";
 
@@ -201,6 +204,32 @@ impl PrivateBus {
     }
 }
 
+impl PrivateBus {
+    /// `NameHasOwner(name)` on this bus, through `dbus-send` (package dbus-bin).
+    fn has_owner(&self, name: &str) -> Result<bool> {
+        let output = Command::new("dbus-send")
+            .args([
+                "--session",
+                "--print-reply",
+                "--dest=org.freedesktop.DBus",
+                "/org/freedesktop/DBus",
+                "org.freedesktop.DBus.NameHasOwner",
+            ])
+            .arg(format!("string:{name}"))
+            .env("DBUS_SESSION_BUS_ADDRESS", &self.address)
+            .stdin(Stdio::null())
+            .output()
+            .context("running dbus-send")?;
+        if !output.status.success() {
+            bail!(
+                "dbus-send NameHasOwner failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).contains("boolean true"))
+    }
+}
+
 impl Drop for PrivateBus {
     fn drop(&mut self) {
         // The daemon forked away from us, so it cannot be waited for; it exits on SIGTERM.
@@ -226,27 +255,25 @@ impl Abrmd {
             .stderr(log)
             .spawn()
             .context("running tpm2-abrmd (Debian package tpm2-abrmd)")?;
-        let abrmd = Self { child: Some(child) };
-        // Ready once it owns its bus name; `gdbus wait` watches for exactly that.
-        let waited = Command::new("gdbus")
-            .args([
-                "wait",
-                "--session",
-                "--timeout",
-                ABRMD_READY_TIMEOUT_SECS,
-                ABRMD_BUS_NAME,
-            ])
-            .env("DBUS_SESSION_BUS_ADDRESS", &bus.address)
-            .stdin(Stdio::null())
-            .output()
-            .context("running gdbus (Debian package libglib2.0-bin)")?;
-        if !waited.status.success() {
-            drop(abrmd);
-            bail!(
-                "tpm2-abrmd did not claim {ABRMD_BUS_NAME} (see {}): {}",
-                dir.join("abrmd.log").display(),
-                String::from_utf8_lossy(&waited.stderr)
-            );
+        let mut abrmd = Self { child: Some(child) };
+        // Ready once it owns its bus name. abrmd has no other readiness signal, so ask the bus.
+        let deadline = Instant::now() + ABRMD_READY_TIMEOUT;
+        loop {
+            if bus.has_owner(ABRMD_BUS_NAME)? {
+                break;
+            }
+            let exited = match abrmd.child.as_mut() {
+                Some(child) => child.try_wait()?.is_some(),
+                None => true,
+            };
+            if exited || Instant::now() > deadline {
+                drop(abrmd);
+                bail!(
+                    "tpm2-abrmd did not claim {ABRMD_BUS_NAME} (see {})",
+                    dir.join("abrmd.log").display()
+                );
+            }
+            std::thread::sleep(READY_POLL);
         }
         Ok(abrmd)
     }
