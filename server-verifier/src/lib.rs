@@ -1,2 +1,51 @@
-//! Placeholder.
+//! The hwsign verifier: checks HWS1-signed requests (design brief §6) and, in [`attestation`],
+//! TPM enrollment evidence (§5).
+//!
+//! # Use
+//! ```no_run
+//! use std::sync::Arc;
+//! use hwsign_verifier::{
+//!     HwsignLayer, MemoryReplayCache, SqliteRegistry, Verifier, VerifierConfig, VerifiedDevice,
+//! };
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let registry = Arc::new(SqliteRegistry::open("keys.db".as_ref())?);
+//! let replay = Arc::new(MemoryReplayCache::new(100_000));
+//! let verifier = Arc::new(Verifier::new(VerifierConfig::new("my-api"), registry, replay)?);
+//! let app: axum::Router = axum::Router::new()
+//!     .route(
+//!         "/hello",
+//!         axum::routing::get(|VerifiedDevice(who): VerifiedDevice| async move { who.key_id }),
+//!     )
+//!     .layer(HwsignLayer::new(verifier));
+//! # let _ = app;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Or call [`Verifier::verify`] directly with the request's parts, its body's SHA-256 and the
+//! time. Keys enter the registry through the `hwsign-verifier keys add` command (or
+//! [`KeyRegistry::add`]).
+#![forbid(unsafe_code)]
+
+pub mod admin;
 pub mod attestation;
+pub mod backend;
+pub mod config;
+pub mod layer;
+pub mod registry;
+pub mod replay;
+mod routes;
+pub mod verify;
+
+pub use backend::VerifyBackend;
+pub use config::{RouteRule, VerifierConfig};
+pub use hwsign_proto::RejectCode;
+pub use hwsign_proto::api::KeyLevel;
+pub use layer::{HwsignLayer, HwsignService, VerifiedDevice, rejection_response};
+pub use registry::{
+    DeviceClock, DeviceRecord, KeyRegistry, MemoryRegistry, RegisteredKey, RegistryError,
+    SqliteRegistry,
+};
+pub use replay::{Freshness, MemoryReplayCache, ReplayCache, ReplayError};
+pub use verify::{Rejection, SignatureChecked, VerifiedPrincipal, Verifier};

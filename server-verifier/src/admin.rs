@@ -1,0 +1,73 @@
+//! Key administration used by the `hwsign-verifier` command: until TPM enrollment exists, keys
+//! enter the registry from a public key file.
+
+use std::io::Read;
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use hwsign_proto::PublicKey;
+use hwsign_proto::api::KeyLevel;
+use thiserror::Error;
+
+use crate::registry::{KeyRegistry, RegisteredKey, RegistryError};
+
+/// Largest public key file read (a PEM P-256 SPKI is under 200 bytes).
+pub const MAX_PUBLIC_KEY_FILE: u64 = 16 * 1024;
+
+/// Why an administrative command failed.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum AdminError {
+    /// The key file cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The key file is too large to be a public key.
+    #[error("{0} is larger than {MAX_PUBLIC_KEY_FILE} bytes; expected a PEM public key")]
+    TooLarge(String),
+    /// Not a PEM `PUBLIC KEY` holding a P-256 key.
+    #[error("{0} is not a PEM P-256 public key (-----BEGIN PUBLIC KEY-----)")]
+    NotAPublicKey(String),
+    /// The registry refused.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
+
+/// Reads a PEM SubjectPublicKeyInfo (P-256) from `path`.
+pub fn read_public_key(path: &Path) -> Result<PublicKey, AdminError> {
+    let read_error = |source| AdminError::Read {
+        path: path.display().to_string(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(read_error)?;
+    let mut text = String::new();
+    file.take(MAX_PUBLIC_KEY_FILE + 1)
+        .read_to_string(&mut text)
+        .map_err(read_error)?;
+    if text.len() as u64 > MAX_PUBLIC_KEY_FILE {
+        return Err(AdminError::TooLarge(path.display().to_string()));
+    }
+    PublicKey::from_spki_pem(&text)
+        .map_err(|_| AdminError::NotAPublicKey(path.display().to_string()))
+}
+
+/// Registers the key in `path` under `label` at `level`; returns the new key's id.
+pub fn add_key_file(
+    registry: &dyn KeyRegistry,
+    path: &Path,
+    label: &str,
+    level: KeyLevel,
+) -> Result<String, AdminError> {
+    let public_key = read_public_key(path)?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let key = RegisteredKey::new(public_key, label, level, now);
+    let key_id = key.key_id.clone();
+    registry.add(key)?;
+    Ok(key_id)
+}

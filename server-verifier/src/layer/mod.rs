@@ -1,0 +1,137 @@
+//! tower middleware: verifies every request before the inner service sees it.
+//!
+//! The body is read once, under the configured limit (413 past it: the declared Content-Length is
+//! checked before reading, and the bytes are counted as they stream in), hashed while read, and
+//! handed to the inner service as a complete body. The signature is checked before the body is
+//! read, so a forged request costs one ECDSA verify, not a body upload. On success the
+//! [`VerifiedPrincipal`](crate::VerifiedPrincipal) is put in the request's extensions (read it with
+//! the [`VerifiedDevice`] extractor); on failure the inner service is not called.
+//!
+//! Verification runs on the calling task: it is CPU work of tens of microseconds plus a local
+//! registry lookup, cheaper than a hop to a blocking thread.
+
+mod body;
+mod parts;
+mod response;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::SystemTime;
+
+use axum::body::Body;
+use axum::response::Response;
+use bytes::Bytes;
+use http::Request;
+use hwsign_proto::RequestParts;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::verify::{Rejection, VerifiedPrincipal, Verifier};
+
+pub use response::{NotVerified, VerifiedDevice, rejection_response};
+
+/// Wraps services with HWS1 verification by a shared [`Verifier`].
+#[derive(Debug, Clone)]
+pub struct HwsignLayer {
+    verifier: Arc<Verifier>,
+}
+
+impl HwsignLayer {
+    /// A layer verifying with `verifier`.
+    pub fn new(verifier: Arc<Verifier>) -> Self {
+        Self { verifier }
+    }
+}
+
+impl<S> Layer<S> for HwsignLayer {
+    type Service = HwsignService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        HwsignService {
+            inner,
+            verifier: Arc::clone(&self.verifier),
+        }
+    }
+}
+
+/// The service [`HwsignLayer`] produces.
+#[derive(Debug, Clone)]
+pub struct HwsignService<S> {
+    inner: S,
+    verifier: Arc<Verifier>,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S, B> Service<Request<B>> for HwsignService<S>
+where
+    S: Service<Request<Body>, Response = Response> + Clone + Send + 'static,
+    S::Future: Send,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: std::fmt::Display,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        // The clone is fresh and may not be ready; the instance polled ready is the one called.
+        let fresh = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, fresh);
+        let verifier = Arc::clone(&self.verifier);
+        Box::pin(async move {
+            let (mut head, body) = request.into_parts();
+            match authenticate(&verifier, &head, body).await {
+                Ok((principal, bytes)) => {
+                    head.extensions.insert(principal);
+                    inner
+                        .call(Request::from_parts(head, Body::from(bytes)))
+                        .await
+                }
+                Err(rejection) => {
+                    tracing::info!(
+                        code = %rejection.code,
+                        detail = %rejection.detail,
+                        method = %head.method,
+                        path = head.uri.path(),
+                        "request refused"
+                    );
+                    Ok(rejection_response(&rejection))
+                }
+            }
+        })
+    }
+}
+
+async fn authenticate<B>(
+    verifier: &Verifier,
+    head: &http::request::Parts,
+    body: B,
+) -> Result<(VerifiedPrincipal, Bytes), Rejection>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::fmt::Display,
+{
+    let now = SystemTime::now();
+    // Validated by VerifierConfig::validate to fit usize.
+    let limit = usize::try_from(verifier.config().max_body_bytes).unwrap_or(usize::MAX);
+    body::check_content_length(&head.headers, limit)?;
+    let fields = parts::HeaderFields::collect(head)?;
+    let request_parts = RequestParts {
+        method: head.method.as_str(),
+        path: head.uri.path(),
+        query: head.uri.query().unwrap_or(""),
+        headers: &fields.fields,
+    };
+    let checked = verifier.check_signature(&request_parts, now)?;
+    fields.check_signed(&checked)?;
+    let read = body::read_bounded(body, limit).await?;
+    let principal = verifier.finish(checked, &read.sha256, now)?;
+    Ok((principal, read.bytes))
+}

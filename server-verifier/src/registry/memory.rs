@@ -1,0 +1,120 @@
+//! A registry held in memory: tests, demos, and verifiers whose keys come from configuration.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use super::{DeviceClock, DeviceRecord, KeyRegistry, RegisteredKey, RegistryError};
+
+#[derive(Debug, Default)]
+struct State {
+    keys: HashMap<String, RegisteredKey>,
+    /// Insertion order, for `list`.
+    order: Vec<String>,
+    devices: HashMap<String, DeviceRecord>,
+}
+
+/// An in-memory [`KeyRegistry`].
+#[derive(Debug, Default)]
+pub struct MemoryRegistry {
+    state: RwLock<State>,
+}
+
+impl MemoryRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl KeyRegistry for MemoryRegistry {
+    fn lookup(&self, key_id: &str) -> Result<Option<RegisteredKey>, RegistryError> {
+        let state = self.state.read().map_err(|_| RegistryError::Poisoned)?;
+        let Some(key) = state.keys.get(key_id) else {
+            return Ok(None);
+        };
+        let mut key = key.clone();
+        if let Some(device) = key
+            .device_id
+            .as_deref()
+            .and_then(|id| state.devices.get(id))
+        {
+            key.revoked |= device.revoked;
+        }
+        Ok(Some(key))
+    }
+
+    fn add(&self, key: RegisteredKey) -> Result<(), RegistryError> {
+        key.validate()?;
+        let mut state = self.state.write().map_err(|_| RegistryError::Poisoned)?;
+        if state.keys.contains_key(&key.key_id) {
+            return Err(RegistryError::KeyExists(key.key_id));
+        }
+        if let Some(device) = &key.device_id
+            && !state.devices.contains_key(device)
+        {
+            return Err(RegistryError::UnknownDevice(device.clone()));
+        }
+        state.order.push(key.key_id.clone());
+        state.keys.insert(key.key_id.clone(), key);
+        Ok(())
+    }
+
+    fn revoke(&self, key_id: &str) -> Result<(), RegistryError> {
+        let mut state = self.state.write().map_err(|_| RegistryError::Poisoned)?;
+        let key = state
+            .keys
+            .get_mut(key_id)
+            .ok_or_else(|| RegistryError::UnknownKey(key_id.to_owned()))?;
+        key.revoked = true;
+        Ok(())
+    }
+
+    fn list(&self) -> Result<Vec<RegisteredKey>, RegistryError> {
+        let state = self.state.read().map_err(|_| RegistryError::Poisoned)?;
+        let keys = state
+            .order
+            .iter()
+            .filter_map(|id| state.keys.get(id).cloned())
+            .collect();
+        Ok(keys)
+    }
+
+    fn add_device(&self, device: DeviceRecord) -> Result<(), RegistryError> {
+        device.validate()?;
+        let mut state = self.state.write().map_err(|_| RegistryError::Poisoned)?;
+        if state.devices.contains_key(&device.id) {
+            return Err(RegistryError::DeviceExists(device.id));
+        }
+        state.devices.insert(device.id.clone(), device);
+        Ok(())
+    }
+
+    fn device(&self, device_id: &str) -> Result<Option<DeviceRecord>, RegistryError> {
+        let state = self.state.read().map_err(|_| RegistryError::Poisoned)?;
+        Ok(state.devices.get(device_id).cloned())
+    }
+
+    fn update_device_clock(
+        &self,
+        device_id: &str,
+        clock: DeviceClock,
+    ) -> Result<(), RegistryError> {
+        let mut state = self.state.write().map_err(|_| RegistryError::Poisoned)?;
+        let device = state
+            .devices
+            .get_mut(device_id)
+            .ok_or_else(|| RegistryError::UnknownDevice(device_id.to_owned()))?;
+        device.clock = clock;
+        Ok(())
+    }
+
+    fn revoke_device(&self, device_id: &str) -> Result<(), RegistryError> {
+        let mut state = self.state.write().map_err(|_| RegistryError::Poisoned)?;
+        let device = state
+            .devices
+            .get_mut(device_id)
+            .ok_or_else(|| RegistryError::UnknownDevice(device_id.to_owned()))?;
+        device.revoked = true;
+        Ok(())
+    }
+}

@@ -1,0 +1,228 @@
+//! Which keys (and, after TPM enrollment, which devices) the verifier accepts.
+//!
+//! [`KeyRegistry`] is synchronous: lookups are local (SQLite file, memory) and short, and the
+//! verifier calls it once per request. Implementations for fleets (PostgreSQL) plug in behind the
+//! same trait. Every error is reported, never papered over: the verifier turns any registry
+//! error into `verifier_unavailable` (fail closed).
+
+mod memory;
+mod sqlite;
+
+use hwsign_proto::PublicKey;
+use hwsign_proto::api::KeyLevel;
+use thiserror::Error;
+
+pub use memory::MemoryRegistry;
+pub use sqlite::{SCHEMA_VERSION, SqliteRegistry};
+
+/// Longest key label.
+pub const MAX_LABEL_CHARS: usize = 64;
+/// Longest device id.
+pub const MAX_DEVICE_ID_LEN: usize = 128;
+/// Most PCR values in a device baseline.
+pub const MAX_BASELINE_PCRS: usize = 24;
+
+/// A key the verifier knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisteredKey {
+    /// `hk1_…`, derived from the public key.
+    pub key_id: String,
+    /// Human label.
+    pub label: String,
+    /// The public key.
+    pub public_key: PublicKey,
+    /// How much the verifier trusts where the key lives.
+    pub level: KeyLevel,
+    /// The enrolled device the key belongs to, if any.
+    pub device_id: Option<String>,
+    /// Revoked keys are refused with `device_revoked`. On lookup this is also true when the key's
+    /// device is revoked.
+    pub revoked: bool,
+    /// When the key was added, seconds since the epoch.
+    pub added_unix: i64,
+}
+
+impl RegisteredKey {
+    /// A new, unrevoked key with no device; the key id is derived from `public_key`.
+    pub fn new(
+        public_key: PublicKey,
+        label: impl Into<String>,
+        level: KeyLevel,
+        added_unix: i64,
+    ) -> Self {
+        Self {
+            key_id: public_key.key_id(),
+            label: label.into(),
+            public_key,
+            level,
+            device_id: None,
+            revoked: false,
+            added_unix,
+        }
+    }
+
+    /// Checks what every registry checks before storing a key.
+    pub fn validate(&self) -> Result<(), RegistryError> {
+        if self.key_id != self.public_key.key_id() {
+            return Err(RegistryError::KeyIdMismatch);
+        }
+        check_label(&self.label)?;
+        if let Some(device) = &self.device_id {
+            check_device_id(device)?;
+        }
+        Ok(())
+    }
+}
+
+/// An enrolled device (a TPM). Written by enrollment (design brief §5) once it exists; the
+/// registry stores it now so keys can point at their device and be revoked with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRecord {
+    /// Device id (chosen by enrollment).
+    pub id: String,
+    /// Lower-case hex SHA-256 of the EK certificate DER.
+    pub ek_cert_sha256: String,
+    /// The attestation key's public area (marshalled TPMT_PUBLIC), to check later quotes.
+    pub ak_public: Vec<u8>,
+    /// The last TPM clock state seen; a later attestation must not go back from it.
+    pub clock: DeviceClock,
+    /// TPM firmware version from the last quote.
+    pub firmware_version: u64,
+    /// sha256 PCR values 0.. at enrollment.
+    pub pcr_baseline: Vec<[u8; 32]>,
+    /// When the device was enrolled, seconds since the epoch.
+    pub enrolled_unix: i64,
+    /// Revoking a device revokes every key that points at it.
+    pub revoked: bool,
+}
+
+/// TPM clock values remembered per device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DeviceClock {
+    /// TPM resets since the last TPM2_Clear.
+    pub reset_count: u32,
+    /// Restarts since the last reset.
+    pub restart_count: u32,
+    /// Milliseconds of TPM powered time.
+    pub clock: u64,
+}
+
+impl DeviceRecord {
+    /// Checks bounds before storing.
+    pub fn validate(&self) -> Result<(), RegistryError> {
+        check_device_id(&self.id)?;
+        if self.ek_cert_sha256.len() != 64
+            || !self
+                .ek_cert_sha256
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return Err(RegistryError::Invalid(
+                "EK certificate fingerprint must be 64 lower-case hex digits",
+            ));
+        }
+        if self.ak_public.is_empty() || self.ak_public.len() > 4096 {
+            return Err(RegistryError::Invalid(
+                "AK public area must be 1-4096 bytes",
+            ));
+        }
+        if self.pcr_baseline.len() > MAX_BASELINE_PCRS {
+            return Err(RegistryError::Invalid("too many PCR values"));
+        }
+        Ok(())
+    }
+}
+
+fn check_label(label: &str) -> Result<(), RegistryError> {
+    let count = label.chars().count();
+    if count == 0 || count > MAX_LABEL_CHARS || label.chars().any(char::is_control) {
+        return Err(RegistryError::Invalid(
+            "label must be 1-64 characters without control characters",
+        ));
+    }
+    Ok(())
+}
+
+fn check_device_id(id: &str) -> Result<(), RegistryError> {
+    if id.is_empty()
+        || id.len() > MAX_DEVICE_ID_LEN
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+    {
+        return Err(RegistryError::Invalid(
+            "device id must be 1-128 characters of A-Z, a-z, 0-9, '-', '_', '.', ':'",
+        ));
+    }
+    Ok(())
+}
+
+/// Why a registry operation failed.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum RegistryError {
+    /// A key with this id is already registered.
+    #[error("key {0} is already registered")]
+    KeyExists(String),
+    /// No key with this id.
+    #[error("no key {0}")]
+    UnknownKey(String),
+    /// A device with this id is already enrolled.
+    #[error("device {0} is already enrolled")]
+    DeviceExists(String),
+    /// No device with this id.
+    #[error("no device {0}")]
+    UnknownDevice(String),
+    /// The key id is not the one derived from the public key.
+    #[error("key id does not match the public key")]
+    KeyIdMismatch,
+    /// A field is out of bounds.
+    #[error("invalid registry entry: {0}")]
+    Invalid(&'static str),
+    /// The store holds something this code cannot read (corruption, or a newer schema).
+    #[error("registry store is corrupt or incompatible: {0}")]
+    Corrupt(String),
+    /// The store failed.
+    #[error("registry store failed: {0}")]
+    Store(#[from] rusqlite::Error),
+    /// The registry file cannot be created or opened.
+    #[error("cannot open registry file {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A lock was poisoned by a panic in another thread; the registry refuses to guess its state.
+    #[error("registry lock poisoned")]
+    Poisoned,
+}
+
+/// Keys and devices the verifier accepts.
+pub trait KeyRegistry: Send + Sync + std::fmt::Debug {
+    /// The key with this id. `revoked` is true when the key or its device is revoked.
+    fn lookup(&self, key_id: &str) -> Result<Option<RegisteredKey>, RegistryError>;
+
+    /// Adds a key; its device, if named, must be enrolled.
+    fn add(&self, key: RegisteredKey) -> Result<(), RegistryError>;
+
+    /// Revokes a key. Revoking a revoked key succeeds; an unknown key is an error.
+    fn revoke(&self, key_id: &str) -> Result<(), RegistryError>;
+
+    /// Every key, revoked ones included, in the order they were added.
+    fn list(&self) -> Result<Vec<RegisteredKey>, RegistryError>;
+
+    /// Stores a newly enrolled device.
+    fn add_device(&self, device: DeviceRecord) -> Result<(), RegistryError>;
+
+    /// The device with this id.
+    fn device(&self, device_id: &str) -> Result<Option<DeviceRecord>, RegistryError>;
+
+    /// Records a later clock state after a successful re-attestation. The caller checks that it
+    /// does not go backwards.
+    fn update_device_clock(&self, device_id: &str, clock: DeviceClock)
+    -> Result<(), RegistryError>;
+
+    /// Revokes a device and with it every key that points at it.
+    fn revoke_device(&self, device_id: &str) -> Result<(), RegistryError>;
+}

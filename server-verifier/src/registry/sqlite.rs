@@ -1,0 +1,351 @@
+//! The embedded registry: one SQLite file (WAL mode, created 0600), its schema versioned through
+//! `PRAGMA user_version` so later releases can migrate it in place.
+
+use std::collections::HashMap;
+use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use hwsign_proto::PublicKey;
+use hwsign_proto::api::KeyLevel;
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+
+use super::{DeviceClock, DeviceRecord, KeyRegistry, RegisteredKey, RegistryError};
+
+/// The schema version this code writes and reads.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Parsed public keys kept in memory; a key id is a hash of its key, so an entry never goes stale
+/// (it is still checked against the stored bytes). Cleared when full rather than grown.
+const KEY_CACHE_CAPACITY: usize = 65_536;
+
+const SCHEMA_V1: &str = "
+CREATE TABLE devices (
+    id               TEXT PRIMARY KEY NOT NULL,
+    ek_cert_sha256   TEXT NOT NULL,
+    ak_public        BLOB NOT NULL,
+    reset_count      INTEGER NOT NULL,
+    restart_count    INTEGER NOT NULL,
+    clock            INTEGER NOT NULL,
+    firmware_version INTEGER NOT NULL,
+    pcr_baseline     BLOB NOT NULL,  -- sha256 PCR values 0.., 32 bytes each
+    enrolled_unix    INTEGER NOT NULL,
+    revoked          INTEGER NOT NULL DEFAULT 0
+) STRICT;
+CREATE TABLE keys (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    key_id     TEXT NOT NULL UNIQUE,
+    label      TEXT NOT NULL,
+    spki       BLOB NOT NULL,
+    level      TEXT NOT NULL CHECK (level IN ('software', 'hardware-unattested', 'tpm')),
+    device_id  TEXT REFERENCES devices(id),
+    revoked    INTEGER NOT NULL DEFAULT 0,
+    added_unix INTEGER NOT NULL
+) STRICT;
+CREATE INDEX keys_device ON keys(device_id);
+";
+
+const KEY_COLUMNS: &str = "k.key_id, k.label, k.spki, k.level, k.device_id, \
+     k.revoked OR COALESCE(d.revoked, 0), k.added_unix";
+
+/// A [`KeyRegistry`] in a SQLite file.
+#[derive(Debug)]
+pub struct SqliteRegistry {
+    conn: Mutex<Connection>,
+    keys: Mutex<HashMap<String, PublicKey>>,
+}
+
+impl SqliteRegistry {
+    /// Opens the registry at `path`, creating the file (mode 0600) and its schema when absent.
+    /// A file written by a newer release (higher schema version) is refused, not downgraded.
+    pub fn open(path: &Path) -> Result<Self, RegistryError> {
+        // Create the file ourselves so its mode is 0600 from the first byte; SQLite gives the
+        // -wal and -shm files the database file's permissions.
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .map_err(|source| RegistryError::Io {
+                path: path.display().to_string(),
+                source,
+            })?;
+        let mut conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(RegistryError::Corrupt(format!(
+                "cannot switch to WAL mode (journal_mode is {mode})"
+            )));
+        }
+        conn.pragma_update(None, "foreign_keys", true)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        migrate(&mut conn)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+            keys: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>, RegistryError> {
+        self.conn.lock().map_err(|_| RegistryError::Poisoned)
+    }
+
+    fn public_key(&self, key_id: &str, spki: &[u8]) -> Result<PublicKey, RegistryError> {
+        let mut cache = self.keys.lock().map_err(|_| RegistryError::Poisoned)?;
+        if let Some(key) = cache.get(key_id)
+            && key.spki_der() == spki
+        {
+            return Ok(key.clone());
+        }
+        let key = PublicKey::from_spki_der(spki)
+            .map_err(|_| RegistryError::Corrupt(format!("stored key {key_id} does not parse")))?;
+        if key.key_id() != key_id {
+            return Err(RegistryError::Corrupt(format!(
+                "stored key {key_id} does not match its id"
+            )));
+        }
+        if cache.len() >= KEY_CACHE_CAPACITY {
+            cache.clear();
+        }
+        cache.insert(key_id.to_owned(), key.clone());
+        Ok(key)
+    }
+
+    fn key_from_row(&self, row: &Row<'_>) -> Result<RegisteredKey, RegistryError> {
+        let key_id: String = row.get(0)?;
+        let spki: Vec<u8> = row.get(2)?;
+        let level: String = row.get(3)?;
+        Ok(RegisteredKey {
+            public_key: self.public_key(&key_id, &spki)?,
+            label: row.get(1)?,
+            level: KeyLevel::from_str(&level).map_err(RegistryError::Corrupt)?,
+            device_id: row.get(4)?,
+            revoked: row.get(5)?,
+            added_unix: row.get(6)?,
+            key_id,
+        })
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), RegistryError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    match version {
+        0 => {
+            tx.execute_batch(SCHEMA_V1)?;
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        }
+        SCHEMA_VERSION => {}
+        newer => {
+            return Err(RegistryError::Corrupt(format!(
+                "schema version {newer} is newer than this release's {SCHEMA_VERSION}"
+            )));
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn is_unique_violation(error: &rusqlite::Error) -> bool {
+    matches!(
+        error,
+        rusqlite::Error::SqliteFailure(e, _)
+            if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                || e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+    )
+}
+
+fn pcrs_to_blob(pcrs: &[[u8; 32]]) -> Vec<u8> {
+    pcrs.concat()
+}
+
+fn pcrs_from_blob(blob: &[u8]) -> Result<Vec<[u8; 32]>, RegistryError> {
+    let chunks = blob.chunks_exact(32);
+    if !chunks.remainder().is_empty() {
+        return Err(RegistryError::Corrupt(
+            "PCR baseline is not a multiple of 32 bytes".into(),
+        ));
+    }
+    Ok(chunks
+        .map(|chunk| {
+            let mut pcr = [0u8; 32];
+            pcr.copy_from_slice(chunk);
+            pcr
+        })
+        .collect())
+}
+
+fn device_from_row(row: &Row<'_>) -> Result<DeviceRecord, RegistryError> {
+    let blob: Vec<u8> = row.get(7)?;
+    let firmware: i64 = row.get(6)?;
+    Ok(DeviceRecord {
+        id: row.get(0)?,
+        ek_cert_sha256: row.get(1)?,
+        ak_public: row.get(2)?,
+        clock: DeviceClock {
+            reset_count: row.get(3)?,
+            restart_count: row.get(4)?,
+            clock: row.get::<_, i64>(5)? as u64,
+        },
+        // SQLite integers are signed; u64 values round-trip through their bit pattern.
+        firmware_version: firmware as u64,
+        pcr_baseline: pcrs_from_blob(&blob)?,
+        enrolled_unix: row.get(8)?,
+        revoked: row.get(9)?,
+    })
+}
+
+impl KeyRegistry for SqliteRegistry {
+    fn lookup(&self, key_id: &str) -> Result<Option<RegisteredKey>, RegistryError> {
+        let conn = self.conn()?;
+        let mut statement = conn.prepare_cached(&format!(
+            "SELECT {KEY_COLUMNS} FROM keys k LEFT JOIN devices d ON d.id = k.device_id \
+             WHERE k.key_id = ?1"
+        ))?;
+        let mut rows = statement.query(params![key_id])?;
+        match rows.next()? {
+            Some(row) => Ok(Some(self.key_from_row(row)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn add(&self, key: RegisteredKey) -> Result<(), RegistryError> {
+        key.validate()?;
+        let conn = self.conn()?;
+        if let Some(device) = &key.device_id {
+            let known: Option<i64> = conn
+                .query_row(
+                    "SELECT 1 FROM devices WHERE id = ?1",
+                    params![device],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if known.is_none() {
+                return Err(RegistryError::UnknownDevice(device.clone()));
+            }
+        }
+        let result = conn.execute(
+            "INSERT INTO keys (key_id, label, spki, level, device_id, revoked, added_unix) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                key.key_id,
+                key.label,
+                key.public_key.spki_der(),
+                key.level.as_str(),
+                key.device_id,
+                key.revoked,
+                key.added_unix
+            ],
+        );
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if is_unique_violation(&e) => Err(RegistryError::KeyExists(key.key_id)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn revoke(&self, key_id: &str) -> Result<(), RegistryError> {
+        let conn = self.conn()?;
+        let changed = conn.execute(
+            "UPDATE keys SET revoked = 1 WHERE key_id = ?1",
+            params![key_id],
+        )?;
+        if changed == 0 {
+            return Err(RegistryError::UnknownKey(key_id.to_owned()));
+        }
+        Ok(())
+    }
+
+    fn list(&self) -> Result<Vec<RegisteredKey>, RegistryError> {
+        let conn = self.conn()?;
+        let mut statement = conn.prepare(&format!(
+            "SELECT {KEY_COLUMNS} FROM keys k LEFT JOIN devices d ON d.id = k.device_id \
+             ORDER BY k.seq"
+        ))?;
+        let mut rows = statement.query([])?;
+        let mut keys = Vec::new();
+        while let Some(row) = rows.next()? {
+            keys.push(self.key_from_row(row)?);
+        }
+        Ok(keys)
+    }
+
+    fn add_device(&self, device: DeviceRecord) -> Result<(), RegistryError> {
+        device.validate()?;
+        let conn = self.conn()?;
+        let result = conn.execute(
+            "INSERT INTO devices (id, ek_cert_sha256, ak_public, reset_count, restart_count, \
+             clock, firmware_version, pcr_baseline, enrolled_unix, revoked) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![
+                device.id,
+                device.ek_cert_sha256,
+                device.ak_public,
+                device.clock.reset_count,
+                device.clock.restart_count,
+                device.clock.clock as i64,
+                device.firmware_version as i64,
+                pcrs_to_blob(&device.pcr_baseline),
+                device.enrolled_unix,
+                device.revoked
+            ],
+        );
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if is_unique_violation(&e) => Err(RegistryError::DeviceExists(device.id)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn device(&self, device_id: &str) -> Result<Option<DeviceRecord>, RegistryError> {
+        let conn = self.conn()?;
+        let mut statement = conn.prepare_cached(
+            "SELECT id, ek_cert_sha256, ak_public, reset_count, restart_count, clock, \
+             firmware_version, pcr_baseline, enrolled_unix, revoked FROM devices WHERE id = ?1",
+        )?;
+        let mut rows = statement.query(params![device_id])?;
+        match rows.next()? {
+            Some(row) => Ok(Some(device_from_row(row)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn update_device_clock(
+        &self,
+        device_id: &str,
+        clock: DeviceClock,
+    ) -> Result<(), RegistryError> {
+        let conn = self.conn()?;
+        let changed = conn.execute(
+            "UPDATE devices SET reset_count = ?2, restart_count = ?3, clock = ?4 WHERE id = ?1",
+            params![
+                device_id,
+                clock.reset_count,
+                clock.restart_count,
+                clock.clock as i64
+            ],
+        )?;
+        if changed == 0 {
+            return Err(RegistryError::UnknownDevice(device_id.to_owned()));
+        }
+        Ok(())
+    }
+
+    fn revoke_device(&self, device_id: &str) -> Result<(), RegistryError> {
+        let conn = self.conn()?;
+        let changed = conn.execute(
+            "UPDATE devices SET revoked = 1 WHERE id = ?1",
+            params![device_id],
+        )?;
+        if changed == 0 {
+            return Err(RegistryError::UnknownDevice(device_id.to_owned()));
+        }
+        Ok(())
+    }
+}
