@@ -102,3 +102,13 @@ fn pkcs11_softhsm_writable_module_refused() -> Result<()> {
         &[writable_module_refused],
     )
 }
+
+#[test]
+fn pkcs11_softhsm_agent_end_to_end() -> Result<()> {
+    isolated(
+        "pkcs11_softhsm_agent_end_to_end",
+        KIND,
+        Options::default(),
+        &[agent_end_to_end],
+    )
+}

@@ -76,3 +76,13 @@ fn pkcs11_tpm2_absent_token() -> Result<()> {
         &[absent_token],
     )
 }
+
+#[test]
+fn pkcs11_tpm2_agent_end_to_end() -> Result<()> {
+    isolated(
+        "pkcs11_tpm2_agent_end_to_end",
+        KIND,
+        Options::default(),
+        &[agent_end_to_end],
+    )
+}

@@ -414,3 +414,119 @@ pub fn writable_module_refused(env: &TestEnv) -> Result<()> {
     );
     Ok(())
 }
+
+/// End to end: an agent (in this process) serving the token on its Unix socket, the client
+/// library creating a key and signing a request there, the verifier accepting the request.
+pub fn agent_end_to_end(env: &TestEnv) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(agent_end_to_end_async(env))
+}
+
+async fn agent_end_to_end_async(env: &TestEnv) -> Result<()> {
+    use hwsign_client::AgentClient;
+    use hwsign_proto::api::{HeaderField, SignRequest};
+    use hwsign_proto::canonical::RequestParts;
+    use hwsign_verifier::{
+        MemoryRegistry, MemoryReplayCache, RegisteredKey, Verifier, VerifierConfig,
+    };
+
+    let dir = env.dir.join("agent");
+    let mut agent_config =
+        hwsign_agent::Config::for_state_dir(dir.join("state"), dir.join("run/agent.sock"));
+    agent_config.backends.pkcs11 = Some(config(env));
+    let agent_config = Arc::new(agent_config);
+    let listener = hwsign_agent::socket::bind(&agent_config.socket_path)?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let agent = tokio::spawn(hwsign_agent::run(
+        listener,
+        Arc::clone(&agent_config),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+
+    let client = AgentClient::new(&agent_config.socket_path);
+    let status = client.status().await?;
+    let pkcs11 = status
+        .backends
+        .iter()
+        .find(|b| b.name == "pkcs11")
+        .context("pkcs11 backend not in status")?;
+    ensure!(pkcs11.available, "{pkcs11:?}");
+
+    let key = client.create_key("pkcs11", "e2e").await?;
+    assert_eq!(key.backend, "pkcs11");
+    assert_eq!(key.level, KeyLevel::HardwareUnattested);
+    let public_key = PublicKey::from_spki_pem(&key.public_key_pem)?;
+
+    let body = b"{\"hello\":\"token\"}";
+    let body_sha256: [u8; 32] = Sha256::digest(body).into();
+    let request = SignRequest {
+        key_id: key.id.clone(),
+        audience: "things-api".into(),
+        method: "POST".into(),
+        authority: "api.example.test".into(),
+        path: "/v1/things".into(),
+        query: String::new(),
+        headers: vec![HeaderField {
+            name: "content-type".into(),
+            value: "application/json".into(),
+        }],
+        body_sha256: hex::encode(body_sha256),
+        signed_headers: Vec::new(),
+        presign_expires_secs: None,
+    };
+    let signed = client.sign(&request).await?;
+    assert_eq!(signed.key_id, key.id);
+
+    let registry = Arc::new(MemoryRegistry::new());
+    hwsign_verifier::KeyRegistry::add(
+        &*registry,
+        RegisteredKey::new(public_key, "e2e", KeyLevel::HardwareUnattested, 0),
+    )?;
+    let verifier = Verifier::new(
+        VerifierConfig::new("things-api"),
+        registry,
+        Arc::new(MemoryReplayCache::new(1000)),
+    )?;
+    let mut headers: Vec<(String, String)> = vec![
+        ("host".into(), "api.example.test".into()),
+        ("content-type".into(), "application/json".into()),
+    ];
+    headers.extend(
+        signed
+            .headers
+            .iter()
+            .map(|h| (h.name.clone(), h.value.clone())),
+    );
+    let header_refs: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    let parts = RequestParts {
+        method: "POST",
+        path: "/v1/things",
+        query: "",
+        headers: &header_refs,
+    };
+    let now = std::time::SystemTime::now();
+    let principal = verifier
+        .verify(&parts, &body_sha256, now)
+        .map_err(|r| anyhow::anyhow!("verifier rejected: {r:?}"))?;
+    assert_eq!(principal.key_id, key.id);
+    assert_eq!(principal.level, KeyLevel::HardwareUnattested);
+    // The same request again is a replay; a different body does not match.
+    ensure!(verifier.verify(&parts, &body_sha256, now).is_err());
+    let other_body: [u8; 32] = Sha256::digest(b"other").into();
+    ensure!(verifier.verify(&parts, &other_body, now).is_err());
+
+    let attestation = client.attestation(&key.id, "bm9uY2UtZnJvbS12ZXJpZmllcg").await?;
+    assert_eq!(attestation.level, KeyLevel::HardwareUnattested);
+    ensure!(matches!(attestation.evidence, Evidence::Pkcs11Claims(ref c) if c.claims_not_proof));
+
+    let _ = stop.send(());
+    agent.await??;
+    Ok(())
+}
