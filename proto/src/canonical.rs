@@ -309,7 +309,7 @@ impl fmt::Display for CanonicalRequest {
 }
 
 fn canonical_path(profile: &Profile, path: &str, out: &mut String) -> Result<(), ProtoError> {
-    if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' && b != b' ' || b == 0x7f) {
+    if !path.starts_with('/') || path.bytes().any(|b| b < b' ' || b == 0x7f) {
         return Err(ProtoError::InvalidPath);
     }
     if profile.normalize_path {
