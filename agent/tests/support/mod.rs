@@ -217,3 +217,56 @@ pub fn request(method: Method, path: &str, body: Option<Vec<u8>>) -> Result<Requ
     }
     Ok(builder.body(Full::new(Bytes::from(body.unwrap_or_default())))?)
 }
+
+/// Writes `bytes` on a fresh connection and reads until the agent closes it. A reset after the
+/// answer (the agent closing with unread input) ends the read like a close.
+pub async fn raw_exchange(socket: &Path, bytes: &[u8]) -> Result<String> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = UnixStream::connect(socket).await?;
+    // The agent may answer and close before reading everything (431, 413): a failed write is
+    // then expected, and the answer is still there to read.
+    let _ = stream.write_all(bytes).await;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// The status code of the first response in `raw`.
+pub fn raw_status(raw: &str) -> Option<u16> {
+    raw.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+}
+
+/// Sends the head of a POST with `Expect: 100-continue` and waits for `100 Continue`: from then
+/// on a handler is in flight, waiting for the `length`-byte body.
+pub async fn start_body_request(socket: &Path, path: &str, length: usize) -> Result<UnixStream> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = UnixStream::connect(socket).await?;
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: agent\r\nContent-Type: application/json\r\n\
+         Content-Length: {length}\r\nExpect: 100-continue\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await?;
+    let mut seen = Vec::new();
+    let mut byte = [0u8; 1];
+    while !seen.ends_with(b"\r\n\r\n") {
+        anyhow::ensure!(stream.read(&mut byte).await? == 1, "closed before 100 Continue");
+        seen.push(byte[0]);
+        anyhow::ensure!(seen.len() < 1024, "no 100 Continue");
+    }
+    anyhow::ensure!(seen.starts_with(b"HTTP/1.1 100"), "{}", String::from_utf8_lossy(&seen));
+    Ok(stream)
+}
+
+/// Reads until the agent closes the connection.
+pub async fn read_to_end(stream: &mut UnixStream) -> Result<String> {
+    use tokio::io::AsyncReadExt as _;
+    let mut out = Vec::new();
+    stream.read_to_end(&mut out).await?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
