@@ -12,6 +12,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hwsign_proto::api::KeyLevel;
+use hwsign_proto::keys::check_key_id;
 use hwsign_proto::verify_input::{parse_header_signed, parse_presigned};
 use hwsign_proto::{ClaimedSignature, HWS1, ProtoError, RejectCode, RequestParts, SignedHeaders};
 use subtle::ConstantTimeEq;
@@ -230,6 +231,13 @@ impl Verifier {
             }
         }
         .map_err(parse_rejection)?;
+        // The wire grammar admits any credential (AWS access key ids); HWS1 names keys by id.
+        check_key_id(&claimed.authorization.credential).map_err(|_| {
+            Rejection::new(
+                RejectCode::MalformedAuthorization,
+                "the credential is not an hwsign key id",
+            )
+        })?;
 
         if claimed.authorization.scope.audience != self.config.audience {
             return Err(Rejection::new(
