@@ -1,0 +1,326 @@
+//! The client library against the real agent (in-process, software backend, real Unix socket),
+//! with signatures checked by a server that verifies through hwsign-proto's pipeline.
+
+mod support;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hwsign_client::{AgentErrorCode, ClientError, KeyLevel, Signer};
+use hwsign_proto::PublicKey;
+use hwsign_proto::attestation::ActivateCredentialRequest;
+use hyper_util::rt::TokioIo;
+use support::real_agent::RealAgent;
+use support::verifying_server::VerifyingServer;
+
+/// Sends a request (absolute http:// URI) over a fresh TCP connection; returns status and body.
+async fn send(request: Request<Full<Bytes>>) -> anyhow::Result<(StatusCode, String)> {
+    let authority = request
+        .uri()
+        .authority()
+        .ok_or_else(|| anyhow::anyhow!("no authority"))?
+        .clone();
+    let stream = tokio::net::TcpStream::connect(authority.as_str()).await?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    let (mut parts, body) = request.into_parts();
+    if !parts.headers.contains_key(http::header::HOST) {
+        parts
+            .headers
+            .insert(http::header::HOST, authority.as_str().parse()?);
+    }
+    parts.uri = parts
+        .uri
+        .path_and_query()
+        .map(|pq| pq.as_str())
+        .unwrap_or("/")
+        .parse()?;
+    let response = sender
+        .send_request(Request::from_parts(parts, body))
+        .await?;
+    let status = response.status();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+fn full(request: Request<Vec<u8>>) -> Request<Full<Bytes>> {
+    request.map(|b| Full::new(Bytes::from(b)))
+}
+
+#[tokio::test]
+async fn keys_status_and_agent_errors() -> anyhow::Result<()> {
+    let agent = RealAgent::start().await?;
+    let client = agent.client();
+
+    let created = client.create_key("software", "laptop").await?;
+    assert_eq!(created.level, KeyLevel::Software);
+    assert_eq!(created.backend, "software");
+    assert_eq!(created.label, "laptop");
+    assert_eq!(
+        PublicKey::from_spki_pem(&created.public_key_pem)?.key_id(),
+        created.id
+    );
+
+    let listed = client.list_keys().await?;
+    assert!(listed.iter().any(|k| k == &created), "{listed:?}");
+    let status = client.status().await?;
+    assert!(!status.version.is_empty());
+    assert_eq!(status.keys, listed.len());
+    assert!(
+        status
+            .backends
+            .iter()
+            .any(|b| b.name == "software" && b.available)
+    );
+
+    let err = client.create_key("no-such-backend", "x").await.err();
+    assert_eq!(
+        err.as_ref().and_then(ClientError::agent_code),
+        Some(AgentErrorCode::UnknownBackend),
+        "{err:?}"
+    );
+
+    let unknown = Signer::new(
+        client.clone(),
+        "hk1_00000000000000000000000000000000",
+        "payments",
+    );
+    let mut request = Request::get("http://api.example/").body(Vec::<u8>::new())?;
+    let err = unknown.sign_request(&mut request).await.err();
+    assert_eq!(
+        err.as_ref().and_then(ClientError::agent_code),
+        Some(AgentErrorCode::UnknownKey),
+        "{err:?}"
+    );
+
+    // A software key has no attestation.
+    let err = client
+        .attestation(&created.id, "AAAAAAAAAAAAAAAAAAAAAA")
+        .await
+        .err();
+    assert_eq!(
+        err.as_ref().and_then(ClientError::agent_code),
+        Some(AgentErrorCode::Unsupported),
+        "{err:?}"
+    );
+    let err = client
+        .activate_credential(
+            &created.id,
+            &ActivateCredentialRequest {
+                credential_blob: "AAAA".into(),
+                encrypted_secret: "AAAA".into(),
+            },
+        )
+        .await
+        .err();
+    assert_eq!(
+        err.as_ref().and_then(ClientError::agent_code),
+        Some(AgentErrorCode::Unsupported),
+        "{err:?}"
+    );
+    agent.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn signed_requests_verify_end_to_end() -> anyhow::Result<()> {
+    let agent = RealAgent::start().await?;
+    let key = agent.software_key("e2e").await?;
+    let server = VerifyingServer::start("payments", &[&key.public_key_pem]).await?;
+    let signer = Signer::new(agent.client(), &key.id, "payments");
+
+    let big: Vec<u8> = (0..5 * 1024 * 1024).map(|i| (i % 253) as u8).collect();
+    let cases: Vec<(Method, &str, Vec<u8>)> = vec![
+        (Method::GET, "/v1/accounts?limit=10&after=a%2Fb", Vec::new()),
+        (
+            Method::POST,
+            "/v1/transfers?currency=EUR",
+            br#"{"amount":100}"#.to_vec(),
+        ),
+        (
+            Method::PUT,
+            "/v1/files/caf%C3%A9%20cr%C3%A8me.txt",
+            big.clone(),
+        ),
+        (
+            Method::DELETE,
+            "/v1/items/42?hard=true&hard=false",
+            Vec::new(),
+        ),
+        (
+            Method::GET,
+            "/v1/%E6%97%A5%E6%9C%AC/~user/a-b_c.d",
+            Vec::new(),
+        ),
+    ];
+    for (method, path, body) in &cases {
+        let mut request = Request::builder()
+            .method(method.clone())
+            .uri(server.url(path))
+            .header("content-type", "application/octet-stream")
+            .body(body.clone())?;
+        signer.sign_request(&mut request).await?;
+        let (status, answer) = send(full(request)).await?;
+        assert_eq!(status, StatusCode::OK, "{method} {path}: {answer}");
+    }
+    let accepted = server.accepted();
+    assert_eq!(accepted.len(), cases.len());
+    for ((method, path, body), seen) in cases.iter().zip(&accepted) {
+        assert_eq!(&seen.method, method.as_str());
+        assert_eq!(
+            format!(
+                "{}{}",
+                seen.path,
+                if seen.query.is_empty() {
+                    String::new()
+                } else {
+                    format!("?{}", seen.query)
+                }
+            ),
+            *path
+        );
+        assert_eq!(seen.body_len, body.len());
+        assert_eq!(seen.key_id, key.id);
+        assert!(
+            seen.signed_headers.contains("content-type"),
+            "{}",
+            seen.signed_headers
+        );
+    }
+    agent.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_retried_request_is_signed_again_and_a_replay_is_refused() -> anyhow::Result<()> {
+    let agent = RealAgent::start().await?;
+    let key = agent.software_key("retry").await?;
+    let server = VerifyingServer::start("payments", &[&key.public_key_pem]).await?;
+    let signer = Signer::new(agent.client(), &key.id, "payments");
+
+    let mut request = Request::post(server.url("/v1/transfers")).body(b"pay".to_vec())?;
+    signer.sign_request(&mut request).await?;
+    let first = request.headers().clone();
+    let copy = |r: &Request<Vec<u8>>| -> anyhow::Result<Request<Vec<u8>>> {
+        let mut c = Request::builder()
+            .method(r.method())
+            .uri(r.uri())
+            .body(r.body().clone())?;
+        *c.headers_mut() = r.headers().clone();
+        Ok(c)
+    };
+    let (status, _) = send(full(copy(&request)?)).await?;
+    assert_eq!(status, StatusCode::OK);
+
+    // Sending the same signed bytes again is a replay.
+    let (status, reason) = send(full(copy(&request)?)).await?;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(reason, "replayed_nonce");
+
+    // Signing the already signed request again replaces the signature: fresh nonce, accepted.
+    signer.sign_request(&mut request).await?;
+    assert_ne!(request.headers()["x-hws-nonce"], first["x-hws-nonce"]);
+    assert_eq!(request.headers().get_all("authorization").iter().count(), 1);
+    let (status, answer) = send(full(request)).await?;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(server.accepted().len(), 2);
+    agent.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn named_headers_are_signed_and_tampering_is_caught() -> anyhow::Result<()> {
+    let agent = RealAgent::start().await?;
+    let key = agent.software_key("headers").await?;
+    let server = VerifyingServer::start("payments", &[&key.public_key_pem]).await?;
+    let signer =
+        Signer::new(agent.client(), &key.id, "payments").with_signed_headers(["X-Request-Id"]);
+
+    let mut request = Request::post(server.url("/v1/transfers"))
+        .header("x-request-id", "r-42")
+        .body(b"original".to_vec())?;
+    signer.sign_request(&mut request).await?;
+    let mut tampered = Request::post(server.url("/v1/transfers")).body(b"original".to_vec())?;
+    *tampered.headers_mut() = request.headers().clone();
+    tampered
+        .headers_mut()
+        .insert("x-request-id", "r-43".parse()?);
+    let (status, reason) = send(full(tampered)).await?;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(reason, "signature_invalid");
+
+    let mut request2 = Request::post(server.url("/v1/transfers"))
+        .header("x-request-id", "r-44")
+        .body(b"original".to_vec())?;
+    signer.sign_request(&mut request2).await?;
+    *request2.body_mut() = b"changed!".to_vec();
+    let (status, reason) = send(full(request2)).await?;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(reason, "body_hash_mismatch");
+
+    let (status, answer) = send(full(request)).await?;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let accepted = server.accepted();
+    assert_eq!(accepted.len(), 1);
+    assert!(
+        accepted[0]
+            .signed_headers
+            .split(';')
+            .any(|h| h == "x-request-id")
+    );
+    agent.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_streamed_file_body_is_signed_without_loading_it() -> anyhow::Result<()> {
+    let agent = RealAgent::start().await?;
+    let key = agent.software_key("upload").await?;
+    let server = VerifyingServer::start("files", &[&key.public_key_pem]).await?;
+    let signer = Signer::new(agent.client(), &key.id, "files");
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("upload.bin");
+    let content: Vec<u8> = (0..5 * 1024 * 1024 + 3)
+        .map(|i| (i * 7 % 256) as u8)
+        .collect();
+    std::fs::write(&path, &content)?;
+
+    let (mut parts, ()) = Request::put(server.url("/v1/upload"))
+        .body(())?
+        .into_parts();
+    signer
+        .sign_reader(&mut parts, tokio::fs::File::open(&path).await?)
+        .await?;
+    let (status, answer) =
+        send(Request::from_parts(parts, Full::new(Bytes::from(content)))).await?;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    agent.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_client_reconnects_after_the_agent_restarts() -> anyhow::Result<()> {
+    let agent = RealAgent::start().await?;
+    let key = agent.software_key("restart").await?;
+    let client = agent.client();
+    assert_eq!(client.list_keys().await?.len(), 1);
+
+    let dir = agent.stop().await?;
+    let err = client.status().await.err();
+    assert!(
+        matches!(
+            err,
+            Some(ClientError::Connect { .. }) | Some(ClientError::Io(_))
+        ),
+        "{err:?}"
+    );
+
+    let agent = RealAgent::start_in(dir).await?;
+    // The same client, whose pooled connection died with the old agent, just works.
+    let keys = client.list_keys().await?;
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0].id, key.id);
+    agent.stop().await?;
+    Ok(())
+}
