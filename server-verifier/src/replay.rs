@@ -57,7 +57,7 @@ pub trait ReplayCache: Send + Sync + std::fmt::Debug {
 
 #[derive(Debug, Default)]
 struct Entries {
-    /// `key_id ' ' nonce` → expiry. A key id never holds a space, so the join is unambiguous.
+    /// `<len(key_id)>:<key_id><nonce>` → expiry; the length prefix keeps every pair distinct.
     expiry: HashMap<Arc<str>, i64>,
     /// Expiry order, soonest first, to forget expired nonces without scanning.
     queue: BinaryHeap<Reverse<(i64, Arc<str>)>>,
@@ -120,7 +120,7 @@ impl ReplayCache for MemoryReplayCache {
     ) -> Result<Freshness, ReplayError> {
         let mut entries = self.entries.lock().map_err(|_| ReplayError::Poisoned)?;
         entries.forget_expired(now_unix);
-        let entry: Arc<str> = Arc::from(format!("{key_id} {nonce}"));
+        let entry: Arc<str> = Arc::from(format!("{}:{key_id}{nonce}", key_id.len()));
         if let Some(expiry) = entries.expiry.get(&entry)
             && *expiry >= now_unix
         {
