@@ -75,7 +75,10 @@ async fn created_keys_are_listed() -> Result<()> {
     ensure!(created.level.as_str() == "software");
     ensure!(created.label == "laptop key");
     let public = PublicKey::from_spki_pem(&created.public_key_pem)?;
-    ensure!(public.key_id() == created.id, "id is derived from the public key");
+    ensure!(
+        public.key_id() == created.id,
+        "id is derived from the public key"
+    );
     let list: KeyList = agent.get_ok("/v1/keys").await?;
     ensure!(list.keys == vec![created]);
     Ok(())
@@ -91,15 +94,31 @@ async fn signed_headers_verify() -> Result<()> {
     ensure!(response.query_params.is_empty());
     let names: Vec<&str> = response.headers.iter().map(|h| h.name.as_str()).collect();
     ensure!(
-        names == ["x-hws-date", "x-hws-content-sha256", "x-hws-nonce", "authorization"],
+        names
+            == [
+                "x-hws-date",
+                "x-hws-content-sha256",
+                "x-hws-nonce",
+                "authorization"
+            ],
         "{names:?}"
     );
     ensure!(response.headers[0].value == response.date);
 
     // Rebuild the request as a server would receive it, and verify it.
     let mut headers: Vec<(&str, &str)> = vec![("host", request.authority.as_str())];
-    headers.extend(request.headers.iter().map(|h| (h.name.as_str(), h.value.as_str())));
-    headers.extend(response.headers.iter().map(|h| (h.name.as_str(), h.value.as_str())));
+    headers.extend(
+        request
+            .headers
+            .iter()
+            .map(|h| (h.name.as_str(), h.value.as_str())),
+    );
+    headers.extend(
+        response
+            .headers
+            .iter()
+            .map(|h| (h.name.as_str(), h.value.as_str())),
+    );
     let parts = RequestParts {
         method: &request.method,
         path: &request.path,
@@ -111,7 +130,10 @@ async fn signed_headers_verify() -> Result<()> {
     ensure!(claimed.authorization.scope.audience == "payments");
     ensure!(claimed.payload_hash == request.body_sha256);
     for name in ["host", "x-request-id", "content-type", "x-hws-nonce"] {
-        ensure!(claimed.authorization.signed_headers.contains(name), "{name} signed");
+        ensure!(
+            claimed.authorization.signed_headers.contains(name),
+            "{name} signed"
+        );
     }
     let public = PublicKey::from_spki_pem(&key.public_key_pem)?;
     ensure!(public.verify_digest(
@@ -152,7 +174,12 @@ async fn presigned_url_verifies() -> Result<()> {
     for p in &response.query_params {
         query.push_str(&format!("&{}={}", p.name, p.value));
     }
-    ensure!(response.query_params.last().is_some_and(|p| p.name == "X-Hws-Signature"));
+    ensure!(
+        response
+            .query_params
+            .last()
+            .is_some_and(|p| p.name == "X-Hws-Signature")
+    );
     let headers = [("host", request.authority.as_str())];
     let parts = RequestParts {
         method: "GET",
@@ -189,7 +216,12 @@ async fn routing_errors() -> Result<()> {
         .expect_error(404, "not_found")?;
     let answer = agent.call(Method::DELETE, "/v1/keys", None).await?;
     answer.expect_error(405, "method_not_allowed")?;
-    ensure!(answer.headers.get("allow").is_some_and(|v| v == "GET, POST"));
+    ensure!(
+        answer
+            .headers
+            .get("allow")
+            .is_some_and(|v| v == "GET, POST")
+    );
     agent
         .call(Method::GET, "/v1/sign", None)
         .await?
@@ -264,7 +296,10 @@ async fn sign_errors() -> Result<()> {
         ("path", Box::new(|r| r.path = "no-slash".into())),
         ("audience", Box::new(|r| r.audience = "Payments!".into())),
         ("body hash", Box::new(|r| r.body_sha256 = "abc".into())),
-        ("unsigned payload", Box::new(|r| r.body_sha256 = "UNSIGNED-PAYLOAD".into())),
+        (
+            "unsigned payload",
+            Box::new(|r| r.body_sha256 = "UNSIGNED-PAYLOAD".into()),
+        ),
         ("authority", Box::new(|r| r.authority = "a/b".into())),
         ("empty authority", Box::new(|r| r.authority = String::new())),
         (
@@ -354,11 +389,17 @@ async fn attestation_and_activation_of_software_keys_are_unsupported() -> Result
 
     let path = format!("/v1/keys/{}/activate-credential", key.id);
     agent
-        .post(&path, &json!({"credential_blob": "AAAA", "encrypted_secret": "AAAA"}))
+        .post(
+            &path,
+            &json!({"credential_blob": "AAAA", "encrypted_secret": "AAAA"}),
+        )
         .await?
         .expect_error(501, "unsupported")?;
     agent
-        .post(&path, &json!({"credential_blob": "!!", "encrypted_secret": "AAAA"}))
+        .post(
+            &path,
+            &json!({"credential_blob": "!!", "encrypted_secret": "AAAA"}),
+        )
         .await?
         .expect_error(400, "invalid_request")?;
     agent

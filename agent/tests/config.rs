@@ -95,7 +95,10 @@ fn the_sample_configuration_is_valid_and_says_what_it_shows() -> Result<()> {
     ensure!(config.key_rules.len() == 1);
     let rule = &config.key_rules[0];
     ensure!(rule.check("payments", "api.example.com", 1000).is_ok());
-    ensure!(rule.check("payments", "db.internal.example.com", 1000).is_ok());
+    ensure!(
+        rule.check("payments", "db.internal.example.com", 1000)
+            .is_ok()
+    );
     ensure!(rule.check("payments", "example.com", 1000).is_err());
     Ok(())
 }

@@ -25,7 +25,8 @@ async fn oversized_body_is_refused() -> Result<()> {
         .expect_error(413, "too_large")?;
     // Chunked, no length: refused once the limit is crossed.
     let chunk = vec![b'a'; 16 * 1024];
-    let mut raw = b"POST /v1/keys HTTP/1.1\r\nHost: agent\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    let mut raw =
+        b"POST /v1/keys HTTP/1.1\r\nHost: agent\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
     for _ in 0..5 {
         raw.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
         raw.extend_from_slice(&chunk);
@@ -61,7 +62,10 @@ async fn oversized_request_head_is_refused() -> Result<()> {
     ensure!(raw_status(&answer) == Some(431), "{answer}");
 
     // The agent still serves.
-    agent.call(Method::GET, "/v1/status", None).await?.ok_json::<serde_json::Value>()?;
+    agent
+        .call(Method::GET, "/v1/status", None)
+        .await?
+        .ok_json::<serde_json::Value>()?;
     Ok(())
 }
 
@@ -75,7 +79,12 @@ async fn connections_over_the_cap_get_503() -> Result<()> {
     ensure!(second.call(Method::GET, "/v1/status", None).await?.status == 200);
     let answer = agent.call(Method::GET, "/v1/status", None).await?;
     answer.expect_error(503, "unavailable")?;
-    ensure!(answer.headers.get("connection").is_some_and(|v| v == "close"));
+    ensure!(
+        answer
+            .headers
+            .get("connection")
+            .is_some_and(|v| v == "close")
+    );
 
     // Closing a connection frees its slot. Nothing signals the agent's bookkeeping, so poll.
     ensure!(first.closed().await);
@@ -101,11 +110,16 @@ async fn uids_not_allowed_are_refused_before_the_request_is_served() -> Result<(
         (Method::POST, "/v1/keys"),
         (Method::POST, "/v1/sign"),
     ] {
-        let body = (method == Method::POST)
-            .then(|| br#"{"backend":"software","label":"x"}"#.to_vec());
+        let body =
+            (method == Method::POST).then(|| br#"{"backend":"software","label":"x"}"#.to_vec());
         let answer = agent.call(method, path, body).await?;
         answer.expect_error(403, "permission_denied")?;
-        ensure!(answer.headers.get("connection").is_some_and(|v| v == "close"));
+        ensure!(
+            answer
+                .headers
+                .get("connection")
+                .is_some_and(|v| v == "close")
+        );
     }
     // Nothing was created.
     let dir = agent.state_dir().join("software");
@@ -117,7 +131,9 @@ async fn uids_not_allowed_are_refused_before_the_request_is_served() -> Result<(
 async fn slow_request_heads_are_cut_off() -> Result<()> {
     let agent = TestAgent::start_with(|c| c.limits.header_read_timeout_ms = 200).await?;
     let mut stream = tokio::net::UnixStream::connect(agent.socket()).await?;
-    stream.write_all(b"GET /v1/status HTTP/1.1\r\nHost: ag").await?;
+    stream
+        .write_all(b"GET /v1/status HTTP/1.1\r\nHost: ag")
+        .await?;
     // The agent closes the connection (possibly after a 408); reading to the end returns.
     let mut rest = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(60), async {
@@ -125,9 +141,15 @@ async fn slow_request_heads_are_cut_off() -> Result<()> {
         stream.read_to_end(&mut rest).await
     })
     .await;
-    ensure!(read.is_ok(), "connection still open long after the header timeout");
+    ensure!(
+        read.is_ok(),
+        "connection still open long after the header timeout"
+    );
     let text = String::from_utf8_lossy(&rest);
     ensure!(!text.contains("200 OK"), "{text}");
-    agent.call(Method::GET, "/v1/status", None).await?.ok_json::<serde_json::Value>()?;
+    agent
+        .call(Method::GET, "/v1/status", None)
+        .await?
+        .ok_json::<serde_json::Value>()?;
     Ok(())
 }

@@ -522,7 +522,9 @@ async fn agent_end_to_end_async(env: &TestEnv) -> Result<()> {
     let other_body: [u8; 32] = Sha256::digest(b"other").into();
     ensure!(verifier.verify(&parts, &other_body, now).is_err());
 
-    let attestation = client.attestation(&key.id, "bm9uY2UtZnJvbS12ZXJpZmllcg").await?;
+    let attestation = client
+        .attestation(&key.id, "bm9uY2UtZnJvbS12ZXJpZmllcg")
+        .await?;
     assert_eq!(attestation.level, KeyLevel::HardwareUnattested);
     ensure!(matches!(attestation.evidence, Evidence::Pkcs11Claims(ref c) if c.claims_not_proof));
 

@@ -181,7 +181,12 @@ impl Client {
     }
 
     /// Sends one request and reads the whole answer.
-    pub async fn call(&mut self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<Answer> {
+    pub async fn call(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Answer> {
         self.send(request(method, path, body)?).await
     }
 
@@ -255,11 +260,18 @@ pub async fn start_body_request(socket: &Path, path: &str, length: usize) -> Res
     let mut seen = Vec::new();
     let mut byte = [0u8; 1];
     while !seen.ends_with(b"\r\n\r\n") {
-        anyhow::ensure!(stream.read(&mut byte).await? == 1, "closed before 100 Continue");
+        anyhow::ensure!(
+            stream.read(&mut byte).await? == 1,
+            "closed before 100 Continue"
+        );
         seen.push(byte[0]);
         anyhow::ensure!(seen.len() < 1024, "no 100 Continue");
     }
-    anyhow::ensure!(seen.starts_with(b"HTTP/1.1 100"), "{}", String::from_utf8_lossy(&seen));
+    anyhow::ensure!(
+        seen.starts_with(b"HTTP/1.1 100"),
+        "{}",
+        String::from_utf8_lossy(&seen)
+    );
     Ok(stream)
 }
 

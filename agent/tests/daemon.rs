@@ -1,0 +1,240 @@
+//! The real `hwsign-agent` binary: readiness via sd_notify, SIGTERM with a request in flight,
+//! socket activation through systemd's own `systemd-socket-activate`, and socket takeover rules.
+#![cfg(feature = "software")]
+
+mod support;
+
+use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, ensure};
+use http::Method;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::io::AsyncWriteExt as _;
+use tokio::net::UnixDatagram;
+
+use support::{Client, read_to_end, start_body_request};
+
+/// Upper bound on waiting for the agent; a guard against hanging, not a synchronization.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+struct Daemon {
+    child: Child,
+    notify: UnixDatagram,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Daemon {
+    /// Waits for a notification containing `state` (`READY=1`, `STOPPING=1`).
+    async fn wait_for(&self, state: &str) -> Result<()> {
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let n = tokio::time::timeout(PATIENCE, self.notify.recv(&mut buf))
+                .await
+                .with_context(|| format!("no {state} from the agent"))??;
+            let message = String::from_utf8_lossy(&buf[..n]);
+            if message.lines().any(|l| l == state) {
+                return Ok(());
+            }
+        }
+    }
+
+    fn signal(&self, signal: Signal) -> Result<()> {
+        let pid = i32::try_from(self.child.id())?;
+        kill(Pid::from_raw(pid), signal)?;
+        Ok(())
+    }
+
+    fn wait_exit(&mut self) -> Result<std::process::ExitStatus> {
+        Ok(self.child.wait()?)
+    }
+}
+
+fn write_config(dir: &Path, socket: &Path) -> Result<PathBuf> {
+    let path = dir.join("agent.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "state_dir = \"{}\"\nsocket_path = \"{}\"\n[limits]\nshutdown_grace_ms = 30000\n",
+            dir.join("state").display(),
+            socket.display()
+        ),
+    )?;
+    Ok(path)
+}
+
+fn notify_socket(dir: &Path) -> Result<(UnixDatagram, PathBuf)> {
+    let path = dir.join("notify.sock");
+    Ok((UnixDatagram::bind(&path)?, path))
+}
+
+fn spawn(mut command: Command, notify: UnixDatagram, notify_path: &Path) -> Result<Daemon> {
+    let child = command
+        .env("NOTIFY_SOCKET", notify_path)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    Ok(Daemon { child, notify })
+}
+
+fn agent_command(config: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_hwsign-agent"));
+    command.arg("--config").arg(config);
+    command
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_finishes_the_request_in_flight_then_exits() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let socket = dir.path().join("run/agent.sock");
+    let config = write_config(dir.path(), &socket)?;
+    let (notify, notify_path) = notify_socket(dir.path())?;
+    let mut daemon = spawn(agent_command(&config), notify, &notify_path)?;
+    daemon.wait_for("READY=1").await?;
+
+    let meta = std::fs::metadata(&socket)?;
+    ensure!(meta.file_type().is_socket());
+    ensure!(meta.permissions().mode() & 0o777 == 0o600);
+    ensure!(
+        std::fs::metadata(socket.parent().context("parent")?)?
+            .permissions()
+            .mode()
+            & 0o777
+            == 0o700
+    );
+
+    let body = br#"{"backend":"software","label":"in flight"}"#;
+    let mut stream = start_body_request(&socket, "/v1/keys", body.len()).await?;
+    daemon.signal(Signal::SIGTERM)?;
+    daemon.wait_for("STOPPING=1").await?;
+    stream.write_all(body).await?;
+    let answer = read_to_end(&mut stream).await?;
+    ensure!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+
+    let status = tokio::task::spawn_blocking(move || daemon.wait_exit()).await??;
+    ensure!(status.success(), "{status:?}");
+    ensure!(!socket.exists(), "socket removed on exit");
+    let keys = std::fs::read_dir(dir.path().join("state/software"))?.count();
+    ensure!(keys == 1, "the in-flight creation completed");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn socket_activation_uses_the_socket_systemd_passes() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let activated = dir.path().join("activated.sock");
+    // The configured path must stay unused: the agent serves on the inherited socket.
+    let configured = dir.path().join("configured/agent.sock");
+    let config = write_config(dir.path(), &configured)?;
+    let (notify, notify_path) = notify_socket(dir.path())?;
+    let mut command = Command::new("systemd-socket-activate");
+    command
+        .arg("--listen")
+        .arg(&activated)
+        .arg("-E")
+        .arg(format!("NOTIFY_SOCKET={}", notify_path.display()))
+        .arg("-E")
+        .arg("RUST_LOG=info")
+        .arg(env!("CARGO_BIN_EXE_hwsign-agent"))
+        .arg("--config")
+        .arg(&config);
+    command
+        .env("NOTIFY_SOCKET", &notify_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn()?;
+    let stderr = child.stderr.take().context("stderr")?;
+    let mut daemon = Daemon { child, notify };
+    // systemd-socket-activate says when it listens, then waits for the first connection, which
+    // is what starts the agent.
+    let (listening_tx, listening_rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        let mut lines = std::io::BufReader::new(stderr).lines();
+        let mut listening_tx = Some(listening_tx);
+        for line in lines.by_ref().map_while(Result::ok) {
+            eprintln!("{line}");
+            if line.starts_with("Listening on") {
+                if let Some(tx) = listening_tx.take() {
+                    let _ = tx.send(());
+                }
+            }
+        }
+    });
+    tokio::time::timeout(PATIENCE, listening_rx)
+        .await
+        .context("systemd-socket-activate never listened")??;
+    let mut client = Client::connect(&activated).await?;
+    let answer = client.call(Method::GET, "/v1/status", None).await?;
+    ensure!(answer.status == 200, "{answer:?}");
+    daemon.wait_for("READY=1").await?;
+    ensure!(
+        !configured.exists(),
+        "the configured socket path was not bound"
+    );
+    drop(client);
+    daemon.signal(Signal::SIGTERM)?;
+    let status = tokio::task::spawn_blocking(move || daemon.wait_exit()).await??;
+    ensure!(status.success(), "{status:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_live_socket_is_never_taken_over_and_a_stale_one_is() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let socket = dir.path().join("run/agent.sock");
+    let config = write_config(dir.path(), &socket)?;
+    let (notify, notify_path) = notify_socket(dir.path())?;
+    let mut first = spawn(agent_command(&config), notify, &notify_path)?;
+    first.wait_for("READY=1").await?;
+
+    let output = agent_command(&config).output()?;
+    ensure!(!output.status.success(), "a second agent must not start");
+    ensure!(
+        String::from_utf8_lossy(&output.stderr).contains("another process is listening"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut client = Client::connect(&socket).await?;
+    ensure!(client.call(Method::GET, "/v1/status", None).await?.status == 200);
+    drop(client);
+
+    // A crashed agent leaves its socket file behind; the next one replaces it.
+    first.signal(Signal::SIGKILL)?;
+    tokio::task::spawn_blocking(move || first.wait_exit()).await??;
+    ensure!(socket.exists(), "SIGKILL leaves the socket file");
+    let (notify, notify_path) = {
+        let path = dir.path().join("notify2.sock");
+        (UnixDatagram::bind(&path)?, path)
+    };
+    let second = spawn(agent_command(&config), notify, &notify_path)?;
+    second.wait_for("READY=1").await?;
+    let mut client = Client::connect(&socket).await?;
+    ensure!(client.call(Method::GET, "/v1/status", None).await?.status == 200);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_in_the_socket_s_place_is_not_deleted() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let socket = dir.path().join("run/agent.sock");
+    std::fs::create_dir_all(socket.parent().context("parent")?)?;
+    std::fs::write(&socket, b"precious")?;
+    let config = write_config(dir.path(), &socket)?;
+    let output = agent_command(&config).output()?;
+    ensure!(!output.status.success());
+    ensure!(std::fs::read(&socket)? == b"precious");
+    Ok(())
+}
