@@ -1,6 +1,7 @@
 //! Errors of the client library. An agent refusal keeps the agent's stable wire code
 //! ([`AgentErrorCode`]); every other failure (no socket, broken connection, a reply that is not the
-//! agent API, a request that cannot be signed) is a separate variant with its cause as `source()`.
+//! agent API, a request that cannot be signed) is a separate variant with its cause as `source()`
+//! (not repeated in `Display`, so error reporters that print the chain show each cause once).
 
 use std::io;
 use std::path::PathBuf;
@@ -24,7 +25,7 @@ pub enum ClientError {
         status: u16,
     },
     /// The agent's socket could not be connected to (agent not running, wrong path, permissions).
-    #[error("cannot connect to the hwsign agent at {}: {source}", path.display())]
+    #[error("cannot connect to the hwsign agent at {}", path.display())]
     Connect {
         /// The socket path tried.
         path: PathBuf,
@@ -33,7 +34,7 @@ pub enum ClientError {
         source: io::Error,
     },
     /// The connection failed while a request was in flight.
-    #[error("connection to the hwsign agent failed: {0}")]
+    #[error("connection to the hwsign agent failed")]
     Io(#[source] io::Error),
     /// The reply is not what the agent API defines (bad status without an error body, bad JSON).
     #[error("unexpected answer from the hwsign agent: {0}")]
@@ -51,10 +52,10 @@ pub enum ClientError {
     #[error("no agent socket: set HWSIGN_AGENT_SOCK, XDG_RUNTIME_DIR or HOME, or pass a path")]
     NoSocketPath,
     /// The request to sign cannot be described to the agent unambiguously.
-    #[error("cannot sign this request: {0}")]
+    #[error("cannot sign this request")]
     Request(#[from] RequestError),
     /// Reading the body to hash it failed.
-    #[error("reading the request body failed: {0}")]
+    #[error("reading the request body failed")]
     Body(#[source] io::Error),
     /// The body is larger than the adapter buffers.
     #[error("the request body exceeds the limit of {limit} bytes")]
