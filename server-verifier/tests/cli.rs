@@ -1,0 +1,221 @@
+//! The `hwsign-verifier keys` admin command, run as a real process.
+
+mod verify_support;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use anyhow::Result;
+use hwsign_verifier::{KeyLevel, KeyRegistry, SqliteRegistry};
+use verify_support::TestKey;
+
+fn run(args: &[&str]) -> Result<Output> {
+    Ok(Command::new(env!("CARGO_BIN_EXE_hwsign-verifier"))
+        .args(args)
+        .output()?)
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn write_key(dir: &Path, name: &str, key: &TestKey) -> Result<String> {
+    let path = dir.join(name);
+    std::fs::write(&path, key.public.to_pem())?;
+    Ok(path.display().to_string())
+}
+
+#[test]
+fn keys_add_list_revoke() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("registry.db");
+    let db = db.to_str().unwrap_or_default();
+    let laptop = TestKey::from_seed("cli-laptop")?;
+    let token = TestKey::from_seed("cli-token")?;
+    let laptop_pem = write_key(dir.path(), "laptop.pem", &laptop)?;
+    let token_pem = write_key(dir.path(), "token.pem", &token)?;
+
+    let added = run(&[
+        "keys",
+        "add",
+        "--db",
+        db,
+        "--public-key",
+        &laptop_pem,
+        "--label",
+        "laptop",
+    ])?;
+    assert!(added.status.success(), "{}", stderr(&added));
+    assert_eq!(stdout(&added).trim(), laptop.id);
+    let added = run(&[
+        "keys",
+        "add",
+        "--db",
+        db,
+        "--public-key",
+        &token_pem,
+        "--label",
+        "yubi token",
+        "--level",
+        "hardware-unattested",
+    ])?;
+    assert!(added.status.success(), "{}", stderr(&added));
+    assert_eq!(stdout(&added).trim(), token.id);
+
+    let listed = run(&["keys", "list", "--db", db])?;
+    assert!(listed.status.success());
+    let lines: Vec<Vec<String>> = stdout(&listed)
+        .lines()
+        .map(|l| l.split('\t').map(str::to_owned).collect())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0][0], laptop.id);
+    assert_eq!(lines[0][1..3], ["software", "active"]);
+    assert_eq!(lines[0][4], "laptop");
+    assert_eq!(lines[1][0], token.id);
+    assert_eq!(lines[1][1..3], ["hardware-unattested", "active"]);
+    assert_eq!(lines[1][4], "yubi token");
+
+    let revoked = run(&["keys", "revoke", "--db", db, &laptop.id])?;
+    assert!(revoked.status.success(), "{}", stderr(&revoked));
+    let listed = stdout(&run(&["keys", "list", "--db", db])?);
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with(&laptop.id) && l.contains("\trevoked\t"))
+    );
+
+    // What the command wrote is what a verifier reads.
+    let registry = SqliteRegistry::open(Path::new(db))?;
+    let stored = registry
+        .lookup(&token.id)?
+        .ok_or_else(|| anyhow::anyhow!("token missing"))?;
+    assert_eq!(stored.public_key, token.public);
+    assert_eq!(stored.level, KeyLevel::HardwareUnattested);
+    assert!(registry.lookup(&laptop.id)?.is_some_and(|k| k.revoked));
+    Ok(())
+}
+
+#[test]
+fn errors_exit_non_zero_with_a_message() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("registry.db");
+    let db = db.to_str().unwrap_or_default();
+    let key = TestKey::from_seed("cli-error")?;
+    let pem = write_key(dir.path(), "key.pem", &key)?;
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(
+        &garbage,
+        "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+    )?;
+    let garbage = garbage.display().to_string();
+
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["keys", "list", "--db", db], "no registry"),
+        (
+            vec![
+                "keys",
+                "add",
+                "--db",
+                db,
+                "--public-key",
+                "/nonexistent.pem",
+                "--label",
+                "x",
+            ],
+            "cannot read",
+        ),
+        (
+            vec![
+                "keys",
+                "add",
+                "--db",
+                db,
+                "--public-key",
+                &garbage,
+                "--label",
+                "x",
+            ],
+            "not a PEM P-256 public key",
+        ),
+        (
+            vec![
+                "keys",
+                "add",
+                "--db",
+                db,
+                "--public-key",
+                &pem,
+                "--label",
+                "",
+            ],
+            "label",
+        ),
+    ];
+    for (args, message) in &cases {
+        let output = run(args)?;
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        assert!(
+            stderr(&output).contains(message),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+    }
+
+    assert!(
+        run(&[
+            "keys",
+            "add",
+            "--db",
+            db,
+            "--public-key",
+            &pem,
+            "--label",
+            "k"
+        ])?
+        .status
+        .success()
+    );
+    let again = run(&[
+        "keys",
+        "add",
+        "--db",
+        db,
+        "--public-key",
+        &pem,
+        "--label",
+        "k",
+    ])?;
+    assert_eq!(again.status.code(), Some(1));
+    assert!(stderr(&again).contains("already registered"));
+    let unknown = run(&[
+        "keys",
+        "revoke",
+        "--db",
+        db,
+        "hk1_00000000000000000000000000000000",
+    ])?;
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(stderr(&unknown).contains("no key"));
+
+    // Usage errors are clap's (exit 2).
+    let bad_level = run(&[
+        "keys",
+        "add",
+        "--db",
+        db,
+        "--public-key",
+        &pem,
+        "--label",
+        "k",
+        "--level",
+        "gold",
+    ])?;
+    assert_eq!(bad_level.status.code(), Some(2));
+    assert!(stderr(&bad_level).contains("gold"));
+    Ok(())
+}
