@@ -160,6 +160,10 @@ impl KeyStore {
     allow(clippy::unnecessary_wraps)
 )]
 fn open_backends(config: &Config) -> Result<Vec<Arc<dyn KeyBackend>>, AgentError> {
+    #[cfg_attr(
+        not(any(feature = "software", feature = "tpm", feature = "pkcs11")),
+        allow(unused_mut)
+    )]
     let mut backends: Vec<Arc<dyn KeyBackend>> = Vec::new();
     #[cfg(feature = "software")]
     if config.backends.software_enabled() {

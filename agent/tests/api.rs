@@ -290,7 +290,8 @@ async fn sign_errors() -> Result<()> {
         .await?
         .expect_error(404, "unknown_key")?;
 
-    let cases: Vec<(&str, Box<dyn Fn(&mut SignRequest)>)> = vec![
+    type Change = Box<dyn Fn(&mut SignRequest)>;
+    let cases: Vec<(&str, Change)> = vec![
         ("key id", Box::new(|r| r.key_id = "not-a-key".into())),
         ("method", Box::new(|r| r.method = "GE T".into())),
         ("path", Box::new(|r| r.path = "no-slash".into())),
