@@ -1,4 +1,5 @@
 //! Test fixtures for hwsign: real emulators and processes in temp dirs, cleaned up on drop.
+#![forbid(unsafe_code)]
 
 pub mod binaries;
 pub mod ports;

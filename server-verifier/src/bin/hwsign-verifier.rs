@@ -1,4 +1,5 @@
 //! `hwsign-verifier`: administer the verifier's key registry.
+#![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
