@@ -175,3 +175,27 @@ pub(crate) fn apply(headers: &mut HeaderMap, response: &SignResponse) -> Result<
     }
     Ok(())
 }
+
+/// `uri` with the agent's presigned query parameters appended (they come already encoded).
+pub(crate) fn append_query(uri: &Uri, response: &SignResponse) -> Result<Uri, RequestError> {
+    let mut query = uri.query().unwrap_or("").to_owned();
+    for field in &response.query_params {
+        if !query.is_empty() {
+            query.push('&');
+        }
+        query.push_str(&field.name);
+        query.push('=');
+        query.push_str(&field.value);
+    }
+    let path = match uri.path() {
+        "" => "/",
+        path => path,
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(
+        format!("{path}?{query}")
+            .parse()
+            .map_err(|_| RequestError::InvalidUrl("presigned query".to_owned()))?,
+    );
+    Uri::from_parts(parts).map_err(|e| RequestError::InvalidUrl(e.to_string()))
+}

@@ -140,6 +140,37 @@ impl Signer {
         self.sign_target(method, target, headers, body).await
     }
 
+    /// A presigned URL: `uri` with the signature in `X-Hws-*` query parameters, valid for
+    /// `expires_secs` (at most 7 days) for `method`. Only `host` and the configured extra headers
+    /// are signed, and the body is not (`UNSIGNED-PAYLOAD`): hand such URLs only to parties that
+    /// may send any body. The returned URI keeps the original query first.
+    pub async fn presign(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        expires_secs: u64,
+    ) -> Result<Uri, ClientError> {
+        let mut headers = headers.clone();
+        describe::strip_signature_headers(&mut headers);
+        let target = Target::from_uri(uri)?;
+        let mut request = describe::describe(
+            self.identity(),
+            method,
+            target,
+            &headers,
+            &BodyDigest::empty(),
+        )?;
+        request.presign_expires_secs = Some(expires_secs);
+        let response = self.agent.sign(&request).await?;
+        if response.query_params.is_empty() {
+            return Err(ClientError::Protocol(
+                "the agent answered a presign request without query parameters".to_owned(),
+            ));
+        }
+        Ok(describe::append_query(uri, &response)?)
+    }
+
     /// The request the agent would be asked to sign, without asking it: strips old signature
     /// headers from `headers` and describes what remains. Useful for logging and tests.
     pub fn describe(

@@ -324,3 +324,52 @@ async fn the_client_reconnects_after_the_agent_restarts() -> anyhow::Result<()> 
     agent.stop().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn presigned_urls_verify_with_the_protocol_pipeline() -> anyhow::Result<()> {
+    use hwsign_proto::verify_input::parse_presigned;
+    use hwsign_proto::{HWS1, RequestParts};
+
+    let agent = RealAgent::start().await?;
+    let key = agent.software_key("presign").await?;
+    let signer = Signer::new(agent.client(), &key.id, "reports");
+    let uri: http::Uri = "https://files.example.com/v1/reports/2026-11.pdf?download=1".parse()?;
+    let presigned = signer
+        .presign(&Method::GET, &uri, &http::HeaderMap::new(), 3600)
+        .await?;
+    let query = presigned.query().unwrap_or("");
+    assert!(
+        query.starts_with("download=1&X-Hws-Algorithm=HWS1-ECDSA-P256-SHA256&"),
+        "{query}"
+    );
+    assert_eq!(presigned.path(), "/v1/reports/2026-11.pdf");
+
+    let headers = [("host", "files.example.com")];
+    let parts = RequestParts {
+        method: "GET",
+        path: presigned.path(),
+        query,
+        headers: &headers,
+    };
+    let claimed = parse_presigned(&HWS1, &parts)?;
+    assert_eq!(claimed.expires_secs, Some(3600));
+    assert_eq!(claimed.authorization.credential, key.id);
+    let public = PublicKey::from_spki_pem(&key.public_key_pem)?;
+    assert!(public.verify_digest(
+        &claimed.string_to_sign.digest(),
+        &claimed.authorization.signature
+    ));
+
+    // The same URL for another method does not verify.
+    let parts = RequestParts {
+        method: "DELETE",
+        ..parts
+    };
+    let claimed = parse_presigned(&HWS1, &parts)?;
+    assert!(!public.verify_digest(
+        &claimed.string_to_sign.digest(),
+        &claimed.authorization.signature
+    ));
+    agent.stop().await?;
+    Ok(())
+}
