@@ -15,8 +15,10 @@ use clap::{Parser, Subcommand};
 use hwsign_client::{AgentClient, ClientError};
 
 /// Sign HTTP requests with a key held by the hwsign agent.
+///
+/// Start with `hwsign demo`: it needs no hardware and no running agent.
 #[derive(Debug, Parser)]
-#[command(name = "hwsign", version, about, long_about = None)]
+#[command(name = "hwsign", version)]
 pub struct Cli {
     /// The agent's socket [default: $HWSIGN_AGENT_SOCK, else $XDG_RUNTIME_DIR/hwsign/agent.sock]
     #[arg(long, global = true, value_name = "PATH")]
@@ -37,8 +39,11 @@ enum Command {
     Sign(sign::SignArgs),
     /// Sign a request and send it (curl-like; plain http:// only), print the response.
     Request(request::RequestArgs),
-    /// Run a self-contained demo: agent, software key, verifier-protected API, signed requests
-    /// and refusals, all in a temporary directory. Needs no hardware and no running agent.
+    /// Show hwsign end to end, self-contained (no hardware, no running agent needed).
+    ///
+    /// Starts an agent with a software key and a verifier-protected API on 127.0.0.1, all in a
+    /// temporary directory; sends a signed request; shows three refusals with their codes;
+    /// cleans up.
     Demo,
 }
 
