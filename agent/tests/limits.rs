@@ -153,3 +153,43 @@ async fn slow_request_heads_are_cut_off() -> Result<()> {
         .ok_json::<serde_json::Value>()?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_keep_alive_connections_do_not_hold_a_slot_forever() -> Result<()> {
+    use tokio::io::AsyncReadExt as _;
+    let agent = TestAgent::start_with(|c| {
+        c.max_connections = 1;
+        c.limits.header_read_timeout_ms = 200;
+    })
+    .await?;
+    let mut stream = tokio::net::UnixStream::connect(agent.socket()).await?;
+    stream
+        .write_all(b"GET /v1/status HTTP/1.1\r\nHost: agent\r\n\r\n")
+        .await?;
+    // Read the whole answer (its head says how long the body is), then wait for the close.
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    let answered = loop {
+        let n = stream.read(&mut buf).await?;
+        ensure!(n > 0, "closed before answering");
+        seen.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&seen).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(usize::MAX);
+            if body.len() >= length {
+                break head.to_owned();
+            }
+        }
+    };
+    ensure!(answered.starts_with("HTTP/1.1 200"), "{answered}");
+    let closed = tokio::time::timeout(Duration::from_secs(60), stream.read(&mut buf)).await;
+    ensure!(
+        matches!(closed, Ok(Ok(0))),
+        "idle connection kept open: {closed:?}"
+    );
+    Ok(())
+}
