@@ -92,3 +92,49 @@ pub(crate) async fn run(agent: AgentClient, args: RequestArgs) -> anyhow::Result
         ExitCode::FAILURE
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::demo::env::DemoEnv;
+
+    fn args(
+        env: &DemoEnv,
+        audience: &str,
+        data: Option<&str>,
+        file: Option<PathBuf>,
+    ) -> RequestArgs {
+        RequestArgs {
+            key: env.key.id.clone(),
+            audience: audience.to_owned(),
+            method: None,
+            headers: vec!["Content-Type: application/json".to_owned()],
+            data_file: file,
+            data: data.map(str::to_owned),
+            sign_headers: vec!["content-type".to_owned()],
+            url: env.url("/v1/transfers?currency=EUR"),
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_pass_a_real_verifier() -> anyhow::Result<()> {
+        let env = DemoEnv::start("demo-api").await?;
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("body.json");
+        std::fs::write(&file, vec![b'7'; 3 * 1024 * 1024 + 1])?;
+
+        let text = run(
+            env.agent.clone(),
+            args(&env, "demo-api", Some(r#"{"a":1}"#), None),
+        )
+        .await?;
+        let streamed = run(env.agent.clone(), args(&env, "demo-api", None, Some(file))).await?;
+        // Signed for another API: the verifier refuses it (wrong_audience), the command fails.
+        let other = run(env.agent.clone(), args(&env, "other-api", Some("{}"), None)).await?;
+        env.stop().await?;
+        assert_eq!(text, ExitCode::SUCCESS);
+        assert_eq!(streamed, ExitCode::SUCCESS);
+        assert_eq!(other, ExitCode::FAILURE);
+        Ok(())
+    }
+}

@@ -101,3 +101,23 @@ pub(crate) fn display_name(name: &str) -> String {
         .collect::<Vec<_>>()
         .join("-")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_parse_like_curl_and_names_display_capitalized() -> anyhow::Result<()> {
+        let parsed =
+            parse_headers(&["Content-Type: application/json".into(), "X-A:  b c ".into()])?;
+        assert_eq!(parsed["content-type"], "application/json");
+        assert_eq!(parsed["x-a"], "b c");
+        assert!(parse_headers(&["no colon".into()]).is_err());
+        assert!(parse_headers(&["bad name: v".into()]).is_err());
+        assert_eq!(display_name("x-hws-content-sha256"), "X-Hws-Content-Sha256");
+        assert_eq!(display_name("authorization"), "Authorization");
+        assert!(parse_absolute_url("/relative").is_err());
+        assert_eq!(parse_method("post")?, Method::POST);
+        Ok(())
+    }
+}

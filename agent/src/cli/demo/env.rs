@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 /// Nonces the demo's replay cache remembers.
 const REPLAY_CAPACITY: usize = 10_000;
 
-pub(super) struct DemoEnv {
+pub(crate) struct DemoEnv {
     dir: tempfile::TempDir,
     pub agent: AgentClient,
     pub key: KeyInfo,

@@ -3,7 +3,7 @@
 //! and three refusals with their codes. Exits non-zero if anything behaves unexpectedly, so it
 //! doubles as a smoke test.
 
-mod env;
+pub(crate) mod env;
 mod exchange;
 
 use std::process::ExitCode;
@@ -157,4 +157,16 @@ fn shorten(value: &str) -> String {
         .find(|&i| value.is_char_boundary(i))
         .unwrap_or(0);
     format!("{}...", &value[..cut])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_demo_accepts_one_request_and_refuses_three() -> anyhow::Result<()> {
+        // `run` fails on any unexpected acceptance or refusal code.
+        assert_eq!(run().await?, ExitCode::SUCCESS);
+        Ok(())
+    }
 }
