@@ -239,6 +239,14 @@ impl Verifier {
             )
         })?;
 
+        // Delegated session keys (design brief §4) are not verified yet; accepting such a request
+        // on the credential alone would ignore the statement's limits, so it is refused.
+        if claimed.delegation.is_some() {
+            return Err(Rejection::new(
+                RejectCode::DelegationInvalid,
+                "this verifier does not accept delegated session keys yet",
+            ));
+        }
         if claimed.authorization.scope.audience != self.config.audience {
             return Err(Rejection::new(
                 RejectCode::WrongAudience,

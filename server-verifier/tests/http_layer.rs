@@ -26,7 +26,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::net::{TcpListener, TcpStream};
-use verify_support::{SignOptions, TestKey, TestRequest, sign};
+use verify_support::{SignOptions, TestKey, TestRequest, presign, sign};
 
 /// Signing options dated now: the layer reads the system clock.
 fn opts() -> SignOptions {
@@ -236,6 +236,19 @@ async fn signed_requests_reach_the_handler_with_their_principal_and_body() -> Re
             hex::encode(Sha256::digest(&request.body))
         );
     }
+
+    // A presigned URL: the signature travels in the query.
+    let url = presign(
+        &server.key,
+        &server.request("GET", "/v1/download", "file=a.txt"),
+        &opts(),
+        300,
+    )?;
+    let reply = send_signed(&server, &url).await?;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    assert_eq!(reply.json()?["key_id"], server.key.id.as_str());
+    let reused = send_signed(&server, &url).await?;
+    assert_eq!(reused.refusal()?, "replayed_nonce");
     Ok(())
 }
 

@@ -261,6 +261,15 @@ fn cases(keys: &Keys) -> Result<Vec<Case>> {
     ));
 
     cases.push(case(
+        "delegation statement (not supported yet)",
+        sign(
+            sw,
+            &base.clone().header("x-hws-delegation", "e30.MEUCIQ"),
+            &opts(),
+        )?,
+        Err(RejectCode::DelegationInvalid),
+    ));
+    cases.push(case(
         "other audience",
         sign(
             sw,
