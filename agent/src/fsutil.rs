@@ -3,13 +3,15 @@
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Marker in the names of temporary files, so that start-up can remove leftovers of a crash.
 pub const TEMP_MARKER: &str = ".tmp-";
 
-/// Creates `dir` (and missing parents, each 0700) and makes sure `dir` itself is 0700.
+/// Creates `dir` (and missing parents) with mode 0700, and checks that `dir` belongs to this
+/// process's user and is closed to others. An existing directory that others can enter (`/tmp`,
+/// a home directory) is refused rather than chmod-ed: it is not the agent's to change.
 pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
     DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     let meta = fs::metadata(dir)?;
@@ -19,8 +21,27 @@ pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
             dir.display()
         )));
     }
-    if meta.permissions().mode() & 0o077 != 0 {
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} belongs to uid {}, not to the agent's uid {me}",
+                dir.display(),
+                meta.uid()
+            ),
+        ));
+    }
+    if meta.permissions().mode() & 0o007 != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is accessible to other users (mode {:o}); use a dedicated directory \
+                 with mode 0700",
+                dir.display(),
+                meta.permissions().mode() & 0o7777
+            ),
+        ));
     }
     Ok(())
 }

@@ -238,3 +238,19 @@ async fn a_file_in_the_socket_s_place_is_not_deleted() -> Result<()> {
     ensure!(std::fs::read(&socket)? == b"precious");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_socket_directory_open_to_others_is_refused_not_changed() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared)?;
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777))?;
+    let config = write_config(dir.path(), &shared.join("agent.sock"))?;
+    let output = agent_command(&config).output()?;
+    ensure!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    ensure!(stderr.contains("accessible to other users"), "{stderr}");
+    ensure!(std::fs::metadata(&shared)?.permissions().mode() & 0o7777 == 0o1777);
+    ensure!(!shared.join("agent.sock").exists());
+    Ok(())
+}
