@@ -126,11 +126,17 @@ fn unix_seconds(now: SystemTime) -> Result<i64, Rejection> {
 
 /// Whether the query carries a presigned signature (`X-Hws-Signature`).
 fn is_presigned(query: &str) -> bool {
-    let signature = format!("{}Signature", HWS1.query_prefix);
+    const NAME: &str = "Signature";
+    let prefix = HWS1.query_prefix;
     query
         .split('&')
         .map(|pair| pair.split_once('=').map_or(pair, |(key, _)| key))
-        .any(|key| key.eq_ignore_ascii_case(&signature))
+        .any(|key| {
+            key.len() == prefix.len() + NAME.len()
+                && key.is_char_boundary(prefix.len())
+                && key[..prefix.len()].eq_ignore_ascii_case(prefix)
+                && key[prefix.len()..].eq_ignore_ascii_case(NAME)
+        })
 }
 
 /// Maps a wire-format error to its code. Grammar errors in the credential, scope or signature

@@ -57,8 +57,12 @@ impl IntoResponse for Rejection {
 
 /// The principal [`crate::HwsignLayer`] verified, for handlers:
 ///
-/// ```ignore
-/// async fn handler(VerifiedDevice(who): VerifiedDevice) -> String { who.key_id }
+/// ```
+/// use hwsign_verifier::VerifiedDevice;
+///
+/// async fn handler(VerifiedDevice(who): VerifiedDevice) -> String {
+///     who.key_id
+/// }
 /// ```
 ///
 /// On a route the layer does not wrap, extraction fails with 500 (a deployment error, never a
