@@ -55,7 +55,9 @@ fn invalid_fixtures_are_refused_with_their_reason() -> Result<()> {
             // Without the backend the section itself is the error.
             let message = Config::load(&path).err().map(|e| e.to_string());
             ensure!(
-                message.as_deref().is_some_and(|m| m.contains("not compiled")),
+                message
+                    .as_deref()
+                    .is_some_and(|m| m.contains("not compiled")),
                 "{}: {message:?}",
                 path.display()
             );
