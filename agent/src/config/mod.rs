@@ -348,7 +348,7 @@ impl Config {
     }
 }
 
-/// The uid this process runs as.
+/// The (effective) uid this process runs as: what SO_PEERCRED reports for its own clients.
 pub fn own_uid() -> u32 {
-    nix::unistd::getuid().as_raw()
+    nix::unistd::geteuid().as_raw()
 }
