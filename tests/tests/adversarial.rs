@@ -12,7 +12,7 @@ use hwsign_verifier::VerifierConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 struct Setup {
-    agent: AgentProcess,
+    _agent: AgentProcess,
     server: ApiServer,
     signer: Signer,
 }
@@ -24,7 +24,7 @@ async fn setup(config: VerifierConfig) -> Result<Setup> {
     server.register(&public, KeyLevel::Software)?;
     let signer = Signer::new(agent.client(), key_id, AUDIENCE);
     Ok(Setup {
-        agent,
+        _agent: agent,
         server,
         signer,
     })
