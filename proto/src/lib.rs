@@ -15,6 +15,7 @@ pub mod canonical;
 pub mod codes;
 pub mod delegation;
 pub mod encoding;
+pub mod enrollment;
 pub mod error;
 pub mod keys;
 pub mod limits;

@@ -2,6 +2,7 @@
 //! self-contained demo. Every subcommand but `demo` talks to a running agent over its socket.
 
 mod demo;
+mod enroll;
 mod http_send;
 mod keys;
 mod request;
@@ -45,6 +46,8 @@ enum Command {
     /// temporary directory; sends a signed request; shows three refusals with their codes;
     /// cleans up.
     Demo,
+    /// Enroll a TPM key with a verifier (one-time token from `hwsign-verifier tokens create`).
+    Enroll(enroll::EnrollArgs),
 }
 
 /// Entry point of the `hwsign` binary.
@@ -98,6 +101,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keys(command) => keys::run(&agent_client(cli.socket)?, command).await,
         Command::Sign(args) => sign::run(agent_client(cli.socket)?, args).await,
         Command::Request(args) => request::run(agent_client(cli.socket)?, args).await,
+        Command::Enroll(args) => enroll::run(&agent_client(cli.socket)?, args).await,
     }
 }
 

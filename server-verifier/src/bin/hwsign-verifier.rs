@@ -1,6 +1,10 @@
 //! `hwsign-verifier`: administer the verifier's key registry.
 #![forbid(unsafe_code)]
 
+// Beside this file, not in src/bin/ itself, where Cargo would take it for another binary.
+#[path = "hwsign-verifier/tokens.rs"]
+mod tokens;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -25,6 +29,9 @@ enum Command {
     /// Registered keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// One-time TPM enrollment tokens.
+    #[command(subcommand)]
+    Tokens(tokens::TokensCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -69,6 +76,7 @@ fn open(db: &Path, create: bool) -> anyhow::Result<SqliteRegistry> {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Tokens(command) => tokens::run(command)?,
         Command::Keys(KeysCommand::Add {
             db,
             public_key,

@@ -1,0 +1,150 @@
+//! `hwsign enroll`: the device side of TPM enrollment (docs/ATTESTATION.md). Evidence and
+//! credential activation come from the local agent; the three ceremony steps go to the server
+//! over plain HTTP (https is not supported by this command yet).
+
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+use http::{Method, Request, header};
+use hwsign_client::AgentClient;
+use hwsign_proto::enrollment::{
+    ACTIVATE_PATH, ActivateRequest, ActivateResponse, EVIDENCE_PATH, EnrollErrorResponse,
+    EvidenceRequest, EvidenceResponse, START_PATH, StartRequest, StartResponse,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use zeroize::Zeroizing;
+
+use super::http_send::{bytes_body, send, set_host};
+
+#[derive(Debug, Args)]
+pub(crate) struct EnrollArgs {
+    /// The verifier's base URL (plain http://), e.g. http://verifier.internal:8080
+    #[arg(long, value_name = "URL")]
+    server: String,
+    /// The one-time token from `hwsign-verifier tokens create`.
+    #[arg(long, value_name = "TOKEN")]
+    token: String,
+    /// Enroll this existing TPM key (hk1_...).
+    #[arg(
+        long,
+        value_name = "KEY_ID",
+        conflicts_with = "create",
+        required_unless_present = "create"
+    )]
+    key: Option<String>,
+    /// Create a new TPM key to enroll.
+    #[arg(long, requires = "label")]
+    create: bool,
+    /// Label of the key created with --create.
+    #[arg(long)]
+    label: Option<String>,
+}
+
+pub(crate) async fn run(agent: &AgentClient, args: EnrollArgs) -> anyhow::Result<ExitCode> {
+    let base = args.server.trim_end_matches('/').to_owned();
+    if !base.starts_with("http://") {
+        bail!("--server must be a plain http:// URL (https is not supported by this command yet)");
+    }
+    let token = Zeroizing::new(args.token);
+    let key_id = match (args.key, args.create, args.label) {
+        (Some(key), _, _) => key,
+        (None, true, Some(label)) => {
+            let key = agent
+                .create_key("tpm", &label)
+                .await
+                .context("creating a TPM key")?;
+            eprintln!("created TPM key {}", key.id);
+            key.id
+        }
+        _ => bail!("pass --key KEY_ID, or --create --label LABEL"),
+    };
+
+    let started: StartResponse = post(
+        &base,
+        START_PATH,
+        &StartRequest {
+            token: token.to_string(),
+            key_id: key_id.clone(),
+        },
+    )
+    .await?;
+    let evidence = agent
+        .attestation(&key_id, &started.nonce)
+        .await
+        .context("getting attestation evidence from the agent")?;
+    let credential: EvidenceResponse = post(
+        &base,
+        EVIDENCE_PATH,
+        &EvidenceRequest {
+            challenge_id: started.challenge_id.clone(),
+            evidence,
+        },
+    )
+    .await?;
+    let released = agent
+        .activate_credential(&key_id, &credential.to_activate_request())
+        .await
+        .context("activating the server's credential in the TPM")?;
+    let done: ActivateResponse = post(
+        &base,
+        ACTIVATE_PATH,
+        &ActivateRequest {
+            challenge_id: started.challenge_id,
+            secret: released.secret,
+        },
+    )
+    .await?;
+    println!(
+        "enrolled {}  level={}  device={}",
+        done.key_id,
+        done.level.as_str(),
+        done.device_id
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A refused ceremony step, with the server's code.
+#[derive(Debug, thiserror::Error)]
+#[error("{step} refused: {code}: {message}")]
+pub(crate) struct StepRefused {
+    /// The step's path.
+    pub step: &'static str,
+    /// The server's code (`invalid_token`, `evidence_invalid:<reason>`, ...).
+    pub code: String,
+    /// The server's message.
+    pub message: String,
+}
+
+async fn post<B: Serialize, T: DeserializeOwned>(
+    base: &str,
+    path: &'static str,
+    body: &B,
+) -> anyhow::Result<T> {
+    let url = format!("{base}{path}");
+    let mut request = Request::builder()
+        .method(Method::POST)
+        .uri(&url)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(bytes_body(serde_json::to_vec(body)?))
+        .with_context(|| format!("building a request to {url}"))?;
+    set_host(&mut request)?;
+    let response = send(request).await?;
+    let status = response.status();
+    let bytes = response.into_body();
+    if status.is_success() {
+        return serde_json::from_slice(&bytes).with_context(|| {
+            format!("{path}: the server's answer is not what enrollment expects")
+        });
+    }
+    match serde_json::from_slice::<EnrollErrorResponse>(&bytes) {
+        Ok(refusal) => Err(StepRefused {
+            step: path,
+            code: refusal.error.code,
+            message: refusal.error.message,
+        }
+        .into()),
+        Err(_) => bail!("{path}: the server answered {status}"),
+    }
+}

@@ -1,0 +1,378 @@
+//! The three steps of TPM enrollment (design brief §5) over [`EnrollmentStore`] and a
+//! [`KeyRegistry`]. Synchronous (SQLite, RSA/ECDSA): the HTTP layer runs them on blocking
+//! threads. Time is an input so tests can move it.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use hwsign_proto::PublicKey;
+use hwsign_proto::api::KeyLevel;
+use hwsign_proto::attestation::{EVIDENCE_VERSION, Evidence, KeyAttestation};
+use hwsign_proto::enrollment::{
+    ActivateRequest, ActivateResponse, EvidenceRequest, EvidenceResponse, StartRequest,
+    StartResponse,
+};
+use hwsign_proto::keys::check_key_id;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::config::EnrollmentConfig;
+use super::error::EnrollmentError;
+use super::store::{Challenge, EnrollmentStore};
+use super::token;
+use crate::attestation::{
+    ClockState, TrustAnchors, activation_secret_matches, make_credential, new_activation_secret,
+    verify_evidence,
+};
+use crate::registry::{DeviceClock, DeviceRecord, KeyRegistry, RegisteredKey, RegistryError};
+
+/// Longest base64 activation secret looked at (the secret is 32 bytes).
+const MAX_SECRET_BASE64: usize = 128;
+/// Device ids are `tpm-` and this many hex digits of the EK certificate's SHA-256.
+const DEVICE_ID_HEX: usize = 32;
+
+/// What activation stores once the secret matches; kept in the challenge row meanwhile.
+#[derive(Debug, Serialize, Deserialize)]
+struct Pending {
+    device_id: String,
+    key_spki_der: String,
+    key_label: String,
+    ek_cert_sha256: String,
+    ak_public: String,
+    clock: ClockState,
+    firmware_version: u64,
+    pcrs_sha256: Vec<String>,
+    key_already_registered: bool,
+}
+
+/// The enrollment service: one per verifier process, shared by the HTTP handlers.
+#[derive(Debug)]
+pub struct Enrollment {
+    store: EnrollmentStore,
+    registry: Arc<dyn KeyRegistry>,
+    anchors: TrustAnchors,
+    config: EnrollmentConfig,
+}
+
+/// Seconds since the epoch (0 before it, saturating far after it).
+pub(crate) fn unix(time: SystemTime) -> i64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// The device id of the TPM whose EK certificate has this SHA-256 (lower-case hex).
+pub fn device_id_for(ek_cert_sha256: &str) -> String {
+    let prefix: String = ek_cert_sha256.chars().take(DEVICE_ID_HEX).collect();
+    format!("tpm-{prefix}")
+}
+
+fn check_challenge_id(id: &str) -> Result<(), EnrollmentError> {
+    let ok = id.strip_prefix("ch_").is_some_and(|hex| {
+        hex.len() == 32 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(EnrollmentError::ChallengeUnknown)
+    }
+}
+
+impl Enrollment {
+    /// An enrollment service; `anchors` usually come from [`EnrollmentConfig::trust_anchors`].
+    pub fn new(
+        store: EnrollmentStore,
+        registry: Arc<dyn KeyRegistry>,
+        anchors: TrustAnchors,
+        config: EnrollmentConfig,
+    ) -> Self {
+        Self {
+            store,
+            registry,
+            anchors,
+            config,
+        }
+    }
+
+    /// The store (tokens are issued through it).
+    pub fn store(&self) -> &EnrollmentStore {
+        &self.store
+    }
+
+    /// The registry enrolled keys go into.
+    pub fn registry(&self) -> &Arc<dyn KeyRegistry> {
+        &self.registry
+    }
+
+    /// Step 1: a valid, unused, unexpired token buys a challenge for `key_id`.
+    pub fn start(
+        &self,
+        request: &StartRequest,
+        now: SystemTime,
+    ) -> Result<StartResponse, EnrollmentError> {
+        check_key_id(&request.key_id)
+            .map_err(|_| EnrollmentError::Malformed("key_id is not a key id (hk1_...)".into()))?;
+        let token = token::parse(&request.token)?;
+        let ttl = i64::try_from(self.config.challenge_ttl_secs).unwrap_or(i64::MAX);
+        let challenge = self.store.create_challenge(
+            &token,
+            &request.key_id,
+            unix(now),
+            ttl,
+            self.config.max_pending_challenges,
+        )?;
+        tracing::info!(
+            challenge = %challenge.id,
+            token = %token.id,
+            key_id = %request.key_id,
+            "enrollment started"
+        );
+        Ok(StartResponse {
+            challenge_id: challenge.id,
+            nonce: URL_SAFE_NO_PAD.encode(&challenge.nonce),
+            expires_unix: challenge.expires_unix,
+        })
+    }
+
+    /// Step 2: spends the token, checks the evidence against the challenge's nonce, and answers
+    /// with a credential for the AK. Refused evidence ends the ceremony.
+    pub fn submit_evidence(
+        &self,
+        request: &EvidenceRequest,
+        now: SystemTime,
+    ) -> Result<EvidenceResponse, EnrollmentError> {
+        check_challenge_id(&request.challenge_id)?;
+        let challenge = self
+            .store
+            .begin_evidence(&request.challenge_id, unix(now))?;
+        match self.check_evidence(&challenge, &request.evidence, now) {
+            Ok(response) => Ok(response),
+            Err(error) => {
+                tracing::warn!(
+                    challenge = %challenge.id,
+                    key_id = %challenge.key_id,
+                    code = %error.code(),
+                    %error,
+                    "enrollment evidence refused"
+                );
+                if let Err(cleanup) = self.store.delete_challenge(&challenge.id) {
+                    tracing::error!(%cleanup, "cannot delete a refused challenge");
+                }
+                Err(error)
+            }
+        }
+    }
+
+    fn check_evidence(
+        &self,
+        challenge: &Challenge,
+        attestation: &KeyAttestation,
+        now: SystemTime,
+    ) -> Result<EvidenceResponse, EnrollmentError> {
+        if attestation.version != EVIDENCE_VERSION {
+            return Err(EnrollmentError::EvidenceMismatch("version"));
+        }
+        if attestation.key_id != challenge.key_id {
+            return Err(EnrollmentError::EvidenceMismatch("key_mismatch"));
+        }
+        let Evidence::Tpm(evidence) = &attestation.evidence else {
+            return Err(EnrollmentError::EvidenceMismatch("not_tpm"));
+        };
+        // The clock is compared with the device's record only after activation: until then the
+        // AK is not proven to be in that TPM, and a forged low clock must not revoke a device.
+        let attested = verify_evidence(evidence, &challenge.nonce, &self.anchors, now, None)?;
+        if attested.key_id != challenge.key_id {
+            return Err(EnrollmentError::EvidenceMismatch("key_mismatch"));
+        }
+        let device_id = device_id_for(&attested.ek_certificate_fingerprint_sha256);
+        if self
+            .registry
+            .device(&device_id)?
+            .is_some_and(|device| device.revoked)
+        {
+            return Err(EnrollmentError::DeviceRevoked);
+        }
+        let key_already_registered = match self.registry.lookup(&attested.key_id)? {
+            None => false,
+            Some(key) if key.revoked => return Err(EnrollmentError::DeviceRevoked),
+            Some(key) if key.device_id.as_deref() == Some(device_id.as_str()) => true,
+            Some(_) => return Err(EnrollmentError::KeyExists(attested.key_id)),
+        };
+        let pending = Pending {
+            device_id,
+            key_spki_der: STANDARD.encode(attested.public_key.spki_der()),
+            key_label: self.store.token_label(&challenge.token_id)?,
+            ek_cert_sha256: attested.ek_certificate_fingerprint_sha256.clone(),
+            ak_public: STANDARD.encode(attested.ak_public.as_bytes()),
+            clock: attested.clock,
+            firmware_version: attested.firmware_version,
+            pcrs_sha256: attested.pcrs_sha256.iter().map(hex::encode).collect(),
+            key_already_registered,
+        };
+        let pending = serde_json::to_string(&pending)
+            .map_err(|e| EnrollmentError::Store(format!("encoding pending enrollment: {e}")))?;
+        let secret = new_activation_secret()?;
+        let made = make_credential(&attested.ek_public, &attested.ak_name, secret.as_ref())?;
+        let secret_sha256: [u8; 32] = Sha256::digest(secret.as_ref()).into();
+        self.store
+            .credential_issued(&challenge.id, &secret_sha256, &attested.ak_name, &pending)?;
+        tracing::info!(challenge = %challenge.id, "enrollment evidence accepted; credential issued");
+        Ok(EvidenceResponse {
+            credential_blob: STANDARD.encode(&made.credential_blob),
+            encrypted_secret: STANDARD.encode(&made.encrypted_secret),
+        })
+    }
+
+    /// Step 3: the secret proves the AK lives beside the certified EK; the device and the key
+    /// (level `tpm`) are stored. One try per challenge.
+    pub fn activate(
+        &self,
+        request: &ActivateRequest,
+        now: SystemTime,
+    ) -> Result<ActivateResponse, EnrollmentError> {
+        check_challenge_id(&request.challenge_id)?;
+        let challenge = self
+            .store
+            .take_for_activation(&request.challenge_id, unix(now))?;
+        let result = self.finish(&challenge, &request.secret, now);
+        match &result {
+            Ok(done) => tracing::info!(
+                challenge = %challenge.id,
+                device_id = %done.device_id,
+                key_id = %done.key_id,
+                "device enrolled"
+            ),
+            Err(error) => tracing::warn!(
+                challenge = %challenge.id,
+                key_id = %challenge.key_id,
+                code = %error.code(),
+                %error,
+                "enrollment activation refused"
+            ),
+        }
+        result
+    }
+
+    fn finish(
+        &self,
+        challenge: &Challenge,
+        secret: &str,
+        now: SystemTime,
+    ) -> Result<ActivateResponse, EnrollmentError> {
+        let expected = challenge
+            .secret_sha256
+            .as_deref()
+            .ok_or_else(|| EnrollmentError::Store("challenge has no secret hash".into()))?;
+        if secret.len() > MAX_SECRET_BASE64 {
+            return Err(EnrollmentError::ActivationFailed);
+        }
+        let returned = zeroize::Zeroizing::new(
+            STANDARD
+                .decode(secret)
+                .map_err(|_| EnrollmentError::ActivationFailed)?,
+        );
+        let returned_sha256 = Sha256::digest(returned.as_slice());
+        if !activation_secret_matches(expected, &returned_sha256) {
+            return Err(EnrollmentError::ActivationFailed);
+        }
+        let pending: Pending = challenge
+            .pending
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|e| EnrollmentError::Store(format!("pending enrollment: {e}")))?
+            .ok_or_else(|| EnrollmentError::Store("challenge has no pending enrollment".into()))?;
+        self.record_device(&pending, now)?;
+        if !pending.key_already_registered {
+            self.register_key(&pending, now)?;
+        }
+        Ok(ActivateResponse {
+            device_id: pending.device_id,
+            key_id: challenge.key_id.clone(),
+            level: KeyLevel::Tpm,
+        })
+    }
+
+    /// Stores a new device, or moves an enrolled one's clock forward. A clock that went backwards
+    /// is now proven to come from the device's own TPM: refuse, and revoke if so configured.
+    fn record_device(&self, pending: &Pending, now: SystemTime) -> Result<(), EnrollmentError> {
+        let clock = DeviceClock {
+            reset_count: pending.clock.reset_count,
+            restart_count: pending.clock.restart_count,
+            clock: pending.clock.clock,
+        };
+        if let Some(device) = self.registry.device(&pending.device_id)? {
+            if device.revoked {
+                return Err(EnrollmentError::DeviceRevoked);
+            }
+            let previous = ClockState {
+                reset_count: device.clock.reset_count,
+                restart_count: device.clock.restart_count,
+                clock: device.clock.clock,
+            };
+            if let Err(rollback) = pending.clock.check_after(&previous) {
+                if self.config.revoke_on_rollback {
+                    self.registry.revoke_device(&pending.device_id)?;
+                    tracing::warn!(
+                        device_id = %pending.device_id,
+                        %rollback,
+                        "device revoked: its TPM state was rolled back"
+                    );
+                }
+                return Err(EnrollmentError::ClockRollback(rollback.to_string()));
+            }
+            self.registry
+                .update_device_clock(&pending.device_id, clock)?;
+            return Ok(());
+        }
+        let pcr_baseline = pending
+            .pcrs_sha256
+            .iter()
+            .map(|text| {
+                let mut pcr = [0u8; 32];
+                hex::decode_to_slice(text, &mut pcr)
+                    .map_err(|_| EnrollmentError::Store("pending PCR value".into()))?;
+                Ok(pcr)
+            })
+            .collect::<Result<Vec<_>, EnrollmentError>>()?;
+        let ak_public = STANDARD
+            .decode(&pending.ak_public)
+            .map_err(|_| EnrollmentError::Store("pending AK public area".into()))?;
+        self.registry.add_device(DeviceRecord {
+            id: pending.device_id.clone(),
+            ek_cert_sha256: pending.ek_cert_sha256.clone(),
+            ak_public,
+            clock,
+            firmware_version: pending.firmware_version,
+            pcr_baseline,
+            enrolled_unix: unix(now),
+            revoked: false,
+        })?;
+        Ok(())
+    }
+
+    fn register_key(&self, pending: &Pending, now: SystemTime) -> Result<(), EnrollmentError> {
+        let spki = STANDARD
+            .decode(&pending.key_spki_der)
+            .map_err(|_| EnrollmentError::Store("pending key".into()))?;
+        let public_key = PublicKey::from_spki_der(&spki)
+            .map_err(|_| EnrollmentError::Store("pending key does not parse".into()))?;
+        let mut key = RegisteredKey::new(public_key, &pending.key_label, KeyLevel::Tpm, unix(now));
+        key.device_id = Some(pending.device_id.clone());
+        let key_id = key.key_id.clone();
+        match self.registry.add(key) {
+            Ok(()) => Ok(()),
+            // A parallel ceremony for the same key and device finished first.
+            Err(RegistryError::KeyExists(_))
+                if self.registry.lookup(&key_id)?.is_some_and(|k| {
+                    k.device_id.as_deref() == Some(pending.device_id.as_str())
+                }) =>
+            {
+                Ok(())
+            }
+            Err(RegistryError::KeyExists(id)) => Err(EnrollmentError::KeyExists(id)),
+            Err(other) => Err(other.into()),
+        }
+    }
+}

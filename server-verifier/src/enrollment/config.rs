@@ -1,0 +1,109 @@
+//! What a verifier needs to run enrollment: the TPM manufacturer roots its EK certificates must
+//! chain to, and the ceremony's bounds.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::attestation::TrustAnchors;
+use crate::attestation::chain::ChainError;
+
+/// Default lifetime of a challenge: long enough for a slow TPM and a human, short enough that a
+/// stolen nonce is soon worthless.
+pub const DEFAULT_CHALLENGE_TTL_SECS: u64 = 300;
+/// Longest challenge lifetime accepted.
+pub const MAX_CHALLENGE_TTL_SECS: u64 = 3600;
+/// Default bound on ceremonies in flight.
+pub const DEFAULT_MAX_PENDING: usize = 1024;
+/// Default lifetime of an enrollment token (`hwsign-verifier tokens create`).
+pub const DEFAULT_TOKEN_TTL_SECS: u64 = 24 * 3600;
+/// Longest token lifetime accepted.
+pub const MAX_TOKEN_TTL_SECS: u64 = 30 * 24 * 3600;
+
+/// Enrollment settings (a `[enrollment]` section a server may embed in its configuration).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollmentConfig {
+    /// PEM files of TPM manufacturer root CAs (each may hold several certificates).
+    pub ek_roots: Vec<PathBuf>,
+    /// PEM files of intermediate CAs between the roots and EK certificates.
+    #[serde(default)]
+    pub ek_intermediates: Vec<PathBuf>,
+    /// Seconds a ceremony may take from start to activation.
+    #[serde(default = "default_ttl")]
+    pub challenge_ttl_secs: u64,
+    /// Most ceremonies in flight; more are refused with `too_many_challenges`.
+    #[serde(default = "default_max_pending")]
+    pub max_pending_challenges: usize,
+    /// Revoke a device (and its keys) whose TPM proves, by a completed credential activation,
+    /// that its clock went backwards from a recorded state.
+    #[serde(default = "default_true")]
+    pub revoke_on_rollback: bool,
+}
+
+fn default_ttl() -> u64 {
+    DEFAULT_CHALLENGE_TTL_SECS
+}
+
+fn default_max_pending() -> usize {
+    DEFAULT_MAX_PENDING
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// An unusable enrollment configuration.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum EnrollmentConfigError {
+    /// No root configured: no EK certificate could ever be trusted.
+    #[error("ek_roots is empty: configure the TPM manufacturers' root certificates")]
+    NoRoots,
+    /// `challenge_ttl_secs` is 0 or above [`MAX_CHALLENGE_TTL_SECS`].
+    #[error("challenge_ttl_secs must be 1..={MAX_CHALLENGE_TTL_SECS}")]
+    Ttl,
+    /// `max_pending_challenges` is 0.
+    #[error("max_pending_challenges must be at least 1")]
+    MaxPending,
+    /// The trust anchors cannot be read or parsed.
+    #[error("EK trust anchors: {0}")]
+    Anchors(#[from] ChainError),
+}
+
+impl EnrollmentConfig {
+    /// Defaults with these roots and intermediates.
+    pub fn new(ek_roots: Vec<PathBuf>, ek_intermediates: Vec<PathBuf>) -> Self {
+        Self {
+            ek_roots,
+            ek_intermediates,
+            challenge_ttl_secs: DEFAULT_CHALLENGE_TTL_SECS,
+            max_pending_challenges: DEFAULT_MAX_PENDING,
+            revoke_on_rollback: true,
+        }
+    }
+
+    /// Checks the bounds.
+    pub fn validate(&self) -> Result<(), EnrollmentConfigError> {
+        if self.ek_roots.is_empty() {
+            return Err(EnrollmentConfigError::NoRoots);
+        }
+        if !(1..=MAX_CHALLENGE_TTL_SECS).contains(&self.challenge_ttl_secs) {
+            return Err(EnrollmentConfigError::Ttl);
+        }
+        if self.max_pending_challenges == 0 {
+            return Err(EnrollmentConfigError::MaxPending);
+        }
+        Ok(())
+    }
+
+    /// Reads the configured PEM files.
+    pub fn trust_anchors(&self) -> Result<TrustAnchors, EnrollmentConfigError> {
+        self.validate()?;
+        Ok(TrustAnchors::from_pem_files(
+            &self.ek_roots,
+            &self.ek_intermediates,
+        )?)
+    }
+}
