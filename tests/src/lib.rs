@@ -5,7 +5,10 @@
 #![forbid(unsafe_code)]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod agent_raw;
 pub mod http_raw;
+pub mod resources;
+pub mod wait;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -1,0 +1,698 @@
+//! Faults (issue #6 §4), each a real fault against the real `hwsign-agent` binary with an exact
+//! expected outcome: the TPM dying under load, the agent SIGKILLed while creating keys, SIGTERM
+//! with requests in flight, and a thousand connections that never finish their request head.
+//! Waits are bounded (a hang fails the test); nothing asserts how long anything took.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use hwsign_client::{AgentClient, AgentErrorCode, ClientError, Signer};
+use hwsign_e2e::resources::{memory, raise_fd_limit};
+use hwsign_e2e::{AUDIENCE, AgentProcess, ApiServer, agent_raw, send, wait};
+use hwsign_proto::PublicKey;
+use hwsign_proto::api::{HeaderField, KeyLevel, SignRequest, StatusResponse};
+use hwsign_test_support::swtpm::Swtpm;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+const SOFTWARE: &str = "[backends.software]\nenabled = true\n";
+/// Concurrent clients in the load tests.
+const CLIENTS: usize = 6;
+/// Stalled connections in the slowloris tests.
+const STALLED: usize = 1000;
+/// Growth of the agent's resident memory the slowloris tests tolerate.
+const MEMORY_BOUND_KIB: u64 = 50 * 1024;
+
+fn tpm_config(swtpm: &Swtpm) -> String {
+    format!(
+        "{SOFTWARE}[backends.tpm]\ntcti = \"{}\"\nrequest_timeout_secs = 30\n",
+        swtpm.tcti()
+    )
+}
+
+fn get(url: &str) -> Result<http::Request<Vec<u8>>> {
+    Ok(http::Request::get(url).body(Vec::new())?)
+}
+
+/// Signs a GET with `signer` and has the API verify it; `Ok(level)` when accepted.
+async fn sign_and_verify(
+    signer: &Signer,
+    server: &ApiServer,
+    path: &str,
+) -> Result<Result<String, ClientError>> {
+    let mut request = get(&server.url(path))?;
+    if let Err(e) = signer.sign_request(&mut request).await {
+        return Ok(Err(e));
+    }
+    let response = send(server, &request).await?;
+    ensure!(
+        response.status == 200,
+        "the API refused a signed request: {} {}",
+        response.status,
+        String::from_utf8_lossy(&response.body)
+    );
+    Ok(Ok(response.json()?["level"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()))
+}
+
+fn backend_status(status: &StatusResponse, name: &str) -> Result<bool> {
+    Ok(status
+        .backends
+        .iter()
+        .find(|b| b.name == name)
+        .with_context(|| format!("no {name} backend in {status:?}"))?
+        .available)
+}
+
+fn is_backend_unavailable(e: &ClientError) -> bool {
+    matches!(
+        e,
+        ClientError::Agent {
+            code: AgentErrorCode::BackendUnavailable,
+            status: 503,
+            ..
+        }
+    )
+}
+
+/// What the load clients of the TPM test saw, by phase: 0 before the fault, 1 while swtpm is
+/// gone, 2 after it came back. A result is filed under the phase current when it arrived.
+#[derive(Default)]
+struct Tally {
+    phase: AtomicUsize,
+    ok: [[AtomicUsize; 3]; CLIENTS],
+    unavailable: [[AtomicUsize; 3]; CLIENTS],
+    failures: Mutex<Vec<String>>,
+    stop: AtomicBool,
+}
+
+impl Tally {
+    fn every_client(&self, counts: &[[AtomicUsize; 3]; CLIENTS], phase: usize, n: usize) -> bool {
+        counts.iter().all(|c| c[phase].load(Ordering::SeqCst) >= n)
+    }
+
+    fn summary(&self) -> String {
+        let read = |c: &[[AtomicUsize; 3]; CLIENTS]| -> Vec<[usize; 3]> {
+            c.iter()
+                .map(|p| std::array::from_fn(|i| p[i].load(Ordering::SeqCst)))
+                .collect()
+        };
+        format!(
+            "ok {:?}, unavailable {:?}, failures {:?}",
+            read(&self.ok),
+            read(&self.unavailable),
+            self.failures.lock().map(|f| f.clone()).unwrap_or_default()
+        )
+    }
+}
+
+async fn tpm_load_client(tally: Arc<Tally>, me: usize, signer: Signer, server: Arc<ApiServer>) {
+    let mut i = 0;
+    while !tally.stop.load(Ordering::SeqCst) {
+        i += 1;
+        let outcome = sign_and_verify(&signer, &server, &format!("/load/{me}/{i}")).await;
+        let phase = tally.phase.load(Ordering::SeqCst);
+        match outcome {
+            Ok(Ok(level)) if level == "tpm" => {
+                tally.ok[me][phase].fetch_add(1, Ordering::SeqCst);
+            }
+            Ok(Err(e)) if is_backend_unavailable(&e) && phase > 0 => {
+                tally.unavailable[me][phase].fetch_add(1, Ordering::SeqCst);
+            }
+            other => {
+                let text = match other {
+                    Ok(Ok(level)) => format!("accepted at level {level}"),
+                    Ok(Err(e)) => format!("{e:#}"),
+                    Err(e) => format!("{e:#}"),
+                };
+                if let Ok(mut failures) = tally.failures.lock() {
+                    failures.push(format!("client {me}, phase {phase}: {text}"));
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// swtpm is killed while clients sign with a TPM key: they get `backend_unavailable` (not a
+/// hang, not a 500), a software key on the same agent keeps signing, and when swtpm is back the
+/// same agent process signs with the TPM key again. Afterwards the TPM holds no object.
+#[tokio::test(flavor = "multi_thread")]
+async fn faults_swtpm_killed_under_load_then_recovered() -> Result<()> {
+    let mut swtpm = Swtpm::start_tcp()?;
+    let mut agent = AgentProcess::start_with(&tpm_config(&swtpm), &[])?;
+    let pid = agent.pid();
+    let server = Arc::new(ApiServer::start().await?);
+    let client = agent.client();
+    let (tpm_key, tpm_public) = hwsign_e2e::create_key(&client, "tpm", "under-load").await?;
+    server.register(&tpm_public, KeyLevel::Tpm)?;
+    let (sw_key, sw_public) = hwsign_e2e::create_key(&client, "software", "bystander").await?;
+    server.register(&sw_public, KeyLevel::Software)?;
+    let bystander = Signer::new(client.clone(), sw_key, AUDIENCE);
+
+    let tally = Arc::new(Tally::default());
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|me| {
+            let signer = Signer::new(agent.client(), tpm_key.clone(), AUDIENCE);
+            tokio::spawn(tpm_load_client(
+                Arc::clone(&tally),
+                me,
+                signer,
+                Arc::clone(&server),
+            ))
+        })
+        .collect();
+    let failed = || !tally.failures.lock().map(|f| f.is_empty()).unwrap_or(false);
+    let summary = || tally.summary();
+
+    wait::until(
+        "every client to sign before the fault",
+        || failed() || tally.every_client(&tally.ok, 0, 3),
+        summary,
+    )
+    .await?;
+    tally.phase.store(1, Ordering::SeqCst);
+    swtpm.power_off()?;
+    wait::until(
+        "every client to get backend_unavailable",
+        || failed() || tally.every_client(&tally.unavailable, 1, 2),
+        summary,
+    )
+    .await?;
+    ensure!(!failed(), "{}", summary());
+
+    let status = client.status().await?;
+    ensure!(!backend_status(&status, "tpm")?, "tpm reported available");
+    ensure!(backend_status(&status, "software")?);
+    for i in 0..20 {
+        let level = sign_and_verify(&bystander, &server, &format!("/bystander/{i}")).await??;
+        ensure!(level == "software");
+    }
+
+    tally.phase.store(2, Ordering::SeqCst);
+    swtpm.restart()?;
+    wait::until(
+        "every client to sign again after swtpm returned",
+        || failed() || tally.every_client(&tally.ok, 2, 3),
+        summary,
+    )
+    .await?;
+    tally.stop.store(true, Ordering::SeqCst);
+    for task in tasks {
+        task.await?;
+    }
+    ensure!(!failed(), "{}", summary());
+    println!("faults: swtpm kill under load: {}", summary());
+    ensure!(agent.pid() == pid, "the agent was restarted");
+    ensure!(backend_status(&client.status().await?, "tpm")?);
+
+    ensure!(
+        agent.stop()?,
+        "agent did not exit cleanly:\n{}",
+        agent.log()
+    );
+    let output = swtpm
+        .tool("tpm2_getcap")
+        .arg("handles-transient")
+        .output()?;
+    ensure!(output.status.success(), "tpm2_getcap: {output:?}");
+    let listed = String::from_utf8_lossy(&output.stdout);
+    ensure!(
+        listed.trim().is_empty(),
+        "objects left in the TPM: {listed}"
+    );
+    Ok(())
+}
+
+/// Every file under `dir` (recursively), relative paths.
+fn files_under(dir: &Path) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(current) = pending.pop() {
+        for entry in std::fs::read_dir(&current)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                out.push(path.strip_prefix(dir)?.display().to_string());
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// After a restart: the acknowledged keys are listed, every listed key of `backend` signs a
+/// request the API accepts, key files and listed keys correspond one to one, and no temporary
+/// file is left.
+async fn check_after_restart(
+    agent: &AgentProcess,
+    server: &ApiServer,
+    registered: &mut BTreeSet<String>,
+    acknowledged: &BTreeSet<String>,
+    backend: &str,
+    level: KeyLevel,
+) -> Result<()> {
+    let keys: Vec<_> = agent
+        .client()
+        .list_keys()
+        .await?
+        .into_iter()
+        .filter(|k| k.backend == backend)
+        .collect();
+    let listed: BTreeSet<String> = keys.iter().map(|k| k.id.clone()).collect();
+    ensure!(
+        acknowledged.is_subset(&listed),
+        "acknowledged keys missing after restart: {:?}",
+        acknowledged.difference(&listed).collect::<Vec<_>>()
+    );
+    for key in &keys {
+        if registered.insert(key.id.clone()) {
+            server.register(&PublicKey::from_spki_pem(&key.public_key_pem)?, level)?;
+        }
+        let signer = Signer::new(agent.client(), key.id.clone(), AUDIENCE);
+        let accepted = sign_and_verify(&signer, server, "/after-crash").await?;
+        ensure!(
+            accepted.as_deref().ok() == Some(level.as_str()),
+            "{}: {accepted:?}",
+            key.id
+        );
+    }
+    let files = files_under(&agent.state_dir())?;
+    ensure!(
+        !files.iter().any(|f| f.contains(".tmp-")),
+        "temporary files left: {files:?}"
+    );
+    let key_files = files
+        .iter()
+        .filter(|f| match backend {
+            "software" => f.starts_with("software/") && f.ends_with(".key"),
+            _ => f.starts_with("tpm/key-") && f.ends_with(".json"),
+        })
+        .count();
+    ensure!(
+        key_files == keys.len(),
+        "{key_files} key files but {} keys listed: {files:?}",
+        keys.len()
+    );
+    Ok(())
+}
+
+/// How long one `create_key` of `backend` takes on this machine (median of a few), so the kill
+/// points can be spread over the whole creation whatever the disk's fsync or the TPM costs.
+async fn creation_time(agent: &AgentProcess, backend: &str) -> Result<Duration> {
+    let mut times = Vec::new();
+    for i in 0..5 {
+        let start = std::time::Instant::now();
+        agent
+            .client()
+            .create_key(backend, &format!("calibration-{i}"))
+            .await?;
+        times.push(start.elapsed());
+    }
+    times.sort();
+    Ok(times[times.len() / 2])
+}
+
+/// SIGKILLs the agent at `iterations` points of a `create_key` (the first right after the
+/// request is written, the others spread over 1.5 times a typical creation) and restarts it.
+async fn killed_during_creation(
+    agent: &mut AgentProcess,
+    backend: &str,
+    level: KeyLevel,
+    iterations: u32,
+) -> Result<()> {
+    let server = ApiServer::start().await?;
+    let mut registered = BTreeSet::new();
+    let mut acknowledged = BTreeSet::new();
+    let typical = creation_time(agent, backend).await?;
+    let mut interrupted = 0;
+    for i in 0..iterations {
+        let body = serde_json::to_vec(&serde_json::json!({
+            "backend": backend,
+            "label": format!("crash-{i}"),
+        }))?;
+        let mut stream = agent_raw::connect(agent.socket()).await?;
+        agent_raw::post(&mut stream, "/v1/keys", &body).await?;
+        let answer = tokio::spawn(async move { agent_raw::read_answer(&mut stream).await });
+        let delay = typical * 3 * i / (2 * iterations);
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        tokio::task::block_in_place(|| agent.kill())?;
+        match answer.await? {
+            Ok(answer) if answer.status == 201 => {
+                let id = answer.json()?["id"]
+                    .as_str()
+                    .context("created key without id")?
+                    .to_owned();
+                acknowledged.insert(id);
+            }
+            Ok(answer) => anyhow::bail!(
+                "creation answered {} {}",
+                answer.status,
+                String::from_utf8_lossy(&answer.body)
+            ),
+            Err(_) => interrupted += 1,
+        }
+        tokio::task::block_in_place(|| agent.restart(&[]))?;
+        check_after_restart(
+            agent,
+            &server,
+            &mut registered,
+            &acknowledged,
+            backend,
+            level,
+        )
+        .await
+        .with_context(|| format!("iteration {i}"))?;
+    }
+    let log = agent.log();
+    ensure!(
+        !log.contains("ERROR") && !log.contains("panicked"),
+        "the agent logged errors:\n{log}"
+    );
+    println!(
+        "faults: {backend}: {iterations} kills over {typical:?} creations: {} acknowledged, \
+         {interrupted} interrupted, {} keys on disk (5 from calibration)",
+        acknowledged.len(),
+        registered.len()
+    );
+    Ok(())
+}
+
+/// A SIGKILL at any point of a software key creation leaves either a complete key or none.
+#[tokio::test(flavor = "multi_thread")]
+async fn faults_sigkill_during_software_key_creation() -> Result<()> {
+    let mut agent = AgentProcess::start()?;
+    killed_during_creation(&mut agent, "software", KeyLevel::Software, 40).await
+}
+
+/// The same for TPM keys: the blob files are complete or absent, and objects the killed agent
+/// left loaded in the TPM do not exhaust its three slots.
+#[tokio::test(flavor = "multi_thread")]
+async fn faults_sigkill_during_tpm_key_creation() -> Result<()> {
+    let swtpm = Swtpm::start_tcp()?;
+    let mut agent = AgentProcess::start_with(&tpm_config(&swtpm), &[])?;
+    killed_during_creation(&mut agent, "tpm", KeyLevel::Tpm, 12).await?;
+    ensure!(agent.stop()?, "agent did not exit cleanly");
+    let output = swtpm
+        .tool("tpm2_getcap")
+        .arg("handles-transient")
+        .output()?;
+    ensure!(output.status.success(), "tpm2_getcap: {output:?}");
+    let listed = String::from_utf8_lossy(&output.stdout);
+    ensure!(
+        listed.trim().is_empty(),
+        "objects left in the TPM: {listed}"
+    );
+    Ok(())
+}
+
+fn sign_request(key_id: &str, server: &ApiServer, path: &str) -> SignRequest {
+    SignRequest {
+        key_id: key_id.to_owned(),
+        audience: AUDIENCE.to_owned(),
+        method: "GET".into(),
+        authority: server.authority(),
+        path: path.to_owned(),
+        query: String::new(),
+        headers: Vec::new(),
+        body_sha256: hex::encode(Sha256::digest(b"")),
+        signed_headers: Vec::new(),
+        presign_expires_secs: None,
+    }
+}
+
+/// Sends the GET that `headers` (the agent's answer to [`sign_request`]) sign to the API.
+async fn verify_signed_get(server: &ApiServer, path: &str, headers: &[HeaderField]) -> Result<()> {
+    let mut request = get(&server.url(path))?;
+    for field in headers {
+        request.headers_mut().append(
+            http::HeaderName::from_bytes(field.name.as_bytes())?,
+            http::HeaderValue::from_str(&field.value)?,
+        );
+    }
+    let response = send(server, &request).await?;
+    ensure!(
+        response.status == 200,
+        "{path}: {} {}",
+        response.status,
+        String::from_utf8_lossy(&response.body)
+    );
+    Ok(())
+}
+
+/// SIGTERM while requests are inside the agent (head read, handler waiting for the body) and
+/// while clients keep signing: every request the agent took completes with 200 and a signature
+/// the API accepts; later calls find the socket closed; the agent exits with status 0.
+#[tokio::test(flavor = "multi_thread")]
+async fn faults_sigterm_drains_requests_in_flight() -> Result<()> {
+    const HELD: usize = 40;
+    let mut agent = AgentProcess::start_with(
+        &format!("{SOFTWARE}[limits]\nshutdown_grace_ms = 60000\n"),
+        &[],
+    )?;
+    let server = ApiServer::start().await?;
+    let (key_id, public) = hwsign_e2e::create_key(&agent.client(), "software", "drain").await?;
+    server.register(&public, KeyLevel::Software)?;
+
+    let mut held = Vec::new();
+    for i in 0..HELD {
+        let path = format!("/held/{i}");
+        let body = serde_json::to_vec(&sign_request(&key_id, &server, &path))?;
+        let mut stream = agent_raw::connect(agent.socket()).await?;
+        agent_raw::start_post(&mut stream, "/v1/sign", body.len()).await?;
+        held.push((stream, path, body));
+    }
+    for (stream, _, _) in &mut held {
+        agent_raw::await_continue(stream).await?;
+    }
+
+    let signed = Arc::new(AtomicUsize::new(0));
+    let loaders: Vec<_> = (0..CLIENTS)
+        .map(|me| {
+            let client = agent.client();
+            let request = sign_request(&key_id, &server, &format!("/loader/{me}"));
+            let signed = Arc::clone(&signed);
+            tokio::spawn(async move {
+                loop {
+                    match client.sign(&request).await {
+                        Ok(_) => {
+                            signed.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Err(ClientError::Connect { .. }) => return Ok(()),
+                        Err(e) => return Err(anyhow::Error::new(e).context(format!("loader {me}"))),
+                    }
+                }
+            })
+        })
+        .collect();
+    wait::until(
+        "the loaders to sign",
+        || signed.load(Ordering::SeqCst) >= CLIENTS * 10,
+        || format!("{signed:?}"),
+    )
+    .await?;
+
+    let pid = Pid::from_raw(i32::try_from(agent.pid().context("agent not running")?)?);
+    kill(pid, Signal::SIGTERM)?;
+    for loader in loaders {
+        loader.await??;
+    }
+    for (mut stream, path, body) in held {
+        let answer = agent_raw::finish(&mut stream, &body).await?;
+        ensure!(
+            answer.status == 200,
+            "held request {path}: {} {}",
+            answer.status,
+            String::from_utf8_lossy(&answer.body)
+        );
+        let response: hwsign_proto::api::SignResponse = serde_json::from_slice(&answer.body)?;
+        verify_signed_get(&server, &path, &response.headers).await?;
+    }
+    ensure!(
+        agent_raw::connect(agent.socket()).await.is_err(),
+        "the agent still accepts connections after SIGTERM"
+    );
+    let exited_cleanly = tokio::task::block_in_place(|| agent.stop())?;
+    ensure!(exited_cleanly, "exit status not 0:\n{}", agent.log());
+    println!(
+        "faults: SIGTERM drained {HELD} held requests; loaders signed {} before it",
+        signed.load(Ordering::SeqCst)
+    );
+    Ok(())
+}
+
+/// Opens [`STALLED`] connections to the agent that each send half a request head and stop.
+async fn stall_agent(socket: &Path) -> Result<Vec<tokio::net::UnixStream>> {
+    let mut stalled = Vec::with_capacity(STALLED);
+    while stalled.len() < STALLED {
+        let mut stream = match tokio::net::UnixStream::connect(socket).await {
+            Ok(stream) => stream,
+            // The listen backlog is full while the agent catches up with accepting.
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                tokio::task::yield_now().await;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        // The agent may already have refused (cap reached) and closed; that is its right.
+        let _ = stream
+            .write_all(b"POST /v1/sign HTTP/1.1\r\nhost: localhost\r\ncontent-le")
+            .await;
+        stalled.push(stream);
+    }
+    Ok(stalled)
+}
+
+/// Waits until the agent has closed every stalled connection (the header read timeout).
+async fn closed_by_agent(stalled: Vec<tokio::net::UnixStream>) -> Result<()> {
+    use tokio::io::AsyncReadExt;
+    for mut stream in stalled {
+        let mut sink = Vec::new();
+        // EOF, with or without a 408 first, or a reset: either way the agent let go.
+        let _ = tokio::time::timeout(wait::PATIENCE, stream.read_to_end(&mut sink))
+            .await
+            .context("a stalled connection was never closed by the agent")?;
+    }
+    Ok(())
+}
+
+/// A thousand half-sent request heads, with room for all of them under the connection cap: the
+/// agent's memory stays bounded, a well-behaved client is served meanwhile, and the header read
+/// timeout closes every stalled connection.
+#[tokio::test(flavor = "multi_thread")]
+async fn faults_slowloris_on_the_agent_socket_stays_bounded() -> Result<()> {
+    raise_fd_limit(4 * STALLED as u64)?;
+    let agent = AgentProcess::start_with(
+        &format!("max_connections = 2048\n{SOFTWARE}[limits]\nheader_read_timeout_ms = 3000\n"),
+        &[],
+    )?;
+    let pid = agent.pid().context("agent not running")?;
+    let server = ApiServer::start().await?;
+    let (key_id, public) = hwsign_e2e::create_key(&agent.client(), "software", "loris").await?;
+    server.register(&public, KeyLevel::Software)?;
+    let signer = Signer::new(agent.client(), key_id.clone(), AUDIENCE);
+    sign_and_verify(&signer, &server, "/warm").await??;
+    let before = memory(pid)?;
+
+    let stalled = stall_agent(agent.socket()).await?;
+    let fresh = Signer::new(AgentClient::new(agent.socket()), key_id, AUDIENCE);
+    let level = sign_and_verify(&fresh, &server, "/while-stalled").await??;
+    ensure!(level == "software");
+    let during = memory(pid)?;
+    closed_by_agent(stalled).await?;
+    let after = memory(pid)?;
+    println!(
+        "faults: slowloris x{STALLED}: agent RSS {} KiB before, {} KiB during, peak {} KiB, \
+         {} KiB after",
+        before.rss_kib, during.rss_kib, after.peak_kib, after.rss_kib
+    );
+    ensure!(
+        after.peak_kib.saturating_sub(before.rss_kib) < MEMORY_BOUND_KIB,
+        "agent memory grew from {} KiB to a peak of {} KiB",
+        before.rss_kib,
+        after.peak_kib
+    );
+    sign_and_verify(&fresh, &server, "/after").await??;
+    Ok(())
+}
+
+/// A thousand half-sent request heads against a small connection cap: the stalled connections
+/// fill it, later ones are refused (503 `unavailable` or closed), and a well-behaved client that
+/// retries is served once the header read timeout has freed the slots.
+#[tokio::test(flavor = "multi_thread")]
+async fn faults_slowloris_over_the_connection_cap_still_serves() -> Result<()> {
+    raise_fd_limit(4 * STALLED as u64)?;
+    let agent = AgentProcess::start_with(
+        &format!("max_connections = 16\n{SOFTWARE}[limits]\nheader_read_timeout_ms = 1000\n"),
+        &[],
+    )?;
+    let pid = agent.pid().context("agent not running")?;
+    let (key_id, _) = hwsign_e2e::create_key(&agent.client(), "software", "capped").await?;
+    let request = SignRequest {
+        key_id,
+        audience: AUDIENCE.into(),
+        method: "GET".into(),
+        authority: "api.example.test".into(),
+        path: "/capped".into(),
+        query: String::new(),
+        headers: Vec::new(),
+        body_sha256: hex::encode(Sha256::digest(b"")),
+        signed_headers: Vec::new(),
+        presign_expires_secs: None,
+    };
+    let before = memory(pid)?;
+
+    let stalled = stall_agent(agent.socket()).await?;
+    let client = AgentClient::new(agent.socket());
+    let mut refused = 0;
+    let mut closed = 0;
+    let served = tokio::time::timeout(wait::PATIENCE, async {
+        loop {
+            match client.sign(&request).await {
+                Ok(response) => return Ok(response),
+                Err(ClientError::Agent {
+                    code: AgentErrorCode::Unavailable,
+                    status: 503,
+                    ..
+                }) => refused += 1,
+                // Past the refusal slots the agent closes without answering; while it catches
+                // up with accepting, the listen backlog may be full.
+                Err(ClientError::Io(_) | ClientError::Connect { .. }) => closed += 1,
+                Err(e) => return Err(anyhow::Error::new(e)),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .context("the well-behaved client was never served")??;
+    ensure!(!served.headers.is_empty());
+    let after = memory(pid)?;
+    println!(
+        "faults: slowloris x{STALLED} over a cap of 16: client refused {refused}x, closed \
+         {closed}x before being served; agent RSS {} KiB before, peak {} KiB",
+        before.rss_kib, after.peak_kib
+    );
+    ensure!(
+        after.peak_kib.saturating_sub(before.rss_kib) < MEMORY_BOUND_KIB,
+        "agent memory grew from {} KiB to a peak of {} KiB",
+        before.rss_kib,
+        after.peak_kib
+    );
+    drop(stalled);
+    Ok(())
+}
+
+/// The same against the verifier-protected API over TCP: with a thousand half-sent heads open,
+/// a signed request is still verified and answered.
+#[tokio::test(flavor = "multi_thread")]
+async fn faults_slowloris_on_the_api_leaves_it_serving() -> Result<()> {
+    raise_fd_limit(4 * STALLED as u64)?;
+    let agent = AgentProcess::start()?;
+    let server = ApiServer::start().await?;
+    let (key_id, public) = hwsign_e2e::create_key(&agent.client(), "software", "api").await?;
+    server.register(&public, KeyLevel::Software)?;
+    let signer = Signer::new(agent.client(), key_id, AUDIENCE);
+    let mut stalled = Vec::with_capacity(STALLED);
+    for _ in 0..STALLED {
+        let mut stream = tokio::net::TcpStream::connect(server.addr).await?;
+        stream
+            .write_all(b"GET /slow HTTP/1.1\r\nhost: 127.0.0.1\r\nauthoriz")
+            .await?;
+        stalled.push(stream);
+    }
+    let level = sign_and_verify(&signer, &server, "/while-stalled").await??;
+    ensure!(level == "software");
+    drop(stalled);
+    Ok(())
+}
