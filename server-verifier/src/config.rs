@@ -38,7 +38,8 @@ pub struct VerifierConfig {
     pub route_rules: Vec<RouteRule>,
 }
 
-/// A minimum key level for every path starting with `path_prefix`.
+/// A minimum key level for every path starting with `path_prefix`, and whether the path demands
+/// strict mode (no delegated session keys).
 ///
 /// Prefixes are plain string prefixes (`/admin` also matches `/administrator`; write `/admin/`
 /// for a directory). They are matched against the path as sent, its percent-decoded form and its
@@ -51,6 +52,10 @@ pub struct RouteRule {
     pub path_prefix: String,
     /// The lowest key level allowed.
     pub min_level: KeyLevel,
+    /// Refuse delegated session keys here (`policy_denied`): the hardware key itself must sign
+    /// (docs/PROTOCOL.md §8), e.g. for key generation or other sensitive routes.
+    #[serde(default)]
+    pub strict: bool,
 }
 
 fn default_skew() -> u64 {

@@ -32,6 +32,7 @@ pub mod admin;
 pub mod attestation;
 pub mod backend;
 pub mod config;
+pub mod delegation;
 pub mod enrollment;
 pub mod layer;
 pub mod registry;

@@ -1,4 +1,4 @@
-//! Route rules: the minimum key level a path demands.
+//! Route rules: the minimum key level a path demands, and whether it demands strict mode.
 
 use std::borrow::Cow;
 
@@ -22,16 +22,33 @@ pub(crate) fn required_level(rules: &[RouteRule], path: &str) -> Option<KeyLevel
     let normalized = normalize(&decoded);
     [path, decoded.as_ref(), normalized.as_str()]
         .into_iter()
-        .filter_map(|form| longest_match(rules, form))
+        .filter_map(|form| longest_match(rules, form).map(|rule| rule.min_level))
         .max()
 }
 
-fn longest_match(rules: &[RouteRule], path: &str) -> Option<KeyLevel> {
+/// Whether `path` demands strict mode (no delegated session keys): the longest matching prefix
+/// decides for each spelling of the path, as in [`required_level`], and any strict spelling makes
+/// the request strict.
+pub(crate) fn strict_required(rules: &[RouteRule], path: &str) -> bool {
+    if !rules.iter().any(|rule| rule.strict) {
+        return false;
+    }
+    let decoded: Cow<'_, str> = match encoding::decode(path) {
+        Ok(bytes) => Cow::Owned(String::from_utf8_lossy(&bytes).into_owned()),
+        Err(_) => Cow::Borrowed(path),
+    };
+    let normalized = normalize(&decoded);
+    [path, decoded.as_ref(), normalized.as_str()]
+        .into_iter()
+        .filter_map(|form| longest_match(rules, form))
+        .any(|rule| rule.strict)
+}
+
+fn longest_match<'a>(rules: &'a [RouteRule], path: &str) -> Option<&'a RouteRule> {
     rules
         .iter()
         .filter(|rule| path.starts_with(rule.path_prefix.as_str()))
         .max_by_key(|rule| rule.path_prefix.len())
-        .map(|rule| rule.min_level)
 }
 
 /// Removes `.` and `..` segments and empty segments, keeping a trailing slash.
@@ -66,14 +83,17 @@ mod tests {
             RouteRule {
                 path_prefix: "/admin".into(),
                 min_level: KeyLevel::Tpm,
+                strict: true,
             },
             RouteRule {
                 path_prefix: "/admin/public".into(),
                 min_level: KeyLevel::Software,
+                strict: false,
             },
             RouteRule {
                 path_prefix: "/keys/".into(),
                 min_level: KeyLevel::HardwareUnattested,
+                strict: false,
             },
         ]
     }
@@ -111,5 +131,17 @@ mod tests {
             required_level(&rules, "/admin/public/../secret"),
             Some(KeyLevel::Tpm)
         );
+    }
+
+    #[test]
+    fn strict_follows_the_longest_prefix_on_every_spelling() {
+        let rules = rules();
+        assert!(strict_required(&rules, "/admin/x"));
+        assert!(!strict_required(&rules, "/admin/public/x"));
+        assert!(!strict_required(&rules, "/keys/1"));
+        assert!(!strict_required(&rules, "/other"));
+        for path in ["/%61dmin/x", "//admin/x", "/admin/public/../secret"] {
+            assert!(strict_required(&rules, path), "{path}");
+        }
     }
 }

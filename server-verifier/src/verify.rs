@@ -2,7 +2,8 @@
 //! and the current time to a verified principal or a rejection with its wire code.
 //!
 //! Checks run in a fixed order, cheapest and least trusting first, so the code a client sees is
-//! predictable: parse → audience → date → registry → signature → body hash → nonce → route rule.
+//! predictable: parse → audience → date → registry (for a delegated request: the delegation
+//! statement, see [`crate::delegation`]) → signature → body hash → nonce → route rule.
 //! The body hash comes after the signature, so a request with a valid signature over another body
 //! is reported as `body_hash_mismatch`; the nonce is remembered only for requests that passed every
 //! cryptographic check, so a stranger cannot fill the replay cache or burn someone's nonce.
@@ -20,9 +21,10 @@ use thiserror::Error;
 
 use crate::backend::{PreparedKey, VerifyBackend};
 use crate::config::{ConfigError, VerifierConfig};
+use crate::delegation::{RequestClaims, StatementCache};
 use crate::registry::{KeyRegistry, RegisteredKey};
 use crate::replay::{Freshness, ReplayCache};
-use crate::routes::required_level;
+use crate::routes::{required_level, strict_required};
 
 /// Prepared keys kept per verifier; cleared when full rather than grown without bound.
 const PREPARED_KEY_CAPACITY: usize = 65_536;
@@ -30,7 +32,8 @@ const PREPARED_KEY_CAPACITY: usize = 65_536;
 /// Who signed a request that passed every check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedPrincipal {
-    /// The signing key's id.
+    /// The signing key's id; for a delegated request, the device key that signed the delegation
+    /// statement (the session key is ephemeral and says nothing about who signed).
     pub key_id: String,
     /// The key's label in the registry.
     pub label: String,
@@ -38,7 +41,7 @@ pub struct VerifiedPrincipal {
     pub device_id: Option<String>,
     /// The key's level.
     pub level: KeyLevel,
-    /// Whether a delegated session key signed (always false until delegation is verified).
+    /// Whether a delegated session key signed, under a statement by the device key `key_id`.
     pub delegated: bool,
 }
 
@@ -81,6 +84,8 @@ pub struct SignatureChecked {
     nonce: String,
     nonce_expires_unix: i64,
     required_level: Option<KeyLevel>,
+    strict_route: bool,
+    delegated: bool,
     signed_headers: SignedHeaders,
 }
 
@@ -90,9 +95,14 @@ impl SignatureChecked {
         matches!(self.payload, Payload::Sha256(_))
     }
 
-    /// The key that signed.
+    /// The key that signed (for a delegated request: the device key behind the session key).
     pub fn key_id(&self) -> &str {
         &self.key.key_id
+    }
+
+    /// Whether a delegated session key signed.
+    pub fn is_delegated(&self) -> bool {
+        self.delegated
     }
 
     /// Whether the signature covers the header `name` (lower case).
@@ -109,6 +119,7 @@ pub struct Verifier {
     replay: Arc<dyn ReplayCache>,
     backend: VerifyBackend,
     prepared: RwLock<HashMap<String, Arc<PreparedKey>>>,
+    statements: StatementCache,
 }
 
 fn unix_seconds(now: SystemTime) -> Result<i64, Rejection> {
@@ -174,6 +185,7 @@ impl Verifier {
             replay,
             backend: VerifyBackend::default(),
             prepared: RwLock::new(HashMap::new()),
+            statements: StatementCache::default(),
         })
     }
 
@@ -181,6 +193,7 @@ impl Verifier {
     pub fn with_backend(mut self, backend: VerifyBackend) -> Self {
         self.backend = backend;
         self.prepared = RwLock::new(HashMap::new());
+        self.statements.clear();
         self
     }
 
@@ -245,14 +258,6 @@ impl Verifier {
             )
         })?;
 
-        // Delegated session keys (design brief §4) are not verified yet; accepting such a request
-        // on the credential alone would ignore the statement's limits, so it is refused.
-        if claimed.delegation.is_some() {
-            return Err(Rejection::new(
-                RejectCode::DelegationInvalid,
-                "this verifier does not accept delegated session keys yet",
-            ));
-        }
         if claimed.authorization.scope.audience != self.config.audience {
             return Err(Rejection::new(
                 RejectCode::WrongAudience,
@@ -263,8 +268,30 @@ impl Verifier {
             ));
         }
         let nonce_expires_unix = self.check_date(&claimed, now)?;
-        let key = self.lookup(&claimed.authorization.credential)?;
-        if !self.prepared_key(&key)?.verify(
+        let (key, signer) = match &claimed.delegation {
+            None => {
+                let key = self.lookup(&claimed.authorization.credential)?;
+                let signer = self.prepared_key(&key)?;
+                (key, signer)
+            }
+            Some(statement) => {
+                let claims = RequestClaims {
+                    credential: &claimed.authorization.credential,
+                    audience: &claimed.authorization.scope.audience,
+                    date_unix: claimed.time.unix(),
+                    now_unix: now,
+                    skew_secs: i64::try_from(self.config.clock_skew_secs).unwrap_or(i64::MAX),
+                };
+                let checked = self.statements.check(
+                    statement,
+                    &claims,
+                    |device_key_id| self.lookup(device_key_id),
+                    |public| Ok(Arc::new(self.backend.prepare(public))),
+                )?;
+                (checked.device_key, checked.session_key)
+            }
+        };
+        if !signer.verify(
             claimed.string_to_sign.as_str().as_bytes(),
             &claimed.authorization.signature,
         ) {
@@ -291,6 +318,8 @@ impl Verifier {
             nonce: nonce.as_str().to_owned(),
             nonce_expires_unix,
             required_level: required_level(&self.config.route_rules, parts.path),
+            strict_route: strict_required(&self.config.route_rules, parts.path),
+            delegated: claimed.delegation.is_some(),
             signed_headers: claimed.authorization.signed_headers,
         })
     }
@@ -345,12 +374,18 @@ impl Verifier {
                 ),
             ));
         }
+        if checked.strict_route && checked.delegated {
+            return Err(Rejection::new(
+                RejectCode::PolicyDenied,
+                "this route needs the hardware key itself (strict mode), not a delegated session key",
+            ));
+        }
         Ok(VerifiedPrincipal {
             key_id: key.key_id,
             label: key.label,
             device_id: key.device_id,
             level: key.level,
-            delegated: false,
+            delegated: checked.delegated,
         })
     }
 

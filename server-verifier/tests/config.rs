@@ -19,11 +19,13 @@ fn sample_config_parses() -> Result<()> {
         vec![
             RouteRule {
                 path_prefix: "/admin/".into(),
-                min_level: KeyLevel::Tpm
+                min_level: KeyLevel::Tpm,
+                strict: false,
             },
             RouteRule {
                 path_prefix: "/v1/payments/".into(),
-                min_level: KeyLevel::HardwareUnattested
+                min_level: KeyLevel::HardwareUnattested,
+                strict: false,
             },
         ]
     );

@@ -89,6 +89,7 @@ async fn start(max_body_bytes: u64) -> Result<Server> {
     config.route_rules = vec![RouteRule {
         path_prefix: "/admin/".into(),
         min_level: KeyLevel::Tpm,
+        strict: false,
     }];
     let verifier = Arc::new(Verifier::new(
         config,

@@ -70,6 +70,7 @@ fn config() -> VerifierConfig {
     config.route_rules = vec![RouteRule {
         path_prefix: "/admin/".into(),
         min_level: KeyLevel::Tpm,
+        strict: false,
     }];
     config
 }
@@ -261,7 +262,7 @@ fn cases(keys: &Keys) -> Result<Vec<Case>> {
     ));
 
     cases.push(case(
-        "delegation statement (not supported yet)",
+        "malformed delegation statement",
         sign(
             sw,
             &base.clone().header("x-hws-delegation", "e30.MEUCIQ"),
