@@ -24,6 +24,8 @@ pub enum Operation {
     CreateKey,
     /// `POST /v1/keys/{id}/activate-credential`.
     ActivateCredential,
+    /// The hardware key signed a delegation statement for a new session key (delegated mode).
+    IssueDelegation,
 }
 
 /// One audit record. Never holds secrets or bodies: identifiers and request coordinates only.
@@ -64,6 +66,12 @@ pub struct Record<'a> {
     /// Presigned URL lifetime (sign, presigned mode).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub presign_expires_secs: Option<u64>,
+    /// The session key that signed (sign, delegated mode) or was authorized (issue_delegation).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_key_id: Option<&'a str>,
+    /// End of the statement's validity, seconds since the epoch (issue_delegation).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<i64>,
 }
 
 impl<'a> Record<'a> {
@@ -86,6 +94,8 @@ impl<'a> Record<'a> {
             host: None,
             path: None,
             presign_expires_secs: None,
+            session_key_id: None,
+            not_after: None,
         }
     }
 }

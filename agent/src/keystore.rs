@@ -8,6 +8,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use crate::AgentError;
 use crate::backends::{BackendError, BackendHealth, BackendKey, KeyBackend};
 use crate::config::Config;
+use crate::session::SessionManager;
 
 /// Why a call into a backend did not produce the backend's own answer.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +26,7 @@ pub enum CallError {
 pub struct KeyStore {
     backends: Vec<Arc<dyn KeyBackend>>,
     index: RwLock<HashMap<String, usize>>,
+    sessions: SessionManager,
 }
 
 impl KeyStore {
@@ -45,7 +47,13 @@ impl KeyStore {
         Self {
             backends,
             index: RwLock::new(HashMap::new()),
+            sessions: SessionManager::new(),
         }
+    }
+
+    /// The delegated session keys of keys in delegated mode (memory only).
+    pub fn sessions(&self) -> &SessionManager {
+        &self.sessions
     }
 
     /// The backends, in configuration order.

@@ -5,7 +5,8 @@
 //! [`server`] (accept loop, connection cap, shutdown and drain) →
 //! [`peer`] (SO_PEERCRED uid check, before any byte of the request is read) →
 //! [`api`] (routing, bounded bodies, JSON, wire error codes) →
-//! [`keystore`] (key id → backend, per-key rules, blocking calls off the runtime) →
+//! [`keystore`] (key id → backend, per-key rules, blocking calls off the runtime; delegated
+//! session keys in [`session`]) →
 //! [`backends`] (the [`backends::KeyBackend`] implementations).
 //!
 //! Embedding the agent (the `hwsign` CLI's demo, tests):
@@ -38,6 +39,7 @@ pub mod fsutil;
 pub mod keystore;
 pub mod peer;
 pub mod server;
+pub mod session;
 pub mod socket;
 #[allow(unsafe_code)]
 pub mod systemd;

@@ -2,7 +2,13 @@
 //! the key's rules, signs the digest with the key's backend and returns what to add to the
 //! request. It logs and audits what it signs (key, audience, method, host, path), never header
 //! values or bodies.
+//!
+//! A key in delegated mode (`mode = "delegated"` in its key rule) signs header-mode requests with
+//! its current session key ([`crate::session`]): the Credential is the session key's id and the
+//! statement travels in `X-Hws-Delegation`, a signed header. Presigned URLs outlive any statement
+//! and are always signed by the key itself.
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ::http::{Response, StatusCode};
@@ -10,6 +16,7 @@ use ::http::{Response, StatusCode};
 use hwsign_proto::api::{HeaderField, SignRequest, SignResponse};
 use hwsign_proto::keys::{check_key_id, check_payload_hash};
 use hwsign_proto::limits::MAX_AUTHORITY_LEN;
+use hwsign_proto::profile::HWS1_DELEGATION_HEADER;
 use hwsign_proto::sign::{UNSIGNED_PAYLOAD, prepare_headers, prepare_presigned};
 use hwsign_proto::{
     HWS1, HeaderSelection, Nonce, PreparedSignature, RequestParts, SigningParams, SigningTime,
@@ -18,11 +25,33 @@ use hwsign_proto::{
 use super::http::{self, Body};
 use super::{ApiError, Context};
 use crate::audit::{Operation, Record};
+use crate::backends::KeyBackend;
+use crate::config::{KeyMode, KeyRule};
 use crate::keystore::KeyStore;
 use crate::peer::Peer;
+use crate::session::{
+    DEFAULT_SESSION_LIFETIME_SECS, PendingSession, Session, SessionError, SessionTiming,
+};
+
+/// A granted signature.
+struct Signed {
+    backend: &'static str,
+    response: SignResponse,
+    /// Delegated mode: the session key that signed.
+    session_key_id: Option<String>,
+}
+
+impl From<SessionError> for ApiError {
+    fn from(e: SessionError) -> Self {
+        match e {
+            SessionError::TooMany => Self::Unavailable,
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
 
 /// Signs the described request.
-pub async fn sign(ctx: &Context, peer: Peer, body: &[u8]) -> Result<Response<Body>, ApiError> {
+pub async fn sign(ctx: &Arc<Context>, peer: Peer, body: &[u8]) -> Result<Response<Body>, ApiError> {
     let request: SignRequest = http::parse_json(body)?;
     check_key_id(&request.key_id)?;
     tracing::info!(
@@ -46,41 +75,164 @@ pub async fn sign(ctx: &Context, peer: Peer, body: &[u8]) -> Result<Response<Bod
     record.host = Some(&request.authority);
     record.path = Some(&request.path);
     record.presign_expires_secs = request.presign_expires_secs;
-    if let Ok((backend, _)) = &result {
-        record.backend = Some(backend);
+    if let Ok(signed) = &result {
+        record.backend = Some(signed.backend);
+        record.session_key_id = signed.session_key_id.as_deref();
     }
     // The signature is released only once it is on record.
     ctx.audit
         .append(&record)
         .map_err(|e| ApiError::Internal(format!("audit log: {e}")))?;
-    let (_, response) = result?;
-    Ok(http::json(StatusCode::OK, &response))
+    drop(record);
+    let signed = result?;
+    Ok(http::json(StatusCode::OK, &signed.response))
+}
+
+fn unix_now() -> Result<i64, ApiError> {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .map_err(|_| ApiError::Internal("system clock before 1970".into()))
 }
 
 async fn sign_checked(
-    ctx: &Context,
+    ctx: &Arc<Context>,
     peer: Peer,
     request: &SignRequest,
-) -> Result<(&'static str, SignResponse), ApiError> {
+) -> Result<Signed, ApiError> {
     let backend = ctx.keys.backend_for(&request.key_id).await?;
-    if let Some(rule) = ctx.config.rule_for(&request.key_id) {
+    let rule = ctx.config.rule_for(&request.key_id);
+    if let Some(rule) = rule {
         rule.check(&request.audience, &request.authority, peer.uid)
             .map_err(ApiError::KeyNotPermitted)?;
     }
-    let time = SigningTime::from_unix(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-            .map_err(|_| ApiError::Internal("system clock before 1970".into()))?,
-    );
     let mut random = [0u8; 16];
     getrandom::fill(&mut random).map_err(|e| ApiError::Internal(format!("CSPRNG: {e}")))?;
     let nonce = Nonce::from_random(random);
+    if let Some(rule) = rule.filter(|r| r.mode == KeyMode::Delegated)
+        && request.presign_expires_secs.is_none()
+    {
+        return sign_delegated(ctx, peer, request, rule, &backend, &nonce).await;
+    }
+    let time = SigningTime::from_unix(unix_now()?);
     let prepared = prepare(request, time, &nonce)?;
     let digest = prepared.digest();
     let key_id = request.key_id.clone();
     let signature = KeyStore::call(&backend, move |b| b.sign_digest(&key_id, &digest)).await?;
-    let additions = prepared.finish(&HWS1, &signature);
+    Ok(Signed {
+        backend: backend.name(),
+        response: response(request, prepared, &signature, time, request.key_id.clone()),
+        session_key_id: None,
+    })
+}
+
+/// Signs with the key's current session key, issuing one first if needed.
+async fn sign_delegated(
+    ctx: &Arc<Context>,
+    peer: Peer,
+    request: &SignRequest,
+    rule: &KeyRule,
+    backend: &Arc<dyn KeyBackend>,
+    nonce: &Nonce,
+) -> Result<Signed, ApiError> {
+    let timing = SessionTiming::for_lifetime(
+        rule.session_lifetime_secs
+            .unwrap_or(DEFAULT_SESSION_LIFETIME_SECS),
+    );
+    // A session handed out at the very end of its window may be over by the time the request
+    // is dated; then the next call finds (or waits for) its successor.
+    for _ in 0..3 {
+        let issue = {
+            let ctx = Arc::clone(ctx);
+            let backend = Arc::clone(backend);
+            let key_id = request.key_id.clone();
+            let audience = request.audience.clone();
+            move || async move { issue_session(&ctx, &backend, &key_id, &audience, timing, peer).await }
+        };
+        let session = ctx
+            .keys
+            .sessions()
+            .session(
+                &request.key_id,
+                &request.audience,
+                || unix_now().unwrap_or(0),
+                issue,
+            )
+            .await?;
+        let time = SigningTime::from_unix(unix_now()?);
+        if !session.covers(time.unix()) {
+            continue;
+        }
+        let prepared = prepare_as(
+            request,
+            time,
+            nonce,
+            session.key_id(),
+            &[(HWS1_DELEGATION_HEADER, session.header_value())],
+        )?;
+        let signature = session.sign(prepared.string_to_sign().as_str().as_bytes())?;
+        let session_key_id = session.key_id().to_owned();
+        return Ok(Signed {
+            backend: backend.name(),
+            response: response(request, prepared, &signature, time, session_key_id.clone()),
+            session_key_id: Some(session_key_id),
+        });
+    }
+    Err(ApiError::Internal(
+        "no delegated session covers the signing time".into(),
+    ))
+}
+
+/// Has the hardware key sign a statement for a new session key, and records that it did.
+async fn issue_session(
+    ctx: &Context,
+    backend: &Arc<dyn KeyBackend>,
+    key_id: &str,
+    audience: &str,
+    timing: SessionTiming,
+    peer: Peer,
+) -> Result<Arc<Session>, ApiError> {
+    let pending = PendingSession::new(key_id, audience, unix_now()?, timing)?;
+    let digest = pending.statement().digest();
+    let device_key = key_id.to_owned();
+    let result = KeyStore::call(backend, move |b| b.sign_digest(&device_key, &digest))
+        .await
+        .map_err(ApiError::from);
+    let session_key_id = pending.statement().session_key.key_id();
+    let not_after = pending.statement().not_after.unix();
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(e) => e.code().as_str(),
+    };
+    let mut record = Record::new(Operation::IssueDelegation, &peer, outcome);
+    record.key_id = Some(key_id);
+    record.audience = Some(audience);
+    record.backend = Some(backend.name());
+    record.session_key_id = Some(&session_key_id);
+    record.not_after = Some(not_after);
+    // A statement that is not on record is not used.
+    ctx.audit
+        .append(&record)
+        .map_err(|e| ApiError::Internal(format!("audit log: {e}")))?;
+    let signature = result?;
+    tracing::info!(
+        key_id,
+        audience,
+        session_key_id = %session_key_id,
+        not_after,
+        "delegation statement issued"
+    );
+    Ok(Arc::new(pending.finish(&signature, timing)))
+}
+
+fn response(
+    request: &SignRequest,
+    prepared: PreparedSignature,
+    signature: &[u8],
+    time: SigningTime,
+    key_id: String,
+) -> SignResponse {
+    let additions = prepared.finish(&HWS1, signature);
     let fields = additions
         .into_iter()
         .map(|(name, value)| HeaderField { name, value })
@@ -90,15 +242,12 @@ async fn sign_checked(
     } else {
         (fields, Vec::new())
     };
-    Ok((
-        backend.name(),
-        SignResponse {
-            headers,
-            query_params,
-            key_id: request.key_id.clone(),
-            date: time.to_amz_date(),
-        },
-    ))
+    SignResponse {
+        headers,
+        query_params,
+        key_id,
+        date: time.to_amz_date(),
+    }
 }
 
 /// Checks `host[:port]`: what can appear in a Host header, nothing that could smuggle a path,
@@ -122,6 +271,18 @@ pub fn prepare(
     request: &SignRequest,
     time: SigningTime,
     nonce: &Nonce,
+) -> Result<PreparedSignature, ApiError> {
+    prepare_as(request, time, nonce, &request.key_id, &[])
+}
+
+/// [`prepare`] with another Credential (a session key) and headers the signer adds and signs
+/// (`x-hws-delegation`).
+fn prepare_as(
+    request: &SignRequest,
+    time: SigningTime,
+    nonce: &Nonce,
+    credential: &str,
+    added_headers: &[(&str, &str)],
 ) -> Result<PreparedSignature, ApiError> {
     check_authority(&request.authority)?;
     check_payload_hash(&request.body_sha256)?;
@@ -151,11 +312,11 @@ pub fn prepare(
     parts.check_bounds()?;
     let params = SigningParams {
         profile: &HWS1,
-        credential: &request.key_id,
+        credential,
         audience: &request.audience,
         time,
         nonce: Some(nonce),
-        added_headers: &[],
+        added_headers,
     };
     let selection = HeaderSelection::ProfileWith(&request.signed_headers);
     let prepared = match request.presign_expires_secs {

@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use error::ConfigError;
-pub use rules::{KeyRule, RuleRefusal};
+pub use rules::{KeyMode, KeyRule, RuleRefusal};
 
 /// Largest configuration file read.
 pub const MAX_CONFIG_FILE_LEN: u64 = 1024 * 1024;

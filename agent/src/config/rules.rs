@@ -1,6 +1,7 @@
-//! Per-key rules: which audiences, hosts and callers a key may sign for. A key without a rule
-//! is unrestricted (beyond the socket's `allowed_uids`); each list present in a rule is an
-//! allow-list, and an empty list allows nothing.
+//! Per-key rules: which audiences, hosts and callers a key may sign for, and whether the key
+//! signs each request itself (strict) or through delegated session keys. A key without a rule
+//! is unrestricted (beyond the socket's `allowed_uids`) and strict; each list present in a rule
+//! is an allow-list, and an empty list allows nothing.
 
 use serde::Deserialize;
 
@@ -26,6 +27,24 @@ pub struct KeyRule {
     /// Caller uids that may use the key (a subset of the socket's `allowed_uids`).
     #[serde(default)]
     pub uids: Option<Vec<u32>>,
+    /// Who signs each request: the key itself, or a session key it delegates to.
+    #[serde(default)]
+    pub mode: KeyMode,
+    /// Delegated mode: lifetime of each delegation statement, 1 to 900 seconds (default 900).
+    #[serde(default)]
+    pub session_lifetime_secs: Option<u64>,
+}
+
+/// How requests signed with a key are signed (docs/PROTOCOL.md §8).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyMode {
+    /// The key itself signs every request (a TPM signature per request).
+    #[default]
+    Strict,
+    /// An in-memory session key signs, under a statement the key signs every few minutes.
+    /// Presigned URLs are still signed by the key itself.
+    Delegated,
 }
 
 /// Why a rule refuses a request.
@@ -54,6 +73,15 @@ impl KeyRule {
         let bad =
             |what: String| ConfigError::Invalid(format!("key_rules[{}]: {what}", self.key_id));
         check_key_id(&self.key_id).map_err(|_| bad("key_id is not an hk1_ key id".into()))?;
+        if let Some(lifetime) = self.session_lifetime_secs {
+            if self.mode != KeyMode::Delegated {
+                return Err(bad("session_lifetime_secs needs mode = \"delegated\"".into()));
+            }
+            let max = hwsign_proto::delegation::MAX_DELEGATION_SECS.unsigned_abs();
+            if !(1..=max).contains(&lifetime) {
+                return Err(bad(format!("session_lifetime_secs must be 1 to {max}")));
+            }
+        }
         for audience in self.audiences.iter().flatten() {
             check_audience(audience).map_err(|_| bad(format!("invalid audience {audience:?}")))?;
         }
@@ -137,6 +165,8 @@ mod tests {
             audiences: None,
             hosts: Some(hosts.iter().map(|h| (*h).to_owned()).collect()),
             uids: None,
+            mode: KeyMode::Strict,
+            session_lifetime_secs: None,
         }
     }
 
@@ -178,6 +208,8 @@ mod tests {
             audiences: Some(vec!["payments".into()]),
             hosts: None,
             uids: Some(vec![1000]),
+            mode: KeyMode::Strict,
+            session_lifetime_secs: None,
         };
         assert!(r.check("payments", "h", 1000).is_ok());
         assert_eq!(r.check("billing", "h", 1000), Err(RuleRefusal::Audience));
