@@ -1,0 +1,128 @@
+//! Figures measured inside this process on one thread: the verifier against its ECDSA floor, and
+//! hwsign's in-process signer against aws-sigv4's SigV4a.
+
+use anyhow::{Result, ensure};
+use hwsign_bench::fixtures::{BenchRequest, T0, signing_key};
+use hwsign_bench::signers::{InProcessSigner, RingSigner};
+use hwsign_bench::sigv4a::Sigv4aSigner;
+use hwsign_bench::verify::{RegistryKind, VerifyFixture};
+use hwsign_proto::SigningTime;
+use hwsign_verifier::VerifyBackend;
+
+use crate::Plan;
+use crate::figure::{Figure, Goal};
+use crate::measure::{cpu_per_op, median, us};
+
+/// `verify_rate_ratio` for `backend`: verifications/s of `Verifier::verify` (SQLite registry,
+/// in-memory replay cache, a fresh nonce per request) ÷ the backend's bare verify/s.
+pub fn verify_rate(plan: &Plan, backend: VerifyBackend, name: &str) -> Result<Figure> {
+    let batch = plan.verify_batch;
+    let total = plan.warmup + plan.rounds * batch;
+    let fixture = VerifyFixture::new(backend, RegistryKind::Sqlite, total)?;
+    let requests = fixture.signed_requests(total)?;
+    let pairs: Vec<Vec<(&str, &str)>> = requests.iter().map(|r| r.pairs()).collect();
+    for (request, headers) in requests.iter().zip(&pairs).take(plan.warmup) {
+        ensure!(fixture.raw_verify(request), "raw verify refused a fixture");
+        fixture.verify(headers)?;
+    }
+    let (mut ratios, mut subject, mut floor) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..plan.rounds {
+        let start = plan.warmup + round * batch;
+        let raw = || {
+            cpu_per_op(batch, |i| {
+                ensure!(fixture.raw_verify(&requests[start + i]), "raw verify refused");
+                Ok(())
+            })
+        };
+        let full = || cpu_per_op(batch, |i| Ok(fixture.verify(&pairs[start + i])?));
+        let (t_raw, t_full) = if round % 2 == 0 {
+            let r = raw()?;
+            (r, full()?)
+        } else {
+            let f = full()?;
+            (raw()?, f)
+        };
+        ratios.push(t_raw / t_full);
+        subject.push(t_full);
+        floor.push(t_raw);
+    }
+    let (t_full, t_raw) = (median(subject), median(floor));
+    Ok(Figure::measured(
+        name,
+        median(ratios),
+        Goal::AtLeast(0.9),
+        format!(
+            "backend={}: Verifier::verify {} ({:.0}/s) vs raw verify {} ({:.0}/s), one core (thread CPU time)",
+            backend.name(),
+            us(t_full),
+            1.0 / t_full,
+            us(t_raw),
+            1.0 / t_raw
+        ),
+    ))
+}
+
+/// `sign_vs_aws_sigv4a` (ring, the fastest signer here) and the same ratio with `p256`.
+pub fn sign_vs_sigv4a(plan: &Plan) -> Result<Vec<Figure>> {
+    let request = BenchRequest::realistic();
+    let body_hash = request.body_sha256_hex();
+    let key = signing_key("sign")?;
+    let ring = InProcessSigner::new(&key, true)?;
+    let p256 = InProcessSigner::new(&key, false)?;
+    let raw_ring = RingSigner::from_p256(&key)?;
+    let aws = Sigv4aSigner::new(&request);
+    let time = SigningTime::from_unix(T0);
+    let example_sts = ring.sign_detailed(&request, &body_hash, time)?.string_to_sign;
+    let batch = plan.sign_batch;
+    let run_aws = || cpu_per_op(batch, |_| Ok(drop(aws.sign(&request, &body_hash)?)));
+    let run_ring = || cpu_per_op(batch, |_| Ok(drop(ring.sign(&request, &body_hash, time)?)));
+    let run_p256 = || cpu_per_op(batch, |_| Ok(drop(p256.sign(&request, &body_hash, time)?)));
+    let run_raw = || cpu_per_op(batch, |_| Ok(drop(raw_ring.sign(example_sts.as_bytes())?)));
+    for _ in 0..2 {
+        run_aws()?;
+        run_ring()?;
+        run_p256()?;
+        run_raw()?;
+    }
+    let (mut ratio_ring, mut ratio_p256) = (Vec::new(), Vec::new());
+    let (mut t_aws, mut t_ring, mut t_p256, mut t_raw) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for round in 0..plan.rounds {
+        let (a, r, p, w) = if round % 2 == 0 {
+            (run_aws()?, run_ring()?, run_p256()?, run_raw()?)
+        } else {
+            let w = run_raw()?;
+            let p = run_p256()?;
+            let r = run_ring()?;
+            (run_aws()?, r, p, w)
+        };
+        ratio_ring.push(a / r);
+        ratio_p256.push(a / p);
+        t_aws.push(a);
+        t_ring.push(r);
+        t_p256.push(p);
+        t_raw.push(w);
+    }
+    let (aws_t, ring_t, p256_t, raw_t) =
+        (median(t_aws), median(t_ring), median(t_p256), median(t_raw));
+    Ok(vec![
+        Figure::measured(
+            "sign_vs_aws_sigv4a",
+            median(ratio_ring),
+            Goal::AtLeast(4.0),
+            format!(
+                "aws-sigv4 SigV4a {} vs hwsign in-process (ring) {} = pipeline {} + ring sign {}",
+                us(aws_t),
+                us(ring_t),
+                us(ring_t - raw_t),
+                us(raw_t)
+            ),
+        ),
+        Figure::measured(
+            "info.sign_vs_aws_sigv4a_p256",
+            median(ratio_p256),
+            Goal::AtLeast(4.0),
+            format!("hwsign in-process with p256 {}", us(p256_t)),
+        ),
+    ])
+}

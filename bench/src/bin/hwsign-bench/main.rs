@@ -1,0 +1,253 @@
+//! `hwsign-bench`: measures every figure of issue 5 in one run and prints one line per figure,
+//! `name value goal pass|FAIL`, each followed by a `#` line with the absolute numbers behind it.
+//! Run through `bench/run` (it builds the release binaries first); see docs/PERFORMANCE.md.
+//!
+//! `hwsign-bench [--quick] [--agent-bin PATH]`; `hwsign-bench echo-server SOCKET RESPONSE` is the
+//! echo floor's child process.
+#![forbid(unsafe_code)]
+
+mod agent_figures;
+mod agent_proc;
+mod delegated;
+mod echo;
+mod figure;
+mod inproc;
+mod measure;
+#[cfg(feature = "tpm")]
+mod tpm;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result, bail};
+use hwsign_verifier::VerifyBackend;
+
+use crate::figure::{Figure, Goal};
+
+/// Sizes of one run.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Rounds of (subject, floor) pairs; the median ratio is reported.
+    pub rounds: usize,
+    /// Untimed iterations before measuring.
+    pub warmup: usize,
+    /// Verifications per batch.
+    pub verify_batch: usize,
+    /// In-process signs per batch.
+    pub sign_batch: usize,
+    /// Agent round trips per batch.
+    pub rtt_batch: usize,
+    /// Signs per client per round with 64 clients.
+    pub concurrency_per_client: usize,
+    /// Strict TPM signs through the agent (and as many raw).
+    pub tpm_signs: usize,
+}
+
+impl Plan {
+    fn quick() -> Self {
+        Self {
+            rounds: 7,
+            warmup: 200,
+            verify_batch: 1_000,
+            sign_batch: 2_000,
+            rtt_batch: 500,
+            concurrency_per_client: 50,
+            tpm_signs: 100,
+        }
+    }
+
+    fn full() -> Self {
+        Self {
+            rounds: 15,
+            warmup: 500,
+            verify_batch: 3_000,
+            sign_batch: 5_000,
+            rtt_batch: 2_000,
+            concurrency_per_client: 150,
+            tpm_signs: 400,
+        }
+    }
+}
+
+struct Args {
+    quick: bool,
+    agent_bin: PathBuf,
+}
+
+fn parse_args(args: &[String]) -> Result<Args> {
+    let mut quick = false;
+    let mut agent_bin = None;
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--quick" => quick = true,
+            "--agent-bin" => agent_bin = Some(PathBuf::from(rest.next().context("--agent-bin PATH")?)),
+            other => bail!("unknown argument {other:?} (usage: hwsign-bench [--quick] [--agent-bin PATH])"),
+        }
+    }
+    let agent_bin = match agent_bin {
+        Some(path) => path,
+        None => std::env::current_exe()?
+            .parent()
+            .context("no directory of the executable")?
+            .join("hwsign-agent"),
+    };
+    Ok(Args { quick, agent_bin })
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("echo-server") => match (args.get(1), args.get(2)) {
+            (Some(socket), Some(response)) => {
+                echo::serve(Path::new(socket), Path::new(response)).map(|()| true)
+            }
+            _ => Err(anyhow::anyhow!("usage: hwsign-bench echo-server SOCKET RESPONSE")),
+        },
+        _ => parse_args(&args).and_then(|a| report(&a)),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("hwsign-bench: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// A figure, or the same figure failing with the error that prevented it.
+fn or_unavailable(name: &str, goal: Goal, result: Result<Figure>) -> Figure {
+    result.unwrap_or_else(|e| Figure::unavailable(name, goal, format!("{e:#}")))
+}
+
+fn emit(figures: &mut Vec<Figure>, new: Vec<Figure>) {
+    for figure in new {
+        println!("{figure}");
+        figures.push(figure);
+    }
+}
+
+/// Measures and prints everything; true when every (non-info) figure passes.
+fn report(args: &Args) -> Result<bool> {
+    let plan = if args.quick { Plan::quick() } else { Plan::full() };
+    println!(
+        "# hwsign-bench {} run on {} ({} cores); agent binary {}",
+        if args.quick { "quick" } else { "full" },
+        cpu_model(),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        args.agent_bin.display()
+    );
+    let mut figures = Vec::new();
+    let default = VerifyBackend::default();
+    emit(
+        &mut figures,
+        vec![or_unavailable(
+            "verify_rate_ratio",
+            Goal::AtLeast(0.9),
+            inproc::verify_rate(&plan, default, "verify_rate_ratio"),
+        )],
+    );
+    for backend in VerifyBackend::available().iter().filter(|b| **b != default) {
+        let name = format!("info.verify_rate_ratio_{}", backend.name());
+        emit(
+            &mut figures,
+            vec![or_unavailable(&name, Goal::AtLeast(0.9), inproc::verify_rate(&plan, *backend, &name))],
+        );
+    }
+    emit(
+        &mut figures,
+        inproc::sign_vs_sigv4a(&plan).unwrap_or_else(|e| {
+            vec![Figure::unavailable("sign_vs_aws_sigv4a", Goal::AtLeast(4.0), format!("{e:#}"))]
+        }),
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let agent = runtime.block_on(agent_figures::run(&plan, &args.agent_bin));
+    emit(
+        &mut figures,
+        agent.unwrap_or_else(|e| {
+            let reason = format!("{e:#}");
+            [
+                ("agent_rtt_ratio", Goal::AtMost(1.5)),
+                ("agent_concurrency_ratio", Goal::AtLeast(0.8)),
+                ("agent_rss_idle_mib", Goal::AtMost(15.0)),
+                ("agent_rss_growth_100k_mib", Goal::AtMost(2.0)),
+            ]
+            .into_iter()
+            .map(|(name, goal)| Figure::unavailable(name, goal, reason.clone()))
+            .collect()
+        }),
+    );
+    let strict = tpm_phase(&runtime, &plan, &args.agent_bin, &mut figures);
+    emit(&mut figures, vec![delegated::figure(strict, None)]);
+    let failed: Vec<&str> = figures
+        .iter()
+        .filter(|f| !f.passes() && !f.name.starts_with("info."))
+        .map(|f| f.name.as_str())
+        .collect();
+    let total = figures.iter().filter(|f| !f.name.starts_with("info.")).count();
+    println!(
+        "# {} of {total} figures pass{}",
+        total - failed.len(),
+        if failed.is_empty() {
+            String::new()
+        } else {
+            format!("; failing: {}", failed.join(", "))
+        }
+    );
+    Ok(failed.is_empty())
+}
+
+#[cfg(feature = "tpm")]
+fn tpm_phase(
+    runtime: &tokio::runtime::Runtime,
+    plan: &Plan,
+    binary: &Path,
+    figures: &mut Vec<Figure>,
+) -> Option<f64> {
+    match runtime.block_on(tpm::run(plan, binary)) {
+        Ok(result) => {
+            emit(figures, vec![result.figure]);
+            Some(result.strict_signs_per_sec)
+        }
+        Err(e) => {
+            emit(
+                figures,
+                vec![Figure::unavailable("tpm_overhead", Goal::AtMost(1.10), format!("{e:#}"))],
+            );
+            None
+        }
+    }
+}
+
+#[cfg(not(feature = "tpm"))]
+fn tpm_phase(
+    _runtime: &tokio::runtime::Runtime,
+    _plan: &Plan,
+    _binary: &Path,
+    figures: &mut Vec<Figure>,
+) -> Option<f64> {
+    emit(
+        figures,
+        vec![Figure::unavailable(
+            "tpm_overhead",
+            Goal::AtMost(1.10),
+            "built without feature tpm (bench/run enables it)",
+        )],
+    );
+    None
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned())
+}

@@ -1,0 +1,158 @@
+//! A verifier set up as a server runs it (SQLite key registry, in-memory replay cache), a batch of
+//! requests signed with fresh nonces, and the raw floor: the same backend's bare ECDSA verify of
+//! the same strings to sign and signatures.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hwsign_proto::api::KeyLevel;
+use hwsign_proto::{PublicKey, RequestParts, SigningTime};
+use hwsign_verifier::backend::PreparedKey;
+use hwsign_verifier::{
+    KeyRegistry, MemoryRegistry, MemoryReplayCache, RegisteredKey, SqliteRegistry, Verifier,
+    VerifierConfig, VerifyBackend,
+};
+use tempfile::TempDir;
+
+use crate::BenchError;
+use crate::fixtures::{AUDIENCE, BenchRequest, T0, signing_key};
+use crate::signers::{InProcessSigner, public_key};
+
+/// Where the verifier looks keys up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegistryKind {
+    /// The default: an SQLite file.
+    Sqlite,
+    /// In memory.
+    Memory,
+}
+
+/// One signed request as the verifier receives it.
+#[derive(Debug, Clone)]
+pub struct SignedRequest {
+    /// Every header, `host` and `authorization` included.
+    pub headers: Vec<(String, String)>,
+    /// The string to sign (for the raw floor).
+    pub string_to_sign: String,
+    /// The DER signature (for the raw floor).
+    pub signature: Vec<u8>,
+}
+
+impl SignedRequest {
+    /// The headers as the verifier takes them.
+    pub fn pairs(&self) -> Vec<(&str, &str)> {
+        self.headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect()
+    }
+}
+
+/// The verifier under test and what it verifies.
+#[derive(Debug)]
+pub struct VerifyFixture {
+    /// The verifier.
+    pub verifier: Verifier,
+    /// The raw floor: the same backend's verify of the same key.
+    pub raw: PreparedKey,
+    /// The request all signed requests are copies of (with distinct nonces).
+    pub request: BenchRequest,
+    /// SHA-256 of the body.
+    pub body_sha256: [u8; 32],
+    /// The registered key.
+    pub public: PublicKey,
+    _dir: TempDir,
+}
+
+/// The time the verifier sees: the signing time (the window check passes).
+pub fn now() -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(T0.unsigned_abs())
+}
+
+impl VerifyFixture {
+    /// A verifier with `backend` and `registry`, whose replay cache holds `capacity` nonces.
+    pub fn new(
+        backend: VerifyBackend,
+        registry: RegistryKind,
+        capacity: usize,
+    ) -> Result<Self, BenchError> {
+        let key = signing_key("verify")?;
+        let public = public_key(&key)?;
+        let dir = tempfile::tempdir()?;
+        let registry: Arc<dyn KeyRegistry> = match registry {
+            RegistryKind::Sqlite => Arc::new(
+                SqliteRegistry::open(&dir.path().join("keys.db"))
+                    .map_err(|e| BenchError::Verifier(e.to_string()))?,
+            ),
+            RegistryKind::Memory => Arc::new(MemoryRegistry::new()),
+        };
+        registry
+            .add(RegisteredKey::new(
+                public.clone(),
+                "bench",
+                KeyLevel::Software,
+                T0,
+            ))
+            .map_err(|e| BenchError::Verifier(e.to_string()))?;
+        let verifier = Verifier::new(
+            VerifierConfig::new(AUDIENCE),
+            registry,
+            Arc::new(MemoryReplayCache::new(capacity)),
+        )
+        .map_err(|e| BenchError::Verifier(e.to_string()))?
+        .with_backend(backend);
+        let request = BenchRequest::realistic();
+        Ok(Self {
+            verifier,
+            raw: backend.prepare(&public),
+            body_sha256: request.body_sha256(),
+            request,
+            public,
+            _dir: dir,
+        })
+    }
+
+    /// `count` copies of the request, each with its own nonce, signed by the registered key.
+    pub fn signed_requests(&self, count: usize) -> Result<Vec<SignedRequest>, BenchError> {
+        let signer = InProcessSigner::new(&signing_key("verify")?, true)?;
+        let body_hash = self.request.body_sha256_hex();
+        let base: Vec<(String, String)> = self
+            .request
+            .headers_with_host()
+            .into_iter()
+            .map(|(n, v)| (n.to_owned(), v.to_owned()))
+            .collect();
+        (0..count)
+            .map(|_| {
+                let signed =
+                    signer.sign_detailed(&self.request, &body_hash, SigningTime::from_unix(T0))?;
+                let mut headers = base.clone();
+                headers.extend(signed.additions);
+                Ok(SignedRequest {
+                    headers,
+                    string_to_sign: signed.string_to_sign,
+                    signature: signed.signature,
+                })
+            })
+            .collect()
+    }
+
+    /// Verifies one request through the whole pipeline (parse, registry, signature, body hash,
+    /// replay cache).
+    pub fn verify(&self, headers: &[(&str, &str)]) -> Result<(), BenchError> {
+        let parts = RequestParts {
+            method: self.request.method,
+            path: self.request.path,
+            query: self.request.query,
+            headers,
+        };
+        self.verifier.verify(&parts, &self.body_sha256, now())?;
+        Ok(())
+    }
+
+    /// The raw floor for one request: the backend's bare verify.
+    pub fn raw_verify(&self, request: &SignedRequest) -> bool {
+        self.raw
+            .verify(request.string_to_sign.as_bytes(), &request.signature)
+    }
+}
