@@ -85,6 +85,12 @@ impl KeyStore {
     /// Every key of every backend. A backend that fails to list is logged and left out, so one
     /// unplugged token does not hide the other keys.
     pub async fn list(&self) -> Vec<(&'static str, BackendKey)> {
+        self.list_noting_failure().await.0
+    }
+
+    /// [`Self::list`], and the first backend's failure to list, if any.
+    async fn list_noting_failure(&self) -> (Vec<(&'static str, BackendKey)>, Option<CallError>) {
+        let mut failure = None;
         let mut all = Vec::new();
         for (position, backend) in self.backends.iter().enumerate() {
             match Self::call(backend, |b| b.list_keys()).await {
@@ -97,10 +103,11 @@ impl KeyStore {
                 }
                 Err(e) => {
                     tracing::warn!(backend = backend.name(), error = %e, "listing keys failed");
+                    failure.get_or_insert(e);
                 }
             }
         }
-        all
+        (all, failure)
     }
 
     /// Health of every backend, by name.
@@ -124,9 +131,11 @@ impl KeyStore {
         if let Some(backend) = self.indexed(key_id) {
             return Ok(backend);
         }
-        self.list().await;
+        let (_, failure) = self.list_noting_failure().await;
+        // A key not listed may be on a backend that cannot list now (wrong or locked PIN, token
+        // unplugged): report that rather than "no such key", which would invite re-enrolment.
         self.indexed(key_id)
-            .ok_or(CallError::Backend(BackendError::UnknownKey))
+            .ok_or_else(|| failure.unwrap_or(CallError::Backend(BackendError::UnknownKey)))
     }
 
     /// The backend holding `key_id` and the key's description, listed afresh.
