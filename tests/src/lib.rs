@@ -7,6 +7,7 @@
 
 pub mod agent_raw;
 pub mod http_raw;
+pub mod pkcs11_e2e;
 pub mod resources;
 pub mod wait;
 
