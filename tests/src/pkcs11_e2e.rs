@@ -91,6 +91,17 @@ impl Token {
     /// Starts an agent with the software backend and a pkcs11 backend for `module`, `label` and
     /// `pin_file`, in this token's environment.
     pub fn agent(&self, module: &Path, label: &str, pin_file: &Path) -> Result<AgentProcess> {
+        self.agent_with_env(module, label, pin_file, &[])
+    }
+
+    /// [`Self::agent`] with `extra` added to the environment.
+    pub fn agent_with_env(
+        &self,
+        module: &Path,
+        label: &str,
+        pin_file: &Path,
+        extra: &[(String, String)],
+    ) -> Result<AgentProcess> {
         let config = format!(
             "[backends.software]\nenabled = true\n[backends.pkcs11]\nmodule_path = {:?}\n\
              token_label = {:?}\npin_file = {:?}\n",
@@ -98,9 +109,9 @@ impl Token {
             label,
             pin_file.display().to_string(),
         );
-        let env = self.env();
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        AgentProcess::start_with(&config, &env)
+        let mut env = self.env();
+        env.extend_from_slice(extra);
+        AgentProcess::start_with(&config, &refs(&env))
     }
 
     /// An agent configured for this token with its correct PIN file.
@@ -140,11 +151,62 @@ impl PinFile {
     }
 }
 
-/// Restarts the agent (SIGTERM, start) in the token's environment.
-fn restart(agent: &mut AgentProcess, token: &Token) -> Result<()> {
-    let env = token.env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    tokio::task::block_in_place(|| agent.restart(&env))
+fn refs(env: &[(String, String)]) -> Vec<(&str, &str)> {
+    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+/// Restarts the agent (SIGTERM, start) in the token's environment plus `extra`.
+fn restart(agent: &mut AgentProcess, token: &Token, extra: &[(String, String)]) -> Result<()> {
+    let mut env = token.env();
+    env.extend_from_slice(extra);
+    tokio::task::block_in_place(|| agent.restart(&refs(&env)))
+}
+
+/// OpenSC's logging pass-through module between the agent and the token's module: it records
+/// every PKCS#11 call, so a test can count the agent's `C_Login`s.
+#[derive(Debug)]
+pub struct Spy {
+    dir: TempDir,
+}
+
+impl Spy {
+    /// Where Debian's opensc package puts it.
+    pub const MODULE: &'static str = "/usr/lib/x86_64-linux-gnu/pkcs11/pkcs11-spy.so";
+
+    /// A spy with an empty log.
+    pub fn new() -> Result<Self> {
+        Ok(Self {
+            dir: tempfile::tempdir()?,
+        })
+    }
+
+    /// The environment that makes the spy load `token`'s module and log to its file.
+    pub fn env(&self, token: &Token) -> Vec<(String, String)> {
+        vec![
+            (
+                "PKCS11SPY".into(),
+                token.module_path().display().to_string(),
+            ),
+            ("PKCS11SPY_OUTPUT".into(), self.log().display().to_string()),
+        ]
+    }
+
+    fn log(&self) -> PathBuf {
+        self.dir.path().join("spy.log")
+    }
+
+    /// `C_Login` calls logged so far, by every process that used the spy.
+    pub fn logins(&self) -> Result<usize> {
+        let text = match std::fs::read_to_string(self.log()) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(text
+            .lines()
+            .filter(|line| line.trim_end().ends_with("C_Login"))
+            .count())
+    }
 }
 
 fn backend<'a>(
@@ -275,7 +337,7 @@ pub async fn signs_end_to_end(token: &Token) -> Result<()> {
 
     software_still_serves(&agent, &server).await?;
 
-    restart(&mut agent, token)?;
+    restart(&mut agent, token, &[])?;
     let client = agent.client();
     let listed = client.list_keys().await?;
     ensure!(
@@ -290,20 +352,27 @@ pub async fn signs_end_to_end(token: &Token) -> Result<()> {
 }
 
 /// A wrong PIN file: key creation and signing with a token key answer `pin_incorrect` (403),
-/// status reports the backend unavailable because of the PIN, the software backend keeps serving,
-/// and once the file holds the right PIN the same agent signs with the token key again.
+/// and the token sees that PIN once however often it is asked (pkcs11-spy counts `C_Login`), so
+/// the agent never burns the token's retry counter; status reports the backend unavailable
+/// because of the PIN, the software backend keeps serving, and once the file holds the right PIN
+/// the same agent signs with the token key again.
 pub async fn wrong_pin(token: &Token, correct_pin: &str) -> Result<()> {
     let pin = PinFile::new(correct_pin)?;
-    let mut agent = token.agent(token.module_path(), token.label(), &pin.path())?;
+    let spy = Spy::new()?;
+    let spy_env = spy.env(token);
+    let module = Path::new(Spy::MODULE);
+    let mut agent = token.agent_with_env(module, token.label(), &pin.path(), &spy_env)?;
     let server = ApiServer::start().await?;
     let (key_id, public) = create_key(&agent.client(), "pkcs11", "before").await?;
     server.register(&public, KeyLevel::HardwareUnattested)?;
 
+    let correct_logins = spy.logins()?;
+    ensure!(correct_logins >= 1, "pkcs11-spy logged no C_Login");
     pin.set("999999")?;
     // The agent logged in with the right PIN before; a new process presents the file's PIN.
-    restart(&mut agent, token)?;
+    restart(&mut agent, token, &spy_env)?;
     let client = agent.client();
-    for _ in 0..2 {
+    for _ in 0..3 {
         expect_code(
             client.create_key("pkcs11", "refused").await,
             AgentErrorCode::PinIncorrect,
@@ -324,11 +393,20 @@ pub async fn wrong_pin(token: &Token, correct_pin: &str) -> Result<()> {
         "{pkcs11:?}"
     );
     software_still_serves(&agent, &server).await?;
+    let wrong_logins = spy.logins()? - correct_logins;
+    ensure!(
+        wrong_logins == 1,
+        "the wrong PIN was presented {wrong_logins} times"
+    );
 
     pin.set(correct_pin)?;
     let json = verified(&client, &server, &key_id, "GET", "/pin-fixed", b"").await?;
     ensure!(json["level"] == "hardware-unattested");
     ensure!(backend(&client.status().await?, "pkcs11")?.available);
+    ensure!(
+        spy.logins()? == correct_logins + 2,
+        "the corrected PIN was not presented once"
+    );
     Ok(())
 }
 
