@@ -19,12 +19,12 @@ use hwsign_proto::enrollment::{
     ActivateRequest, ActivateResponse, EvidenceRequest, EvidenceResponse, StartRequest,
     StartResponse,
 };
+use hwsign_verifier::SqliteRegistry;
 use hwsign_verifier::attestation::TpmPublic;
 use hwsign_verifier::attestation::public::PublicKeyArea;
 use hwsign_verifier::enrollment::{
     Enrollment, EnrollmentConfig, EnrollmentError, EnrollmentStore, create_token, router,
 };
-use hwsign_verifier::SqliteRegistry;
 
 struct Fixture {
     rig: TpmRig,
@@ -41,9 +41,12 @@ fn fixture_with(config: impl FnOnce(&mut EnrollmentConfig)) -> Result<Fixture> {
         vec![rig.tpm.ca_intermediate_pem()],
     );
     config(&mut settings);
+    // The registry first: it creates the file with std::fs, which must happen before any other
+    // SQLite connection of this process holds locks on it.
+    let registry = Arc::new(SqliteRegistry::open(&db)?);
     let enrollment = Enrollment::new(
         EnrollmentStore::open(&db)?,
-        Arc::new(SqliteRegistry::open(&db)?),
+        registry,
         settings.trust_anchors()?,
         settings,
     );
@@ -332,11 +335,12 @@ async fn router_bounds_bodies_and_answers_with_codes() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let db = dir.path().join("v.db");
     let rig_free_config = EnrollmentConfig::new(vec![Path::new("unused").into()], vec![]);
+    let registry = Arc::new(SqliteRegistry::open(&db)?);
     let store = EnrollmentStore::open(&db)?;
     let (_, token) = create_token(&store, "r", 60, SystemTime::now())?;
     let enrollment = Enrollment::new(
         store,
-        Arc::new(SqliteRegistry::open(&db)?),
+        registry,
         hwsign_verifier::attestation::TrustAnchors::default(),
         rig_free_config,
     );
@@ -373,5 +377,42 @@ async fn router_bounds_bodies_and_answers_with_codes() -> Result<()> {
         status == 409 && body["error"]["code"] == "challenge_state",
         "{body}"
     );
+    Ok(())
+}
+
+/// The shipped binary and a running server share the SQLite file: a token the binary issues is
+/// seen by the server, and what the server writes afterwards is seen by the binary (the store
+/// never opens the file behind SQLite's back, which would drop the server's locks and let the
+/// binary delete the WAL the server still writes to).
+#[test]
+fn the_tokens_command_and_a_running_server_share_the_database() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("shared.db");
+    let _registry = SqliteRegistry::open(&db)?;
+    let store = EnrollmentStore::open(&db)?;
+    let cli = |args: &[&str]| -> Result<String> {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_hwsign-verifier"))
+            .args(args)
+            .output()?;
+        ensure!(output.status.success(), "{output:?}");
+        Ok(String::from_utf8(output.stdout)?)
+    };
+    let db_arg = db.display().to_string();
+    let token = cli(&["tokens", "create", "--db", &db_arg, "--ttl-secs", "60"])?;
+    let token = token.trim();
+    let id = token
+        .strip_prefix("hwt1_")
+        .and_then(|rest| rest.split_once('.'))
+        .context("token shape")?
+        .0;
+    ensure!(store.list_tokens()?.iter().any(|t| t.id == id));
+    store.revoke_token(id)?;
+    let listed = cli(&["tokens", "list", "--db", &db_arg])?;
+    ensure!(listed.contains(&format!("{id}\trevoked\t")), "{listed}");
+    ensure!(!listed.contains(token), "the list shows the token itself");
+    let missing = std::process::Command::new(env!("CARGO_BIN_EXE_hwsign-verifier"))
+        .args(["tokens", "create", "--db", &db_arg, "--ttl-secs", "0"])
+        .output()?;
+    ensure!(!missing.status.success());
     Ok(())
 }

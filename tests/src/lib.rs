@@ -9,6 +9,7 @@ pub mod agent_raw;
 pub mod http_raw;
 pub mod pkcs11_e2e;
 pub mod resources;
+pub mod tpm;
 pub mod wait;
 
 use std::path::{Path, PathBuf};

@@ -124,15 +124,23 @@ pub struct EnrollmentStore {
 
 impl EnrollmentStore {
     /// Opens (creating, mode 0600) the SQLite file at `path`, usually the key registry's.
+    ///
+    /// An existing file is left to SQLite alone: opening and closing it with `std::fs` would
+    /// drop the POSIX locks every SQLite connection of this process holds on it (the registry's,
+    /// say), and another process could then delete the WAL under them.
     pub fn open(path: &Path) -> Result<Self, EnrollmentError> {
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(path)
-            .map_err(|e| EnrollmentError::Store(format!("{}: {e}", path.display())))?;
+        if !path.exists() {
+            // Created here, before any connection, so its mode is 0600 from the first byte;
+            // SQLite gives the -wal and -shm files the database file's permissions.
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| EnrollmentError::Store(format!("{}: {e}", path.display())))?;
+        }
         let conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(5))?;
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
