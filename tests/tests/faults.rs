@@ -506,7 +506,9 @@ async fn faults_sigterm_drains_requests_in_flight() -> Result<()> {
     let pid = Pid::from_raw(i32::try_from(agent.pid().context("agent not running")?)?);
     kill(pid, Signal::SIGTERM)?;
     for loader in loaders {
-        loader.await??;
+        tokio::time::timeout(wait::PATIENCE, loader)
+            .await
+            .context("a loader was still being served long after SIGTERM")???;
     }
     for (mut stream, path, body) in held {
         let answer = agent_raw::finish(&mut stream, &body).await?;
