@@ -416,3 +416,22 @@ fn the_tokens_command_and_a_running_server_share_the_database() -> Result<()> {
     ensure!(!missing.status.success());
     Ok(())
 }
+
+/// Two ceremonies started with one token: the first evidence spends it, the second is refused.
+#[test]
+fn one_token_completes_one_ceremony() -> Result<()> {
+    let f = fixture()?;
+    let now = SystemTime::now();
+    let key_id = key_id_of(&f.rig, KEY)?;
+    let token = token(&f, now)?;
+    let first = start(&f, &token, &key_id, now)?;
+    let second = start(&f, &token, &key_id, now)?;
+    f.enrollment
+        .submit_evidence(&evidence_for(&f, KEY, &first)?, now)?;
+    let refused = f
+        .enrollment
+        .submit_evidence(&evidence_for(&f, KEY, &second)?, now);
+    ensure!(code(refused) == "token_used");
+    ensure!(f.enrollment.store().pending_challenges()? == 1);
+    Ok(())
+}
