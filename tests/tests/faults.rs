@@ -417,12 +417,13 @@ async fn faults_sigkill_during_tpm_key_creation() -> Result<()> {
     Ok(())
 }
 
-fn sign_request(key_id: &str, server: &ApiServer, path: &str) -> SignRequest {
+/// What the agent is asked to sign: a bodiless GET of `path` on `authority`.
+fn sign_request(key_id: &str, authority: &str, path: &str) -> SignRequest {
     SignRequest {
         key_id: key_id.to_owned(),
         audience: AUDIENCE.to_owned(),
         method: "GET".into(),
-        authority: server.authority(),
+        authority: authority.to_owned(),
         path: path.to_owned(),
         query: String::new(),
         headers: Vec::new(),
@@ -468,7 +469,7 @@ async fn faults_sigterm_drains_requests_in_flight() -> Result<()> {
     let mut held = Vec::new();
     for i in 0..HELD {
         let path = format!("/held/{i}");
-        let body = serde_json::to_vec(&sign_request(&key_id, &server, &path))?;
+        let body = serde_json::to_vec(&sign_request(&key_id, &server.authority(), &path))?;
         let mut stream = agent_raw::connect(agent.socket()).await?;
         agent_raw::start_post(&mut stream, "/v1/sign", body.len()).await?;
         held.push((stream, path, body));
@@ -481,7 +482,7 @@ async fn faults_sigterm_drains_requests_in_flight() -> Result<()> {
     let loaders: Vec<_> = (0..CLIENTS)
         .map(|me| {
             let client = agent.client();
-            let request = sign_request(&key_id, &server, &format!("/loader/{me}"));
+            let request = sign_request(&key_id, &server.authority(), &format!("/loader/{me}"));
             let signed = Arc::clone(&signed);
             tokio::spawn(async move {
                 loop {
@@ -621,18 +622,7 @@ async fn faults_slowloris_over_the_connection_cap_still_serves() -> Result<()> {
     )?;
     let pid = agent.pid().context("agent not running")?;
     let (key_id, _) = hwsign_e2e::create_key(&agent.client(), "software", "capped").await?;
-    let request = SignRequest {
-        key_id,
-        audience: AUDIENCE.into(),
-        method: "GET".into(),
-        authority: "api.example.test".into(),
-        path: "/capped".into(),
-        query: String::new(),
-        headers: Vec::new(),
-        body_sha256: hex::encode(Sha256::digest(b"")),
-        signed_headers: Vec::new(),
-        presign_expires_secs: None,
-    };
+    let request = sign_request(&key_id, "api.example.test", "/capped");
     let before = memory(pid)?;
 
     let stalled = stall_agent(agent.socket()).await?;
