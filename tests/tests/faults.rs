@@ -251,8 +251,8 @@ fn files_under(dir: &Path) -> Result<Vec<String>> {
 }
 
 /// After a restart: the acknowledged keys are listed, every listed key of `backend` signs a
-/// request the API accepts, key files and listed keys correspond one to one, and no temporary
-/// file is left.
+/// request the API accepts, key files and listed keys correspond one to one, no temporary file
+/// is left, and every audit record is whole.
 async fn check_after_restart(
     agent: &AgentProcess,
     server: &ApiServer,
@@ -291,6 +291,16 @@ async fn check_after_restart(
         !files.iter().any(|f| f.contains(".tmp-")),
         "temporary files left: {files:?}"
     );
+    // The audit log is appended to while keys are created: no record may be cut in half.
+    let audit = std::fs::read_to_string(agent.state_dir().join("audit.jsonl"))?;
+    ensure!(
+        audit.ends_with('\n'),
+        "the audit log ends in a partial record"
+    );
+    for line in audit.lines() {
+        serde_json::from_str::<serde_json::Value>(line)
+            .with_context(|| format!("audit record is not JSON: {line}"))?;
+    }
     let key_files = files
         .iter()
         .filter(|f| match backend {
