@@ -313,6 +313,22 @@ pub async fn signs_end_to_end(token: &Token) -> Result<()> {
         replay.status == 401 && crate::refusal_code(&replay).as_deref() == Some("replayed_nonce")
     );
 
+    // A request changed after the token signed it does not verify.
+    let mut moved = signed(
+        &signer,
+        http::Request::get(server.url("/here")).body(Vec::new())?,
+    )
+    .await?;
+    *moved.uri_mut() = server.url("/there").parse()?;
+    let refused = send(&server, &moved).await?;
+    ensure!(
+        refused.status == 401
+            && crate::refusal_code(&refused).as_deref() == Some("signature_invalid"),
+        "tampered request: {} {:?}",
+        refused.status,
+        crate::refusal_code(&refused)
+    );
+
     let attestation = client.attestation(&key_id, NONCE).await?;
     ensure!(attestation.key_id == key_id);
     ensure!(attestation.level == KeyLevel::HardwareUnattested);
