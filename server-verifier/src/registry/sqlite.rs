@@ -63,18 +63,25 @@ impl SqliteRegistry {
     /// A file written by a newer release (higher schema version) is refused, not downgraded.
     pub fn open(path: &Path) -> Result<Self, RegistryError> {
         // Create the file ourselves so its mode is 0600 from the first byte; SQLite gives the
-        // -wal and -shm files the database file's permissions.
-        OpenOptions::new()
+        // -wal and -shm files the database file's permissions. Only create: opening and closing
+        // an existing database with std::fs would drop the POSIX locks another SQLite connection
+        // in this process holds on it, and another process could then delete the live WAL.
+        match OpenOptions::new()
             .read(true)
             .write(true)
-            .create(true)
-            .truncate(false)
+            .create_new(true)
             .mode(0o600)
             .open(path)
-            .map_err(|source| RegistryError::Io {
-                path: path.display().to_string(),
-                source,
-            })?;
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(source) => {
+                return Err(RegistryError::Io {
+                    path: path.display().to_string(),
+                    source,
+                });
+            }
+        }
         let mut conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(5))?;
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
