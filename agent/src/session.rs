@@ -9,8 +9,9 @@
 //! renewal runs at a time per (key, audience).
 //!
 //! Session keys exist only in this process's memory: they are generated here, never serialized
-//! except as the transient PKCS#8 buffer `ring` parses (zeroized right after), never logged, and
-//! their `Debug` shows the public key id only.
+//! except as the transient PKCS#8 document `ring` returns and parses, never logged, and their
+//! `Debug` shows the public key id only. `ring` (chosen for signing speed: about 4x `p256` here)
+//! does not zeroize key material on drop; see [`SessionKey::generate`].
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -21,7 +22,6 @@ use hwsign_proto::{PublicKey, SigningTime};
 use ring::rand::SystemRandom;
 use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair as _};
 use thiserror::Error;
-use zeroize::Zeroizing;
 
 /// Default statement lifetime: the protocol's maximum.
 pub const DEFAULT_SESSION_LIFETIME_SECS: u64 = 900;
@@ -104,17 +104,21 @@ impl std::fmt::Debug for SessionKey {
 }
 
 impl SessionKey {
-    /// Generates a key from the system CSPRNG. `ring` hands the private key out once, as PKCS#8;
-    /// that buffer is parsed and zeroized here and exists nowhere else.
+    /// Generates a key from the system CSPRNG. `ring` hands the private key out once, as a
+    /// PKCS#8 document; it is parsed at once and dropped here, and exists nowhere else.
+    ///
+    /// Limitation: `ring` has no zeroization, so neither that document nor the key pair's own
+    /// copy of the scalar is overwritten when freed (`forbid(unsafe_code)` rules out doing it
+    /// from outside). The key lives in this process's memory only, for at most one statement
+    /// lifetime plus renewal.
     pub fn generate() -> Result<Self, SessionError> {
         let rng = SystemRandom::new();
-        let document = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng)
-            .map_err(|_| SessionError::Crypto("key generation failed"))?;
-        let pkcs8 = Zeroizing::new(document.as_ref().to_vec());
-        drop(document);
-        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &pkcs8, &rng)
-            .map_err(|_| SessionError::Crypto("generated key does not parse"))?;
-        drop(pkcs8);
+        let pair = {
+            let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng)
+                .map_err(|_| SessionError::Crypto("key generation failed"))?;
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng)
+                .map_err(|_| SessionError::Crypto("generated key does not parse"))?
+        };
         let public = PublicKey::from_sec1(pair.public_key().as_ref())
             .map_err(|_| SessionError::Crypto("public key"))?;
         Ok(Self { pair, public, rng })
@@ -385,16 +389,10 @@ mod tests {
 
     const T0: i64 = 1_795_462_200;
 
-    fn issue_at(
-        now: i64,
-        timing: SessionTiming,
-    ) -> impl Future<Output = Result<Arc<Session>, SessionError>> + Send + 'static {
-        async move {
-            let pending =
-                PendingSession::new(&format!("hk1_{}", "a".repeat(32)), "api", now, timing)?;
-            // The tests check rotation, not the statement's signature.
-            Ok(Arc::new(pending.finish(&[0x30, 0x00], timing)))
-        }
+    async fn issue_at(now: i64, timing: SessionTiming) -> Result<Arc<Session>, SessionError> {
+        let pending = PendingSession::new(&format!("hk1_{}", "a".repeat(32)), "api", now, timing)?;
+        // The tests check rotation, not the statement's signature.
+        Ok(Arc::new(pending.finish(&[0x30, 0x00], timing)))
     }
 
     #[test]

@@ -87,8 +87,13 @@ async fn delegation_tpm_key_end_to_end_and_rates() -> Result<()> {
     let strict_rate = rate(&client, &strict_key, 100).await?;
     let delegated_rate = rate(&client, &delegated_key, 3000).await?;
     println!(
-        "swtpm, debug build, one client: strict {strict_rate:.0} signs/s, delegated \
+        "swtpm, {} test build, one client: strict {strict_rate:.0} signs/s, delegated \
          {delegated_rate:.0} signs/s, ratio {:.1}",
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        },
         delegated_rate / strict_rate
     );
     Ok(())

@@ -83,7 +83,6 @@ pub async fn sign(ctx: &Arc<Context>, peer: Peer, body: &[u8]) -> Result<Respons
     ctx.audit
         .append(&record)
         .map_err(|e| ApiError::Internal(format!("audit log: {e}")))?;
-    drop(record);
     let signed = result?;
     Ok(http::json(StatusCode::OK, &signed.response))
 }
