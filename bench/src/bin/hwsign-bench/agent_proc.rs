@@ -97,6 +97,12 @@ impl AgentProcess {
             .context("no VmRSS in /proc/PID/status")
     }
 
+    /// CPU time (user + system) the agent has used so far.
+    pub fn cpu_seconds(&self) -> Result<f64> {
+        let pid = self.child.as_ref().context("agent not running")?.id();
+        process_cpu_seconds(&pid.to_string())
+    }
+
     /// The last lines of its log, for error messages.
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
@@ -131,4 +137,20 @@ impl Drop for AgentProcess {
             let _ = child.wait();
         }
     }
+}
+
+/// User + system CPU seconds of process `pid` (`self` for this process), from /proc.
+pub fn process_cpu_seconds(pid: &str) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesized command name; utime and stime are fields 14 and 15.
+    let after = stat.rsplit_once(')').context("malformed /proc/PID/stat")?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = fields
+        .get(11)
+        .zip(fields.get(12))
+        .and_then(|(u, s)| Some(u.parse::<u64>().ok()? + s.parse::<u64>().ok()?))
+        .context("no utime/stime in /proc/PID/stat")?;
+    let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)?
+        .context("CLK_TCK unknown")?;
+    Ok(ticks as f64 / per_second as f64)
 }
