@@ -8,10 +8,11 @@
 //! is nearly over ([`SessionTiming::min_remaining_secs`]) do requests wait for the new one. One
 //! renewal runs at a time per (key, audience).
 //!
-//! Session keys exist only in this process's memory: they are generated here, never serialized
-//! except as the transient PKCS#8 document `ring` returns and parses, never logged, and their
-//! `Debug` shows the public key id only. `ring` (chosen for signing speed: about 4x `p256` here)
-//! does not zeroize key material on drop; see [`SessionKey::generate`].
+//! Session keys exist only in this process's memory: they are generated inside AWS-LC (through
+//! `aws-lc-rs`), never serialized, never logged, and their `Debug` shows the public key id only.
+//! AWS-LC cleanses key memory when the key is freed (its `OPENSSL_free` overwrites every
+//! allocation), so dropping a [`SessionKey`] zeroizes the scalar; `aws-lc-rs` was chosen over
+//! `ring` (which does not zeroize) and `p256` (which does, but signs about 4x slower here).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -19,8 +20,8 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use hwsign_proto::delegation::{DelegationStatement, MAX_DELEGATION_SECS};
 use hwsign_proto::{PublicKey, SigningTime};
-use ring::rand::SystemRandom;
-use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair as _};
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair as _};
 use thiserror::Error;
 
 /// Default statement lifetime: the protocol's maximum.
@@ -104,21 +105,12 @@ impl std::fmt::Debug for SessionKey {
 }
 
 impl SessionKey {
-    /// Generates a key from the system CSPRNG. `ring` hands the private key out once, as a
-    /// PKCS#8 document; it is parsed at once and dropped here, and exists nowhere else.
-    ///
-    /// Limitation: `ring` has no zeroization, so neither that document nor the key pair's own
-    /// copy of the scalar is overwritten when freed (`forbid(unsafe_code)` rules out doing it
-    /// from outside). The key lives in this process's memory only, for at most one statement
-    /// lifetime plus renewal.
+    /// Generates a key from the system CSPRNG, inside AWS-LC: the private scalar is never copied
+    /// out into Rust memory, and AWS-LC overwrites it when the key pair is dropped.
     pub fn generate() -> Result<Self, SessionError> {
         let rng = SystemRandom::new();
-        let pair = {
-            let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng)
-                .map_err(|_| SessionError::Crypto("key generation failed"))?;
-            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng)
-                .map_err(|_| SessionError::Crypto("generated key does not parse"))?
-        };
+        let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_ASN1_SIGNING)
+            .map_err(|_| SessionError::Crypto("key generation failed"))?;
         let public = PublicKey::from_sec1(pair.public_key().as_ref())
             .map_err(|_| SessionError::Crypto("public key"))?;
         Ok(Self { pair, public, rng })
