@@ -27,11 +27,17 @@ where
     };
     let encoded = match serde_json::to_vec(&value) {
         Ok(encoded) => encoded,
-        Err(e) => panic!("a decoded {} does not encode: {e}", std::any::type_name::<T>()),
+        Err(e) => panic!(
+            "a decoded {} does not encode: {e}",
+            std::any::type_name::<T>()
+        ),
     };
     let decoded: T = match serde_json::from_slice(&encoded) {
         Ok(decoded) => decoded,
-        Err(e) => panic!("re-encoded {} does not decode: {e}", std::any::type_name::<T>()),
+        Err(e) => panic!(
+            "re-encoded {} does not decode: {e}",
+            std::any::type_name::<T>()
+        ),
     };
     assert_eq!(decoded, value);
     assert_eq!(serde_json::to_vec(&decoded).ok(), Some(encoded));

@@ -91,7 +91,11 @@ fn canonicalize_raw(profile: &Profile, parts: &RequestParts<'_>, body_hash: &str
         ..*parts
     };
     let again = CanonicalRequest::new(profile, &again_parts, &signed, body_hash);
-    assert_eq!(again.as_ref(), Ok(&canonical), "canonicalization is not idempotent");
+    assert_eq!(
+        again.as_ref(),
+        Ok(&canonical),
+        "canonicalization is not idempotent"
+    );
 }
 
 fn header_round_trip(

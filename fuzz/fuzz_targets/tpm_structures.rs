@@ -87,7 +87,14 @@ fn bundle(public: &[u8], message: &[u8], signature: &[u8]) {
     if let Ok(attest) = TpmAttest::parse(message) {
         let nonce = attest.extra_data.clone();
         let _ = check_certify(message, &attest, &signature, &public, &public, &nonce);
-        let _ = check_quote(message, &attest, &signature, &public, &[[0u8; 32]; 8], &nonce);
+        let _ = check_quote(
+            message,
+            &attest,
+            &signature,
+            &public,
+            &[[0u8; 32]; 8],
+            &nonce,
+        );
         let _ = check_ak_under_ek(&attest, &public, &public);
     }
     if let Ok(ek) = EkCertificate::from_der(message) {
