@@ -271,7 +271,14 @@ impl CanonicalRequest {
         payload_hash: &str,
     ) -> Result<Self, ProtoError> {
         parts.check_bounds()?;
-        let mut text = String::with_capacity(256 + parts.path.len() + parts.query.len());
+        // Sized for the whole text, so building it never reallocates.
+        let header_bytes: usize = parts
+            .headers
+            .iter()
+            .map(|(n, v)| n.len() + v.len() + 2)
+            .sum();
+        let mut text =
+            String::with_capacity(256 + parts.path.len() + parts.query.len() + header_bytes);
         text.push_str(parts.method);
         text.push('\n');
         canonical_path(profile, parts.path, &mut text)?;
@@ -391,8 +398,14 @@ fn canonical_header_value(
             out.push(',');
         }
         found += 1;
+        let trimmed = value.trim_matches([' ', '\t']);
+        // The common value has nothing to collapse: copy it whole.
+        if !trimmed.contains('\t') && !trimmed.contains("  ") {
+            out.push_str(trimmed);
+            continue;
+        }
         let mut previous_space = false;
-        for c in value.trim_matches([' ', '\t']).chars() {
+        for c in trimmed.chars() {
             let is_space = c == ' ' || c == '\t';
             if !(is_space && previous_space) {
                 out.push(if is_space { ' ' } else { c });
