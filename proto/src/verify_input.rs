@@ -118,12 +118,13 @@ pub fn parse_presigned(
     let mut remaining: Vec<&str> = Vec::new();
     for pair in parts.query.split('&').filter(|p| !p.is_empty()) {
         let (raw_key, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
-        let key =
-            String::from_utf8(encoding::decode(raw_key)?).map_err(|_| Bad("non-UTF-8 key"))?;
-        if key
+        // Only our own parameters need to be text; other keys may be any bytes, as signed.
+        let key_bytes = encoding::decode(raw_key)?;
+        if key_bytes
             .get(..prefix.len())
-            .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+            .is_some_and(|head| head.eq_ignore_ascii_case(prefix.as_bytes()))
         {
+            let key = String::from_utf8(key_bytes).map_err(|_| Bad("non-UTF-8 key"))?;
             let value = String::from_utf8(encoding::decode(raw_value)?)
                 .map_err(|_| Bad("non-UTF-8 value"))?;
             if key == signature_name {
