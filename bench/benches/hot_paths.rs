@@ -28,30 +28,33 @@ fn canonicalization(c: &mut Criterion) {
     let key_id = public_key(&signing_key("criterion").expect("fixture key is valid"))
         .expect("fixture key is valid")
         .key_id();
-    c.bench_function("prepare_headers (canonical request + string to sign)", |b| {
-        b.iter(|| {
-            let parts = RequestParts {
-                method: request.method,
-                path: request.path,
-                query: request.query,
-                headers: &headers,
-            };
-            let params = SigningParams {
-                profile: &HWS1,
-                credential: &key_id,
-                audience: "payments",
-                time: SigningTime::from_unix(T0),
-                nonce: Some(&nonce),
-                added_headers: &[],
-            };
-            black_box(prepare_headers(
-                &params,
-                &parts,
-                &body_hash,
-                HeaderSelection::ProfileWith(&[]),
-            ))
-        });
-    });
+    c.bench_function(
+        "prepare_headers (canonical request + string to sign)",
+        |b| {
+            b.iter(|| {
+                let parts = RequestParts {
+                    method: request.method,
+                    path: request.path,
+                    query: request.query,
+                    headers: &headers,
+                };
+                let params = SigningParams {
+                    profile: &HWS1,
+                    credential: &key_id,
+                    audience: "payments",
+                    time: SigningTime::from_unix(T0),
+                    nonce: Some(&nonce),
+                    added_headers: &[],
+                };
+                black_box(prepare_headers(
+                    &params,
+                    &parts,
+                    &body_hash,
+                    HeaderSelection::ProfileWith(&[]),
+                ))
+            });
+        },
+    );
 }
 
 fn signing(c: &mut Criterion) {
@@ -62,9 +65,12 @@ fn signing(c: &mut Criterion) {
     let mut group = c.benchmark_group("sign");
     for ring in [true, false] {
         let signer = InProcessSigner::new(&key, ring).expect("fixture key is valid");
-        group.bench_function(format!("hwsign in-process ({})", signer.ecdsa().name()), |b| {
-            b.iter(|| black_box(signer.sign(&request, &body_hash, time)));
-        });
+        group.bench_function(
+            format!("hwsign in-process ({})", signer.ecdsa().name()),
+            |b| {
+                b.iter(|| black_box(signer.sign(&request, &body_hash, time)));
+            },
+        );
     }
     let aws = Sigv4aSigner::new(&request);
     group.bench_function("aws-sigv4 SigV4a", |b| {
@@ -100,13 +106,16 @@ fn verifying(c: &mut Criterion) {
         // Each verification consumes its request's nonce: hand out fresh ones until the pool is
         // used up, then stop measuring rather than measure replay rejections.
         let mut fresh = requests.iter();
-        group.bench_function(format!("Verifier::verify {} + sqlite", backend.name()), |b| {
-            b.iter_batched(
-                || fresh.next().map(|r| r.pairs()),
-                |pairs| pairs.map(|p| fixture.verify(&p).is_ok()),
-                BatchSize::SmallInput,
-            );
-        });
+        group.bench_function(
+            format!("Verifier::verify {} + sqlite", backend.name()),
+            |b| {
+                b.iter_batched(
+                    || fresh.next().map(|r| r.pairs()),
+                    |pairs| pairs.map(|p| fixture.verify(&p).is_ok()),
+                    BatchSize::SmallInput,
+                );
+            },
+        );
     }
     group.finish();
 }

@@ -203,10 +203,7 @@ impl InProcessSigner {
         } else {
             String::new()
         };
-        let additions = prepared.finish(
-            &HWS1,
-            &signature,
-        );
+        let additions = prepared.finish(&HWS1, &signature);
         Ok(Signed {
             additions,
             string_to_sign,

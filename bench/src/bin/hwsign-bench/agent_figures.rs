@@ -26,8 +26,8 @@ const GROWTH_SIGNS: usize = 100_000;
 /// Runs the agent figures; `binary` is the release `hwsign-agent`.
 pub async fn run(plan: &Plan, binary: &Path) -> Result<Vec<Figure>> {
     let dir = tempfile::tempdir()?;
-    let mut agent = AgentProcess::start(binary, dir.path(), "[backends.software]\nenabled = true")
-        .await?;
+    let mut agent =
+        AgentProcess::start(binary, dir.path(), "[backends.software]\nenabled = true").await?;
     let idle_kib = agent.rss_kib()?;
     let client = AgentClient::new(agent.socket());
     let key = client.create_key("software", "bench").await?;
@@ -97,7 +97,12 @@ async fn round_trip(
 ) -> Result<(Figure, usize)> {
     let echo = AgentClient::new(echo_socket);
     let batch = plan.rtt_batch;
-    let raw_sign = || wall_per_op(batch, |_| Ok(drop(raw.sign_digest(digest)?)));
+    let raw_sign = || {
+        wall_per_op(batch, |_| {
+            std::hint::black_box(raw.sign_digest(digest)?);
+            Ok(())
+        })
+    };
     sequential(agent, request, plan.warmup).await?;
     sequential(&echo, request, plan.warmup).await?;
     raw_sign()?;
@@ -134,7 +139,12 @@ async fn round_trip(
 
 /// `clients` concurrent clients, each with its own connection, each signing `per_client` times.
 /// Returns signs per second.
-async fn load(socket: &Path, request: &SignRequest, clients: usize, per_client: usize) -> Result<f64> {
+async fn load(
+    socket: &Path,
+    request: &SignRequest,
+    clients: usize,
+    per_client: usize,
+) -> Result<f64> {
     let mut tasks = JoinSet::new();
     let start = Instant::now();
     for _ in 0..clients {
@@ -165,7 +175,11 @@ async fn concurrency(
     // One core's capacity: the raw loop on this thread's CPU clock, so time this thread waits
     // for a core (the agent and other load) does not lower the floor.
     let raw_rate = || -> Result<f64> {
-        Ok(1.0 / cpu_per_op(raw_batch, |_| Ok(drop(raw.sign_digest(digest)?)))?)
+        Ok(1.0
+            / cpu_per_op(raw_batch, |_| {
+                std::hint::black_box(raw.sign_digest(digest)?);
+                Ok(())
+            })?)
     };
     let socket = agent.socket();
     load(socket, request, CLIENTS, 10).await?;

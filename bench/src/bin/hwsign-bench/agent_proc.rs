@@ -150,7 +150,7 @@ pub fn process_cpu_seconds(pid: &str) -> Result<f64> {
         .zip(fields.get(12))
         .and_then(|(u, s)| Some(u.parse::<u64>().ok()? + s.parse::<u64>().ok()?))
         .context("no utime/stime in /proc/PID/stat")?;
-    let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)?
-        .context("CLK_TCK unknown")?;
+    let per_second =
+        nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)?.context("CLK_TCK unknown")?;
     Ok(ticks as f64 / per_second as f64)
 }

@@ -6,7 +6,8 @@ use hwsign_bench::fixtures::{BenchRequest, T0, signing_key};
 use hwsign_bench::signers::{InProcessSigner, RingSigner};
 use hwsign_bench::sigv4a::Sigv4aSigner;
 use hwsign_bench::verify::{RegistryKind, VerifyFixture};
-use hwsign_proto::SigningTime;
+use hwsign_proto::verify_input::parse_header_signed;
+use hwsign_proto::{HWS1, RequestParts, SigningTime};
 use hwsign_verifier::VerifyBackend;
 
 use crate::Plan;
@@ -15,22 +16,41 @@ use crate::measure::{cpu_per_op, median, us};
 
 /// `verify_rate_ratio` for `backend`: verifications/s of `Verifier::verify` (SQLite registry,
 /// in-memory replay cache, a fresh nonce per request) ÷ the backend's bare verify/s.
-pub fn verify_rate(plan: &Plan, backend: VerifyBackend, name: &str) -> Result<Figure> {
+pub fn verify_rate(
+    plan: &Plan,
+    backend: VerifyBackend,
+    registry: RegistryKind,
+    name: &str,
+) -> Result<Figure> {
     let batch = plan.verify_batch;
     let total = plan.warmup + plan.rounds * batch;
-    let fixture = VerifyFixture::new(backend, RegistryKind::Sqlite, total)?;
+    let fixture = VerifyFixture::new(backend, registry, total)?;
     let requests = fixture.signed_requests(total)?;
     let pairs: Vec<Vec<(&str, &str)>> = requests.iter().map(|r| r.pairs()).collect();
     for (request, headers) in requests.iter().zip(&pairs).take(plan.warmup) {
         ensure!(fixture.raw_verify(request), "raw verify refused a fixture");
         fixture.verify(headers)?;
     }
+    // The wire-format share of the overhead: parsing and rebuilding the string to sign.
+    let parse = cpu_per_op(batch.min(total), |i| {
+        let parts = RequestParts {
+            method: fixture.request.method,
+            path: fixture.request.path,
+            query: fixture.request.query,
+            headers: &pairs[i],
+        };
+        std::hint::black_box(parse_header_signed(&HWS1, &parts)?);
+        Ok(())
+    })?;
     let (mut ratios, mut subject, mut floor) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..plan.rounds {
         let start = plan.warmup + round * batch;
         let raw = || {
             cpu_per_op(batch, |i| {
-                ensure!(fixture.raw_verify(&requests[start + i]), "raw verify refused");
+                ensure!(
+                    fixture.raw_verify(&requests[start + i]),
+                    "raw verify refused"
+                );
                 Ok(())
             })
         };
@@ -52,12 +72,14 @@ pub fn verify_rate(plan: &Plan, backend: VerifyBackend, name: &str) -> Result<Fi
         median(ratios),
         Goal::AtLeast(0.9),
         format!(
-            "backend={}: Verifier::verify {} ({:.0}/s) vs raw verify {} ({:.0}/s), one core (thread CPU time)",
+            "backend={} registry={registry:?}: Verifier::verify {} ({:.0}/s) vs raw verify {} ({:.0}/s), one core (thread CPU time); of the overhead {}, parsing + string to sign {}",
             backend.name(),
             us(t_full),
             1.0 / t_full,
             us(t_raw),
-            1.0 / t_raw
+            1.0 / t_raw,
+            us(t_full - t_raw),
+            us(parse)
         ),
     ))
 }
@@ -72,12 +94,34 @@ pub fn sign_vs_sigv4a(plan: &Plan) -> Result<Vec<Figure>> {
     let raw_ring = RingSigner::from_p256(&key)?;
     let aws = Sigv4aSigner::new(&request);
     let time = SigningTime::from_unix(T0);
-    let example_sts = ring.sign_detailed(&request, &body_hash, time)?.string_to_sign;
+    let example_sts = ring
+        .sign_detailed(&request, &body_hash, time)?
+        .string_to_sign;
     let batch = plan.sign_batch;
-    let run_aws = || cpu_per_op(batch, |_| Ok(drop(aws.sign(&request, &body_hash)?)));
-    let run_ring = || cpu_per_op(batch, |_| Ok(drop(ring.sign(&request, &body_hash, time)?)));
-    let run_p256 = || cpu_per_op(batch, |_| Ok(drop(p256.sign(&request, &body_hash, time)?)));
-    let run_raw = || cpu_per_op(batch, |_| Ok(drop(raw_ring.sign(example_sts.as_bytes())?)));
+    let run_aws = || {
+        cpu_per_op(batch, |_| {
+            std::hint::black_box(aws.sign(&request, &body_hash)?);
+            Ok(())
+        })
+    };
+    let run_ring = || {
+        cpu_per_op(batch, |_| {
+            std::hint::black_box(ring.sign(&request, &body_hash, time)?);
+            Ok(())
+        })
+    };
+    let run_p256 = || {
+        cpu_per_op(batch, |_| {
+            std::hint::black_box(p256.sign(&request, &body_hash, time)?);
+            Ok(())
+        })
+    };
+    let run_raw = || {
+        cpu_per_op(batch, |_| {
+            std::hint::black_box(raw_ring.sign(example_sts.as_bytes())?);
+            Ok(())
+        })
+    };
     for _ in 0..2 {
         run_aws()?;
         run_ring()?;
@@ -125,4 +169,14 @@ pub fn sign_vs_sigv4a(plan: &Plan) -> Result<Vec<Figure>> {
             format!("hwsign in-process with p256 {}", us(p256_t)),
         ),
     ])
+}
+
+/// Signs `count` requests, then verifies them all: a loop to run under a profiler.
+pub fn profile_verify(count: usize) -> Result<()> {
+    let fixture = VerifyFixture::new(VerifyBackend::default(), RegistryKind::Sqlite, count)?;
+    let requests = fixture.signed_requests(count)?;
+    let pairs: Vec<Vec<(&str, &str)>> = requests.iter().map(|r| r.pairs()).collect();
+    let per_op = cpu_per_op(count, |i| Ok(fixture.verify(&pairs[i])?))?;
+    println!("Verifier::verify {} per request", us(per_op));
+    Ok(())
 }

@@ -3,7 +3,8 @@
 //! Run through `bench/run` (it builds the release binaries first); see docs/PERFORMANCE.md.
 //!
 //! `hwsign-bench [--quick] [--agent-bin PATH]`; `hwsign-bench echo-server SOCKET RESPONSE` is the
-//! echo floor's child process.
+//! echo floor's child process; `hwsign-bench profile-verify [N]` verifies N requests in a loop
+//! for a profiler (`perf record -g`).
 #![forbid(unsafe_code)]
 
 mod agent_figures;
@@ -20,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context as _, Result, bail};
+use hwsign_bench::verify::RegistryKind;
 use hwsign_verifier::VerifyBackend;
 
 use crate::figure::{Figure, Goal};
@@ -85,8 +87,12 @@ fn parse_args(args: &[String]) -> Result<Args> {
     while let Some(arg) = rest.next() {
         match arg.as_str() {
             "--quick" => quick = true,
-            "--agent-bin" => agent_bin = Some(PathBuf::from(rest.next().context("--agent-bin PATH")?)),
-            other => bail!("unknown argument {other:?} (usage: hwsign-bench [--quick] [--agent-bin PATH])"),
+            "--agent-bin" => {
+                agent_bin = Some(PathBuf::from(rest.next().context("--agent-bin PATH")?))
+            }
+            other => bail!(
+                "unknown argument {other:?} (usage: hwsign-bench [--quick] [--agent-bin PATH])"
+            ),
         }
     }
     let agent_bin = match agent_bin {
@@ -106,8 +112,14 @@ fn main() -> ExitCode {
             (Some(socket), Some(response)) => {
                 echo::serve(Path::new(socket), Path::new(response)).map(|()| true)
             }
-            _ => Err(anyhow::anyhow!("usage: hwsign-bench echo-server SOCKET RESPONSE")),
+            _ => Err(anyhow::anyhow!(
+                "usage: hwsign-bench echo-server SOCKET RESPONSE"
+            )),
         },
+        Some("profile-verify") => {
+            inproc::profile_verify(args.get(1).and_then(|n| n.parse().ok()).unwrap_or(50_000))
+                .map(|()| true)
+        }
         _ => parse_args(&args).and_then(|a| report(&a)),
     };
     match result {
@@ -134,7 +146,11 @@ fn emit(figures: &mut Vec<Figure>, new: Vec<Figure>) {
 
 /// Measures and prints everything; true when every (non-info) figure passes.
 fn report(args: &Args) -> Result<bool> {
-    let plan = if args.quick { Plan::quick() } else { Plan::full() };
+    let plan = if args.quick {
+        Plan::quick()
+    } else {
+        Plan::full()
+    };
     println!(
         "# hwsign-bench {} run on {} ({} cores); agent binary {}",
         if args.quick { "quick" } else { "full" },
@@ -149,20 +165,37 @@ fn report(args: &Args) -> Result<bool> {
         vec![or_unavailable(
             "verify_rate_ratio",
             Goal::AtLeast(0.9),
-            inproc::verify_rate(&plan, default, "verify_rate_ratio"),
+            inproc::verify_rate(&plan, default, RegistryKind::Sqlite, "verify_rate_ratio"),
+        )],
+    );
+    let name = "info.verify_rate_ratio_memory_registry";
+    emit(
+        &mut figures,
+        vec![or_unavailable(
+            name,
+            Goal::AtLeast(0.9),
+            inproc::verify_rate(&plan, default, RegistryKind::Memory, name),
         )],
     );
     for backend in VerifyBackend::available().iter().filter(|b| **b != default) {
         let name = format!("info.verify_rate_ratio_{}", backend.name());
         emit(
             &mut figures,
-            vec![or_unavailable(&name, Goal::AtLeast(0.9), inproc::verify_rate(&plan, *backend, &name))],
+            vec![or_unavailable(
+                &name,
+                Goal::AtLeast(0.9),
+                inproc::verify_rate(&plan, *backend, RegistryKind::Sqlite, &name),
+            )],
         );
     }
     emit(
         &mut figures,
         inproc::sign_vs_sigv4a(&plan).unwrap_or_else(|e| {
-            vec![Figure::unavailable("sign_vs_aws_sigv4a", Goal::AtLeast(4.0), format!("{e:#}"))]
+            vec![Figure::unavailable(
+                "sign_vs_aws_sigv4a",
+                Goal::AtLeast(4.0),
+                format!("{e:#}"),
+            )]
         }),
     );
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -192,7 +225,10 @@ fn report(args: &Args) -> Result<bool> {
         .filter(|f| !f.passes() && !f.name.starts_with("info."))
         .map(|f| f.name.as_str())
         .collect();
-    let total = figures.iter().filter(|f| !f.name.starts_with("info.")).count();
+    let total = figures
+        .iter()
+        .filter(|f| !f.name.starts_with("info."))
+        .count();
     println!(
         "# {} of {total} figures pass{}",
         total - failed.len(),
@@ -223,7 +259,11 @@ fn tpm_phase(
         Err(e) => {
             emit(
                 figures,
-                vec![Figure::unavailable("tpm_overhead", Goal::AtMost(1.10), format!("{e:#}"))],
+                vec![Figure::unavailable(
+                    "tpm_overhead",
+                    Goal::AtMost(1.10),
+                    format!("{e:#}"),
+                )],
             );
             (None, Err("the TPM phase failed".to_owned()))
         }
@@ -240,7 +280,11 @@ fn tpm_phase(
     let reason = "built without feature tpm (bench/run enables it)";
     emit(
         figures,
-        vec![Figure::unavailable("tpm_overhead", Goal::AtMost(1.10), reason)],
+        vec![Figure::unavailable(
+            "tpm_overhead",
+            Goal::AtMost(1.10),
+            reason,
+        )],
     );
     (None, Err(reason.to_owned()))
 }

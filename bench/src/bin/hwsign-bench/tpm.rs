@@ -141,9 +141,15 @@ impl RawTpm {
                 .execute_with_session(Some(AuthSession::Password), |c| {
                     c.load(srk, private, public)
                 })?;
-            self.ctx.execute_with_session(Some(AuthSession::Password), |c| {
-                c.sign(handle, digest.clone(), SignatureScheme::Null, ticket.clone())
-            })?;
+            self.ctx
+                .execute_with_session(Some(AuthSession::Password), |c| {
+                    c.sign(
+                        handle,
+                        digest.clone(),
+                        SignatureScheme::Null,
+                        ticket.clone(),
+                    )
+                })?;
             self.ctx.flush_context(handle.into())?;
         }
         Ok(start.elapsed().as_secs_f64() / count.max(1) as f64)
@@ -192,11 +198,12 @@ pub async fn run(plan: &Plan, binary: &Path) -> Result<TpmResult> {
     let swtpm = Swtpm::start_tcp()?;
     let tcti = swtpm.tcti();
     let dir = tempfile::tempdir()?;
-    let backends =
-        format!("[backends.software]\nenabled = false\n[backends.tpm]\ntcti = {tcti:?}");
+    let backends = format!("[backends.software]\nenabled = false\n[backends.tpm]\ntcti = {tcti:?}");
     let key_id = {
         let mut agent = AgentProcess::start(binary, dir.path(), &backends).await?;
-        let key = AgentClient::new(agent.socket()).create_key("tpm", "bench").await?;
+        let key = AgentClient::new(agent.socket())
+            .create_key("tpm", "bench")
+            .await?;
         agent.stop()?;
         key.id
     };
@@ -205,7 +212,10 @@ pub async fn run(plan: &Plan, binary: &Path) -> Result<TpmResult> {
     for round in 0..plan.tpm_rounds {
         let (a, r) = if round % 2 == 0 {
             let r = raw_batch(&tcti, batch)?;
-            (agent_batch(binary, dir.path(), &backends, &key_id, batch).await?, r)
+            (
+                agent_batch(binary, dir.path(), &backends, &key_id, batch).await?,
+                r,
+            )
         } else {
             let a = agent_batch(binary, dir.path(), &backends, &key_id, batch).await?;
             (a, raw_batch(&tcti, batch)?)
@@ -251,7 +261,10 @@ async fn delegated_rate(
     let request = BenchRequest::realistic().sign_request(key_id);
     let first = client.sign(&request).await?;
     anyhow::ensure!(
-        first.headers.iter().any(|h| h.name.eq_ignore_ascii_case("x-hws-delegation")),
+        first
+            .headers
+            .iter()
+            .any(|h| h.name.eq_ignore_ascii_case("x-hws-delegation")),
         "the agent did not sign in delegated mode (no X-Hws-Delegation header)"
     );
     let count = plan.tpm_signs * 20;
