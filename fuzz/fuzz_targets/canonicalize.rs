@@ -14,7 +14,7 @@
 use hwsign_fuzz::{ProfileChoice, RequestInput};
 use hwsign_proto::canonical::{CanonicalRequest, RequestParts, SignedHeaders};
 use hwsign_proto::keys::Nonce;
-use hwsign_proto::limits::MAX_SIGNATURE_LEN;
+use hwsign_proto::limits::{MAX_PATH_LEN, MAX_QUERY_LEN, MAX_SIGNATURE_LEN};
 use hwsign_proto::profile::{HWS1_DELEGATION_HEADER, aws_sigv4a};
 use hwsign_proto::sign::{self, HeaderSelection, UNSIGNED_PAYLOAD};
 use hwsign_proto::verify_input::{parse_header_signed, parse_presigned};
@@ -85,6 +85,10 @@ fn canonicalize_raw(profile: &Profile, parts: &RequestParts<'_>, body_hash: &str
     let (Some(_), Some(path), Some(query)) = (lines.next(), lines.next(), lines.next()) else {
         panic!("canonical request without path and query lines");
     };
+    if path.len() > MAX_PATH_LEN || query.len() > MAX_QUERY_LEN {
+        // Encoding can triple the length; the bounds apply to what arrives on the wire.
+        return;
+    }
     let again_parts = RequestParts {
         path,
         query,

@@ -7,7 +7,9 @@ use crate::canonical::{CanonicalRequest, RequestParts, SignedHeaders};
 use crate::encoding;
 use crate::error::ProtoError;
 use crate::keys::{Nonce, check_payload_hash};
-use crate::limits::MAX_PRESIGN_EXPIRES_SECS;
+use crate::limits::{
+    MAX_AUTHORIZATION_LEN, MAX_HEADERS, MAX_PRESIGN_EXPIRES_SECS, MAX_QUERY_LEN, MAX_SIGNATURE_LEN,
+};
 use crate::profile::{Profile, query_param_name};
 use crate::scope::{Scope, StringToSign, check_audience};
 use crate::time::SigningTime;
@@ -163,6 +165,26 @@ pub fn prepare_headers(
     signed_headers.check_coverage(profile, &full)?;
     let canonical = CanonicalRequest::new(profile, &full, &signed_headers, payload_hash)?;
     let scope = Scope::new(params.time, params.audience, profile.scope_terminator);
+    // `finish` appends `authorization`: the request the verifier receives must still fit its
+    // bounds with it, or the signer would produce requests no verifier accepts.
+    if all_headers.len() >= MAX_HEADERS {
+        return Err(ProtoError::TooLarge {
+            what: "header count",
+            limit: MAX_HEADERS,
+        });
+    }
+    let longest_authorization = Authorization {
+        credential: params.credential.to_owned(),
+        scope: scope.clone(),
+        signed_headers: signed_headers.clone(),
+        signature: vec![0; MAX_SIGNATURE_LEN],
+    };
+    if longest_authorization.to_header_value(profile).len() > MAX_AUTHORIZATION_LEN {
+        return Err(ProtoError::TooLarge {
+            what: "Authorization header",
+            limit: MAX_AUTHORIZATION_LEN,
+        });
+    }
     let string_to_sign = StringToSign::new(profile.algorithm, params.time, &scope, &canonical);
     Ok(PreparedSignature {
         credential: params.credential.to_owned(),
@@ -232,6 +254,14 @@ pub fn prepare_presigned(
         query.push_str(name);
         query.push('=');
         query.push_str(value);
+    }
+    // `finish` appends the signature parameter last; the URL must still fit the query bound.
+    let signature_param = "&".len() + prefix.len() + "Signature=".len() + 2 * MAX_SIGNATURE_LEN;
+    if query.len() + signature_param > MAX_QUERY_LEN {
+        return Err(ProtoError::TooLarge {
+            what: "query",
+            limit: MAX_QUERY_LEN,
+        });
     }
     let full = RequestParts {
         query: &query,

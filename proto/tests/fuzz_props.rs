@@ -9,10 +9,11 @@ use hwsign_proto::api::{CreateKeyRequest, HeaderField, SignRequest};
 use hwsign_proto::attestation::{ActivateCredentialRequest, KeyAttestation};
 use hwsign_proto::canonical::RequestParts;
 use hwsign_proto::delegation::DelegationStatement;
-use hwsign_proto::keys::Nonce;
+use hwsign_proto::keys::{EMPTY_SHA256, Nonce};
+use hwsign_proto::limits::{MAX_HEADERS, MAX_QUERY_LEN};
 use hwsign_proto::sign::{self, HeaderSelection, UNSIGNED_PAYLOAD};
 use hwsign_proto::verify_input::{parse_header_signed, parse_presigned};
-use hwsign_proto::{Authorization, HWS1, PublicKey, SigningParams, SigningTime};
+use hwsign_proto::{Authorization, HWS1, ProtoError, PublicKey, SigningParams, SigningTime};
 use p256::ecdsa::SigningKey;
 use proptest::prelude::*;
 use sha2::{Digest, Sha256};
@@ -336,47 +337,164 @@ where
     Ok(())
 }
 
-/// Signs `parts` as a presigned URL (`UNSIGNED-PAYLOAD`) and parses it back as the verifier does.
-fn presign_and_parse(
-    parts: &RequestParts<'_>,
-) -> Result<(String, hwsign_proto::ClaimedSignature), hwsign_proto::ProtoError> {
-    let nonce = Nonce::from_random([7; 16]);
-    let params = SigningParams {
+/// What became of a request signed and then parsed back as the verifier does.
+#[derive(Debug)]
+enum RoundTrip {
+    /// The signer refused it: fine, nothing was sent.
+    SignerRefused(ProtoError),
+    /// The verifier refused what the signer produced: the bug these tests look for.
+    VerifierRefused(ProtoError),
+    /// Both accepted; the signer's and the verifier's strings to sign.
+    Verified(String, String),
+}
+
+impl RoundTrip {
+    /// Fails unless the verifier accepted and rebuilt the signer's string to sign, or the
+    /// signer refused with `TooLarge { what }`.
+    fn check(self, what: &str) {
+        match self {
+            Self::Verified(signed, verified) => assert_eq!(signed, verified),
+            Self::SignerRefused(ProtoError::TooLarge { what: found, .. }) if found == what => {}
+            other => panic!("expected a verified request or a signer refusal ({what}): {other:?}"),
+        }
+    }
+}
+
+fn params(nonce: &Nonce) -> SigningParams<'_> {
+    SigningParams {
         profile: &HWS1,
         credential: KEY_ID,
         audience: "payments",
         time: SigningTime::from_unix(1_795_462_200),
-        nonce: Some(&nonce),
+        nonce: Some(nonce),
         added_headers: &[],
+    }
+}
+
+/// Presigns `parts` (`UNSIGNED-PAYLOAD`) and parses the URL back as the verifier does.
+fn presign_round_trip(parts: &RequestParts<'_>) -> RoundTrip {
+    let nonce = Nonce::from_random([7; 16]);
+    let prepared = match sign::prepare_presigned(
+        &params(&nonce),
+        parts,
+        UNSIGNED_PAYLOAD,
+        3600,
+        HeaderSelection::All,
+    ) {
+        Ok(prepared) => prepared,
+        Err(e) => return RoundTrip::SignerRefused(e),
     };
-    let prepared =
-        sign::prepare_presigned(&params, parts, UNSIGNED_PAYLOAD, 3600, HeaderSelection::All)?;
-    let string_to_sign = prepared.string_to_sign().to_string();
+    let signed = prepared.string_to_sign().to_string();
     let mut query = parts.query.to_owned();
-    for (name, value) in prepared.finish(&HWS1, &SIGNATURE) {
+    for (name, value) in prepared.finish(&HWS1, &[0x30; 72]) {
         query.push_str(&format!("&{name}={value}"));
     }
-    let claimed = parse_presigned(
-        &HWS1,
-        &RequestParts {
-            query: &query,
-            ..*parts
-        },
-    )?;
-    Ok((string_to_sign, claimed))
+    let received = RequestParts {
+        query: &query,
+        ..*parts
+    };
+    match parse_presigned(&HWS1, &received) {
+        Ok(claimed) => RoundTrip::Verified(signed, claimed.string_to_sign.to_string()),
+        Err(e) => RoundTrip::VerifierRefused(e),
+    }
+}
+
+/// Signs `parts` in header mode and parses the request back as the verifier does.
+fn header_round_trip(parts: &RequestParts<'_>, extra_signed: &[String]) -> RoundTrip {
+    let nonce = Nonce::from_random([7; 16]);
+    let prepared = match sign::prepare_headers(
+        &params(&nonce),
+        parts,
+        EMPTY_SHA256,
+        HeaderSelection::ProfileWith(extra_signed),
+    ) {
+        Ok(prepared) => prepared,
+        Err(e) => return RoundTrip::SignerRefused(e),
+    };
+    let signed = prepared.string_to_sign().to_string();
+    let additions = prepared.finish(&HWS1, &[0x30; 72]);
+    let mut headers = parts.headers.to_vec();
+    headers.extend(additions.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+    let received = RequestParts {
+        headers: &headers,
+        ..*parts
+    };
+    match parse_header_signed(&HWS1, &received) {
+        Ok(claimed) => RoundTrip::Verified(signed, claimed.string_to_sign.to_string()),
+        Err(e) => RoundTrip::VerifierRefused(e),
+    }
 }
 
 /// Found by the `canonicalize` fuzz target: a query key that percent-decodes to non-UTF-8 bytes
 /// was signed, but the verifier refused the whole URL ("non-UTF-8 key").
 #[test]
-fn presigned_url_with_a_binary_query_key_verifies() -> Result<(), hwsign_proto::ProtoError> {
+fn presigned_url_with_a_binary_query_key_verifies() {
     let parts = RequestParts {
         method: "GET",
         path: "/",
         query: "%FF=1",
         headers: &[("host", "example.com")],
     };
-    let (string_to_sign, claimed) = presign_and_parse(&parts)?;
-    assert_eq!(claimed.string_to_sign.as_str(), string_to_sign);
-    Ok(())
+    assert!(matches!(
+        presign_round_trip(&parts),
+        RoundTrip::Verified(signed, verified) if signed == verified
+    ));
+}
+
+/// Found by the `canonicalize` fuzz target: a query just under the bound was presigned, and the
+/// signature parameter appended last pushed the URL over it, so the verifier refused it.
+#[test]
+fn presigned_url_never_outgrows_the_query_bound() {
+    for filler in [
+        MAX_QUERY_LEN - 600,
+        MAX_QUERY_LEN - 400,
+        MAX_QUERY_LEN - 300,
+    ] {
+        let query = format!("a={}", "b".repeat(filler));
+        let parts = RequestParts {
+            method: "GET",
+            path: "/",
+            query: &query,
+            headers: &[("host", "example.com")],
+        };
+        presign_round_trip(&parts).check("query");
+    }
+}
+
+/// The signer adds date, body hash and nonce, then `authorization`: a request it accepts must
+/// stay within the verifier's header-count bound with all of them.
+#[test]
+fn signed_request_never_outgrows_the_header_count_bound() {
+    let names: Vec<String> = (0..MAX_HEADERS).map(|i| format!("x-h{i}")).collect();
+    for count in MAX_HEADERS - 5..=MAX_HEADERS {
+        let mut headers: Vec<(&str, &str)> = vec![("host", "example.com")];
+        headers.extend(names.iter().take(count - 1).map(|n| (n.as_str(), "v")));
+        let parts = RequestParts {
+            method: "GET",
+            path: "/",
+            query: "",
+            headers: &headers,
+        };
+        header_round_trip(&parts, &[]).check("header count");
+    }
+}
+
+/// A signed-header list that makes `Authorization` longer than the verifier accepts must be
+/// refused by the signer, not sent.
+#[test]
+fn signed_request_never_outgrows_the_authorization_bound() {
+    for count in [10, 18, 19, 20, 30] {
+        let names: Vec<String> = (0..count)
+            .map(|i| format!("x-{i:02}-{}", "n".repeat(200)))
+            .collect();
+        let mut headers: Vec<(&str, &str)> = vec![("host", "example.com")];
+        headers.extend(names.iter().map(|n| (n.as_str(), "v")));
+        let parts = RequestParts {
+            method: "GET",
+            path: "/",
+            query: "",
+            headers: &headers,
+        };
+        header_round_trip(&parts, &names).check("Authorization header");
+    }
 }
