@@ -9,7 +9,11 @@ use std::fs;
 use std::path::Path;
 
 use arbitrary::{Arbitrary, Unstructured};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use hwsign_fuzz::RequestInput;
+use hwsign_proto::api::KeyLevel;
+use hwsign_proto::attestation::{Evidence, KeyAttestation, TpmEvidence};
 use hwsign_proto::delegation::DelegationStatement;
 use hwsign_proto::{PublicKey, SigningTime};
 
@@ -92,6 +96,20 @@ fn agent_api() -> Result<()> {
     )?;
     write(
         "agent_api",
+        "enroll-start",
+        br#"{"token":"hwt1_0123456789abcdef","key_id":"hk1_eeef11fb77768d7147ff4c60af03efd7"}"#,
+    )?;
+    write(
+        "agent_api",
+        "enroll-activate",
+        br#"{"challenge_id":"c-42","secret":"3q2+7wABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhs="}"#,
+    )?;
+    let attestation = tpm_attestation()?;
+    write("agent_api", "tpm-attestation", attestation.as_bytes())?;
+    let enroll = format!(r#"{{"challenge_id":"c-42","evidence":{attestation}}}"#);
+    write("agent_api", "enroll-evidence", enroll.as_bytes())?;
+    write(
+        "agent_api",
         "error",
         br#"{"error":{"code":"key_not_permitted","message":"key not allowed for audience payments"}}"#,
     )?;
@@ -101,6 +119,35 @@ fn agent_api() -> Result<()> {
         br#"{"version":1,"key_id":"hk1_eeef11fb77768d7147ff4c60af03efd7","level":"hardware-unattested","evidence":{"kind":"pkcs11-claims","claims_not_proof":true,"local":true,"never_extractable":true,"always_sensitive":null,"manufacturer":"SoftHSM project","model":"SoftHSM v2","serial":"1d2c3b4a","token_label":"hwsign"}}"#,
     )?;
     Ok(())
+}
+
+/// A `KeyAttestation` carrying the real swtpm structures of the `tpm_structures` corpus
+/// (run `seeds/tpm-seeds.sh` first).
+fn tpm_attestation() -> Result<String> {
+    let seed = |name: &str| -> Result<String> {
+        let bytes = fs::read(Path::new("corpus/tpm_structures").join(name))?;
+        Ok(STANDARD.encode(bytes))
+    };
+    let evidence = TpmEvidence {
+        ek_certificate: seed("ek-rsa2048.der")?,
+        ek_certificate_nv_index: 0x01c0_0002,
+        ek_chain: Vec::new(),
+        ek_public: seed("ek-rsa2048.tpmt-public")?,
+        ak_public: seed("ak-ecdsa.tpmt-public")?,
+        key_public: seed("signing-key.tpmt-public")?,
+        certify_info: seed("certify-ecdsa.tpms-attest")?,
+        certify_signature: seed("certify-ecdsa.tpmt-signature")?,
+        quote_info: seed("quote-ecdsa.tpms-attest")?,
+        quote_signature: seed("quote-ecdsa.tpmt-signature")?,
+        pcrs_sha256: vec!["00".repeat(32); 8],
+    };
+    let attestation = KeyAttestation {
+        version: 1,
+        key_id: EXAMPLE_KEY_ID.to_owned(),
+        level: KeyLevel::Tpm,
+        evidence: Evidence::Tpm(evidence),
+    };
+    Ok(serde_json::to_string(&attestation)?)
 }
 
 fn canonicalize() -> Result<()> {

@@ -1,4 +1,5 @@
-//! JSON decoding of every agent API body (proto/src/api.rs, proto/src/attestation.rs).
+//! JSON decoding of every agent API body (proto/src/api.rs, proto/src/attestation.rs) and of the
+//! verifier's enrollment API (proto/src/enrollment.rs).
 //!
 //! Invariants: decoding never panics; a body that decodes re-encodes to JSON that decodes to the
 //! identical value, and that re-encoding is stable.
@@ -13,6 +14,10 @@ use hwsign_proto::api::{
 use hwsign_proto::attestation::{
     ActivateCredentialRequest, ActivateCredentialResponse, Evidence, KeyAttestation, TokenClaims,
     TpmEvidence,
+};
+use hwsign_proto::enrollment::{
+    ActivateRequest, ActivateResponse, EnrollErrorResponse, EvidenceRequest, EvidenceResponse,
+    StartRequest, StartResponse,
 };
 use libfuzzer_sys::fuzz_target;
 use serde::Serialize;
@@ -62,6 +67,14 @@ fuzz_target!(|data: &[u8]| {
     round_trip::<TpmEvidence>(data);
     round_trip::<TokenClaims>(data);
     round_trip::<ActivateCredentialResponse>(data);
+    // The verifier's enrollment API: requests arrive from the network.
+    round_trip::<StartRequest>(data);
+    round_trip::<EvidenceRequest>(data);
+    round_trip::<ActivateRequest>(data);
+    round_trip::<StartResponse>(data);
+    round_trip::<EvidenceResponse>(data);
+    round_trip::<ActivateResponse>(data);
+    round_trip::<EnrollErrorResponse>(data);
     if let Ok(text) = std::str::from_utf8(data) {
         if let Ok(level) = text.parse::<KeyLevel>() {
             assert_eq!(level.as_str(), text);
