@@ -68,7 +68,9 @@ impl Plan {
             verify_batch: 3_000,
             sign_batch: 5_000,
             rtt_batch: 2_000,
-            concurrency_per_client: 150,
+            // 64 × (10 + 15 × 60) + the round-trip phase stays under 100,000 signs, so the memory
+            // figure is read after exactly 100,000.
+            concurrency_per_client: 60,
             tpm_signs: 600,
             tpm_rounds: 6,
         }
