@@ -216,6 +216,19 @@ pub fn prepare_presigned(
     let profile = params.profile;
     let prefix = profile.query_prefix;
     parts.single_header("host")?;
+    // The signer owns the prefixed parameters: a caller-supplied copy would be ambiguous, and
+    // the verifier refuses repeated ones.
+    for pair in parts.query.split('&') {
+        let raw_key = pair.split_once('=').map_or(pair, |(key, _)| key);
+        if encoding::decode(raw_key)?
+            .get(..prefix.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(prefix.as_bytes()))
+        {
+            return Err(ProtoError::MalformedPresign(
+                "the query already has presigned-URL parameters",
+            ));
+        }
+    }
     let signed_headers = match selection {
         HeaderSelection::ProfileWith(extra) => {
             let mut names: Vec<String> = vec!["host".to_owned()];

@@ -504,3 +504,29 @@ fn signed_request_never_outgrows_the_authorization_bound() -> Result<(), String>
     }
     Ok(())
 }
+
+/// Found by the `canonicalize` fuzz target: a query that already carried one of the signer's own
+/// parameters (any spelling of `X-Hws-Date`, `X-Hws-Signature`, ...) was presigned, and the
+/// verifier refused the URL ("repeated parameter"). The signer must refuse it instead.
+#[test]
+fn presigned_url_refuses_caller_supplied_presign_parameters() -> Result<(), String> {
+    for query in [
+        "X-Hws-Date=20261123T193000Z",
+        "x-hws-date=1",
+        "a=1&X-Hws-Signature=00",
+        "X%2DHws%2DExpires=5",
+        "X-Hws-Other=%FF",
+    ] {
+        let parts = RequestParts {
+            method: "GET",
+            path: "/",
+            query,
+            headers: &[("host", "example.com")],
+        };
+        match presign_round_trip(&parts) {
+            RoundTrip::SignerRefused(ProtoError::MalformedPresign(_)) => {}
+            other => return Err(format!("{query}: {other:?}")),
+        }
+    }
+    Ok(())
+}
