@@ -4,6 +4,8 @@
 //! - signing then verifying a request (header mode and presigned URLs) reproduces the signer's
 //!   canonical request and string to sign, whatever the request looks like;
 //! - agent API JSON bodies decode without panics and round-trip when they decode.
+//!
+//! The plain tests at the end are the fuzzers' findings, each reduced to its smallest case.
 
 use hwsign_proto::api::{CreateKeyRequest, HeaderField, SignRequest};
 use hwsign_proto::attestation::{ActivateCredentialRequest, KeyAttestation};
