@@ -3,7 +3,7 @@
 //! ratios. A burst of load from elsewhere on the machine then hits one round's pair, not one side
 //! of the comparison.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use nix::time::{ClockId, clock_gettime};
@@ -24,15 +24,6 @@ pub fn cpu_per_op(count: usize, mut f: impl FnMut(usize) -> Result<()>) -> Resul
         f(i)?;
     }
     Ok((thread_cpu()? - start).as_secs_f64() / count.max(1) as f64)
-}
-
-/// Seconds per iteration of `f`, run `count` times, on the wall clock.
-pub fn wall_per_op(count: usize, mut f: impl FnMut(usize) -> Result<()>) -> Result<f64> {
-    let start = Instant::now();
-    for i in 0..count {
-        f(i)?;
-    }
-    Ok(start.elapsed().as_secs_f64() / count.max(1) as f64)
 }
 
 /// The median (the upper one for an even count); NaN for none.
