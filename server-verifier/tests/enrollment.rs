@@ -435,3 +435,33 @@ fn one_token_completes_one_ceremony() -> Result<()> {
     ensure!(f.enrollment.store().pending_challenges()? == 1);
     Ok(())
 }
+
+/// Evidence that passes every check is not enough: until the AK has been credential-activated
+/// (proving it sits in the EK's TPM) nothing is registered, and once the challenge expires even
+/// the right secret is refused.
+#[test]
+fn an_ak_never_credential_activated_registers_nothing() -> Result<()> {
+    let f = fixture_with(|c| c.challenge_ttl_secs = 60)?;
+    let now = SystemTime::now();
+    let key_id = key_id_of(&f.rig, KEY)?;
+    let started = start(&f, &token(&f, now)?, &key_id, now)?;
+    let credential = f
+        .enrollment
+        .submit_evidence(&evidence_for(&f, KEY, &started)?, now)?;
+    ensure!(f.enrollment.registry().lookup(&key_id)?.is_none());
+    let secret = activate_in_tpm(&f, &credential)?;
+    let late = f.enrollment.activate(
+        &ActivateRequest {
+            challenge_id: started.challenge_id,
+            secret,
+        },
+        now + Duration::from_secs(61),
+    );
+    let refused = code(late);
+    ensure!(
+        refused == "challenge_expired" || refused == "challenge_unknown",
+        "late activation: {refused}"
+    );
+    ensure!(f.enrollment.registry().lookup(&key_id)?.is_none());
+    Ok(())
+}
