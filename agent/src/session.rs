@@ -18,10 +18,10 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use hwsign_proto::delegation::{DelegationStatement, MAX_DELEGATION_SECS};
-use hwsign_proto::{PublicKey, SigningTime};
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair as _};
+use hwsign_proto::delegation::{DelegationStatement, MAX_DELEGATION_SECS};
+use hwsign_proto::{PublicKey, SigningTime};
 use thiserror::Error;
 
 /// Default statement lifetime: the protocol's maximum.

@@ -75,7 +75,9 @@ impl KeyRule {
         check_key_id(&self.key_id).map_err(|_| bad("key_id is not an hk1_ key id".into()))?;
         if let Some(lifetime) = self.session_lifetime_secs {
             if self.mode != KeyMode::Delegated {
-                return Err(bad("session_lifetime_secs needs mode = \"delegated\"".into()));
+                return Err(bad(
+                    "session_lifetime_secs needs mode = \"delegated\"".into()
+                ));
             }
             let max = hwsign_proto::delegation::MAX_DELEGATION_SECS.unsigned_abs();
             if !(1..=max).contains(&lifetime) {
