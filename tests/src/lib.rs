@@ -313,6 +313,18 @@ pub async fn send(server: &ApiServer, request: &http::Request<Vec<u8>>) -> Resul
     send_raw(server.addr, &to_raw(request)?).await
 }
 
+/// Checks that `response` is a refusal with `status` and wire `code` (header and body agree).
+pub fn expect_refusal(response: &RawResponse, status: u16, code: &str) -> Result<()> {
+    anyhow::ensure!(
+        response.status == status && refusal_code(response).as_deref() == Some(code),
+        "expected {status} {code}, got {} {:?}: {}",
+        response.status,
+        response.header("www-authenticate"),
+        String::from_utf8_lossy(&response.body)
+    );
+    Ok(())
+}
+
 /// The `error` code of a refusal, from `WWW-Authenticate: HWS1 error="…"`; checks the JSON body
 /// names the same code.
 pub fn refusal_code(response: &RawResponse) -> Option<String> {

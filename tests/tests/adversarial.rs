@@ -4,8 +4,7 @@
 use anyhow::{Context, Result, ensure};
 use hwsign_client::Signer;
 use hwsign_e2e::{
-    AUDIENCE, AgentProcess, ApiServer, RawResponse, create_key, refusal_code, send, send_raw,
-    signed, to_raw,
+    AUDIENCE, AgentProcess, ApiServer, create_key, expect_refusal, send, send_raw, signed, to_raw,
 };
 use hwsign_proto::api::KeyLevel;
 use hwsign_verifier::VerifierConfig;
@@ -34,17 +33,6 @@ fn get(url: &str) -> Result<http::Request<Vec<u8>>> {
     Ok(http::Request::get(url).body(Vec::new())?)
 }
 
-fn expect(response: &RawResponse, status: u16, code: &str) -> Result<()> {
-    ensure!(
-        response.status == status && refusal_code(response).as_deref() == Some(code),
-        "expected {status} {code}, got {} {:?}: {}",
-        response.status,
-        response.header("www-authenticate"),
-        String::from_utf8_lossy(&response.body)
-    );
-    Ok(())
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn adversarial_ambiguous_hosts_are_refused() -> Result<()> {
     let s = setup(VerifierConfig::new(AUDIENCE)).await?;
@@ -52,7 +40,7 @@ async fn adversarial_ambiguous_hosts_are_refused() -> Result<()> {
     let raw = String::from_utf8(to_raw(&request)?)?;
 
     let two_hosts = raw.replacen("\r\n", "\r\nhost: evil.example\r\n", 1);
-    expect(
+    expect_refusal(
         &send_raw(s.server.addr, two_hosts.as_bytes()).await?,
         400,
         "malformed_request",
@@ -60,7 +48,7 @@ async fn adversarial_ambiguous_hosts_are_refused() -> Result<()> {
 
     // Absolute-form target naming another authority than the (signed) Host header.
     let absolute = raw.replacen("GET /h ", "GET http://evil.example/h ", 1);
-    expect(
+    expect_refusal(
         &send_raw(s.server.addr, absolute.as_bytes()).await?,
         400,
         "malformed_request",
@@ -100,7 +88,7 @@ async fn adversarial_encoded_slash_and_double_encoding_are_distinct() -> Result<
     ] {
         let mut request = signed(&s.signer, get(&s.server.url(signed_path))?).await?;
         *request.uri_mut() = s.server.url(sent_path).parse()?;
-        expect(&send(&s.server, &request).await?, 401, "signature_invalid")
+        expect_refusal(&send(&s.server, &request).await?, 401, "signature_invalid")
             .with_context(|| format!("signed {signed_path}, sent {sent_path}"))?;
     }
     Ok(())
@@ -113,7 +101,7 @@ async fn adversarial_unsigned_payload_outside_presigned_urls_is_refused() -> Res
     request
         .headers_mut()
         .insert("x-hws-content-sha256", "UNSIGNED-PAYLOAD".parse()?);
-    expect(
+    expect_refusal(
         &send(&s.server, &request).await?,
         400,
         "unsigned_payload_not_allowed",
@@ -132,7 +120,7 @@ async fn adversarial_oversized_body_and_headers_are_refused() -> Result<()> {
         http::Request::post(s.server.url("/big")).body(body)?,
     )
     .await?;
-    expect(&send(&s.server, &request).await?, 413, "body_too_large")?;
+    expect_refusal(&send(&s.server, &request).await?, 413, "body_too_large")?;
 
     // A body larger than its Content-Length claims is cut at the claim by HTTP framing; one that
     // claims more than the limit is refused before it is read.
@@ -147,7 +135,7 @@ async fn adversarial_oversized_body_and_headers_are_refused() -> Result<()> {
     lying = text
         .replacen("content-length: 1\r\n", "content-length: 999999999\r\n", 1)
         .into_bytes();
-    expect(
+    expect_refusal(
         &send_raw(s.server.addr, &lying).await?,
         413,
         "body_too_large",

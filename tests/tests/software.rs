@@ -4,7 +4,7 @@
 use anyhow::{Context, Result, ensure};
 use hwsign_client::Signer;
 use hwsign_e2e::{
-    AUDIENCE, AgentProcess, ApiServer, RawResponse, create_key, refusal_code, send, send_raw,
+    AUDIENCE, AgentProcess, ApiServer, create_key, expect_refusal, refusal_code, send, send_raw,
     signed, to_raw,
 };
 use hwsign_proto::api::KeyLevel;
@@ -41,17 +41,6 @@ fn build(method: &str, url: &str, body: Vec<u8>) -> Result<http::Request<Vec<u8>
         .uri(url)
         .header("content-type", "application/octet-stream")
         .body(body)?)
-}
-
-fn expect_refusal(response: &RawResponse, status: u16, code: &str) -> Result<()> {
-    ensure!(
-        response.status == status && refusal_code(response).as_deref() == Some(code),
-        "expected {status} {code}, got {} {:?}: {}",
-        response.status,
-        response.header("www-authenticate"),
-        String::from_utf8_lossy(&response.body)
-    );
-    Ok(())
 }
 
 async fn accepted(s: &Setup, request: http::Request<Vec<u8>>) -> Result<serde_json::Value> {
