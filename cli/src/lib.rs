@@ -1,5 +1,10 @@
 //! The `hwsign` command: manage agent keys, sign requests, send signed requests, and a
 //! self-contained demo. Every subcommand but `demo` talks to a running agent over its socket.
+//!
+//! The binary (`src/main.rs`) parses the command line and calls [`run`]; everything else is here.
+//! This crate is the only one that links the demo's verifier, axum and the CLI parser: the agent
+//! daemon (`hwsign-agent`) does not.
+#![forbid(unsafe_code)]
 
 mod demo;
 mod enroll;
@@ -50,33 +55,9 @@ enum Command {
     Enroll(enroll::EnrollArgs),
 }
 
-/// Entry point of the `hwsign` binary.
-pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("hwsign: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(cli)) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("hwsign: {e:#}");
-            if let Some(hint) = hint_for(&e) {
-                eprintln!("hint: {hint}");
-            }
-            ExitCode::FAILURE
-        }
-    }
-}
-
-async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+/// Runs one parsed command line; the exit code is the command's own (e.g. `request` exits with
+/// the HTTP status class).
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Demo => demo::run().await,
         Command::Status => {
@@ -112,7 +93,8 @@ fn agent_client(socket: Option<PathBuf>) -> anyhow::Result<AgentClient> {
     }
 }
 
-fn hint_for(error: &anyhow::Error) -> Option<&'static str> {
+/// A hint for the user about `error`, if there is one (agent not running, no socket path).
+pub fn hint_for(error: &anyhow::Error) -> Option<&'static str> {
     match error.downcast_ref::<ClientError>()? {
         ClientError::Connect { .. } => Some(
             "is the agent running? Start `hwsign-agent` (or its systemd user socket), or pass --socket",

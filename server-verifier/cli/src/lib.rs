@@ -1,25 +1,27 @@
-//! `hwsign-verifier`: administer the verifier's key registry.
+//! `hwsign-verifier`: administer the verifier's key registry and enrollment tokens.
+//!
+//! The binary (`src/main.rs`) parses the command line and calls [`run`]. This crate, not the
+//! `hwsign-verifier` library, carries the command line's dependencies (clap, anyhow), so a server
+//! that links the library does not build them.
 #![forbid(unsafe_code)]
 
-// Beside this file, not in src/bin/ itself, where Cargo would take it for another binary.
-#[path = "hwsign-verifier/tokens.rs"]
 mod tokens;
 
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use hwsign_verifier::admin::add_key_file;
 use hwsign_verifier::{KeyLevel, KeyRegistry, SqliteRegistry};
 
+/// The command line.
 #[derive(Debug, Parser)]
 #[command(
     name = "hwsign-verifier",
     version,
     about = "Administer the hwsign verifier"
 )]
-struct Cli {
+pub struct Cli {
     #[command(subcommand)]
     command: Command,
 }
@@ -74,7 +76,8 @@ fn open(db: &Path, create: bool) -> anyhow::Result<SqliteRegistry> {
     SqliteRegistry::open(db).with_context(|| format!("opening registry {}", db.display()))
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+/// Runs one parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Tokens(command) => tokens::run(command)?,
         Command::Keys(KeysCommand::Add {
@@ -105,14 +108,4 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-fn main() -> ExitCode {
-    match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("hwsign-verifier: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
 }

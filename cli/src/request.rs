@@ -96,7 +96,7 @@ pub(crate) async fn run(agent: AgentClient, args: RequestArgs) -> anyhow::Result
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::demo::env::DemoEnv;
+    use crate::demo::env::DemoEnv;
 
     fn args(
         env: &DemoEnv,

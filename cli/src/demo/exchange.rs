@@ -6,7 +6,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Uri, header};
 use hwsign_client::{BodyDigest, Signer};
 
-use crate::cli::http_send;
+use crate::http_send;
 
 /// A request with its signature headers.
 pub(super) struct SignedRequest {

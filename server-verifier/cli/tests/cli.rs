@@ -1,11 +1,14 @@
 //! The `hwsign-verifier keys` admin command, run as a real process.
 
+// The verifier's own test signer (keys from fixed seeds), shared rather than copied.
+#[path = "../../tests/verify_support/mod.rs"]
 mod verify_support;
 
 use std::path::Path;
 use std::process::{Command, Output};
 
-use anyhow::Result;
+use anyhow::{Context as _, Result, ensure};
+use hwsign_verifier::enrollment::EnrollmentStore;
 use hwsign_verifier::{KeyLevel, KeyRegistry, SqliteRegistry};
 use verify_support::TestKey;
 
@@ -217,5 +220,42 @@ fn errors_exit_non_zero_with_a_message() -> Result<()> {
     ])?;
     assert_eq!(bad_level.status.code(), Some(2));
     assert!(stderr(&bad_level).contains("gold"));
+    Ok(())
+}
+
+/// The shipped binary and a running server share the SQLite file: a token the binary issues is
+/// seen by the server, and what the server writes afterwards is seen by the binary (the store
+/// never opens the file behind SQLite's back, which would drop the server's locks and let the
+/// binary delete the WAL the server still writes to).
+#[test]
+fn the_tokens_command_and_a_running_server_share_the_database() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("shared.db");
+    let _registry = SqliteRegistry::open(&db)?;
+    let store = EnrollmentStore::open(&db)?;
+    let cli = |args: &[&str]| -> Result<String> {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_hwsign-verifier"))
+            .args(args)
+            .output()?;
+        ensure!(output.status.success(), "{output:?}");
+        Ok(String::from_utf8(output.stdout)?)
+    };
+    let db_arg = db.display().to_string();
+    let token = cli(&["tokens", "create", "--db", &db_arg, "--ttl-secs", "60"])?;
+    let token = token.trim();
+    let id = token
+        .strip_prefix("hwt1_")
+        .and_then(|rest| rest.split_once('.'))
+        .context("token shape")?
+        .0;
+    ensure!(store.list_tokens()?.iter().any(|t| t.id == id));
+    store.revoke_token(id)?;
+    let listed = cli(&["tokens", "list", "--db", &db_arg])?;
+    ensure!(listed.contains(&format!("{id}\trevoked\t")), "{listed}");
+    ensure!(!listed.contains(token), "the list shows the token itself");
+    let missing = std::process::Command::new(env!("CARGO_BIN_EXE_hwsign-verifier"))
+        .args(["tokens", "create", "--db", &db_arg, "--ttl-secs", "0"])
+        .output()?;
+    ensure!(!missing.status.success());
     Ok(())
 }
