@@ -8,11 +8,14 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::State;
 use axum::routing::{any, get};
 use http::header::{CONTENT_LENGTH, HOST, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderValue, Request, StatusCode};
@@ -25,8 +28,9 @@ use hwsign_verifier::{
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use verify_support::{SignOptions, TestKey, TestRequest, presign, sign};
+use verify_support::{SignOptions, TestKey, TestRequest, delegation_header, presign, sign};
 
 /// Signing options dated now: the layer reads the system clock.
 fn opts() -> SignOptions {
@@ -43,6 +47,11 @@ struct Server {
     addr: SocketAddr,
     key: TestKey,
     tpm_key: TestKey,
+    /// A device key (level tpm) that may delegate to session keys.
+    device_key: TestKey,
+    registry: Arc<MemoryRegistry>,
+    /// Requests that reached a handler.
+    hits: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -53,9 +62,11 @@ impl Drop for Server {
 }
 
 async fn echo(
+    State(hits): State<Arc<AtomicUsize>>,
     VerifiedDevice(who): VerifiedDevice,
     request: Request<axum::body::Body>,
 ) -> axum::Json<Value> {
+    hits.fetch_add(1, Ordering::SeqCst);
     let method = request.method().to_string();
     let path = request.uri().path().to_owned();
     let body = request
@@ -72,40 +83,53 @@ async fn echo(
         "path": path,
         "body_len": body.len(),
         "body_sha256": hex::encode(Sha256::digest(&body)),
+        "delegated": who.delegated,
+        "signed_headers": who.signed_headers,
+        "signs_x_forwarded_host": who.signs_header("X-Forwarded-Host"),
+        "signs_x_http_method_override": who.signs_header("x-http-method-override"),
     }))
 }
 
 async fn start(max_body_bytes: u64) -> Result<Server> {
+    start_with(10_000, |config| config.max_body_bytes = max_body_bytes).await
+}
+
+/// A server whose verifier serves its own address and has a replay cache of `replay_capacity`;
+/// `configure` adjusts the rest.
+async fn start_with(
+    replay_capacity: usize,
+    configure: impl FnOnce(&mut VerifierConfig),
+) -> Result<Server> {
     let key = TestKey::from_seed("http-software")?;
     let tpm_key = TestKey::from_seed("http-tpm")?;
+    let device_key = TestKey::from_seed("http-device")?;
     let revoked = TestKey::from_seed("http-revoked")?;
     let registry = Arc::new(MemoryRegistry::new());
     registry.add(key.registered("laptop", KeyLevel::Software))?;
     registry.add(tpm_key.registered("tpm", KeyLevel::Tpm))?;
+    registry.add(device_key.registered("device", KeyLevel::Tpm))?;
     registry.add(revoked.registered("stolen", KeyLevel::Software))?;
     registry.revoke(&revoked.id)?;
-    let mut config = VerifierConfig::new(verify_support::AUDIENCE);
-    config.max_body_bytes = max_body_bytes;
-    config.route_rules = vec![RouteRule {
-        path_prefix: "/admin/".into(),
-        min_level: KeyLevel::Tpm,
-        strict: false,
-    }];
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let mut config = VerifierConfig::new(verify_support::AUDIENCE, [addr.to_string()]);
+    config.route_rules = vec![RouteRule::new("/admin/", KeyLevel::Tpm)];
+    configure(&mut config);
     let verifier = Arc::new(Verifier::new(
         config,
-        registry,
-        Arc::new(MemoryReplayCache::new(10_000)),
+        Arc::clone(&registry) as Arc<dyn KeyRegistry>,
+        Arc::new(MemoryReplayCache::new(replay_capacity)),
     )?);
+    let hits = Arc::new(AtomicUsize::new(0));
     let app = Router::new()
         .route("/v1/{*rest}", any(echo))
         .route("/admin/{*rest}", any(echo))
+        .with_state(Arc::clone(&hits))
         .layer(HwsignLayer::new(verifier))
         .merge(Router::new().route(
             "/unprotected",
             get(|VerifiedDevice(who): VerifiedDevice| async move { who.key_id }),
         ));
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
@@ -113,6 +137,9 @@ async fn start(max_body_bytes: u64) -> Result<Server> {
         addr,
         key,
         tpm_key,
+        device_key,
+        registry,
+        hits,
         task,
     })
 }

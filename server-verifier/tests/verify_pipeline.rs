@@ -66,12 +66,11 @@ fn registry(keys: &Keys) -> Result<Arc<MemoryRegistry>> {
 }
 
 fn config() -> VerifierConfig {
-    let mut config = VerifierConfig::new(verify_support::AUDIENCE);
-    config.route_rules = vec![RouteRule {
-        path_prefix: "/admin/".into(),
-        min_level: KeyLevel::Tpm,
-        strict: false,
-    }];
+    // Two served hosts, so that a request moved from one to the other is a signature failure
+    // (the host is signed), not just a wrong host.
+    let mut config =
+        VerifierConfig::new(verify_support::AUDIENCE, ["api.example.com", "api.example.org"]);
+    config.route_rules = vec![RouteRule::new("/admin/", KeyLevel::Tpm)];
     config
 }
 
@@ -281,6 +280,31 @@ fn cases(keys: &Keys) -> Result<Vec<Case>> {
             },
         )?,
         Err(RejectCode::WrongAudience),
+    ));
+
+    // Signed host against the served hosts.
+    for (name, host, expected) in [
+        ("signed for another host", "staging.example.com", Err(RejectCode::WrongHost)),
+        ("signed host with another port", "api.example.com:8443", Err(RejectCode::WrongHost)),
+        ("signed host upper case", "API.Example.COM", ok(sw)),
+        ("signed host with the default port", "api.example.com:443", ok(sw)),
+    ] {
+        cases.push(case(
+            name,
+            sign(sw, &TestRequest::new("GET", "/v1/items", "", host), &opts())?,
+            expected,
+        ));
+    }
+    // Presigned lifetimes against max_presign_expiry_secs (900).
+    cases.push(case(
+        "presigned for the longest lifetime",
+        presign(sw, &get("/v1/download", ""), &opts(), 900)?,
+        ok(sw),
+    ));
+    cases.push(case(
+        "presigned for longer than the verifier accepts",
+        presign(sw, &get("/v1/download", ""), &opts(), 901)?,
+        Err(RejectCode::PolicyDenied),
     ));
 
     // Dates.
@@ -564,14 +588,14 @@ fn nonces_are_single_use_per_key_within_the_window() -> Result<()> {
         let other_key = sign(&keys.high_s, &get("/v1/a", ""), &options)?;
         assert_eq!(verify(&other_key, b"", at(1)), Ok(keys.high_s.id.clone()));
 
-        // A request refused for its body does not burn its nonce.
+        // The nonce is reserved before the body is judged: a signed request refused for its body
+        // has used its nonce (a genuine client signs again with a fresh one).
         let put = sign(
             &keys.software,
             &TestRequest::new("PUT", "/v1/c", "", "api.example.com").body(b"x"),
             &SignOptions::default(),
         )?;
         assert_eq!(verify(&put, b"y", at(0)), Err(RejectCode::BodyHashMismatch));
-        assert_eq!(verify(&put, b"x", at(0)), Ok(keys.software.id.clone()));
         assert_eq!(verify(&put, b"x", at(0)), Err(RejectCode::ReplayedNonce));
 
         // A presigned URL is single-use until it expires.
@@ -579,10 +603,10 @@ fn nonces_are_single_use_per_key_within_the_window() -> Result<()> {
             &keys.software,
             &get("/v1/dl", ""),
             &SignOptions::default(),
-            3600,
+            900,
         )?;
         assert_eq!(verify(&url, b"", at(0)), Ok(keys.software.id.clone()));
-        assert_eq!(verify(&url, b"", at(3000)), Err(RejectCode::ReplayedNonce));
+        assert_eq!(verify(&url, b"", at(899)), Err(RejectCode::ReplayedNonce));
     }
     Ok(())
 }
