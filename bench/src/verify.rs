@@ -98,13 +98,9 @@ impl VerifyFixture {
         let mut config = VerifierConfig::new(AUDIENCE, [request.authority]);
         // One key signs every request here: its quota is the whole cache.
         config.replay_quota_per_key = capacity.max(1);
-        let verifier = Verifier::new(
-            config,
-            registry,
-            Arc::new(MemoryReplayCache::new(capacity)),
-        )
-        .map_err(|e| BenchError::Verifier(e.to_string()))?
-        .with_backend(backend);
+        let verifier = Verifier::new(config, registry, Arc::new(MemoryReplayCache::new(capacity)))
+            .map_err(|e| BenchError::Verifier(e.to_string()))?
+            .with_backend(backend);
         Ok(Self {
             verifier,
             raw: backend.prepare(&public),

@@ -175,7 +175,9 @@ pub enum ConfigError {
     #[error("at most {MAX_ROUTE_RULES} route rules")]
     TooManyRouteRules,
     /// `hosts` is empty: name the served authorities, or `["*"]` to accept any (insecure).
-    #[error("hosts is empty: list the authorities this API serves (or [\"*\"] to accept any, insecure)")]
+    #[error(
+        "hosts is empty: list the authorities this API serves (or [\"*\"] to accept any, insecure)"
+    )]
     NoHosts,
     /// More than [`MAX_HOSTS`] entries in `hosts`.
     #[error("at most {MAX_HOSTS} hosts")]

@@ -189,7 +189,15 @@ mod tests {
         assert!(hosts.serves("[::1]:8080"));
         assert!(!hosts.serves("127.0.0.1"));
         assert!(!hosts.serves("[::2]:8080"));
-        for bad in ["", "*.com", "a.*.com", "**.example.com", "host:99999", "a b", "[::1"] {
+        for bad in [
+            "",
+            "*.com",
+            "a.*.com",
+            "**.example.com",
+            "host:99999",
+            "a b",
+            "[::1",
+        ] {
             assert_eq!(HostPattern::parse(bad), None, "{bad}");
         }
         assert_eq!(HostPattern::parse("*"), Some(HostPattern::Any));

@@ -47,7 +47,10 @@ pub(crate) fn strict_required(rules: &[RouteRule], path: &str) -> bool {
 /// Whether presigned URLs are accepted on `path`: the longest matching prefix decides for each
 /// spelling of the path, as in [`required_level`], and the strictest spelling wins.
 pub(crate) fn presign_policy(rules: &[RouteRule], path: &str) -> PresignPolicy {
-    if rules.iter().all(|rule| rule.presigned == PresignPolicy::Allow) {
+    if rules
+        .iter()
+        .all(|rule| rule.presigned == PresignPolicy::Allow)
+    {
         return PresignPolicy::Allow;
     }
     let decoded: Cow<'_, str> = match encoding::decode(path) {
@@ -158,8 +161,14 @@ mod tests {
     fn presign_policy_follows_the_longest_prefix_on_every_spelling() {
         let rules = rules();
         assert_eq!(presign_policy(&rules, "/admin/x"), PresignPolicy::Deny);
-        assert_eq!(presign_policy(&rules, "/admin/public/x"), PresignPolicy::Allow);
-        assert_eq!(presign_policy(&rules, "/keys/1"), PresignPolicy::GetHeadOnly);
+        assert_eq!(
+            presign_policy(&rules, "/admin/public/x"),
+            PresignPolicy::Allow
+        );
+        assert_eq!(
+            presign_policy(&rules, "/keys/1"),
+            PresignPolicy::GetHeadOnly
+        );
         assert_eq!(presign_policy(&rules, "/other"), PresignPolicy::Allow);
         for path in ["/%61dmin/x", "//admin/x", "/admin/public/../secret"] {
             assert_eq!(presign_policy(&rules, path), PresignPolicy::Deny, "{path}");

@@ -54,7 +54,10 @@ fn defaults_apply() -> Result<()> {
     assert_eq!(config, VerifierConfig::new("api", ["api.example.com"]));
     assert_eq!(config.clock_skew_secs, DEFAULT_CLOCK_SKEW_SECS);
     assert_eq!(config.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
-    assert_eq!(config.max_presign_expiry_secs, DEFAULT_MAX_PRESIGN_EXPIRY_SECS);
+    assert_eq!(
+        config.max_presign_expiry_secs,
+        DEFAULT_MAX_PRESIGN_EXPIRY_SECS
+    );
     assert_eq!(config.max_presign_expiry_secs, 900);
     assert_eq!(config.replay_quota_per_key, DEFAULT_REPLAY_QUOTA_PER_KEY);
     assert!(config.route_rules.is_empty());
@@ -124,7 +127,13 @@ fn hardening_hosts_must_be_named_explicitly() -> Result<()> {
     ));
     let any = VerifierConfig::from_toml_str("audience = \"api\"\nhosts = [\"*\"]")?;
     assert_eq!(any, VerifierConfig::any_host("api"));
-    for bad in ["*.com", "a b", "host:99999", "*.*.example.com", "https://api.example.com"] {
+    for bad in [
+        "*.com",
+        "a b",
+        "host:99999",
+        "*.*.example.com",
+        "https://api.example.com",
+    ] {
         let text = format!("audience = \"api\"\nhosts = [{bad:?}]");
         assert!(
             matches!(

@@ -38,45 +38,21 @@ const OTHER_KEY: &str = "hk1_00000000000000000000000000000002";
 #[test]
 fn detects_replays_per_key_until_expiry() -> Result<()> {
     let cache = MemoryReplayCache::new(10);
-    assert_eq!(
-        put(&cache, KEY, "n1", 100, 0)?,
-        Freshness::Fresh
-    );
-    assert_eq!(
-        put(&cache, KEY, "n1", 100, 50)?,
-        Freshness::Replayed
-    );
+    assert_eq!(put(&cache, KEY, "n1", 100, 0)?, Freshness::Fresh);
+    assert_eq!(put(&cache, KEY, "n1", 100, 50)?, Freshness::Replayed);
     // Expiry is inclusive: at second 100 the request could still be accepted.
-    assert_eq!(
-        put(&cache, KEY, "n1", 100, 100)?,
-        Freshness::Replayed
-    );
-    assert_eq!(
-        put(&cache, OTHER_KEY, "n1", 100, 50)?,
-        Freshness::Fresh
-    );
-    assert_eq!(
-        put(&cache, KEY, "n2", 100, 50)?,
-        Freshness::Fresh
-    );
-    assert_eq!(
-        put(&cache, KEY, "n1", 200, 101)?,
-        Freshness::Fresh
-    );
+    assert_eq!(put(&cache, KEY, "n1", 100, 100)?, Freshness::Replayed);
+    assert_eq!(put(&cache, OTHER_KEY, "n1", 100, 50)?, Freshness::Fresh);
+    assert_eq!(put(&cache, KEY, "n2", 100, 50)?, Freshness::Fresh);
+    assert_eq!(put(&cache, KEY, "n1", 200, 101)?, Freshness::Fresh);
     Ok(())
 }
 
 #[test]
 fn key_and_nonce_cannot_be_confused() -> Result<()> {
     let cache = MemoryReplayCache::new(10);
-    assert_eq!(
-        put(&cache, "a", "b c", 100, 0)?,
-        Freshness::Fresh
-    );
-    assert_eq!(
-        put(&cache, "a b", "c", 100, 0)?,
-        Freshness::Fresh
-    );
+    assert_eq!(put(&cache, "a", "b c", 100, 0)?, Freshness::Fresh);
+    assert_eq!(put(&cache, "a b", "c", 100, 0)?, Freshness::Fresh);
     Ok(())
 }
 
@@ -96,40 +72,22 @@ fn full_cache_evicts_only_expired_nonces_and_otherwise_refuses() -> Result<()> {
         "{refused:?}"
     );
     // Replays are still reported while full.
-    assert_eq!(
-        put(&cache, KEY, "a", 10, 5)?,
-        Freshness::Replayed
-    );
+    assert_eq!(put(&cache, KEY, "a", 10, 5)?, Freshness::Replayed);
 
     // At 11 "a" has expired: exactly one slot frees up, and "b" and "c" are still remembered.
-    assert_eq!(
-        put(&cache, KEY, "d", 40, 11)?,
-        Freshness::Fresh
-    );
+    assert_eq!(put(&cache, KEY, "d", 40, 11)?, Freshness::Fresh);
     assert_eq!(cache.len(), 3);
     assert!(matches!(
         put(&cache, KEY, "e", 40, 11),
         Err(ReplayError::Full { .. })
     ));
-    assert_eq!(
-        put(&cache, KEY, "b", 20, 11)?,
-        Freshness::Replayed
-    );
-    assert_eq!(
-        put(&cache, KEY, "c", 30, 11)?,
-        Freshness::Replayed
-    );
+    assert_eq!(put(&cache, KEY, "b", 20, 11)?, Freshness::Replayed);
+    assert_eq!(put(&cache, KEY, "c", 30, 11)?, Freshness::Replayed);
 
     // Later, everything but "d" has expired.
-    assert_eq!(
-        put(&cache, KEY, "e", 50, 31)?,
-        Freshness::Fresh
-    );
+    assert_eq!(put(&cache, KEY, "e", 50, 31)?, Freshness::Fresh);
     assert_eq!(cache.len(), 2);
-    assert_eq!(
-        put(&cache, KEY, "d", 40, 31)?,
-        Freshness::Replayed
-    );
+    assert_eq!(put(&cache, KEY, "d", 40, 31)?, Freshness::Replayed);
     Ok(())
 }
 

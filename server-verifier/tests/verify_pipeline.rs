@@ -68,8 +68,10 @@ fn registry(keys: &Keys) -> Result<Arc<MemoryRegistry>> {
 fn config() -> VerifierConfig {
     // Two served hosts, so that a request moved from one to the other is a signature failure
     // (the host is signed), not just a wrong host.
-    let mut config =
-        VerifierConfig::new(verify_support::AUDIENCE, ["api.example.com", "api.example.org"]);
+    let mut config = VerifierConfig::new(
+        verify_support::AUDIENCE,
+        ["api.example.com", "api.example.org"],
+    );
     config.route_rules = vec![RouteRule::new("/admin/", KeyLevel::Tpm)];
     config
 }
@@ -284,10 +286,22 @@ fn cases(keys: &Keys) -> Result<Vec<Case>> {
 
     // Signed host against the served hosts.
     for (name, host, expected) in [
-        ("signed for another host", "staging.example.com", Err(RejectCode::WrongHost)),
-        ("signed host with another port", "api.example.com:8443", Err(RejectCode::WrongHost)),
+        (
+            "signed for another host",
+            "staging.example.com",
+            Err(RejectCode::WrongHost),
+        ),
+        (
+            "signed host with another port",
+            "api.example.com:8443",
+            Err(RejectCode::WrongHost),
+        ),
         ("signed host upper case", "API.Example.COM", ok(sw)),
-        ("signed host with the default port", "api.example.com:443", ok(sw)),
+        (
+            "signed host with the default port",
+            "api.example.com:443",
+            ok(sw),
+        ),
     ] {
         cases.push(case(
             name,
