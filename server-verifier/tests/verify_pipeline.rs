@@ -739,3 +739,98 @@ fn rejections_come_in_the_documented_order() -> Result<()> {
     );
     Ok(())
 }
+
+/// A clock the test moves.
+#[derive(Debug)]
+struct TestClock(std::sync::Mutex<SystemTime>);
+
+impl TestClock {
+    fn set(&self, now: SystemTime) {
+        if let Ok(mut time) = self.0.lock() {
+            *time = now;
+        }
+    }
+}
+
+impl hwsign_verifier::Clock for TestClock {
+    fn now(&self) -> SystemTime {
+        self.0.lock().map_or(SystemTime::UNIX_EPOCH, |time| *time)
+    }
+}
+
+/// The two-phase API: `finish` reads the verifier's clock itself, after the body, and judges the
+/// window, the presigned expiry and revocation with it; the nonce reserved in phase two refuses a
+/// second copy while the first is unfinished.
+#[test]
+fn hardening_finish_judges_with_the_clock_read_after_the_body() -> Result<()> {
+    let keys = keys()?;
+    let registry = registry(&keys)?;
+    let clock = Arc::new(TestClock(std::sync::Mutex::new(at(0))));
+    let verifier = Verifier::new(
+        config(),
+        registry.clone(),
+        Arc::new(MemoryReplayCache::new(100)),
+    )?
+    .with_clock(clock.clone());
+    let phase_one = |request: &TestRequest| {
+        request
+            .with_parts(|p| verifier.check_signature(p, at(0)))
+            .and_then(|checked| verifier.reserve(checked, at(0)))
+    };
+    let code = |r: Result<hwsign_verifier::VerifiedPrincipal, hwsign_verifier::Rejection>| {
+        r.map(|p| p.key_id).map_err(|r| r.code)
+    };
+
+    // Header mode: the window (date + 300 s) closes while the body is read.
+    let late = sign(&keys.software, &get("/v1/a", ""), &SignOptions::default())?;
+    let reserved = phase_one(&late)?;
+    assert_eq!(reserved.deadline(), at(301));
+    // A second copy while the first is unfinished.
+    assert_eq!(
+        phase_one(&late).map(|_| ()).map_err(|r| r.code),
+        Err(RejectCode::ReplayedNonce)
+    );
+    clock.set(at(301));
+    assert_eq!(
+        code(verifier.finish(reserved, &late.body_sha256())),
+        Err(RejectCode::StaleDate)
+    );
+    clock.set(at(0));
+
+    // Presigned: expires (60 s) while the body is read.
+    let url = presign(
+        &keys.software,
+        &get("/v1/dl", ""),
+        &SignOptions::default(),
+        60,
+    )?;
+    let reserved = phase_one(&url)?;
+    assert_eq!(reserved.deadline(), at(61));
+    clock.set(at(61));
+    assert_eq!(
+        code(verifier.finish(reserved, &[0u8; 32])),
+        Err(RejectCode::StaleDate)
+    );
+    clock.set(at(0));
+
+    // Revoked between the phases.
+    let revoked_later = TestKey::from_seed("revoked-later")?;
+    registry.add(revoked_later.registered("soon revoked", KeyLevel::Software))?;
+    let request = sign(&revoked_later, &get("/v1/a", ""), &SignOptions::default())?;
+    let reserved = phase_one(&request)?;
+    registry.revoke(&revoked_later.id)?;
+    assert_eq!(
+        code(verifier.finish(reserved, &request.body_sha256())),
+        Err(RejectCode::DeviceRevoked)
+    );
+
+    // In time and not revoked: accepted, with the names of the signed headers.
+    let fine = sign(&keys.software, &get("/v1/b", ""), &SignOptions::default())?;
+    let reserved = phase_one(&fine)?;
+    clock.set(at(300));
+    let principal = verifier.finish(reserved, &fine.body_sha256())?;
+    assert_eq!(principal.key_id, keys.software.id);
+    assert!(principal.signs_header("Host") && principal.signs_header("x-hws-nonce"));
+    assert!(!principal.signs_header("x-forwarded-host"));
+    Ok(())
+}
