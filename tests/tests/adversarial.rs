@@ -221,3 +221,28 @@ async fn adversarial_agent_refuses_module_paths_nesting_and_oversized_json() -> 
     agent.client().status().await?;
     Ok(())
 }
+
+/// A request the real agent signed for another deployment (staging) with the same audience, sent
+/// to this API byte for byte: refused `wrong_host` (401), since the API serves only its own
+/// address. The same request sent to its own host is accepted, so the host alone decides.
+#[tokio::test(flavor = "multi_thread")]
+async fn hardening_request_signed_for_another_host_is_refused() -> Result<()> {
+    let s = setup(VerifierConfig::any_host(AUDIENCE)).await?;
+    let port = s.server.addr.port();
+    for host in [
+        format!("staging.example.test:{port}"),
+        "staging.example.test".to_owned(),
+        format!("127.0.0.2:{port}"),
+    ] {
+        let request = signed(&s.signer, get(&format!("http://{host}/h"))?).await?;
+        expect_refusal(
+            &send_raw(s.server.addr, &to_raw(&request)?).await?,
+            401,
+            "wrong_host",
+        )?;
+    }
+    let own = signed(&s.signer, get(&s.server.url("/h"))?).await?;
+    let response = send_raw(s.server.addr, &to_raw(&own)?).await?;
+    ensure!(response.status == 200, "own host got {}", response.status);
+    Ok(())
+}
