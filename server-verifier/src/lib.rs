@@ -24,7 +24,12 @@
 //! ```
 //!
 //! Or call [`Verifier::verify`] directly with the request's parts, its body's SHA-256 and the
-//! time. Keys enter the registry through the `hwsign-verifier keys add` command (or
+//! time read after the body was complete; a server streaming the body uses the two-phase API
+//! ([`Verifier::check_signature`], [`Verifier::reserve`], then [`Verifier::finish`], which reads
+//! the verifier's [`Clock`] itself once the body is complete).
+//!
+//! `hosts` names the authorities the API serves (the signed `host` must match one):
+//! [`VerifierConfig::new`] takes them; [`VerifierConfig::any_host`] is the insecure opt-out. Keys enter the registry through the `hwsign-verifier keys add` command (or
 //! [`KeyRegistry::add`]).
 #![forbid(unsafe_code)]
 

@@ -8,9 +8,12 @@
 //! before the request's window closes ([`Reserved::deadline`](crate::Reserved::deadline)): a
 //! body, or a chunked terminator, held back past it is refused with `stale_date`. The final
 //! decision (window, revocation, route rule) is made with the clock read after the body arrived.
-//! On success the [`VerifiedPrincipal`](crate::VerifiedPrincipal) is put in the request's
+//! On success the [`VerifiedPrincipal`] is put in the request's
 //! extensions (read it with the [`VerifiedDevice`] extractor); on failure the inner service is not
 //! called.
+//!
+//! The body deadline uses tokio's timer: run the service on a runtime with timers enabled
+//! (`#[tokio::main]`, or `Builder::enable_all`/`enable_time`).
 //!
 //! Verification runs on the calling task: it is CPU work of tens of microseconds plus a local
 //! registry lookup, cheaper than a hop to a blocking thread.
