@@ -94,14 +94,13 @@ impl VerifyFixture {
                 T0,
             ))
             .map_err(|e| BenchError::Verifier(e.to_string()))?;
-        let verifier = Verifier::new(
-            VerifierConfig::new(AUDIENCE),
-            registry,
-            Arc::new(MemoryReplayCache::new(capacity)),
-        )
-        .map_err(|e| BenchError::Verifier(e.to_string()))?
-        .with_backend(backend);
         let request = BenchRequest::realistic();
+        let mut config = VerifierConfig::new(AUDIENCE, [request.authority]);
+        // One key signs every request here: its quota is the whole cache.
+        config.replay_quota_per_key = capacity.max(1);
+        let verifier = Verifier::new(config, registry, Arc::new(MemoryReplayCache::new(capacity)))
+            .map_err(|e| BenchError::Verifier(e.to_string()))?
+            .with_backend(backend);
         Ok(Self {
             verifier,
             raw: backend.prepare(&public),

@@ -40,6 +40,10 @@ pub enum RejectCode {
     DelegationInvalid,
     /// The verifier could not reach its registry or replay cache; it fails closed (503).
     VerifierUnavailable,
+    /// The signed `host` is not one of the authorities the verifier serves (401).
+    WrongHost,
+    /// The key holds its quota of live nonces in the replay cache; retry later (429).
+    RateLimited,
 }
 
 impl RejectCode {
@@ -61,6 +65,8 @@ impl RejectCode {
             Self::PolicyDenied => "policy_denied",
             Self::DelegationInvalid => "delegation_invalid",
             Self::VerifierUnavailable => "verifier_unavailable",
+            Self::WrongHost => "wrong_host",
+            Self::RateLimited => "rate_limited",
         }
     }
 
@@ -69,6 +75,7 @@ impl RejectCode {
         match self {
             Self::MalformedRequest | Self::UnsignedPayloadNotAllowed => 400,
             Self::BodyTooLarge => 413,
+            Self::RateLimited => 429,
             Self::DeviceRevoked | Self::PolicyDenied => 403,
             Self::VerifierUnavailable => 503,
             _ => 401,

@@ -125,8 +125,11 @@ fn main() -> Result<()> {
     let registries: [(&str, Arc<dyn KeyRegistry>); 2] = [("memory", memory), ("sqlite", sqlite)];
     for backend in VerifyBackend::available() {
         for (name, registry) in &registries {
+            let mut config = VerifierConfig::new("payments", ["api.example.com"]);
+            // One key signs every request here: its quota is the whole cache.
+            config.replay_quota_per_key = N;
             let verifier = Verifier::new(
-                VerifierConfig::new("payments"),
+                config,
                 registry.clone(),
                 Arc::new(MemoryReplayCache::new(N)),
             )?

@@ -18,6 +18,16 @@ pub const MAX_CLOCK_SKEW_SECS: u64 = 3600;
 pub const MAX_ROUTE_RULES: usize = 256;
 /// Largest configuration file read.
 const MAX_CONFIG_FILE_BYTES: u64 = 1024 * 1024;
+/// Default longest presigned-URL lifetime accepted (15 minutes).
+pub const DEFAULT_MAX_PRESIGN_EXPIRY_SECS: u64 = 900;
+/// The protocol's own bound on `X-Hws-Expires` (7 days); the setting cannot exceed it.
+pub const PROTOCOL_MAX_PRESIGN_EXPIRY_SECS: u64 = 604_800;
+/// Default number of live nonces one key may hold in the replay cache.
+pub const DEFAULT_REPLAY_QUOTA_PER_KEY: usize = 10_000;
+/// Most `hosts` entries.
+pub const MAX_HOSTS: usize = 64;
+/// The `hosts` entry that accepts any signed host (insecure; see [`VerifierConfig::any_host`]).
+pub const ANY_HOST: &str = "*";
 
 /// What the verifier checks requests against.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,6 +35,13 @@ const MAX_CONFIG_FILE_BYTES: u64 = 1024 * 1024;
 pub struct VerifierConfig {
     /// This API's audience; the credential scope must name exactly this.
     pub audience: String,
+    /// The authorities this verifier serves: `host` or `host:port`, or `*.domain[:port]` (the
+    /// `*` stands for exactly one label). The signed `host` must match one entry, else the
+    /// request is refused with `wrong_host` (docs/PROTOCOL.md §6). Required, and never empty:
+    /// the single entry `"*"` accepts any host, which lets a request captured on one deployment
+    /// (staging) be replayed on another (production) with the same audience — an explicit,
+    /// insecure choice.
+    pub hosts: Vec<String>,
     /// Allowed distance in seconds between the request's date and the verifier's clock, either
     /// way. Nonces are remembered for this long after the request's date.
     #[serde(default = "default_skew")]
@@ -36,6 +53,40 @@ pub struct VerifierConfig {
     /// matches needs only a registered key.
     #[serde(default)]
     pub route_rules: Vec<RouteRule>,
+    /// Longest presigned-URL lifetime (`X-Hws-Expires`) accepted, seconds (default 900, at most
+    /// 604800); a longer one is refused with `policy_denied`.
+    #[serde(default = "default_max_presign_expiry")]
+    pub max_presign_expiry_secs: u64,
+    /// Live nonces one key may hold in the replay cache at once (default 10,000); past it that
+    /// key's requests are refused with `rate_limited` (429) until its entries expire, and no
+    /// other key is affected. Size the replay cache's capacity for this times the number of keys
+    /// that may be busy at once.
+    #[serde(default = "default_replay_quota")]
+    pub replay_quota_per_key: usize,
+}
+
+/// Whether a route accepts presigned URLs (docs/PROTOCOL.md §5).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PresignPolicy {
+    /// Presigned URLs are accepted for every method (the default).
+    #[default]
+    Allow,
+    /// Presigned URLs are accepted for `GET` and `HEAD` only.
+    GetHeadOnly,
+    /// Presigned URLs are refused (`policy_denied`); requests must carry `Authorization`.
+    Deny,
+}
+
+impl PresignPolicy {
+    /// Whether a presigned request with `method` is allowed.
+    pub fn allows(self, method: &str) -> bool {
+        match self {
+            Self::Allow => true,
+            Self::GetHeadOnly => method == "GET" || method == "HEAD",
+            Self::Deny => false,
+        }
+    }
 }
 
 /// A minimum key level for every path starting with `path_prefix`, and whether the path demands
@@ -56,6 +107,30 @@ pub struct RouteRule {
     /// (docs/PROTOCOL.md §8), e.g. for key generation or other sensitive routes.
     #[serde(default)]
     pub strict: bool,
+    /// Whether presigned URLs are accepted here: `allow` (default), `get-head-only`, `deny`.
+    /// Matched like the level rules; the strictest spelling wins.
+    #[serde(default)]
+    pub presigned: PresignPolicy,
+}
+
+impl RouteRule {
+    /// A rule demanding `min_level` under `path_prefix`, not strict, presigned URLs allowed.
+    pub fn new(path_prefix: impl Into<String>, min_level: KeyLevel) -> Self {
+        Self {
+            path_prefix: path_prefix.into(),
+            min_level,
+            strict: false,
+            presigned: PresignPolicy::Allow,
+        }
+    }
+}
+
+fn default_max_presign_expiry() -> u64 {
+    DEFAULT_MAX_PRESIGN_EXPIRY_SECS
+}
+
+fn default_replay_quota() -> usize {
+    DEFAULT_REPLAY_QUOTA_PER_KEY
 }
 
 fn default_skew() -> u64 {
@@ -99,17 +174,48 @@ pub enum ConfigError {
     /// More than [`MAX_ROUTE_RULES`] rules.
     #[error("at most {MAX_ROUTE_RULES} route rules")]
     TooManyRouteRules,
+    /// `hosts` is empty: name the served authorities, or `["*"]` to accept any (insecure).
+    #[error(
+        "hosts is empty: list the authorities this API serves (or [\"*\"] to accept any, insecure)"
+    )]
+    NoHosts,
+    /// More than [`MAX_HOSTS`] entries in `hosts`.
+    #[error("at most {MAX_HOSTS} hosts")]
+    TooManyHosts,
+    /// A `hosts` entry is not `host`, `host:port`, `*.domain[:port]` or the lone `*`.
+    #[error("invalid hosts entry {0:?}: use host, host:port, *.domain or *.domain:port")]
+    InvalidHost(String),
+    /// `max_presign_expiry_secs` is 0 or above [`PROTOCOL_MAX_PRESIGN_EXPIRY_SECS`].
+    #[error("max_presign_expiry_secs {0} must be 1-{PROTOCOL_MAX_PRESIGN_EXPIRY_SECS}")]
+    PresignExpiryOutOfRange(u64),
+    /// `replay_quota_per_key` is 0.
+    #[error("replay_quota_per_key must be at least 1")]
+    ZeroReplayQuota,
 }
 
 impl VerifierConfig {
-    /// Defaults for `audience`: ±300 s, 10 MiB bodies, no route rules.
-    pub fn new(audience: impl Into<String>) -> Self {
+    /// Defaults for `audience` serving `hosts`: ±300 s, 10 MiB bodies, no route rules,
+    /// presigned URLs up to 15 minutes, 10,000 live nonces per key.
+    pub fn new<H: Into<String>>(
+        audience: impl Into<String>,
+        hosts: impl IntoIterator<Item = H>,
+    ) -> Self {
         Self {
             audience: audience.into(),
+            hosts: hosts.into_iter().map(Into::into).collect(),
             clock_skew_secs: DEFAULT_CLOCK_SKEW_SECS,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             route_rules: Vec::new(),
+            max_presign_expiry_secs: DEFAULT_MAX_PRESIGN_EXPIRY_SECS,
+            replay_quota_per_key: DEFAULT_REPLAY_QUOTA_PER_KEY,
         }
+    }
+
+    /// **Insecure opt-out**: like [`VerifierConfig::new`] but accepting any signed host
+    /// (`hosts = ["*"]`). A request signed for another deployment with the same audience (say,
+    /// staging) is then accepted here. For tests and demos whose address is not known in advance.
+    pub fn any_host(audience: impl Into<String>) -> Self {
+        Self::new(audience, [ANY_HOST])
     }
 
     /// Parses and validates TOML text.
@@ -152,6 +258,29 @@ impl VerifierConfig {
             .find(|r| !r.path_prefix.starts_with('/'))
         {
             return Err(ConfigError::InvalidRoutePrefix(rule.path_prefix.clone()));
+        }
+        if self.hosts.is_empty() {
+            return Err(ConfigError::NoHosts);
+        }
+        if self.hosts.len() > MAX_HOSTS {
+            return Err(ConfigError::TooManyHosts);
+        }
+        if let Some(bad) = self
+            .hosts
+            .iter()
+            .find(|entry| crate::hosts::HostPattern::parse(entry).is_none())
+        {
+            return Err(ConfigError::InvalidHost(bad.clone()));
+        }
+        if self.max_presign_expiry_secs == 0
+            || self.max_presign_expiry_secs > PROTOCOL_MAX_PRESIGN_EXPIRY_SECS
+        {
+            return Err(ConfigError::PresignExpiryOutOfRange(
+                self.max_presign_expiry_secs,
+            ));
+        }
+        if self.replay_quota_per_key == 0 {
+            return Err(ConfigError::ZeroReplayQuota);
         }
         Ok(())
     }

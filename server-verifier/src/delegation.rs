@@ -35,6 +35,9 @@ pub struct CheckedDelegation {
     pub device_key: RegisteredKey,
     /// The session key, prepared for the request signature.
     pub session_key: Arc<PreparedKey>,
+    /// The last second (verifier clock) the statement may be used: `not-after + skew`. The
+    /// verifier judges it again with the clock read after the body is complete.
+    pub usable_until_unix: i64,
 }
 
 /// What the request claims, as far as the statement is concerned.
@@ -207,6 +210,7 @@ impl StatementCache {
             return Ok(CheckedDelegation {
                 device_key,
                 session_key: Arc::clone(&entry.session_key),
+                usable_until_unix: entry.terms.usable_until(claims.skew_secs),
             });
         }
         let (statement, signature) = DelegationStatement::parse_header_value(header_value)
@@ -219,6 +223,7 @@ impl StatementCache {
             return Err(foreign_signature());
         }
         let session_key = prepare(&statement.session_key)?;
+        let usable_until_unix = terms.usable_until(claims.skew_secs);
         self.insert(
             hash,
             Arc::new(VerifiedStatement {
@@ -233,6 +238,7 @@ impl StatementCache {
         Ok(CheckedDelegation {
             device_key,
             session_key,
+            usable_until_unix,
         })
     }
 }

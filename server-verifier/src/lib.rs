@@ -11,7 +11,7 @@
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let registry = Arc::new(SqliteRegistry::open("keys.db".as_ref())?);
 //! let replay = Arc::new(MemoryReplayCache::new(100_000));
-//! let verifier = Arc::new(Verifier::new(VerifierConfig::new("my-api"), registry, replay)?);
+//! let verifier = Arc::new(Verifier::new(VerifierConfig::new("my-api", ["api.example.com"]), registry, replay)?);
 //! let app: axum::Router = axum::Router::new()
 //!     .route(
 //!         "/hello",
@@ -24,7 +24,12 @@
 //! ```
 //!
 //! Or call [`Verifier::verify`] directly with the request's parts, its body's SHA-256 and the
-//! time. Keys enter the registry through the `hwsign-verifier keys add` command (or
+//! time read after the body was complete; a server streaming the body uses the two-phase API
+//! ([`Verifier::check_signature`], [`Verifier::reserve`], then [`Verifier::finish`], which reads
+//! the verifier's [`Clock`] itself once the body is complete).
+//!
+//! `hosts` names the authorities the API serves (the signed `host` must match one):
+//! [`VerifierConfig::new`] takes them; [`VerifierConfig::any_host`] is the insecure opt-out. Keys enter the registry through the `hwsign-verifier keys add` command (or
 //! [`KeyRegistry::add`]).
 #![forbid(unsafe_code)]
 
@@ -34,6 +39,7 @@ pub mod backend;
 pub mod config;
 pub mod delegation;
 pub mod enrollment;
+mod hosts;
 pub mod layer;
 pub mod registry;
 pub mod replay;
@@ -41,7 +47,7 @@ mod routes;
 pub mod verify;
 
 pub use backend::VerifyBackend;
-pub use config::{RouteRule, VerifierConfig};
+pub use config::{PresignPolicy, RouteRule, VerifierConfig};
 pub use hwsign_proto::RejectCode;
 pub use hwsign_proto::api::KeyLevel;
 pub use layer::{HwsignLayer, HwsignService, VerifiedDevice, rejection_response};
@@ -49,5 +55,7 @@ pub use registry::{
     DeviceClock, DeviceRecord, KeyRegistry, MemoryRegistry, RegisteredKey, RegistryError,
     SqliteRegistry,
 };
-pub use replay::{Freshness, MemoryReplayCache, ReplayCache, ReplayError};
-pub use verify::{Rejection, SignatureChecked, VerifiedPrincipal, Verifier};
+pub use replay::{Freshness, MemoryReplayCache, ReplayCache, ReplayError, Reservation};
+pub use verify::{
+    Clock, Rejection, Reserved, SignatureChecked, SystemClock, VerifiedPrincipal, Verifier,
+};

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use hwsign_proto::api::KeyLevel;
 use hwsign_proto::encoding;
 
-use crate::config::RouteRule;
+use crate::config::{PresignPolicy, RouteRule};
 
 /// The level `path` demands under `rules`: for each spelling of the path (as sent,
 /// percent-decoded, dot segments resolved and slashes collapsed) the longest matching prefix
@@ -42,6 +42,27 @@ pub(crate) fn strict_required(rules: &[RouteRule], path: &str) -> bool {
         .into_iter()
         .filter_map(|form| longest_match(rules, form))
         .any(|rule| rule.strict)
+}
+
+/// Whether presigned URLs are accepted on `path`: the longest matching prefix decides for each
+/// spelling of the path, as in [`required_level`], and the strictest spelling wins.
+pub(crate) fn presign_policy(rules: &[RouteRule], path: &str) -> PresignPolicy {
+    if rules
+        .iter()
+        .all(|rule| rule.presigned == PresignPolicy::Allow)
+    {
+        return PresignPolicy::Allow;
+    }
+    let decoded: Cow<'_, str> = match encoding::decode(path) {
+        Ok(bytes) => Cow::Owned(String::from_utf8_lossy(&bytes).into_owned()),
+        Err(_) => Cow::Borrowed(path),
+    };
+    let normalized = normalize(&decoded);
+    [path, decoded.as_ref(), normalized.as_str()]
+        .into_iter()
+        .filter_map(|form| longest_match(rules, form).map(|rule| rule.presigned))
+        .max()
+        .unwrap_or(PresignPolicy::Allow)
 }
 
 fn longest_match<'a>(rules: &'a [RouteRule], path: &str) -> Option<&'a RouteRule> {
@@ -84,16 +105,19 @@ mod tests {
                 path_prefix: "/admin".into(),
                 min_level: KeyLevel::Tpm,
                 strict: true,
+                presigned: PresignPolicy::Deny,
             },
             RouteRule {
                 path_prefix: "/admin/public".into(),
                 min_level: KeyLevel::Software,
                 strict: false,
+                presigned: PresignPolicy::Allow,
             },
             RouteRule {
                 path_prefix: "/keys/".into(),
                 min_level: KeyLevel::HardwareUnattested,
                 strict: false,
+                presigned: PresignPolicy::GetHeadOnly,
             },
         ]
     }
@@ -131,6 +155,27 @@ mod tests {
             required_level(&rules, "/admin/public/../secret"),
             Some(KeyLevel::Tpm)
         );
+    }
+
+    #[test]
+    fn presign_policy_follows_the_longest_prefix_on_every_spelling() {
+        let rules = rules();
+        assert_eq!(presign_policy(&rules, "/admin/x"), PresignPolicy::Deny);
+        assert_eq!(
+            presign_policy(&rules, "/admin/public/x"),
+            PresignPolicy::Allow
+        );
+        assert_eq!(
+            presign_policy(&rules, "/keys/1"),
+            PresignPolicy::GetHeadOnly
+        );
+        assert_eq!(presign_policy(&rules, "/other"), PresignPolicy::Allow);
+        for path in ["/%61dmin/x", "//admin/x", "/admin/public/../secret"] {
+            assert_eq!(presign_policy(&rules, path), PresignPolicy::Deny, "{path}");
+        }
+        assert!(PresignPolicy::GetHeadOnly.allows("HEAD"));
+        assert!(!PresignPolicy::GetHeadOnly.allows("POST"));
+        assert!(!PresignPolicy::Deny.allows("GET"));
     }
 
     #[test]

@@ -2,11 +2,25 @@
 //! and the current time to a verified principal or a rejection with its wire code.
 //!
 //! Checks run in a fixed order, cheapest and least trusting first, so the code a client sees is
-//! predictable: parse → audience → date → registry (for a delegated request: the delegation
-//! statement, see [`crate::delegation`]) → signature → body hash → nonce → route rule.
-//! The body hash comes after the signature, so a request with a valid signature over another body
-//! is reported as `body_hash_mismatch`; the nonce is remembered only for requests that passed every
-//! cryptographic check, so a stranger cannot fill the replay cache or burn someone's nonce.
+//! predictable: parse → audience → host → date → presigned-URL policy → registry (for a delegated
+//! request: the delegation statement, see [`crate::delegation`]) → signature; then the nonce is
+//! reserved; then, once the body is complete, with the clock read again: body hash → the
+//! request's window → revocation again → route rule.
+//!
+//! # Two phases, two clock reads
+//! A server that streams the body calls [`Verifier::check_signature`] and [`Verifier::reserve`]
+//! before reading it, reads the body no later than [`Reserved::deadline`], then calls
+//! [`Verifier::finish`], which reads the verifier's [`Clock`] itself: the decision that lets the
+//! request through is made with the time after the body arrived, so a body (or a chunked
+//! terminator) held back until the window closed, the key was revoked or the delegation statement
+//! expired is refused. The nonce is reserved before the body is read, so a second copy of a
+//! request is refused at once (`replayed_nonce`); a request whose body then fails (hash mismatch,
+//! too slow, too large) has still used its nonce — the signer signs again with a new one.
+//! [`Verifier::verify`] does all three steps with one `now` for callers that already hold the
+//! body (read `now` after the body is complete).
+//!
+//! Only requests with a valid signature reach the replay cache, so a stranger cannot fill it or
+//! burn someone's nonce.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -22,9 +36,10 @@ use thiserror::Error;
 use crate::backend::{PreparedKey, VerifyBackend};
 use crate::config::{ConfigError, VerifierConfig};
 use crate::delegation::{RequestClaims, StatementCache};
+use crate::hosts::HostList;
 use crate::registry::{KeyRegistry, RegisteredKey};
-use crate::replay::{Freshness, ReplayCache};
-use crate::routes::{required_level, strict_required};
+use crate::replay::{Freshness, ReplayCache, Reservation};
+use crate::routes::{presign_policy, required_level, strict_required};
 
 /// Prepared keys kept per verifier; cleared when full rather than grown without bound.
 const PREPARED_KEY_CAPACITY: usize = 65_536;
@@ -43,6 +58,35 @@ pub struct VerifiedPrincipal {
     pub level: KeyLevel,
     /// Whether a delegated session key signed, under a statement by the device key `key_id`.
     pub delegated: bool,
+    /// The names of the headers the signature covers, lower case and sorted. A handler that
+    /// trusts a header (`X-Forwarded-Host`, `X-HTTP-Method-Override`, ...) must check it is here:
+    /// any header not listed may have been added or changed by anyone on the path.
+    pub signed_headers: Vec<String>,
+}
+
+impl VerifiedPrincipal {
+    /// Whether the signature covers the header `name` (compared case-insensitively).
+    pub fn signs_header(&self, name: &str) -> bool {
+        self.signed_headers
+            .iter()
+            .any(|signed| signed.eq_ignore_ascii_case(name))
+    }
+}
+
+/// Where the verifier reads the time for the second half of the two-phase API.
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    /// The current time.
+    fn now(&self) -> SystemTime;
+}
+
+/// The system clock ([`SystemTime::now`]), the default.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
 }
 
 /// Why a request was refused. `detail` is safe to send to the client: internal causes (registry
@@ -82,7 +126,12 @@ pub struct SignatureChecked {
     key: RegisteredKey,
     payload: Payload,
     nonce: String,
-    nonce_expires_unix: i64,
+    /// The request may be accepted while the verifier's clock is in `[accept_from, accept_until]`
+    /// (the date window, or the presigned URL's validity, within the delegation statement's).
+    accept_from_unix: i64,
+    accept_until_unix: i64,
+    /// Delegated requests: the last second the statement may be used.
+    statement_until_unix: Option<i64>,
     required_level: Option<KeyLevel>,
     strict_route: bool,
     delegated: bool,
@@ -109,6 +158,50 @@ impl SignatureChecked {
     pub fn signs_header(&self, name: &str) -> bool {
         self.signed_headers.contains(name)
     }
+
+    /// The first instant at which the request can no longer be accepted.
+    pub fn deadline(&self) -> SystemTime {
+        deadline_after(self.accept_until_unix)
+    }
+}
+
+fn deadline_after(until_unix: i64) -> SystemTime {
+    // Times are whole seconds: `until` itself is still acceptable, `until + 1` is not.
+    u64::try_from(until_unix.saturating_add(1))
+        .ok()
+        .and_then(|secs| UNIX_EPOCH.checked_add(std::time::Duration::from_secs(secs)))
+        .unwrap_or(UNIX_EPOCH)
+}
+
+/// A request whose signature verified and whose nonce is now reserved; finish it with
+/// [`Verifier::finish`] once its body is complete, no later than [`Reserved::deadline`].
+#[derive(Debug)]
+#[must_use = "the request is not verified until finish() accepts it"]
+pub struct Reserved {
+    checked: SignatureChecked,
+}
+
+impl Reserved {
+    /// The first instant at which the request can no longer be accepted: stop reading its body
+    /// then and refuse it (`stale_date`).
+    pub fn deadline(&self) -> SystemTime {
+        self.checked.deadline()
+    }
+
+    /// Whether the signature covers the body (false for presigned URLs).
+    pub fn covers_body(&self) -> bool {
+        self.checked.covers_body()
+    }
+
+    /// The key that signed (for a delegated request: the device key behind the session key).
+    pub fn key_id(&self) -> &str {
+        self.checked.key_id()
+    }
+
+    /// Whether the signature covers the header `name` (lower case).
+    pub fn signs_header(&self, name: &str) -> bool {
+        self.checked.signs_header(name)
+    }
 }
 
 /// Checks HWS1-signed requests against a key registry and a replay cache.
@@ -117,6 +210,8 @@ pub struct Verifier {
     config: VerifierConfig,
     registry: Arc<dyn KeyRegistry>,
     replay: Arc<dyn ReplayCache>,
+    clock: Arc<dyn Clock>,
+    hosts: HostList,
     backend: VerifyBackend,
     prepared: RwLock<HashMap<String, Arc<PreparedKey>>>,
     statements: StatementCache,
@@ -133,6 +228,16 @@ fn unix_seconds(now: SystemTime) -> Result<i64, Rejection> {
                 "verifier clock is unusable",
             )
         })
+}
+
+fn window_closed(now: i64, until: i64) -> Rejection {
+    Rejection::new(
+        RejectCode::StaleDate,
+        format!(
+            "the request's window closed {} s before it was complete",
+            now.saturating_sub(until)
+        ),
+    )
 }
 
 /// Whether the query carries a presigned signature (`X-Hws-Signature`).
@@ -180,9 +285,11 @@ impl Verifier {
     ) -> Result<Self, ConfigError> {
         config.validate()?;
         Ok(Self {
+            hosts: HostList::new(&config.hosts),
             config,
             registry,
             replay,
+            clock: Arc::new(SystemClock),
             backend: VerifyBackend::default(),
             prepared: RwLock::new(HashMap::new()),
             statements: StatementCache::default(),
@@ -195,6 +302,18 @@ impl Verifier {
         self.prepared = RwLock::new(HashMap::new());
         self.statements.clear();
         self
+    }
+
+    /// The same verifier reading the time from `clock` in [`Verifier::finish`] (tests; a
+    /// monotonic-adjusted clock).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The verifier's clock.
+    pub fn now(&self) -> SystemTime {
+        self.clock.now()
     }
 
     /// The configuration.
@@ -212,8 +331,10 @@ impl Verifier {
         &self.registry
     }
 
-    /// Verifies a request: `parts` as received (every header, `host` included), the SHA-256 of
-    /// its body, and the current time (an input, so tests can fix it).
+    /// Verifies a request whose body is already complete: `parts` as received (every header,
+    /// `host` included), the SHA-256 of its body, and the current time read **after** the body
+    /// was complete (an input, so tests can fix it). Runs [`Verifier::check_signature`],
+    /// [`Verifier::reserve`] and the checks of [`Verifier::finish`] with this one time.
     pub fn verify(
         &self,
         parts: &RequestParts<'_>,
@@ -221,10 +342,13 @@ impl Verifier {
         now: SystemTime,
     ) -> Result<VerifiedPrincipal, Rejection> {
         let checked = self.check_signature(parts, now)?;
-        self.finish(checked, body_sha256, now)
+        let reserved = self.reserve(checked, now)?;
+        self.finish_at(reserved, body_sha256, now)
     }
 
-    /// The first half of [`Verifier::verify`]: parse, audience, date, registry and signature.
+    /// Phase one, before the body is read: parse, audience, host, date, presigned-URL policy,
+    /// registry and signature, judged at `now`. Nothing is remembered yet; pass the result to
+    /// [`Verifier::reserve`].
     pub fn check_signature(
         &self,
         parts: &RequestParts<'_>,
@@ -267,12 +391,16 @@ impl Verifier {
                 ),
             ));
         }
-        let nonce_expires_unix = self.check_date(&claimed, now)?;
-        let (key, signer) = match &claimed.delegation {
+        self.check_host(parts)?;
+        let (accept_from_unix, accept_until_unix) = self.check_date(&claimed, now)?;
+        if let Some(expires) = claimed.expires_secs {
+            self.check_presign_policy(parts, expires)?;
+        }
+        let (key, signer, statement_until_unix) = match &claimed.delegation {
             None => {
                 let key = self.lookup(&claimed.authorization.credential)?;
                 let signer = self.prepared_key(&key)?;
-                (key, signer)
+                (key, signer, None)
             }
             Some(statement) => {
                 let claims = RequestClaims {
@@ -288,7 +416,11 @@ impl Verifier {
                     |device_key_id| self.lookup(device_key_id),
                     |public| Ok(Arc::new(self.backend.prepare(public))),
                 )?;
-                (checked.device_key, checked.session_key)
+                (
+                    checked.device_key,
+                    checked.session_key,
+                    Some(checked.usable_until_unix),
+                )
             }
         };
         if !signer.verify(
@@ -316,7 +448,10 @@ impl Verifier {
             key,
             payload,
             nonce: nonce.as_str().to_owned(),
-            nonce_expires_unix,
+            accept_from_unix,
+            accept_until_unix: statement_until_unix
+                .map_or(accept_until_unix, |until| until.min(accept_until_unix)),
+            statement_until_unix,
             required_level: required_level(&self.config.route_rules, parts.path),
             strict_route: strict_required(&self.config.route_rules, parts.path),
             delegated: claimed.delegation.is_some(),
@@ -324,13 +459,67 @@ impl Verifier {
         })
     }
 
-    /// The second half of [`Verifier::verify`]: body hash, nonce and route rule.
-    pub fn finish(
+    /// Phase two, before the body is read: reserves the request's nonce for as long as the
+    /// request could still be accepted, judged at `now`. A second copy is refused from then on
+    /// (`replayed_nonce`), even while the first one's body is still arriving; a key over its
+    /// quota of live nonces is refused (`rate_limited`); a request whose window already closed is
+    /// refused (`stale_date`) and nothing is remembered.
+    pub fn reserve(
         &self,
         checked: SignatureChecked,
+        now: SystemTime,
+    ) -> Result<Reserved, Rejection> {
+        let now = unix_seconds(now)?;
+        if now > checked.accept_until_unix {
+            return Err(window_closed(now, checked.accept_until_unix));
+        }
+        let reservation = Reservation {
+            key_id: &checked.key.key_id,
+            nonce: &checked.nonce,
+            expires_unix: checked.accept_until_unix,
+            now_unix: now,
+            per_key_limit: self.config.replay_quota_per_key,
+        };
+        match self.replay.check_and_remember(&reservation) {
+            Ok(Freshness::Fresh) => Ok(Reserved { checked }),
+            Ok(Freshness::Replayed) => Err(Rejection::new(
+                RejectCode::ReplayedNonce,
+                "this nonce was already used",
+            )),
+            Ok(Freshness::OverQuota) => Err(Rejection::new(
+                RejectCode::RateLimited,
+                "this key holds too many live nonces; retry later",
+            )),
+            Ok(Freshness::Expired) => Err(window_closed(now, checked.accept_until_unix)),
+            Err(error) => {
+                tracing::error!(%error, "replay cache refused; failing closed");
+                Err(Rejection::new(
+                    RejectCode::VerifierUnavailable,
+                    "replay protection is unavailable",
+                ))
+            }
+        }
+    }
+
+    /// Phase three, once the body is complete: reads the verifier's clock, then checks the body
+    /// hash, the request's window (date, presigned expiry, delegation statement) at that time,
+    /// the key's registration again (revoked meanwhile → `device_revoked`) and the route rule.
+    pub fn finish(
+        &self,
+        reserved: Reserved,
+        body_sha256: &[u8; 32],
+    ) -> Result<VerifiedPrincipal, Rejection> {
+        let now = self.clock.now();
+        self.finish_at(reserved, body_sha256, now)
+    }
+
+    fn finish_at(
+        &self,
+        reserved: Reserved,
         body_sha256: &[u8; 32],
         now: SystemTime,
     ) -> Result<VerifiedPrincipal, Rejection> {
+        let checked = reserved.checked;
         let now = unix_seconds(now)?;
         if let Payload::Sha256(signed) = checked.payload
             && !bool::from(signed.ct_eq(body_sha256))
@@ -340,28 +529,32 @@ impl Verifier {
                 "the body does not match the signed body hash",
             ));
         }
-        match self.replay.check_and_remember(
-            &checked.key.key_id,
-            &checked.nonce,
-            checked.nonce_expires_unix,
-            now,
-        ) {
-            Ok(Freshness::Fresh) => {}
-            Ok(Freshness::Replayed) => {
-                return Err(Rejection::new(
-                    RejectCode::ReplayedNonce,
-                    "this nonce was already used",
-                ));
-            }
-            Err(error) => {
-                tracing::error!(%error, "replay cache refused; failing closed");
-                return Err(Rejection::new(
-                    RejectCode::VerifierUnavailable,
-                    "replay protection is unavailable",
-                ));
-            }
+        if let Some(until) = checked.statement_until_unix
+            && now > until
+        {
+            return Err(Rejection::new(
+                RejectCode::DelegationInvalid,
+                "the delegation statement expired before the request's body was complete",
+            ));
         }
-        let key = checked.key;
+        if now > checked.accept_until_unix {
+            return Err(window_closed(now, checked.accept_until_unix));
+        }
+        if now < checked.accept_from_unix {
+            // The clock went backwards while the body was read.
+            return Err(Rejection::new(
+                RejectCode::StaleDate,
+                "the request's date is ahead of the verifier's clock",
+            ));
+        }
+        // Revocation (or replacement) since phase one takes effect now, not after the body.
+        let key = self.lookup(&checked.key.key_id)?;
+        if key.public_key.spki_der() != checked.key.public_key.spki_der() {
+            return Err(Rejection::new(
+                RejectCode::UnknownKey,
+                "the key was replaced while the request was read",
+            ));
+        }
         if let Some(required) = checked.required_level
             && key.level < required
         {
@@ -386,11 +579,57 @@ impl Verifier {
             device_id: key.device_id,
             level: key.level,
             delegated: checked.delegated,
+            signed_headers: checked.signed_headers.names().to_vec(),
         })
     }
 
-    /// Checks the date window and returns until when the nonce must be remembered.
-    fn check_date(&self, claimed: &ClaimedSignature, now: i64) -> Result<i64, Rejection> {
+    /// Refuses a signed host this verifier does not serve.
+    fn check_host(&self, parts: &RequestParts<'_>) -> Result<(), Rejection> {
+        // Exactly one host header was already required by parsing; refuse rather than guess.
+        let mut hosts = parts.header_values("host");
+        match (hosts.next(), hosts.next()) {
+            (Some(host), None) if self.hosts.serves(host) => Ok(()),
+            (Some(_), None) => Err(Rejection::new(
+                RejectCode::WrongHost,
+                "the signed host is not one this API serves",
+            )),
+            _ => Err(Rejection::new(
+                RejectCode::MalformedRequest,
+                "exactly one Host header is required",
+            )),
+        }
+    }
+
+    /// Presigned URLs: the verifier's longest lifetime and the route's presign rule.
+    fn check_presign_policy(
+        &self,
+        parts: &RequestParts<'_>,
+        expires_secs: u64,
+    ) -> Result<(), Rejection> {
+        if expires_secs > self.config.max_presign_expiry_secs {
+            return Err(Rejection::new(
+                RejectCode::PolicyDenied,
+                format!(
+                    "the presigned URL is valid for {expires_secs} s, this API accepts at most {} s",
+                    self.config.max_presign_expiry_secs
+                ),
+            ));
+        }
+        if !presign_policy(&self.config.route_rules, parts.path).allows(parts.method) {
+            return Err(Rejection::new(
+                RejectCode::PolicyDenied,
+                format!(
+                    "this route does not accept presigned URLs for {}",
+                    parts.method
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks the date window and returns the span of the verifier's clock in which the request
+    /// may be accepted; the nonce is remembered until its end.
+    fn check_date(&self, claimed: &ClaimedSignature, now: i64) -> Result<(i64, i64), Rejection> {
         let date = claimed.time.unix();
         let skew = i64::try_from(self.config.clock_skew_secs).unwrap_or(i64::MAX);
         let stale = |detail: String| Err(Rejection::new(RejectCode::StaleDate, detail));
@@ -406,7 +645,7 @@ impl Verifier {
                 if now > end {
                     return stale(format!("the presigned URL expired {} s ago", now - end));
                 }
-                Ok(end)
+                Ok((date.saturating_sub(skew), end))
             }
             None => {
                 if now.saturating_sub(date) > skew {
@@ -421,7 +660,7 @@ impl Verifier {
                         date - now
                     ));
                 }
-                Ok(date.saturating_add(skew))
+                Ok((date.saturating_sub(skew), date.saturating_add(skew)))
             }
         }
     }

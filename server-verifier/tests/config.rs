@@ -4,8 +4,11 @@
 use std::path::Path;
 
 use anyhow::Result;
-use hwsign_verifier::config::{ConfigError, DEFAULT_CLOCK_SKEW_SECS, DEFAULT_MAX_BODY_BYTES};
-use hwsign_verifier::{KeyLevel, RouteRule, VerifierConfig};
+use hwsign_verifier::config::{
+    ConfigError, DEFAULT_CLOCK_SKEW_SECS, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_PRESIGN_EXPIRY_SECS,
+    DEFAULT_REPLAY_QUOTA_PER_KEY,
+};
+use hwsign_verifier::{KeyLevel, PresignPolicy, RouteRule, VerifierConfig};
 
 #[test]
 fn sample_config_parses() -> Result<()> {
@@ -15,17 +18,29 @@ fn sample_config_parses() -> Result<()> {
     assert_eq!(config.clock_skew_secs, 300);
     assert_eq!(config.max_body_bytes, 10 * 1024 * 1024);
     assert_eq!(
+        config.hosts,
+        [
+            "api.example.com",
+            "api.example.com:8443",
+            "*.payments.example.com"
+        ]
+    );
+    assert_eq!(config.max_presign_expiry_secs, 900);
+    assert_eq!(config.replay_quota_per_key, 10_000);
+    assert_eq!(
         config.route_rules,
         vec![
             RouteRule {
                 path_prefix: "/admin/".into(),
                 min_level: KeyLevel::Tpm,
                 strict: false,
+                presigned: PresignPolicy::Deny,
             },
             RouteRule {
                 path_prefix: "/v1/payments/".into(),
                 min_level: KeyLevel::HardwareUnattested,
                 strict: false,
+                presigned: PresignPolicy::GetHeadOnly,
             },
         ]
     );
@@ -34,10 +49,17 @@ fn sample_config_parses() -> Result<()> {
 
 #[test]
 fn defaults_apply() -> Result<()> {
-    let config = VerifierConfig::from_toml_str("audience = \"api\"")?;
-    assert_eq!(config, VerifierConfig::new("api"));
+    let config =
+        VerifierConfig::from_toml_str("audience = \"api\"\nhosts = [\"api.example.com\"]")?;
+    assert_eq!(config, VerifierConfig::new("api", ["api.example.com"]));
     assert_eq!(config.clock_skew_secs, DEFAULT_CLOCK_SKEW_SECS);
     assert_eq!(config.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+    assert_eq!(
+        config.max_presign_expiry_secs,
+        DEFAULT_MAX_PRESIGN_EXPIRY_SECS
+    );
+    assert_eq!(config.max_presign_expiry_secs, 900);
+    assert_eq!(config.replay_quota_per_key, DEFAULT_REPLAY_QUOTA_PER_KEY);
     assert!(config.route_rules.is_empty());
     Ok(())
 }
@@ -60,12 +82,20 @@ fn invalid_fixtures_are_refused() -> Result<()> {
             "invalid-route-prefix.toml" => {
                 matches!(error, Some(ConfigError::InvalidRoutePrefix(_)))
             }
+            "invalid-empty-hosts.toml" => matches!(error, Some(ConfigError::NoHosts)),
+            "invalid-host.toml" => {
+                matches!(error, Some(ConfigError::InvalidHost(ref h)) if h == "*.com")
+            }
+            "invalid-presign-expiry.toml" => {
+                matches!(error, Some(ConfigError::PresignExpiryOutOfRange(604_801)))
+            }
+            "invalid-replay-quota.toml" => matches!(error, Some(ConfigError::ZeroReplayQuota)),
             _ => matches!(error, Some(ConfigError::Parse(_))),
         };
         assert!(ok, "{name}: {error:?}");
         seen += 1;
     }
-    assert_eq!(seen, 7);
+    assert_eq!(seen, 13);
     Ok(())
 }
 
@@ -73,6 +103,45 @@ fn invalid_fixtures_are_refused() -> Result<()> {
 fn verifier_new_validates() {
     let registry = std::sync::Arc::new(hwsign_verifier::MemoryRegistry::new());
     let replay = std::sync::Arc::new(hwsign_verifier::MemoryReplayCache::new(10));
-    let bad = VerifierConfig::new("Not An Audience");
-    assert!(hwsign_verifier::Verifier::new(bad, registry, replay).is_err());
+    let bad = VerifierConfig::new("Not An Audience", ["api.example.com"]);
+    assert!(hwsign_verifier::Verifier::new(bad, registry.clone(), replay.clone()).is_err());
+    let no_hosts = VerifierConfig::new("api", Vec::<String>::new());
+    assert!(matches!(
+        hwsign_verifier::Verifier::new(no_hosts, registry, replay),
+        Err(ConfigError::NoHosts)
+    ));
+}
+
+/// Serving no named host is never a silent default: a config without `hosts` does not parse,
+/// an empty list is refused, and only the explicit `["*"]` (or `VerifierConfig::any_host`)
+/// accepts any host.
+#[test]
+fn hardening_hosts_must_be_named_explicitly() -> Result<()> {
+    assert!(matches!(
+        VerifierConfig::from_toml_str("audience = \"api\""),
+        Err(ConfigError::Parse(_))
+    ));
+    assert!(matches!(
+        VerifierConfig::from_toml_str("audience = \"api\"\nhosts = []"),
+        Err(ConfigError::NoHosts)
+    ));
+    let any = VerifierConfig::from_toml_str("audience = \"api\"\nhosts = [\"*\"]")?;
+    assert_eq!(any, VerifierConfig::any_host("api"));
+    for bad in [
+        "*.com",
+        "a b",
+        "host:99999",
+        "*.*.example.com",
+        "https://api.example.com",
+    ] {
+        let text = format!("audience = \"api\"\nhosts = [{bad:?}]");
+        assert!(
+            matches!(
+                VerifierConfig::from_toml_str(&text),
+                Err(ConfigError::InvalidHost(_))
+            ),
+            "{bad}"
+        );
+    }
+    Ok(())
 }

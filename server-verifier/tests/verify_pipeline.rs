@@ -66,12 +66,13 @@ fn registry(keys: &Keys) -> Result<Arc<MemoryRegistry>> {
 }
 
 fn config() -> VerifierConfig {
-    let mut config = VerifierConfig::new(verify_support::AUDIENCE);
-    config.route_rules = vec![RouteRule {
-        path_prefix: "/admin/".into(),
-        min_level: KeyLevel::Tpm,
-        strict: false,
-    }];
+    // Two served hosts, so that a request moved from one to the other is a signature failure
+    // (the host is signed), not just a wrong host.
+    let mut config = VerifierConfig::new(
+        verify_support::AUDIENCE,
+        ["api.example.com", "api.example.org"],
+    );
+    config.route_rules = vec![RouteRule::new("/admin/", KeyLevel::Tpm)];
     config
 }
 
@@ -281,6 +282,43 @@ fn cases(keys: &Keys) -> Result<Vec<Case>> {
             },
         )?,
         Err(RejectCode::WrongAudience),
+    ));
+
+    // Signed host against the served hosts.
+    for (name, host, expected) in [
+        (
+            "signed for another host",
+            "staging.example.com",
+            Err(RejectCode::WrongHost),
+        ),
+        (
+            "signed host with another port",
+            "api.example.com:8443",
+            Err(RejectCode::WrongHost),
+        ),
+        ("signed host upper case", "API.Example.COM", ok(sw)),
+        (
+            "signed host with the default port",
+            "api.example.com:443",
+            ok(sw),
+        ),
+    ] {
+        cases.push(case(
+            name,
+            sign(sw, &TestRequest::new("GET", "/v1/items", "", host), &opts())?,
+            expected,
+        ));
+    }
+    // Presigned lifetimes against max_presign_expiry_secs (900).
+    cases.push(case(
+        "presigned for the longest lifetime",
+        presign(sw, &get("/v1/download", ""), &opts(), 900)?,
+        ok(sw),
+    ));
+    cases.push(case(
+        "presigned for longer than the verifier accepts",
+        presign(sw, &get("/v1/download", ""), &opts(), 901)?,
+        Err(RejectCode::PolicyDenied),
     ));
 
     // Dates.
@@ -564,14 +602,14 @@ fn nonces_are_single_use_per_key_within_the_window() -> Result<()> {
         let other_key = sign(&keys.high_s, &get("/v1/a", ""), &options)?;
         assert_eq!(verify(&other_key, b"", at(1)), Ok(keys.high_s.id.clone()));
 
-        // A request refused for its body does not burn its nonce.
+        // The nonce is reserved before the body is judged: a signed request refused for its body
+        // has used its nonce (a genuine client signs again with a fresh one).
         let put = sign(
             &keys.software,
             &TestRequest::new("PUT", "/v1/c", "", "api.example.com").body(b"x"),
             &SignOptions::default(),
         )?;
         assert_eq!(verify(&put, b"y", at(0)), Err(RejectCode::BodyHashMismatch));
-        assert_eq!(verify(&put, b"x", at(0)), Ok(keys.software.id.clone()));
         assert_eq!(verify(&put, b"x", at(0)), Err(RejectCode::ReplayedNonce));
 
         // A presigned URL is single-use until it expires.
@@ -579,10 +617,10 @@ fn nonces_are_single_use_per_key_within_the_window() -> Result<()> {
             &keys.software,
             &get("/v1/dl", ""),
             &SignOptions::default(),
-            3600,
+            900,
         )?;
         assert_eq!(verify(&url, b"", at(0)), Ok(keys.software.id.clone()));
-        assert_eq!(verify(&url, b"", at(3000)), Err(RejectCode::ReplayedNonce));
+        assert_eq!(verify(&url, b"", at(899)), Err(RejectCode::ReplayedNonce));
     }
     Ok(())
 }
@@ -699,5 +737,100 @@ fn rejections_come_in_the_documented_order() -> Result<()> {
         code(&body_and_policy, b"other", at(0)),
         Err(RejectCode::BodyHashMismatch)
     );
+    Ok(())
+}
+
+/// A clock the test moves.
+#[derive(Debug)]
+struct TestClock(std::sync::Mutex<SystemTime>);
+
+impl TestClock {
+    fn set(&self, now: SystemTime) {
+        if let Ok(mut time) = self.0.lock() {
+            *time = now;
+        }
+    }
+}
+
+impl hwsign_verifier::Clock for TestClock {
+    fn now(&self) -> SystemTime {
+        self.0.lock().map_or(SystemTime::UNIX_EPOCH, |time| *time)
+    }
+}
+
+/// The two-phase API: `finish` reads the verifier's clock itself, after the body, and judges the
+/// window, the presigned expiry and revocation with it; the nonce reserved in phase two refuses a
+/// second copy while the first is unfinished.
+#[test]
+fn hardening_finish_judges_with_the_clock_read_after_the_body() -> Result<()> {
+    let keys = keys()?;
+    let registry = registry(&keys)?;
+    let clock = Arc::new(TestClock(std::sync::Mutex::new(at(0))));
+    let verifier = Verifier::new(
+        config(),
+        registry.clone(),
+        Arc::new(MemoryReplayCache::new(100)),
+    )?
+    .with_clock(clock.clone());
+    let phase_one = |request: &TestRequest| {
+        request
+            .with_parts(|p| verifier.check_signature(p, at(0)))
+            .and_then(|checked| verifier.reserve(checked, at(0)))
+    };
+    let code = |r: Result<hwsign_verifier::VerifiedPrincipal, hwsign_verifier::Rejection>| {
+        r.map(|p| p.key_id).map_err(|r| r.code)
+    };
+
+    // Header mode: the window (date + 300 s) closes while the body is read.
+    let late = sign(&keys.software, &get("/v1/a", ""), &SignOptions::default())?;
+    let reserved = phase_one(&late)?;
+    assert_eq!(reserved.deadline(), at(301));
+    // A second copy while the first is unfinished.
+    assert_eq!(
+        phase_one(&late).map(|_| ()).map_err(|r| r.code),
+        Err(RejectCode::ReplayedNonce)
+    );
+    clock.set(at(301));
+    assert_eq!(
+        code(verifier.finish(reserved, &late.body_sha256())),
+        Err(RejectCode::StaleDate)
+    );
+    clock.set(at(0));
+
+    // Presigned: expires (60 s) while the body is read.
+    let url = presign(
+        &keys.software,
+        &get("/v1/dl", ""),
+        &SignOptions::default(),
+        60,
+    )?;
+    let reserved = phase_one(&url)?;
+    assert_eq!(reserved.deadline(), at(61));
+    clock.set(at(61));
+    assert_eq!(
+        code(verifier.finish(reserved, &[0u8; 32])),
+        Err(RejectCode::StaleDate)
+    );
+    clock.set(at(0));
+
+    // Revoked between the phases.
+    let revoked_later = TestKey::from_seed("revoked-later")?;
+    registry.add(revoked_later.registered("soon revoked", KeyLevel::Software))?;
+    let request = sign(&revoked_later, &get("/v1/a", ""), &SignOptions::default())?;
+    let reserved = phase_one(&request)?;
+    registry.revoke(&revoked_later.id)?;
+    assert_eq!(
+        code(verifier.finish(reserved, &request.body_sha256())),
+        Err(RejectCode::DeviceRevoked)
+    );
+
+    // In time and not revoked: accepted, with the names of the signed headers.
+    let fine = sign(&keys.software, &get("/v1/b", ""), &SignOptions::default())?;
+    let reserved = phase_one(&fine)?;
+    clock.set(at(300));
+    let principal = verifier.finish(reserved, &fine.body_sha256())?;
+    assert_eq!(principal.key_id, keys.software.id);
+    assert!(principal.signs_header("Host") && principal.signs_header("x-hws-nonce"));
+    assert!(!principal.signs_header("x-forwarded-host"));
     Ok(())
 }

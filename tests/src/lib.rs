@@ -222,11 +222,15 @@ pub struct ApiServer {
 impl ApiServer {
     /// Starts the API with the default verifier config for [`AUDIENCE`].
     pub async fn start() -> Result<Self> {
-        Self::start_with(VerifierConfig::new(AUDIENCE)).await
+        Self::start_with(VerifierConfig::any_host(AUDIENCE)).await
     }
 
-    /// Starts the API with `config`.
-    pub async fn start_with(config: VerifierConfig) -> Result<Self> {
+    /// Starts the API with `config`, whose `hosts` is replaced by the server's own address (the
+    /// port is only known once bound): the API serves exactly `127.0.0.1:<port>`.
+    pub async fn start_with(mut config: VerifierConfig) -> Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        config.hosts = vec![addr.to_string()];
         let registry = Arc::new(MemoryRegistry::new());
         let replay = Arc::new(MemoryReplayCache::new(100_000));
         let verifier = Arc::new(Verifier::new(
@@ -237,8 +241,6 @@ impl ApiServer {
         let app = Router::new()
             .fallback(echo)
             .layer(HwsignLayer::new(verifier));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
         let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
             let _ = axum::serve(listener, app)

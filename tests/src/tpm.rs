@@ -87,7 +87,9 @@ impl EnrollServer {
             config.trust_anchors()?,
             config,
         ));
-        let mut verifier_config = VerifierConfig::new(AUDIENCE);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let mut verifier_config = VerifierConfig::new(AUDIENCE, [addr.to_string()]);
         verifier_config.route_rules = route_rules;
         let verifier = Arc::new(Verifier::new(
             verifier_config,
@@ -98,8 +100,6 @@ impl EnrollServer {
             .fallback(principal)
             .layer(HwsignLayer::new(verifier))
             .merge(router(Arc::clone(&enrollment)));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
         let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
             let _ = axum::serve(listener, app)

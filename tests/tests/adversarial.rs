@@ -35,7 +35,7 @@ fn get(url: &str) -> Result<http::Request<Vec<u8>>> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn adversarial_ambiguous_hosts_are_refused() -> Result<()> {
-    let s = setup(VerifierConfig::new(AUDIENCE)).await?;
+    let s = setup(VerifierConfig::any_host(AUDIENCE)).await?;
     let request = signed(&s.signer, get(&s.server.url("/h"))?).await?;
     let raw = String::from_utf8(to_raw(&request)?)?;
 
@@ -61,7 +61,7 @@ async fn adversarial_ambiguous_hosts_are_refused() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn adversarial_folded_header_never_reaches_the_handler() -> Result<()> {
-    let s = setup(VerifierConfig::new(AUDIENCE)).await?;
+    let s = setup(VerifierConfig::any_host(AUDIENCE)).await?;
     let request = signed(&s.signer, get(&s.server.url("/fold"))?).await?;
     let raw = String::from_utf8(to_raw(&request)?)?;
     let folded = raw.replacen("\r\n", "\r\nx-note: first\r\n second line\r\n", 1);
@@ -77,7 +77,7 @@ async fn adversarial_folded_header_never_reaches_the_handler() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn adversarial_encoded_slash_and_double_encoding_are_distinct() -> Result<()> {
-    let s = setup(VerifierConfig::new(AUDIENCE)).await?;
+    let s = setup(VerifierConfig::any_host(AUDIENCE)).await?;
     for (signed_path, sent_path) in [
         ("/files/a%2Fb", "/files/a/b"),
         ("/files/a/b", "/files/a%2Fb"),
@@ -96,7 +96,7 @@ async fn adversarial_encoded_slash_and_double_encoding_are_distinct() -> Result<
 
 #[tokio::test(flavor = "multi_thread")]
 async fn adversarial_unsigned_payload_outside_presigned_urls_is_refused() -> Result<()> {
-    let s = setup(VerifierConfig::new(AUDIENCE)).await?;
+    let s = setup(VerifierConfig::any_host(AUDIENCE)).await?;
     let mut request = signed(&s.signer, get(&s.server.url("/u"))?).await?;
     request
         .headers_mut()
@@ -111,7 +111,7 @@ async fn adversarial_unsigned_payload_outside_presigned_urls_is_refused() -> Res
 
 #[tokio::test(flavor = "multi_thread")]
 async fn adversarial_oversized_body_and_headers_are_refused() -> Result<()> {
-    let mut config = VerifierConfig::new(AUDIENCE);
+    let mut config = VerifierConfig::any_host(AUDIENCE);
     config.max_body_bytes = 1024 * 1024;
     let s = setup(config).await?;
     let body = vec![b'x'; 2 * 1024 * 1024];
@@ -219,5 +219,30 @@ async fn adversarial_agent_refuses_module_paths_nesting_and_oversized_json() -> 
 
     // Still serving after all of that.
     agent.client().status().await?;
+    Ok(())
+}
+
+/// A request the real agent signed for another deployment (staging) with the same audience, sent
+/// to this API byte for byte: refused `wrong_host` (401), since the API serves only its own
+/// address. The same request sent to its own host is accepted, so the host alone decides.
+#[tokio::test(flavor = "multi_thread")]
+async fn hardening_request_signed_for_another_host_is_refused() -> Result<()> {
+    let s = setup(VerifierConfig::any_host(AUDIENCE)).await?;
+    let port = s.server.addr.port();
+    for host in [
+        format!("staging.example.test:{port}"),
+        "staging.example.test".to_owned(),
+        format!("127.0.0.2:{port}"),
+    ] {
+        let request = signed(&s.signer, get(&format!("http://{host}/h"))?).await?;
+        expect_refusal(
+            &send_raw(s.server.addr, &to_raw(&request)?).await?,
+            401,
+            "wrong_host",
+        )?;
+    }
+    let own = signed(&s.signer, get(&s.server.url("/h"))?).await?;
+    let response = send_raw(s.server.addr, &to_raw(&own)?).await?;
+    ensure!(response.status == 200, "own host got {}", response.status);
     Ok(())
 }

@@ -293,11 +293,12 @@ async fn delegation_statement_signed_by_another_key_is_refused() -> Result<()> {
 /// accepts the same device's strict requests; other routes accept delegated requests.
 #[tokio::test(flavor = "multi_thread")]
 async fn delegation_strict_route_refuses_delegated_requests() -> Result<()> {
-    let mut config = VerifierConfig::new(AUDIENCE);
+    let mut config = VerifierConfig::any_host(AUDIENCE);
     config.route_rules = vec![RouteRule {
         path_prefix: "/admin/".into(),
         min_level: KeyLevel::Software,
         strict: true,
+        presigned: Default::default(),
     }];
     let server = ApiServer::start_with(config).await?;
     let d = delegated_agent(&server, None).await?;

@@ -487,7 +487,7 @@ async fn agent_end_to_end_async(env: &TestEnv) -> Result<()> {
         RegisteredKey::new(public_key, "e2e", KeyLevel::HardwareUnattested, 0),
     )?;
     let verifier = Verifier::new(
-        VerifierConfig::new("things-api"),
+        VerifierConfig::new("things-api", ["api.example.test"]),
         registry,
         Arc::new(MemoryReplayCache::new(1000)),
     )?;

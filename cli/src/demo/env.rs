@@ -73,7 +73,11 @@ impl DemoEnv {
             KeyLevel::Software,
             added_unix,
         ))?;
-        let config = VerifierConfig::new(audience);
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = tcp.local_addr()?;
+        // The API serves exactly the address it listens on: a request signed for another host is
+        // refused (wrong_host).
+        let config = VerifierConfig::new(audience, [addr.to_string()]);
         println!(
             "      audience {audience:?}, allowed clock skew +/-{} s, key registered by its public key",
             config.clock_skew_secs
@@ -86,8 +90,6 @@ impl DemoEnv {
         let app = axum::Router::new()
             .route("/v1/transfers", post(transfer))
             .layer(HwsignLayer::new(Arc::clone(&verifier)));
-        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = tcp.local_addr()?;
         let (server_stop, stop) = oneshot::channel::<()>();
         let server_task = tokio::spawn(
             axum::serve(tcp, app)

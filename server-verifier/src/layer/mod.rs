@@ -2,10 +2,18 @@
 //!
 //! The body is read once, under the configured limit (413 past it: the declared Content-Length is
 //! checked before reading, and the bytes are counted as they stream in), hashed while read, and
-//! handed to the inner service as a complete body. The signature is checked before the body is
-//! read, so a forged request costs one ECDSA verify, not a body upload. On success the
-//! [`VerifiedPrincipal`](crate::VerifiedPrincipal) is put in the request's extensions (read it with
-//! the [`VerifiedDevice`] extractor); on failure the inner service is not called.
+//! handed to the inner service as a complete body. The signature is checked and the nonce
+//! reserved before the body is read, so a forged request costs one ECDSA verify, not a body
+//! upload, and a second copy of a signed request is refused at once. The body must be complete
+//! before the request's window closes ([`Reserved::deadline`](crate::Reserved::deadline)): a
+//! body, or a chunked terminator, held back past it is refused with `stale_date`. The final
+//! decision (window, revocation, route rule) is made with the clock read after the body arrived.
+//! On success the [`VerifiedPrincipal`] is put in the request's
+//! extensions (read it with the [`VerifiedDevice`] extractor); on failure the inner service is not
+//! called.
+//!
+//! The body deadline uses tokio's timer: run the service on a runtime with timers enabled
+//! (`#[tokio::main]`, or `Builder::enable_all`/`enable_time`).
 //!
 //! Verification runs on the calling task: it is CPU work of tens of microseconds plus a local
 //! registry lookup, cheaper than a hop to a blocking thread.
@@ -18,13 +26,12 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::SystemTime;
 
 use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
 use http::Request;
-use hwsign_proto::RequestParts;
+use hwsign_proto::{RejectCode, RequestParts};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -118,7 +125,6 @@ where
     B: http_body::Body<Data = Bytes>,
     B::Error: std::fmt::Display,
 {
-    let now = SystemTime::now();
     // Validated by VerifierConfig::validate to fit usize.
     let limit = usize::try_from(verifier.config().max_body_bytes).unwrap_or(usize::MAX);
     body::check_content_length(&head.headers, limit)?;
@@ -129,9 +135,24 @@ where
         query: head.uri.query().unwrap_or(""),
         headers: &fields.fields,
     };
-    let checked = verifier.check_signature(&request_parts, now)?;
+    let checked = verifier.check_signature(&request_parts, verifier.now())?;
     fields.check_signed(&checked)?;
-    let read = body::read_bounded(body, limit).await?;
-    let principal = verifier.finish(checked, &read.sha256, now)?;
+    let reserved = verifier.reserve(checked, verifier.now())?;
+    let remaining = reserved
+        .deadline()
+        .duration_since(verifier.now())
+        .map_err(|_| body_too_late())?;
+    let read = tokio::time::timeout(remaining, body::read_bounded(body, limit))
+        .await
+        .map_err(|_| body_too_late())??;
+    // finish() reads the clock again: the decision is made with the time after the body.
+    let principal = verifier.finish(reserved, &read.sha256)?;
     Ok((principal, read.bytes))
+}
+
+fn body_too_late() -> Rejection {
+    Rejection::new(
+        RejectCode::StaleDate,
+        "the body was not complete before the request's window closed",
+    )
 }

@@ -233,3 +233,22 @@ pub fn presign(
     }
     Ok(signed)
 }
+
+/// An `X-Hws-Delegation` value: `device` authorizes `session` for [`AUDIENCE`] from `not_before`
+/// to `not_after` (seconds since the epoch).
+pub fn delegation_header(
+    device: &TestKey,
+    session: &TestKey,
+    not_before: i64,
+    not_after: i64,
+) -> Result<String> {
+    let statement = hwsign_proto::delegation::DelegationStatement {
+        device_key_id: device.id.clone(),
+        session_key: session.public.clone(),
+        audience: AUDIENCE.into(),
+        not_before: SigningTime::from_unix(not_before),
+        not_after: SigningTime::from_unix(not_after),
+    };
+    let signature = device.sign_digest(&statement.digest())?;
+    Ok(statement.to_header_value(&signature))
+}
