@@ -235,7 +235,7 @@ fn canonical_header_line(name: &str, value: &str) -> Result<String, ProtoError> 
         query: "",
         headers: &headers,
     };
-    let mut names = vec!["host".to_owned(), name.to_ascii_lowercase()];
+    let mut names = ["host".to_owned(), name.to_ascii_lowercase()];
     names.sort();
     let signed = SignedHeaders::parse(&names.join(";"))?;
     let canonical = CanonicalRequest::new(&HWS1, &parts, &signed, EMPTY_SHA256)?;
