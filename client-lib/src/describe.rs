@@ -1,11 +1,14 @@
 //! Turning an outgoing HTTP request into the agent's [`SignRequest`], and the agent's answer back
 //! into headers. The description must match what the HTTP client will put on the wire, so the
-//! signed authority is the `Host` header when there is one, and otherwise the URI's authority
-//! without the scheme's default port (which HTTP clients leave out of `Host`).
+//! signed authority is derived by the protocol's one rule ([`hwsign_proto::host::signed_host`]:
+//! lower case, the scheme's default port left out, as HTTP clients write `Host`) from the `Host`
+//! header when there is one, and otherwise from the URI's authority; a `Host` header spelled
+//! otherwise is rewritten to the signed spelling, so what is sent is what is signed.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Uri};
 use hwsign_proto::api::{HeaderField, SignRequest, SignResponse};
+use hwsign_proto::host::signed_host;
 
 use crate::digest::BodyDigest;
 use crate::error::RequestError;
@@ -16,14 +19,14 @@ const HWS_HEADER_PREFIX: &str = "x-hws-";
 /// Where a request goes: what the URI (or URL) says, before the `Host` header is consulted.
 #[derive(Debug, Clone)]
 pub(crate) struct Target<'a> {
-    /// `host[:port]` from the URI, default port removed; `None` for origin-form URIs.
-    pub authority: Option<String>,
+    /// `host[:port]` from the URI; `None` for origin-form URIs.
+    pub authority: Option<&'a str>,
     /// Percent-encoded path, as it will be sent.
     pub path: &'a str,
     /// Raw query without `?`.
     pub query: &'a str,
-    /// `:80` or `:443` when the scheme is http or https.
-    pub default_port: Option<&'static str>,
+    /// The URI's scheme; `None` (origin form) is taken as `https`.
+    pub scheme: Option<&'a str>,
 }
 
 impl<'a> Target<'a> {
@@ -33,10 +36,9 @@ impl<'a> Target<'a> {
             Some(authority) if authority.as_str().contains('@') => {
                 return Err(RequestError::UserInfo);
             }
-            Some(authority) => Some(without_default_port(authority.as_str(), uri.scheme_str())),
+            Some(authority) => Some(authority.as_str()),
             None => None,
         };
-        let default_port = default_port_suffix(uri.scheme_str());
         let path = match uri.path() {
             "" => "/",
             path => path,
@@ -45,25 +47,8 @@ impl<'a> Target<'a> {
             authority,
             path,
             query: uri.query().unwrap_or(""),
-            default_port,
+            scheme: uri.scheme_str(),
         })
-    }
-}
-
-/// `host:80` for http and `host:443` for https become `host`, as HTTP clients write `Host`.
-pub(crate) fn without_default_port(authority: &str, scheme: Option<&str>) -> String {
-    match default_port_suffix(scheme).and_then(|suffix| authority.strip_suffix(suffix)) {
-        Some(stripped) => stripped.to_owned(),
-        None => authority.to_owned(),
-    }
-}
-
-/// The `:port` suffix HTTP clients omit from `Host` for `scheme`.
-pub(crate) fn default_port_suffix(scheme: Option<&str>) -> Option<&'static str> {
-    match scheme {
-        Some(s) if s.eq_ignore_ascii_case("http") => Some(":80"),
-        Some(s) if s.eq_ignore_ascii_case("https") => Some(":443"),
-        _ => None,
     }
 }
 
@@ -95,10 +80,10 @@ pub(crate) fn describe(
     identity: SigningIdentity<'_>,
     method: &Method,
     target: Target<'_>,
-    headers: &HeaderMap,
+    headers: &mut HeaderMap,
     body: &BodyDigest,
 ) -> Result<SignRequest, RequestError> {
-    let authority = resolve_authority(target.authority, target.default_port, headers)?;
+    let authority = resolve_authority(&target, headers)?;
     let mut fields = Vec::with_capacity(headers.len());
     for (name, value) in headers {
         if name == header::HOST {
@@ -126,11 +111,12 @@ pub(crate) fn describe(
     })
 }
 
-fn resolve_authority(
-    from_uri: Option<String>,
-    default_port: Option<&str>,
-    headers: &HeaderMap,
-) -> Result<String, RequestError> {
+/// The signed host, from the `Host` header or the URI (which must then name the same server).
+/// A `Host` header spelled otherwise than the signed host (`API.example.com:443`) is rewritten.
+fn resolve_authority(target: &Target<'_>, headers: &mut HeaderMap) -> Result<String, RequestError> {
+    let derive = |authority: &str| {
+        signed_host(target.scheme, authority).map_err(RequestError::InvalidAuthority)
+    };
     let mut hosts = headers.get_all(header::HOST).iter();
     let host = hosts.next();
     if hosts.next().is_some() {
@@ -139,29 +125,33 @@ fn resolve_authority(
     let host = host
         .map(|v| {
             v.to_str()
+                .map(str::to_owned)
                 .map_err(|_| RequestError::HeaderNotText("host".to_owned()))
         })
         .transpose()?;
-    match (from_uri, host) {
+    let signed = match (target.authority, host.as_deref()) {
         (Some(uri), Some(host)) => {
-            // The URI's default port is already gone; a Host header spelling it out is the same
-            // server, every other difference is not.
-            let host_trimmed = default_port
-                .and_then(|suffix| host.strip_suffix(suffix))
-                .unwrap_or(host);
-            if uri.eq_ignore_ascii_case(host) || uri.eq_ignore_ascii_case(host_trimmed) {
-                Ok(host.to_owned())
-            } else {
-                Err(RequestError::AuthorityMismatch {
-                    uri,
+            // Same server once both are in signed form (`h:443` is `h` over https); every
+            // other difference is not.
+            let from_uri = derive(uri)?;
+            if derive(host).ok().as_deref() != Some(from_uri.as_str()) {
+                return Err(RequestError::AuthorityMismatch {
+                    uri: from_uri,
                     host: host.to_owned(),
-                })
+                });
             }
+            from_uri
         }
-        (Some(uri), None) => Ok(uri),
-        (None, Some(host)) => Ok(host.to_owned()),
-        (None, None) => Err(RequestError::MissingAuthority),
+        (Some(uri), None) => derive(uri)?,
+        (None, Some(host)) => derive(host)?,
+        (None, None) => return Err(RequestError::MissingAuthority),
+    };
+    if host.is_some_and(|host| host != signed) {
+        let value = HeaderValue::from_str(&signed)
+            .map_err(|_| RequestError::HeaderNotText("host".to_owned()))?;
+        headers.insert(header::HOST, value);
     }
+    Ok(signed)
 }
 
 /// Adds the agent's headers to the request, in the order given (`authorization` last).

@@ -99,6 +99,9 @@ pub enum RequestError {
     /// `user@host` authorities are not signed: the user part never reaches the server as Host.
     #[error("the URI carries user information, which cannot be signed")]
     UserInfo,
+    /// The authority (URI or `Host` header) is not `host[:port]` as the protocol defines it.
+    #[error("the authority cannot be signed")]
+    InvalidAuthority(#[source] hwsign_proto::ProtoError),
     /// A header value is not visible ASCII text, so it has no unambiguous canonical form.
     #[error("the value of header {0:?} is not visible ASCII text")]
     HeaderNotText(String),

@@ -47,10 +47,10 @@ impl SigningMiddleware {
             None => host.to_owned(),
         };
         let target = Target {
-            authority: Some(authority),
+            authority: Some(&authority),
             path: url.path(),
             query: url.query().unwrap_or(""),
-            default_port: crate::describe::default_port_suffix(Some(url.scheme())),
+            scheme: Some(url.scheme()),
         };
         let method = request.method().clone();
         self.signer

@@ -158,7 +158,7 @@ impl Signer {
             self.identity(),
             method,
             target,
-            &headers,
+            &mut headers,
             &BodyDigest::empty(),
         )?;
         request.presign_expires_secs = Some(expires_secs);

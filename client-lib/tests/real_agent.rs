@@ -145,7 +145,7 @@ async fn signed_requests_verify_end_to_end() -> anyhow::Result<()> {
         ),
         (
             Method::DELETE,
-            "/v1/items/42?hard=true&hard=false",
+            "/v1/items/42?hard=true&note=a+b",
             Vec::new(),
         ),
         (

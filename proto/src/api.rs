@@ -128,7 +128,8 @@ pub struct SignRequest {
     pub audience: String,
     /// HTTP method.
     pub method: String,
-    /// `host[:port]` the request goes to; becomes the signed `host` header.
+    /// `host[:port]` of the (https) URL the request goes to. The signed `host` header is derived
+    /// from it by [`crate::host::signed_host`]: lower case, `:443` left out.
     pub authority: String,
     /// Path, percent-encoded.
     pub path: String,

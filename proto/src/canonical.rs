@@ -12,7 +12,7 @@ use crate::limits::{
     MAX_HEADER_NAME_LEN, MAX_HEADER_VALUE_LEN, MAX_HEADERS, MAX_METHOD_LEN, MAX_PATH_LEN,
     MAX_QUERY_LEN, MAX_QUERY_PARAMS, MAX_SIGNED_HEADERS,
 };
-use crate::profile::{DuplicateHeaders, Profile};
+use crate::profile::{DuplicateHeaders, ObsFold, Profile};
 
 /// The parts of an HTTP request that canonicalization reads. `headers` is every header field of
 /// the request in order (repeated names repeated), including `host`.
@@ -283,7 +283,7 @@ impl CanonicalRequest {
         text.push('\n');
         canonical_path(profile, parts.path, &mut text)?;
         text.push('\n');
-        canonical_query(parts.query, &mut text)?;
+        canonical_query(profile, parts.query, &mut text)?;
         text.push('\n');
         for name in signed.names() {
             text.push_str(name);
@@ -351,10 +351,18 @@ fn canonical_path(profile: &Profile, path: &str, out: &mut String) -> Result<(),
     Ok(())
 }
 
-fn canonical_query(query: &str, out: &mut String) -> Result<(), ProtoError> {
+/// SigV4's canonical query, with the profile's form-urlencoded rules: under HWS1 `+` reads as a
+/// space (canonical `%20`, distinct from `%2B`) and a name may appear only once, so two queries
+/// with the same canonical form are read the same by a form-urlencoded parser.
+fn canonical_query(profile: &Profile, query: &str, out: &mut String) -> Result<(), ProtoError> {
     if query.is_empty() {
         return Ok(());
     }
+    let decode = if profile.query_plus_is_space {
+        encoding::decode_form
+    } else {
+        encoding::decode
+    };
     let mut params: Vec<(String, String)> = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         if params.len() == MAX_QUERY_PARAMS {
@@ -364,9 +372,19 @@ fn canonical_query(query: &str, out: &mut String) -> Result<(), ProtoError> {
             });
         }
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        params.push((encoding::normalize(key)?, encoding::normalize(value)?));
+        params.push((
+            encoding::encode(&decode(key)?),
+            encoding::encode(&decode(value)?),
+        ));
     }
     params.sort_unstable();
+    if profile.reject_repeated_query_names {
+        if let Some(pair) = params.windows(2).find(|pair| pair[0].0 == pair[1].0) {
+            return Err(ProtoError::RepeatedQueryParameter(
+                pair[0].0.chars().take(64).collect(),
+            ));
+        }
+    }
     for (i, (key, value)) in params.iter().enumerate() {
         if i > 0 {
             out.push('&');
@@ -378,8 +396,10 @@ fn canonical_query(query: &str, out: &mut String) -> Result<(), ProtoError> {
     Ok(())
 }
 
-/// Trims the value and collapses runs of spaces, as SigV4 does. Control characters (which
-/// include the CR/LF of obsolete line folding) are refused.
+/// The canonical value of header `name`: trimmed at both ends, and under SigV4's rule (AWS profile)
+/// with runs of spaces collapsed; HWS1 keeps the inside exactly as sent, so a changed value never
+/// verifies. Control characters are refused; so is obsolete line folding, except under a profile
+/// that joins folded lines as AWS does.
 fn canonical_header_value(
     profile: &Profile,
     parts: &RequestParts<'_>,
@@ -387,10 +407,8 @@ fn canonical_header_value(
     out: &mut String,
 ) -> Result<(), ProtoError> {
     let mut found = 0usize;
+    let lowercase = profile.lowercase_host && name == "host";
     for value in parts.header_values(name) {
-        if value.bytes().any(|b| (b < b' ' && b != b'\t') || b == 0x7f) {
-            return Err(ProtoError::InvalidHeaderValue(name.to_owned()));
-        }
         if found > 0 {
             if profile.duplicate_headers == DuplicateHeaders::Reject {
                 return Err(ProtoError::DuplicateHeader(name.to_owned()));
@@ -398,23 +416,59 @@ fn canonical_header_value(
             out.push(',');
         }
         found += 1;
-        let trimmed = value.trim_matches([' ', '\t']);
-        // The common value has nothing to collapse: copy it whole.
-        if !trimmed.contains('\t') && !trimmed.contains("  ") {
-            out.push_str(trimmed);
-            continue;
-        }
-        let mut previous_space = false;
-        for c in trimmed.chars() {
-            let is_space = c == ' ' || c == '\t';
-            if !(is_space && previous_space) {
-                out.push(if is_space { ' ' } else { c });
+        let start = out.len();
+        match profile.obs_fold {
+            ObsFold::JoinLinesWithComma if value.contains('\n') => {
+                for (i, line) in value.split('\n').enumerate() {
+                    let line = if i > 0 {
+                        line.strip_prefix([' ', '\t'])
+                            .ok_or_else(|| ProtoError::InvalidHeaderValue(name.to_owned()))?
+                    } else {
+                        line
+                    };
+                    let line = line.strip_suffix('\r').unwrap_or(line);
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    push_line(profile, name, line, out)?;
+                }
             }
-            previous_space = is_space;
+            _ => push_line(profile, name, value, out)?,
+        }
+        if lowercase {
+            out[start..].make_ascii_lowercase();
         }
     }
     if found == 0 {
         return Err(ProtoError::SignedHeaderAbsent(name.to_owned()));
+    }
+    Ok(())
+}
+
+/// One line of a header value: control characters refused, trimmed, and collapsed when the
+/// profile says so.
+fn push_line(
+    profile: &Profile,
+    name: &str,
+    line: &str,
+    out: &mut String,
+) -> Result<(), ProtoError> {
+    if line.bytes().any(|b| (b < b' ' && b != b'\t') || b == 0x7f) {
+        return Err(ProtoError::InvalidHeaderValue(name.to_owned()));
+    }
+    let trimmed = line.trim_matches([' ', '\t']);
+    // The common value has nothing to collapse: copy it whole.
+    if !profile.collapse_header_whitespace || (!trimmed.contains('\t') && !trimmed.contains("  ")) {
+        out.push_str(trimmed);
+        return Ok(());
+    }
+    let mut previous_space = false;
+    for c in trimmed.chars() {
+        let is_space = c == ' ' || c == '\t';
+        if !(is_space && previous_space) {
+            out.push(if is_space { ' ' } else { c });
+        }
+        previous_space = is_space;
     }
     Ok(())
 }

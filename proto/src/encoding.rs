@@ -42,6 +42,16 @@ fn hex_value(byte: u8) -> Option<u8> {
 /// Decodes `%XY` escapes once. A `%` not followed by two hex digits is an error, not a literal:
 /// two parties that guess differently about a broken escape would sign different bytes.
 pub fn decode(text: &str) -> Result<Vec<u8>, ProtoError> {
+    decode_with(text, false)
+}
+
+/// Decodes a query name or value as `application/x-www-form-urlencoded` does: `+` is a space,
+/// then `%XY` escapes once (so `%2B` is a plus). Broken escapes are refused as in [`decode`].
+pub fn decode_form(text: &str) -> Result<Vec<u8>, ProtoError> {
+    decode_with(text, true)
+}
+
+fn decode_with(text: &str, plus_is_space: bool) -> Result<Vec<u8>, ProtoError> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -54,6 +64,9 @@ pub fn decode(text: &str) -> Result<Vec<u8>, ProtoError> {
                 _ => return Err(ProtoError::InvalidPercentEncoding),
             }
             i += 3;
+        } else if plus_is_space && bytes[i] == b'+' {
+            out.push(b' ');
+            i += 1;
         } else {
             out.push(bytes[i]);
             i += 1;
@@ -82,6 +95,14 @@ mod tests {
     fn normalizes_escapes() -> Result<(), ProtoError> {
         assert_eq!(normalize("%41%2f%7e")?, "A%2F~");
         assert_eq!(normalize("%252F")?, "%252F");
+        Ok(())
+    }
+
+    #[test]
+    fn form_decoding_reads_plus_as_space() -> Result<(), ProtoError> {
+        assert_eq!(decode_form("1+2")?, b"1 2");
+        assert_eq!(decode_form("1%2B2")?, b"1+2");
+        assert_eq!(decode("1+2")?, b"1+2");
         Ok(())
     }
 

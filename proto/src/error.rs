@@ -73,6 +73,13 @@ pub enum ProtoError {
     /// The public key is not an uncompressed/compressed P-256 point or SPKI.
     #[error("malformed public key")]
     MalformedPublicKey,
+    /// A query parameter name appears more than once (after decoding), in a profile that refuses
+    /// repeated names (HWS1): applications disagree on which copy counts.
+    #[error("query parameter {0:?} appears more than once")]
+    RepeatedQueryParameter(String),
+    /// The authority a signer was given is not `host[:port]` (see [`crate::host::signed_host`]).
+    #[error("invalid authority: {0}")]
+    InvalidAuthority(&'static str),
     /// The delegation statement is malformed.
     #[error("malformed delegation statement: {0}")]
     MalformedDelegation(&'static str),

@@ -17,6 +17,7 @@ pub mod delegation;
 pub mod encoding;
 pub mod enrollment;
 pub mod error;
+pub mod host;
 pub mod keys;
 pub mod limits;
 pub mod profile;

@@ -11,6 +11,16 @@ pub enum DuplicateHeaders {
     Reject,
 }
 
+/// How a header value continued on following lines (obsolete line folding, RFC 9112 §5.2) is
+/// treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObsFold {
+    /// Refuse the value, like any other control character (HWS1).
+    Refuse,
+    /// Trim each line and join the lines with `,`, as the AWS signers do (AWS profile only).
+    JoinLinesWithComma,
+}
+
 /// A signing profile.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Profile {
@@ -30,6 +40,19 @@ pub struct Profile {
     pub normalize_path: bool,
     /// Treatment of repeated signed headers.
     pub duplicate_headers: DuplicateHeaders,
+    /// Query parsing as `application/x-www-form-urlencoded` reads it: `+` is a space (canonical
+    /// `%20`), distinct from `%2B`. Without it `+` is a literal plus (SigV4).
+    pub query_plus_is_space: bool,
+    /// Refuse a query that names a parameter twice (after decoding), instead of sorting the
+    /// copies (SigV4): frameworks keep the first or the last copy, and may disagree.
+    pub reject_repeated_query_names: bool,
+    /// Collapse runs of spaces and tabs inside signed header values to one space (SigV4). Without
+    /// it the value is signed exactly as sent, only trimmed at both ends.
+    pub collapse_header_whitespace: bool,
+    /// Lower-case the value of the signed `host` header (host names are case-insensitive).
+    pub lowercase_host: bool,
+    /// Treatment of folded header values.
+    pub obs_fold: ObsFold,
     /// Whether the body-hash header is always added and signed in header mode.
     pub sign_body_hash_header: bool,
     /// Headers that must always be in SignedHeaders (lower case).
@@ -61,6 +84,14 @@ pub const HWS1: Profile = Profile {
     // that routes `//admin` differently from `/admin` must not accept one for the other.
     normalize_path: false,
     duplicate_headers: DuplicateHeaders::Reject,
+    // What is signed must be what the application reads: a form-urlencoded parser reads `+` as a
+    // space and keeps one copy of a repeated name, and a proxy can change whitespace inside a
+    // header value. See docs/PROTOCOL.md §2.
+    query_plus_is_space: true,
+    reject_repeated_query_names: true,
+    collapse_header_whitespace: false,
+    lowercase_host: true,
+    obs_fold: ObsFold::Refuse,
     sign_body_hash_header: true,
     always_signed: &[
         "host",
@@ -82,6 +113,11 @@ pub const fn aws_sigv4a(normalize_path: bool) -> Profile {
         query_prefix: "X-Amz-",
         normalize_path,
         duplicate_headers: DuplicateHeaders::Join,
+        query_plus_is_space: false,
+        reject_repeated_query_names: false,
+        collapse_header_whitespace: true,
+        lowercase_host: false,
+        obs_fold: ObsFold::JoinLinesWithComma,
         sign_body_hash_header: false,
         always_signed: &["host", "x-amz-date"],
         signed_when_present: &[],

@@ -1,69 +1,39 @@
-//! Runs every case folder of the AWS SigV4a test suite (`$HWSIGN_VECTORS/aws-sigv4a`, default
-//! `../shared/vectors`) through the canonicalizer with the AWS profile: canonical request and string
-//! to sign must be byte-identical to the suite's files, for the header and the query (presigned)
-//! variant, and the suite's signatures must verify with its public key.
+//! Runs every case folder of the AWS SigV4a test suite (`vectors/aws-sigv4a` in the repository,
+//! plus `$HWSIGN_VECTORS/aws-sigv4a` when set) through the canonicalizer with the AWS profile:
+//! canonical request and string to sign must be byte-identical to the suite's files, for the
+//! header and the query (presigned) variant, and the suite's signatures must verify with its
+//! public key. The folders are read by the one vector loader (`tests/support/vectors.rs`), which
+//! fails on any file it cannot read.
 
-use std::fs;
-use std::path::{Path, PathBuf};
+#[path = "support/vectors.rs"]
+mod vectors;
 
-use anyhow::{Context, Result, bail, ensure};
+use std::path::Path;
+
+use anyhow::{Context, Result, ensure};
 use hwsign_proto::keys::{PublicKey, sha256_hex};
 use hwsign_proto::profile::aws_sigv4a;
 use hwsign_proto::sign::{HeaderSelection, SigningParams, prepare_headers, prepare_presigned};
 use hwsign_proto::{RequestParts, SigningTime, StringToSign};
 use serde_json::Value;
+use vectors::{parse_request, read_optional};
 
-fn vectors_dir() -> PathBuf {
-    let base = std::env::var_os("HWSIGN_VECTORS").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors"),
-        PathBuf::from,
-    );
-    base.join("aws-sigv4a")
-}
-
-struct ParsedRequest {
-    method: String,
-    path: String,
-    query: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-/// Parses the suite's `request.txt`: request line, `Name:value` lines, blank line, body.
-fn parse_request(text: &str) -> Result<ParsedRequest> {
-    let (head, body) = match text.split_once("\n\n") {
-        Some((h, b)) => (h, b.as_bytes().to_vec()),
-        None => (text.trim_end_matches('\n'), Vec::new()),
-    };
-    let mut lines = head.lines();
-    let request_line = lines.next().context("empty request.txt")?;
-    let (method, rest) = request_line.split_once(' ').context("no method")?;
-    let target = rest.strip_suffix(" HTTP/1.1").context("no HTTP/1.1")?;
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let mut headers = Vec::new();
-    for line in lines {
-        let (name, value) = line.split_once(':').context("header without colon")?;
-        headers.push((name.to_owned(), value.to_owned()));
-    }
-    Ok(ParsedRequest {
-        method: method.to_owned(),
-        path: path.to_owned(),
-        query: query.to_owned(),
-        headers,
-        body,
-    })
-}
-
-fn read_optional(dir: &Path, name: &str) -> Result<Option<String>> {
-    let path = dir.join(name);
-    if path.exists() {
-        Ok(Some(
-            fs::read_to_string(&path).with_context(|| path.display().to_string())?,
-        ))
-    } else {
-        Ok(None)
-    }
-}
+/// Every file an AWS SigV4a case folder may hold.
+const AWS_CASE_FILES: &[&str] = &[
+    "context.json",
+    "request.txt",
+    "public-key.json",
+    "canonical-request.txt",
+    "string-to-sign.txt",
+    "header-canonical-request.txt",
+    "header-string-to-sign.txt",
+    "header-signature.txt",
+    "header-signed-request.txt",
+    "query-canonical-request.txt",
+    "query-string-to-sign.txt",
+    "query-signature.txt",
+    "query-signed-request.txt",
+];
 
 fn public_key(dir: &Path) -> Result<Option<PublicKey>> {
     let Some(text) = read_optional(dir, "public-key.json")? else {
@@ -100,8 +70,13 @@ fn embedded_signature(signed_request: &str) -> Option<String> {
 
 /// Returns how many byte-for-byte comparisons and signature checks the case made.
 fn run_case(dir: &Path) -> Result<usize> {
-    let context: Value = serde_json::from_str(&fs::read_to_string(dir.join("context.json"))?)?;
-    let request = parse_request(&fs::read_to_string(dir.join("request.txt"))?)?;
+    vectors::check_known_files(dir, AWS_CASE_FILES)?;
+    let context: Value = serde_json::from_str(&vectors::read(dir, "context.json")?)?;
+    let request = parse_request(&vectors::read(dir, "request.txt")?)?;
+    ensure!(
+        request.absolute.is_none(),
+        "the AWS suite writes origin-form targets"
+    );
     let normalize = context["normalize"].as_bool().context("normalize")?;
     let profile = aws_sigv4a(normalize);
     let time = SigningTime::parse_rfc3339_utc(context["timestamp"].as_str().context("timestamp")?)?;
@@ -122,11 +97,7 @@ fn run_case(dir: &Path) -> Result<usize> {
     if let (Some(token), false) = (token, omit_token) {
         added.push(("x-amz-security-token", token));
     }
-    let header_borrowed: Vec<(&str, &str)> = request
-        .headers
-        .iter()
-        .map(|(n, v)| (n.as_str(), v.as_str()))
-        .collect();
+    let header_borrowed = request.header_pairs();
     let parts = RequestParts {
         method: &request.method,
         path: &request.path,
@@ -244,16 +215,7 @@ fn run_case(dir: &Path) -> Result<usize> {
 
 #[test]
 fn aws_sigv4a_suite() -> Result<()> {
-    let dir = vectors_dir();
-    let mut cases: Vec<PathBuf> = fs::read_dir(&dir)
-        .with_context(|| format!("reading {} (set HWSIGN_VECTORS)", dir.display()))?
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|path| path.join("context.json").is_file())
-        .collect();
-    cases.sort();
-    if cases.is_empty() {
-        bail!("no SigV4a case folders under {}", dir.display());
-    }
+    let cases = vectors::case_dirs("aws-sigv4a")?;
     let mut failures = Vec::new();
     let mut total_checks = 0;
     for case in &cases {
@@ -273,5 +235,71 @@ fn aws_sigv4a_suite() -> Result<()> {
         failures.join("\n\n")
     );
     ensure!(total_checks > 0, "no case had anything to compare");
+    Ok(())
+}
+
+/// The suite's `get-header-value-multiline` request: a value continued on two more lines. AWS
+/// signs the trimmed lines joined with `,`; HWS1 refuses folding on the wire.
+const FOLDED_REQUEST: &str = "GET / HTTP/1.1\nHost:example.amazonaws.com\nMy-Header1:value1\n  value2\n     value3\nX-Amz-Date:20150830T123600Z\n\n";
+
+#[test]
+fn loader_reads_folded_values_and_the_aws_profile_joins_them() -> Result<()> {
+    let request = parse_request(FOLDED_REQUEST)?;
+    assert_eq!(
+        request.headers[1],
+        (
+            "My-Header1".to_owned(),
+            "value1\n  value2\n     value3".to_owned()
+        )
+    );
+    let headers = request.header_pairs();
+    let parts = RequestParts {
+        method: &request.method,
+        path: &request.path,
+        query: &request.query,
+        headers: &headers,
+    };
+    let profile = aws_sigv4a(true);
+    let signed = hwsign_proto::SignedHeaders::all_of(&parts)?;
+    let canonical =
+        hwsign_proto::CanonicalRequest::new(&profile, &parts, &signed, &sha256_hex(b""))?;
+    assert!(
+        canonical
+            .as_str()
+            .contains("\nmy-header1:value1,value2,value3\n"),
+        "{canonical}"
+    );
+    let hws1 =
+        hwsign_proto::CanonicalRequest::new(&hwsign_proto::HWS1, &parts, &signed, &sha256_hex(b""));
+    assert_eq!(
+        hws1.err(),
+        Some(hwsign_proto::ProtoError::InvalidHeaderValue(
+            "my-header1".into()
+        ))
+    );
+    Ok(())
+}
+
+#[test]
+fn loader_fails_on_what_it_cannot_read() -> Result<()> {
+    for bad in [
+        "",
+        "GET / HTTP/1.0\n",
+        "GET /\n",
+        "GET / HTTP/1.1\n  folded-first\n",
+        "GET / HTTP/1.1\nno colon here\n",
+        "GET / HTTP/1.1\r\nHost:h\r\n",
+        "GET relative HTTP/1.1\n",
+    ] {
+        assert!(parse_request(bad).is_err(), "{bad:?} was read");
+    }
+    // A case folder holding a file the loader does not know is an error, not a skipped check.
+    let dir = std::env::temp_dir().join(format!("hwsign-vectors-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("request.txt"), "GET / HTTP/1.1\nHost:h\n")?;
+    std::fs::write(dir.join("signature.txt"), "00")?;
+    let refused = vectors::check_known_files(&dir, AWS_CASE_FILES).is_err();
+    std::fs::remove_dir_all(&dir)?;
+    ensure!(refused, "an unknown file was accepted");
     Ok(())
 }

@@ -203,3 +203,209 @@ fn authorization_parser_is_strict() {
         );
     }
 }
+
+// --- Hardening (issue 9): what is signed is what the application reads. ---
+
+fn canonical_query_line(
+    profile: &hwsign_proto::Profile,
+    query: &str,
+) -> Result<String, ProtoError> {
+    let headers = [("host", "h")];
+    let parts = RequestParts {
+        method: "GET",
+        path: "/",
+        query,
+        headers: &headers,
+    };
+    let signed = SignedHeaders::parse("host")?;
+    let canonical = CanonicalRequest::new(profile, &parts, &signed, EMPTY_SHA256)?;
+    Ok(canonical
+        .as_str()
+        .lines()
+        .nth(2)
+        .unwrap_or_default()
+        .to_owned())
+}
+
+fn canonical_header_line(name: &str, value: &str) -> Result<String, ProtoError> {
+    let headers = [("host", "h"), (name, value)];
+    let parts = RequestParts {
+        method: "GET",
+        path: "/",
+        query: "",
+        headers: &headers,
+    };
+    let mut names = ["host".to_owned(), name.to_ascii_lowercase()];
+    names.sort();
+    let signed = SignedHeaders::parse(&names.join(";"))?;
+    let canonical = CanonicalRequest::new(&HWS1, &parts, &signed, EMPTY_SHA256)?;
+    Ok(canonical
+        .as_str()
+        .lines()
+        .find(|l| l.starts_with(&format!("{}:", name.to_ascii_lowercase())))
+        .unwrap_or_default()
+        .to_owned())
+}
+
+#[test]
+fn hardening_plus_is_a_space_and_distinct_from_encoded_plus() -> Result<()> {
+    let plus = canonical_query_line(&HWS1, "a=1+2")?;
+    assert_eq!(plus, "a=1%202");
+    assert_eq!(canonical_query_line(&HWS1, "a=1%202")?, plus);
+    assert_eq!(canonical_query_line(&HWS1, "a=1%2B2")?, "a=1%2B2");
+    assert_ne!(canonical_query_line(&HWS1, "a=1%2b2")?, plus);
+    // In names too.
+    assert_eq!(canonical_query_line(&HWS1, "a+b=1")?, "a%20b=1");
+    // The AWS profile keeps SigV4's literal plus (its suite depends on it).
+    let aws = hwsign_proto::profile::aws_sigv4a(false);
+    assert_eq!(canonical_query_line(&aws, "a=1+2")?, "a=1%2B2");
+    Ok(())
+}
+
+#[test]
+fn hardening_repeated_query_names_are_refused_not_sorted() -> Result<()> {
+    for query in [
+        "id=1&id=2",
+        "id=1&%69d=2",
+        "id&id=",
+        "a=1&id=2&b=3&id=2",
+        "a+b=1&a%20b=2",
+    ] {
+        assert!(
+            matches!(
+                canonical_query_line(&HWS1, query),
+                Err(ProtoError::RepeatedQueryParameter(_))
+            ),
+            "{query}"
+        );
+    }
+    assert_eq!(
+        signed_headers("GET", "/", "id=1&id=2", &[("host", "h")]).err(),
+        Some(ProtoError::RepeatedQueryParameter("id".into()))
+    );
+    // A verifier receiving a repeated name refuses it even when the rest would verify.
+    let added = signed_headers("GET", "/", "id=1", &[("host", "h")])?;
+    let mut received: Vec<(&str, &str)> = vec![("host", "h")];
+    received.extend(added.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+    let parts = RequestParts {
+        method: "GET",
+        path: "/",
+        query: "id=1&id=2",
+        headers: &received,
+    };
+    assert_eq!(
+        parse_header_signed(&HWS1, &parts).err(),
+        Some(ProtoError::RepeatedQueryParameter("id".into()))
+    );
+    // SigV4 sorts the copies; the AWS profile still does.
+    let aws = hwsign_proto::profile::aws_sigv4a(false);
+    assert_eq!(canonical_query_line(&aws, "id=2&id=1")?, "id=1&id=2");
+    Ok(())
+}
+
+#[test]
+fn hardening_presigned_urls_refuse_repeated_names_too() -> Result<()> {
+    let nonce = Nonce::from_random([3; 16]);
+    let params = SigningParams {
+        profile: &HWS1,
+        credential: KEY_ID,
+        audience: "api",
+        time: SigningTime::from_unix(1_790_000_000),
+        nonce: Some(&nonce),
+        added_headers: &[],
+    };
+    let headers = [("host", "h")];
+    let parts = RequestParts {
+        method: "GET",
+        path: "/f",
+        query: "id=1&id=2",
+        headers: &headers,
+    };
+    assert_eq!(
+        hwsign_proto::sign::prepare_presigned(
+            &params,
+            &parts,
+            UNSIGNED_PAYLOAD,
+            60,
+            HeaderSelection::ProfileWith(&[])
+        )
+        .err(),
+        Some(ProtoError::RepeatedQueryParameter("id".into()))
+    );
+    Ok(())
+}
+
+#[test]
+fn hardening_header_values_are_signed_as_sent_inside() -> Result<()> {
+    assert_eq!(
+        canonical_header_line("x-note", "  a   b  ")?,
+        "x-note:a   b"
+    );
+    assert_ne!(
+        canonical_header_line("x-note", "a  b")?,
+        canonical_header_line("x-note", "a b")?
+    );
+    assert_eq!(canonical_header_line("x-note", "a\tb")?, "x-note:a\tb");
+    assert_ne!(
+        canonical_header_line("x-note", "a\tb")?,
+        canonical_header_line("x-note", "a b")?
+    );
+    // A signature over "a  b" does not verify for "a b": the strings to sign differ.
+    let sign_with = |value: &'static str| -> Result<String> {
+        let headers = [("host", "h"), ("x-note", value)];
+        let nonce = Nonce::from_random([9; 16]);
+        let params = SigningParams {
+            profile: &HWS1,
+            credential: KEY_ID,
+            audience: "api",
+            time: SigningTime::from_unix(1_790_000_000),
+            nonce: Some(&nonce),
+            added_headers: &[],
+        };
+        let parts = RequestParts {
+            method: "GET",
+            path: "/",
+            query: "",
+            headers: &headers,
+        };
+        let prepared = prepare_headers(
+            &params,
+            &parts,
+            EMPTY_SHA256,
+            HeaderSelection::ProfileWith(&["x-note".to_owned()]),
+        )?;
+        Ok(prepared.string_to_sign().as_str().to_owned())
+    };
+    assert_ne!(sign_with("a  b")?, sign_with("a b")?);
+    assert_eq!(sign_with("a  b")?, sign_with(" a  b\t")?);
+    Ok(())
+}
+
+#[test]
+fn hardening_signed_host_is_lower_case_without_default_port() -> Result<()> {
+    use hwsign_proto::host::signed_host;
+    for authority in ["h.example", "h.example:443", "H.Example:443", "H.EXAMPLE"] {
+        assert_eq!(signed_host(Some("https"), authority)?, "h.example");
+        assert_eq!(signed_host(None, authority)?, "h.example");
+    }
+    assert_eq!(signed_host(Some("http"), "h.example:80")?, "h.example");
+    assert_eq!(signed_host(Some("http"), "h.example:443")?, "h.example:443");
+    assert_eq!(signed_host(Some("https"), "h.example:80")?, "h.example:80");
+    assert!(matches!(
+        signed_host(None, "user@h.example"),
+        Err(ProtoError::InvalidAuthority(_))
+    ));
+    // The verifier's canonical host line is lower case too, so a client writing the URL's
+    // spelling (`Host: H.Example`) verifies against the derived `h.example`.
+    let headers = [("host", "H.Example")];
+    let parts = RequestParts {
+        method: "GET",
+        path: "/",
+        query: "",
+        headers: &headers,
+    };
+    let canonical =
+        CanonicalRequest::new(&HWS1, &parts, &SignedHeaders::parse("host")?, EMPTY_SHA256)?;
+    assert!(canonical.as_str().contains("\nhost:h.example\n"));
+    Ok(())
+}

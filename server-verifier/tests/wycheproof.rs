@@ -1,5 +1,5 @@
-//! Wycheproof ECDSA P-256/SHA-256 vectors (`$HWSIGN_VECTORS/wycheproof/
-//! ecdsa_secp256r1_sha256_test.json`, default `../shared/vectors`) through the verifier's own
+//! Wycheproof ECDSA P-256/SHA-256 vectors (`vectors/wycheproof/ecdsa_secp256r1_sha256_test.json`
+//! in the repository, plus the same file under `$HWSIGN_VECTORS` when set) through the verifier's own
 //! signature path (`VerifyBackend::prepare` → `PreparedKey::verify`, the code the request
 //! verifier runs), for every verify backend compiled in.
 //!
@@ -14,19 +14,32 @@ use hwsign_proto::PublicKey;
 use hwsign_verifier::backend::VerifyBackend;
 use serde_json::Value;
 
-fn vectors_file() -> PathBuf {
-    let base = std::env::var_os("HWSIGN_VECTORS").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors"),
-        PathBuf::from,
-    );
-    base.join("wycheproof/ecdsa_secp256r1_sha256_test.json")
+/// The in-repo file, then `$HWSIGN_VECTORS/wycheproof/...` when the variable is set (it adds
+/// cases, never replaces the in-repo ones; a set variable without the file is an error).
+fn vectors_files() -> Vec<PathBuf> {
+    const FILE: &str = "wycheproof/ecdsa_secp256r1_sha256_test.json";
+    let mut files = vec![
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../vectors")
+            .join(FILE),
+    ];
+    if let Some(extra) = std::env::var_os("HWSIGN_VECTORS") {
+        files.push(PathBuf::from(extra).join(FILE));
+    }
+    files
 }
 
 #[test]
 fn wycheproof_ecdsa_p256_sha256() -> Result<()> {
-    let path = vectors_file();
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("reading {} (set HWSIGN_VECTORS)", path.display()))?;
+    for path in vectors_files() {
+        run_file(&path)?;
+    }
+    Ok(())
+}
+
+fn run_file(path: &Path) -> Result<()> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let suite: Value = serde_json::from_str(&text)?;
     let groups = suite["testGroups"].as_array().context("testGroups")?;
     let mut counted = 0usize;

@@ -14,6 +14,13 @@ struct Setup {
     _agent: AgentProcess,
     server: ApiServer,
     signer: Signer,
+    key_id: String,
+}
+
+impl Setup {
+    fn signer_key_id(&self) -> &str {
+        &self.key_id
+    }
 }
 
 async fn setup(config: VerifierConfig) -> Result<Setup> {
@@ -21,11 +28,12 @@ async fn setup(config: VerifierConfig) -> Result<Setup> {
     let server = ApiServer::start_with(config).await?;
     let (key_id, public) = create_key(&agent.client(), "software", "adversarial").await?;
     server.register(&public, KeyLevel::Software)?;
-    let signer = Signer::new(agent.client(), key_id, AUDIENCE);
+    let signer = Signer::new(agent.client(), key_id.clone(), AUDIENCE);
     Ok(Setup {
         _agent: agent,
         server,
         signer,
+        key_id,
     })
 }
 
@@ -244,5 +252,223 @@ async fn hardening_request_signed_for_another_host_is_refused() -> Result<()> {
     let own = signed(&s.signer, get(&s.server.url("/h"))?).await?;
     let response = send_raw(s.server.addr, &to_raw(&own)?).await?;
     ensure!(response.status == 200, "own host got {}", response.status);
+    Ok(())
+}
+
+// --- Hardening (issue 9 item 2, item 4): the signed query, header values and host are what the
+// application reads. Each attack is a proxy-style rewrite of a request the real agent signed,
+// sent to the real `HwsignLayer`.
+
+/// Signs `url` with `signer` and returns the raw request text.
+async fn signed_raw(signer: &Signer, url: &str) -> Result<String> {
+    Ok(String::from_utf8(to_raw(
+        &signed(signer, get(url)?).await?,
+    )?)?)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hardening_plus_and_encoded_plus_are_not_interchangeable() -> Result<()> {
+    let s = setup(VerifierConfig::any_host(AUDIENCE)).await?;
+    for (signed_query, sent_query) in [("a=1+2", "a=1%2B2"), ("a=1%2B2", "a=1+2")] {
+        let raw = signed_raw(&s.signer, &s.server.url(&format!("/q?{signed_query}"))).await?;
+        let rewritten = raw.replacen(
+            &format!("GET /q?{signed_query} "),
+            &format!("GET /q?{sent_query} "),
+            1,
+        );
+        ensure!(rewritten != raw, "rewrite did not apply");
+        expect_refusal(
+            &send_raw(s.server.addr, rewritten.as_bytes()).await?,
+            401,
+            "signature_invalid",
+        )
+        .with_context(|| format!("signed {signed_query}, sent {sent_query}"))?;
+        // The request as signed passes: the refusal is about the rewrite.
+        let original = send_raw(s.server.addr, raw.as_bytes()).await?;
+        ensure!(original.status == 200, "original got {}", original.status);
+    }
+    // `%20` and `+` are the same space to the application, and to the signature.
+    let raw = signed_raw(&s.signer, &s.server.url("/q?a=1+2")).await?;
+    let same = raw.replacen("GET /q?a=1+2 ", "GET /q?a=1%202 ", 1);
+    ensure!(send_raw(s.server.addr, same.as_bytes()).await?.status == 200);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hardening_repeated_query_names_are_refused_by_verifier_and_agent() -> Result<()> {
+    let s = setup(VerifierConfig::any_host(AUDIENCE)).await?;
+    // A proxy appends a second copy of a signed parameter.
+    let raw = signed_raw(&s.signer, &s.server.url("/items?id=1")).await?;
+    let doubled = raw.replacen("GET /items?id=1 ", "GET /items?id=1&id=2 ", 1);
+    expect_refusal(
+        &send_raw(s.server.addr, doubled.as_bytes()).await?,
+        400,
+        "malformed_request",
+    )?;
+    let encoded = raw.replacen("GET /items?id=1 ", "GET /items?%69d=2&id=1 ", 1);
+    expect_refusal(
+        &send_raw(s.server.addr, encoded.as_bytes()).await?,
+        400,
+        "malformed_request",
+    )?;
+
+    // The agent refuses to sign such a query at all, through the SDK and on the raw API.
+    let err = signed(&s.signer, get(&s.server.url("/items?id=1&id=2"))?)
+        .await
+        .err()
+        .context("the agent signed a repeated query name")?;
+    ensure!(format!("{err:#}").contains("invalid_request"), "{err:#}");
+    let body = serde_json::json!({
+        "key_id": s.signer_key_id(),
+        "audience": AUDIENCE,
+        "method": "GET",
+        "authority": s.server.authority(),
+        "path": "/items",
+        "query": "id=1&id=2",
+        "body_sha256": hwsign_proto::keys::EMPTY_SHA256,
+    });
+    let (status, json) = agent_raw(
+        &s._agent,
+        &agent_post("/v1/sign", body.to_string().as_bytes()),
+    )
+    .await?;
+    ensure!(
+        status == 400 && json["error"]["code"] == "invalid_request",
+        "{status} {json}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hardening_header_whitespace_changed_in_transit_does_not_verify() -> Result<()> {
+    let agent = AgentProcess::start()?;
+    let server = ApiServer::start().await?;
+    let (key_id, public) = create_key(&agent.client(), "software", "whitespace").await?;
+    server.register(&public, KeyLevel::Software)?;
+    let signer = Signer::new(agent.client(), key_id, AUDIENCE).with_signed_headers(["x-note"]);
+    let mut request = get(&server.url("/note"))?;
+    request.headers_mut().insert("x-note", "pay  100".parse()?);
+    let request = signed(&signer, request).await?;
+    let raw = String::from_utf8(to_raw(&request)?)?;
+    ensure!(raw.contains("x-note: pay  100\r\n"), "{raw}");
+    for changed in [
+        "x-note: pay 100\r\n",
+        "x-note: pay\t100\r\n",
+        "x-note: pay   100\r\n",
+    ] {
+        let rewritten = raw.replacen("x-note: pay  100\r\n", changed, 1);
+        expect_refusal(
+            &send_raw(server.addr, rewritten.as_bytes()).await?,
+            401,
+            "signature_invalid",
+        )
+        .with_context(|| format!("sent {changed:?}"))?;
+    }
+    // Surrounding whitespace is not part of the value (HTTP strips it): still the same request.
+    let padded = raw.replacen("x-note: pay  100\r\n", "x-note:   pay  100  \r\n", 1);
+    ensure!(send_raw(server.addr, padded.as_bytes()).await?.status == 200);
+    Ok(())
+}
+
+/// Checks that `added` (the headers a signer printed or returned) verify for a GET of `/` whose
+/// signed host is exactly `host`: the signature covers `host:<host>` and nothing else.
+fn verifies_for_host(
+    public: &hwsign_proto::PublicKey,
+    host: &str,
+    added: &[(String, String)],
+) -> Result<()> {
+    let mut headers: Vec<(&str, &str)> = vec![("host", host)];
+    headers.extend(added.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+    let parts = hwsign_proto::RequestParts {
+        method: "GET",
+        path: "/",
+        query: "",
+        headers: &headers,
+    };
+    let claimed = hwsign_proto::verify_input::parse_header_signed(&hwsign_proto::HWS1, &parts)?;
+    ensure!(
+        public.verify_digest(
+            &claimed.string_to_sign.digest(),
+            &claimed.authorization.signature
+        ),
+        "the signature is not over host {host:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hardening_cli_and_agent_api_sign_the_same_host() -> Result<()> {
+    let agent = AgentProcess::start()?;
+    let (key_id, public) = create_key(&agent.client(), "software", "host").await?;
+    let cli = hwsign_test_support::binaries::bin_path("hwsign")?;
+    for url in [
+        "https://h.example:443/",
+        "https://h.example/",
+        "https://H.Example:443/",
+    ] {
+        let output = std::process::Command::new(&cli)
+            .arg("--socket")
+            .arg(agent.socket())
+            .args([
+                "sign",
+                "--key",
+                &key_id,
+                "--audience",
+                AUDIENCE,
+                "--url",
+                url,
+            ])
+            .output()?;
+        ensure!(
+            output.status.success(),
+            "hwsign sign {url}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let printed: Vec<(String, String)> = String::from_utf8(output.stdout)?
+            .lines()
+            .filter_map(|line| line.split_once(": "))
+            .map(|(n, v)| (n.to_ascii_lowercase(), v.to_owned()))
+            .collect();
+        verifies_for_host(&public, "h.example", &printed)
+            .with_context(|| format!("hwsign sign {url}"))?;
+    }
+    for authority in ["h.example:443", "h.example", "H.EXAMPLE:443"] {
+        let body = serde_json::json!({
+            "key_id": key_id,
+            "audience": AUDIENCE,
+            "method": "GET",
+            "authority": authority,
+            "path": "/",
+            "body_sha256": hwsign_proto::keys::EMPTY_SHA256,
+        });
+        let (status, json) =
+            agent_raw(&agent, &agent_post("/v1/sign", body.to_string().as_bytes())).await?;
+        ensure!(status == 200, "{authority}: {status} {json}");
+        let answered: Vec<hwsign_proto::api::HeaderField> =
+            serde_json::from_value(json["headers"].clone())?;
+        let added: Vec<(String, String)> =
+            answered.into_iter().map(|h| (h.name, h.value)).collect();
+        verifies_for_host(&public, "h.example", &added)
+            .with_context(|| format!("agent API authority {authority}"))?;
+    }
+    // A non-default port stays part of the signed host.
+    let body = serde_json::json!({
+        "key_id": key_id,
+        "audience": AUDIENCE,
+        "method": "GET",
+        "authority": "h.example:8443",
+        "path": "/",
+        "body_sha256": hwsign_proto::keys::EMPTY_SHA256,
+    });
+    let (status, json) =
+        agent_raw(&agent, &agent_post("/v1/sign", body.to_string().as_bytes())).await?;
+    ensure!(status == 200, "{status} {json}");
+    let added: Vec<(String, String)> =
+        serde_json::from_value::<Vec<hwsign_proto::api::HeaderField>>(json["headers"].clone())?
+            .into_iter()
+            .map(|h| (h.name, h.value))
+            .collect();
+    ensure!(verifies_for_host(&public, "h.example", &added).is_err());
+    verifies_for_host(&public, "h.example:8443", &added)?;
     Ok(())
 }

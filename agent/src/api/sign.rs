@@ -15,7 +15,6 @@ use ::http::{Response, StatusCode};
 
 use hwsign_proto::api::{HeaderField, SignRequest, SignResponse};
 use hwsign_proto::keys::{check_key_id, check_payload_hash};
-use hwsign_proto::limits::MAX_AUTHORITY_LEN;
 use hwsign_proto::profile::HWS1_DELEGATION_HEADER;
 use hwsign_proto::sign::{UNSIGNED_PAYLOAD, prepare_headers, prepare_presigned};
 use hwsign_proto::{
@@ -102,7 +101,8 @@ async fn sign_checked(
     let backend = ctx.keys.backend_for(&request.key_id).await?;
     let rule = ctx.config.rule_for(&request.key_id);
     if let Some(rule) = rule {
-        rule.check(&request.audience, &request.authority, peer.uid)
+        // The rule sees the host that will be signed, so `h:443` cannot slip past a rule for `h`.
+        rule.check(&request.audience, &derived_host(request)?, peer.uid)
             .map_err(ApiError::KeyNotPermitted)?;
     }
     let mut random = [0u8; 16];
@@ -249,20 +249,16 @@ fn response(
     }
 }
 
-/// Checks `host[:port]`: what can appear in a Host header, nothing that could smuggle a path,
-/// user info or a second header.
-fn check_authority(authority: &str) -> Result<(), ApiError> {
-    if authority.is_empty()
-        || authority.len() > MAX_AUTHORITY_LEN
-        || !authority
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && !matches!(b, b'/' | b'?' | b'#' | b'@' | b'\\'))
-    {
-        return Err(ApiError::InvalidRequest(
-            "authority must be host[:port] of at most 261 printable characters".into(),
-        ));
-    }
-    Ok(())
+/// The signed host for `request.authority` (docs/PROTOCOL.md §2 "Signed host"): `host[:port]`
+/// lower-cased, `:443` dropped (the agent API describes https requests; an http caller gives the
+/// authority without `:80`, as the client library does). Anything that could smuggle a path,
+/// user info or a second header is refused.
+fn derived_host(request: &SignRequest) -> Result<String, ApiError> {
+    hwsign_proto::host::signed_host(None, &request.authority).map_err(|e| {
+        ApiError::InvalidRequest(format!(
+            "authority must be host[:port] of at most 261 printable characters ({e})"
+        ))
+    })
 }
 
 /// Builds the canonical request and string to sign (no I/O; time and nonce are inputs).
@@ -283,7 +279,7 @@ fn prepare_as(
     credential: &str,
     added_headers: &[(&str, &str)],
 ) -> Result<PreparedSignature, ApiError> {
-    check_authority(&request.authority)?;
+    let host = derived_host(request)?;
     check_payload_hash(&request.body_sha256)?;
     if request
         .headers
@@ -295,7 +291,7 @@ fn prepare_as(
         ));
     }
     let mut headers: Vec<(&str, &str)> = Vec::with_capacity(request.headers.len() + 1);
-    headers.push(("host", request.authority.as_str()));
+    headers.push(("host", host.as_str()));
     headers.extend(
         request
             .headers
