@@ -33,13 +33,16 @@ impl KeyStore {
     /// Opens every backend the configuration enables. Opening may touch hardware, so it runs on
     /// the blocking pool.
     pub async fn open(config: Arc<Config>) -> Result<Self, AgentError> {
+        let max_sessions_per_key = config.limits.max_sessions_per_key;
         let backends = tokio::task::spawn_blocking(move || open_backends(&config))
             .await
             .map_err(|e| AgentError::Task(e.to_string()))??;
         if backends.is_empty() {
             return Err(AgentError::NoBackend);
         }
-        Ok(Self::with_backends(backends))
+        let mut store = Self::with_backends(backends);
+        store.sessions = SessionManager::with_max_per_key(max_sessions_per_key);
+        Ok(store)
     }
 
     /// A key store over backends opened by the caller.

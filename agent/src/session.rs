@@ -8,6 +8,11 @@
 //! is nearly over ([`SessionTiming::min_remaining_secs`]) do requests wait for the new one. One
 //! renewal runs at a time per (key, audience).
 //!
+//! Bounds: each key holds at most [`SessionManager::max_per_key`] sessions (one per audience);
+//! a new audience evicts the key's least recently used session, never another key's. Only keys
+//! in delegated mode (each named by a key rule in the configuration) get sessions, so the whole
+//! table is bounded by the configuration, and no caller can fill it for the others.
+//!
 //! Session keys exist only in this process's memory: they are generated inside AWS-LC (through
 //! `aws-lc-rs`), never serialized, never logged, and their `Debug` shows the public key id only.
 //! AWS-LC cleanses key memory when the key is freed (its `OPENSSL_free` overwrites every
@@ -26,9 +31,10 @@ use thiserror::Error;
 
 /// Default statement lifetime: the protocol's maximum.
 pub const DEFAULT_SESSION_LIFETIME_SECS: u64 = 900;
-/// Most (key, audience) sessions held at once; a local caller cannot make the agent hold (and
-/// the hardware key sign) an unbounded number of them.
-pub const MAX_SESSIONS: usize = 1024;
+/// Default of `limits.max_sessions_per_key`: sessions (audiences) one key holds at once.
+pub const DEFAULT_MAX_SESSIONS_PER_KEY: usize = 8;
+/// Upper bound of `limits.max_sessions_per_key`.
+pub const MAX_SESSIONS_PER_KEY: usize = 256;
 /// Longest back-dating of `not_before`, for signers whose clock runs a little ahead of ours.
 const MAX_BACKDATE_SECS: i64 = 30;
 /// Renewal starts when this much (or a third of the lifetime, if less) is left.
@@ -48,9 +54,6 @@ pub enum SessionError {
     /// The statement is outside the protocol's bounds (a bug: timing is validated).
     #[error("delegation statement: {0}")]
     Statement(#[from] hwsign_proto::ProtoError),
-    /// Too many (key, audience) sessions are live.
-    #[error("more than {MAX_SESSIONS} delegated sessions are live")]
-    TooMany,
 }
 
 /// When statements start and end, and when they are renewed. All in whole seconds, like the
@@ -249,22 +252,43 @@ impl Slot {
     fn publish(&self, session: Arc<Session>) {
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = Some(session);
     }
+}
 
-    fn expired(&self, now: i64) -> bool {
-        self.current().is_none_or(|s| s.not_after < now)
+/// One key's (audience, slot) pairs, least recently used first.
+type KeySlots = Vec<(String, Arc<Slot>)>;
+
+/// The live sessions of the agent, per (key id, audience), at most
+/// [`Self::max_per_key`] per key.
+#[derive(Debug)]
+pub struct SessionManager {
+    /// Per key id: its (audience, slot) pairs, least recently used first.
+    slots: Mutex<HashMap<String, KeySlots>>,
+    max_per_key: usize,
+}
+
+impl Default for SessionManager {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
-/// The live sessions of the agent, per (key id, audience).
-#[derive(Debug, Default)]
-pub struct SessionManager {
-    slots: Mutex<HashMap<(String, String), Arc<Slot>>>,
-}
-
 impl SessionManager {
-    /// An empty manager.
+    /// An empty manager with [`DEFAULT_MAX_SESSIONS_PER_KEY`].
     pub fn new() -> Self {
-        Self::default()
+        Self::with_max_per_key(DEFAULT_MAX_SESSIONS_PER_KEY)
+    }
+
+    /// An empty manager holding at most `max_per_key` sessions per key (at least 1).
+    pub fn with_max_per_key(max_per_key: usize) -> Self {
+        Self {
+            slots: Mutex::new(HashMap::new()),
+            max_per_key: max_per_key.max(1),
+        }
+    }
+
+    /// Most sessions (audiences) one key holds at once.
+    pub fn max_per_key(&self) -> usize {
+        self.max_per_key
     }
 
     /// Live (key, audience) slots.
@@ -272,7 +296,9 @@ impl SessionManager {
         self.slots
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .len()
+            .values()
+            .map(Vec::len)
+            .sum()
     }
 
     /// Whether no session is held.
@@ -280,21 +306,40 @@ impl SessionManager {
         self.len() == 0
     }
 
-    fn slot(&self, key_id: &str, audience: &str, now: i64) -> Result<Arc<Slot>, SessionError> {
+    /// Audiences `key_id` holds a session slot for, least recently used first.
+    pub fn audiences(&self, key_id: &str) -> Vec<String> {
+        self.slots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key_id)
+            .map(|slots| slots.iter().map(|(audience, _)| audience.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// The slot of (`key_id`, `audience`), made most recently used; a new one evicts the key's
+    /// least recently used slot when the key is at its bound. Other keys' slots are never
+    /// touched. A request still holding an evicted slot finishes with it; the slot is then
+    /// dropped, and its session key with it.
+    fn slot(&self, key_id: &str, audience: &str) -> Arc<Slot> {
         let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
-        let id = (key_id.to_owned(), audience.to_owned());
-        if let Some(slot) = slots.get(&id) {
-            return Ok(Arc::clone(slot));
+        let of_key = slots.entry(key_id.to_owned()).or_default();
+        if let Some(index) = of_key.iter().position(|(a, _)| a == audience) {
+            let entry = of_key.remove(index);
+            let slot = Arc::clone(&entry.1);
+            of_key.push(entry);
+            return slot;
         }
-        if slots.len() >= MAX_SESSIONS {
-            slots.retain(|_, slot| !slot.expired(now));
-            if slots.len() >= MAX_SESSIONS {
-                return Err(SessionError::TooMany);
-            }
+        while of_key.len() >= self.max_per_key {
+            let (evicted, _) = of_key.remove(0);
+            tracing::info!(
+                key_id,
+                audience = %evicted.escape_debug(),
+                "delegated session evicted: the key is at its session bound"
+            );
         }
         let slot = Arc::new(Slot::default());
-        slots.insert(id, Arc::clone(&slot));
-        Ok(slot)
+        of_key.push((audience.to_owned(), Arc::clone(&slot)));
+        slot
     }
 
     /// A session for `key_id` and `audience` usable at `clock()`. `issue` makes a new one (it
@@ -314,7 +359,7 @@ impl SessionManager {
         E: From<SessionError> + std::fmt::Display + Send + 'static,
     {
         let now = clock();
-        let slot = self.slot(key_id, audience, now)?;
+        let slot = self.slot(key_id, audience);
         if let Some(session) = slot.current().filter(|s| s.usable_at(now)) {
             if session.renewal_due(now) {
                 renew_in_background(&slot, now, issue);
@@ -482,7 +527,7 @@ mod tests {
             &first,
             &get(&manager, &now, &issued, timing).await?
         ));
-        let slot = manager.slot("hk1_k", "api", T0)?;
+        let slot = manager.slot("hk1_k", "api");
         let _done = slot.renewal.lock().await;
         let second = slot.current().ok_or(SessionError::Crypto("no session"))?;
         assert!(!Arc::ptr_eq(&first, &second));
@@ -499,8 +544,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn sessions_are_per_key_and_audience_and_bounded() -> Result<(), SessionError> {
-        let manager = SessionManager::new();
+    async fn sessions_are_per_key_and_audience_and_bounded_per_key() -> Result<(), SessionError> {
+        let manager = SessionManager::with_max_per_key(3);
         let timing = SessionTiming::default();
         let a = manager
             .session("k1", "api", || T0, move || issue_at(T0, timing))
@@ -513,23 +558,30 @@ mod tests {
             .await?;
         assert_ne!(a.key_id(), b.key_id());
         assert_ne!(a.key_id(), c.key_id());
-        for i in 3..MAX_SESSIONS {
+        // k1 uses "api" again: it becomes the most recently used.
+        manager
+            .session("k1", "api", || T0, move || issue_at(T0, timing))
+            .await?;
+        // Many more audiences for k1: each evicts k1's least recently used, never k2's.
+        for i in 0..100 {
             manager
-                .session(&format!("k{i}"), "api", || T0, move || issue_at(T0, timing))
+                .session(
+                    "k1",
+                    &format!("aud{i}"),
+                    || T0,
+                    move || issue_at(T0, timing),
+                )
                 .await?;
+            assert!(manager.audiences("k1").len() <= 3);
         }
-        let refused = manager
-            .session("one-more", "api", || T0, move || issue_at(T0, timing))
-            .await;
-        assert!(matches!(refused, Err(SessionError::TooMany)));
-        // Once the others have expired their slots are reclaimed.
-        let later = T0 + 2000;
-        assert!(
-            manager
-                .session("one-more", "api", || later, move || issue_at(later, timing))
-                .await
-                .is_ok()
-        );
+        assert_eq!(manager.audiences("k1"), ["aud97", "aud98", "aud99"]);
+        assert_eq!(manager.audiences("k2"), ["api"]);
+        assert_eq!(manager.len(), 4);
+        // k2's session is the one it had, not a new one.
+        let again = manager
+            .session("k2", "api", || T0, move || issue_at(T0, timing))
+            .await?;
+        assert!(Arc::ptr_eq(&c, &again));
         Ok(())
     }
 }

@@ -106,6 +106,8 @@ fn the_sample_configuration_is_valid_and_says_what_it_shows() -> Result<()> {
     ensure!(config.state_dir == Path::new("/home/alice/.local/state/hwsign"));
     ensure!(config.allowed_uids == [1000]);
     ensure!(config.max_connections == 64);
+    // One allowed uid: it may use every slot.
+    ensure!(config.max_connections_per_uid.is_none() && config.connections_per_uid() == 64);
     ensure!(config.limits == hwsign_agent::config::Limits::default());
     ensure!(config.backends.software_enabled());
     ensure!(config.key_rules.len() == 1);
@@ -116,6 +118,24 @@ fn the_sample_configuration_is_valid_and_says_what_it_shows() -> Result<()> {
             .is_ok()
     );
     ensure!(rule.check("payments", "example.com", 1000).is_err());
+    Ok(())
+}
+
+#[test]
+fn the_per_uid_connection_share_defaults_to_half_with_several_uids() -> Result<()> {
+    let base = "state_dir = \"/s\"\nsocket_path = \"/s/a.sock\"\nmax_connections = 9\n";
+    let config = Config::parse(&format!("{base}allowed_uids = [1000, 1001]\n"))?;
+    ensure!(config.connections_per_uid() == 4);
+    let config = Config::parse(&format!("{base}allowed_uids = [1000, 1000]\n"))?;
+    ensure!(config.connections_per_uid() == 9);
+    let config = Config::parse(&format!(
+        "{base}allowed_uids = [1000, 1001]\nmax_connections_per_uid = 1\n"
+    ))?;
+    ensure!(config.connections_per_uid() == 1);
+    let one = Config::parse(
+        "state_dir = \"/s\"\nsocket_path = \"/s/a.sock\"\nmax_connections = 1\nallowed_uids = [1, 2]\n",
+    )?;
+    ensure!(one.connections_per_uid() == 1);
     Ok(())
 }
 

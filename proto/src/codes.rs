@@ -124,6 +124,12 @@ pub enum AgentErrorCode {
     PinLocked,
     /// The agent is shutting down or over its connection limit (503).
     Unavailable,
+    /// The caller's uid already holds its share of the agent's connections (429); other
+    /// callers are still served.
+    TooManyConnections,
+    /// The request body did not arrive within the agent's body deadline (408); the connection
+    /// is closed.
+    RequestTimeout,
     /// A bug or an unexpected state; details are in the agent's log (500).
     Internal,
 }
@@ -147,6 +153,8 @@ impl AgentErrorCode {
             Self::PinIncorrect => "pin_incorrect",
             Self::PinLocked => "pin_locked",
             Self::Unavailable => "unavailable",
+            Self::TooManyConnections => "too_many_connections",
+            Self::RequestTimeout => "request_timeout",
             Self::Internal => "internal",
         }
     }
@@ -162,6 +170,8 @@ impl AgentErrorCode {
             | Self::KeyNotPermitted
             | Self::PinIncorrect
             | Self::PinLocked => 403,
+            Self::RequestTimeout => 408,
+            Self::TooManyConnections => 429,
             Self::Unsupported => 501,
             Self::BackendUnavailable | Self::Unavailable => 503,
             Self::BackendError | Self::Internal => 500,

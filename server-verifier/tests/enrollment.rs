@@ -266,6 +266,50 @@ fn steps_out_of_order_or_late_are_refused() -> Result<()> {
     Ok(())
 }
 
+/// Issue 9 §5: one token starting ceremony after ceremony cannot hold every pending challenge
+/// against other devices. Each new start replaces the token's oldest pending challenge, and
+/// another device's token still gets a challenge and completes its enrollment.
+#[test]
+fn hardening_one_token_cannot_hold_every_pending_challenge() -> Result<()> {
+    let f = fixture_with(|c| {
+        c.max_pending_challenges = 4;
+        c.max_pending_per_token = 2;
+    })?;
+    let now = SystemTime::now();
+    let key_id = key_id_of(&f.rig, KEY)?;
+    let greedy = token(&f, now)?;
+    let mut started = Vec::new();
+    for _ in 0..10 {
+        started.push(start(&f, &greedy, &key_id, now)?);
+        let pending = f.enrollment.store().pending_challenges()?;
+        ensure!(pending <= 2, "one token holds {pending} pending challenges");
+    }
+    // The replaced challenges are gone (and did not spend the token).
+    let oldest = started.first().context("no challenge")?;
+    let replaced = f
+        .enrollment
+        .submit_evidence(&evidence_for(&f, KEY, oldest)?, now);
+    ensure!(code(replaced) == "challenge_unknown");
+
+    // Another device's token: served, and its ceremony completes.
+    let other = token(&f, now)?;
+    let mine = start(&f, &other, &key_id, now)?;
+    let credential = f
+        .enrollment
+        .submit_evidence(&evidence_for(&f, KEY, &mine)?, now)?;
+    let secret = activate_in_tpm(&f, &credential)?;
+    let done = f.enrollment.activate(
+        &ActivateRequest {
+            challenge_id: mine.challenge_id,
+            secret,
+        },
+        now,
+    )?;
+    ensure!(done.key_id == key_id);
+    ensure!(f.enrollment.registry().lookup(&key_id)?.is_some());
+    Ok(())
+}
+
 #[test]
 fn a_duplicable_key_is_refused_even_when_certified_by_the_real_ak() -> Result<()> {
     let f = fixture()?;

@@ -375,3 +375,79 @@ async fn delegation_rotation_without_failed_requests() -> Result<()> {
     );
     Ok(())
 }
+
+/// Issue 9 §5: one key signing for ever new audiences cannot fill the agent's table of delegated
+/// sessions so that other keys get 503. Each key holds at most `limits.max_sessions_per_key`
+/// sessions: a new audience evicts the key's own least recently used session, never another
+/// key's. (Before the fix the table was global: past 1024 sessions every key was refused.)
+#[tokio::test(flavor = "multi_thread")]
+async fn hardening_one_key_cannot_fill_the_session_table_for_other_keys() -> Result<()> {
+    const AUDIENCES: usize = 1100;
+    let server = ApiServer::start().await?;
+    let mut agent = AgentProcess::start()?;
+    let (greedy, _) = create_key(&agent.client(), "software", "greedy").await?;
+    let (other, other_public) = create_key(&agent.client(), "software", "other").await?;
+    server.register(&other_public, KeyLevel::Software)?;
+    let path = agent.dir().join("agent.toml");
+    let mut config = std::fs::read_to_string(&path)?;
+    for key_id in [&greedy, &other] {
+        config.push_str(&format!(
+            "\n[[key_rules]]\nkey_id = \"{key_id}\"\nmode = \"delegated\"\n"
+        ));
+    }
+    std::fs::write(&path, config)?;
+    agent.restart(&[])?;
+
+    let client = agent.client();
+    let sign_for = |audience: String| hwsign_proto::api::SignRequest {
+        key_id: greedy.clone(),
+        audience,
+        method: "GET".into(),
+        authority: "api.example.test".into(),
+        path: "/flood".into(),
+        query: String::new(),
+        headers: Vec::new(),
+        body_sha256: hwsign_proto::keys::EMPTY_SHA256.to_owned(),
+        signed_headers: Vec::new(),
+        presign_expires_secs: None,
+    };
+    for i in 0..AUDIENCES {
+        let response = client
+            .sign(&sign_for(format!("aud-{i}")))
+            .await
+            .with_context(|| format!("the greedy key's session for audience {i}"))?;
+        ensure!(
+            response
+                .headers
+                .iter()
+                .any(|h| h.name.eq_ignore_ascii_case(HWS1_DELEGATION_HEADER)),
+            "not delegated: {response:?}"
+        );
+    }
+
+    // The other key still gets its session, and the API accepts what it signs.
+    let signer = Signer::new(agent.client(), other.clone(), AUDIENCE);
+    let request = signed(&signer, get(&server, "/after-the-flood")?).await?;
+    let json = expect_ok(&send(&server, &request).await?)?;
+    ensure!(
+        json["delegated"] == true && json["key_id"] == other.as_str(),
+        "{json}"
+    );
+
+    // The greedy key kept only its newest sessions: its latest audience is served from its
+    // session, its first one needs a new statement.
+    let issued = |agent: &AgentProcess| -> Result<usize> {
+        Ok(audit_records(agent, "issue_delegation")?
+            .iter()
+            .filter(|r| r["key_id"] == greedy.as_str())
+            .count())
+    };
+    ensure!(issued(&agent)? == AUDIENCES);
+    client
+        .sign(&sign_for(format!("aud-{}", AUDIENCES - 1)))
+        .await?;
+    ensure!(issued(&agent)? == AUDIENCES);
+    client.sign(&sign_for("aud-0".into())).await?;
+    ensure!(issued(&agent)? == AUDIENCES + 1);
+    Ok(())
+}

@@ -698,3 +698,198 @@ async fn faults_slowloris_on_the_api_leaves_it_serving() -> Result<()> {
     drop(stalled);
     Ok(())
 }
+
+/// A POST whose head is complete and whose body (100 bytes declared) stops after 10 bytes.
+const STALLED_BODY: &[u8] =
+    b"POST /v1/sign HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n\
+content-length: 100\r\n\r\n{\"key_id\":";
+
+/// Opens a connection and sends [`STALLED_BODY`].
+async fn stall_body(socket: &Path) -> Result<tokio::net::UnixStream> {
+    let mut stream = tokio::net::UnixStream::connect(socket).await?;
+    stream.write_all(STALLED_BODY).await?;
+    Ok(stream)
+}
+
+/// Issue 9 §5: a permitted caller that sends a complete request head and then stalls the body
+/// no longer holds its connection slot forever: past `body_read_timeout_ms` the agent answers
+/// `408 request_timeout` and closes, and the slots serve others again.
+#[tokio::test(flavor = "multi_thread")]
+async fn hardening_a_stalled_request_body_is_cut_off_and_frees_its_slot() -> Result<()> {
+    use tokio::io::AsyncReadExt;
+    let agent = AgentProcess::start_with(
+        &format!("max_connections = 2\n{SOFTWARE}[limits]\nbody_read_timeout_ms = 500\n"),
+        &[],
+    )?;
+    let (key_id, _) = hwsign_e2e::create_key(&agent.client(), "software", "body").await?;
+    let mut stalled = vec![
+        stall_body(agent.socket()).await?,
+        stall_body(agent.socket()).await?,
+    ];
+    for stream in &mut stalled {
+        let mut answer = Vec::new();
+        tokio::time::timeout(wait::PATIENCE, stream.read_to_end(&mut answer))
+            .await
+            .context("a connection with a stalled body was never closed by the agent")??;
+        let answer = String::from_utf8_lossy(&answer);
+        ensure!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        ensure!(answer.contains("\"request_timeout\""), "{answer}");
+    }
+    // Both slots are free again (the stalled clients still have their sockets open).
+    let client = AgentClient::new(agent.socket());
+    let request = sign_request(&key_id, "api.example.test", "/after-the-stall");
+    wait_until_signed(&client, &request).await?;
+    drop(stalled);
+    Ok(())
+}
+
+/// Signs `request`, retrying while the agent is briefly busy (503 `unavailable`, or a
+/// connection closed while it catches up); anything else fails at once.
+async fn wait_until_signed(client: &AgentClient, request: &SignRequest) -> Result<()> {
+    tokio::time::timeout(wait::PATIENCE, async {
+        loop {
+            match client.sign(request).await {
+                Ok(response) => {
+                    ensure!(!response.headers.is_empty());
+                    return Ok(());
+                }
+                Err(
+                    ClientError::Agent {
+                        code: AgentErrorCode::Unavailable,
+                        ..
+                    }
+                    | ClientError::Io(_)
+                    | ClientError::Connect { .. },
+                ) => {}
+                Err(e) => return Err(anyhow::Error::new(e)),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .context("the well-behaved client was never served")?
+}
+
+/// The uid the other caller runs as in the per-uid tests.
+const OTHER_UID: u32 = 65534;
+
+/// Run as [`OTHER_UID`]: opens `argv[2]` connections to the socket `argv[1]`, sends
+/// [`STALLED_BODY`] on each, prints one JSON line with what each got within a second (`"held"`
+/// for no answer, else the error code), and keeps every connection open until stdin closes.
+const OTHER_UID_CLIENT: &str = r#"
+import json, re, socket, sys
+path, count, head = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode()
+socks = []
+for _ in range(count):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(path)
+    s.sendall(head)
+    socks.append(s)
+seen = []
+for s in socks:
+    s.settimeout(1.0)
+    try:
+        data = s.recv(65536).decode("utf-8", "replace")
+        code = re.search(r'"code":"([a-z_]+)"', data)
+        seen.append(code.group(1) if code else "closed:" + data[:40])
+    except socket.timeout:
+        seen.append("held")
+print(json.dumps(seen), flush=True)
+sys.stdin.read()
+"#;
+
+/// A process of [`OTHER_UID`] holding stalled connections to the agent; killed on drop.
+struct OtherUidClient {
+    child: std::process::Child,
+    seen: Vec<String>,
+}
+
+impl OtherUidClient {
+    fn start(socket: &Path, count: usize) -> Result<Self> {
+        use std::io::BufRead as _;
+        use std::os::unix::process::CommandExt as _;
+        let mut child = std::process::Command::new("python3")
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .uid(OTHER_UID)
+            .gid(OTHER_UID)
+            .arg("-c")
+            .arg(OTHER_UID_CLIENT)
+            .arg(socket)
+            .arg(count.to_string())
+            .arg(String::from_utf8_lossy(STALLED_BODY).as_ref())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .context("starting python3 as another uid")?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut line = String::new();
+        std::io::BufReader::new(stdout).read_line(&mut line)?;
+        let seen: Vec<String> = serde_json::from_str(&line)
+            .with_context(|| format!("the other uid's client said {line:?}"))?;
+        Ok(Self { child, seen })
+    }
+}
+
+impl Drop for OtherUidClient {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Lets other uids reach the agent's socket (the harness makes its directories 0700, as the
+/// agent does for a personal socket): what a shared agent's socket group would grant.
+fn open_socket_to_other_uids(agent: &AgentProcess) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let socket = agent.socket();
+    let run = socket.parent().context("socket without a directory")?;
+    for dir in [agent.dir(), run] {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))?;
+    }
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o666))?;
+    Ok(())
+}
+
+/// Issue 9 §5: with several allowed uids, one uid cannot take every connection slot. Another
+/// uid opens more stalled connections than the cap (bodies that never come, under a body
+/// deadline far beyond the test); it gets its share and `429 too_many_connections` past it,
+/// and this uid is still served at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn hardening_one_uid_cannot_take_every_connection_slot() -> Result<()> {
+    let own = nix::unistd::geteuid().as_raw();
+    ensure!(
+        own == 0,
+        "this test runs as root, to connect as uid {OTHER_UID} too"
+    );
+    let agent = AgentProcess::start_with(
+        &format!(
+            "allowed_uids = [{own}, {OTHER_UID}]\nmax_connections = 4\n{SOFTWARE}\
+             [limits]\nbody_read_timeout_ms = 600000\n"
+        ),
+        &[],
+    )?;
+    let (key_id, _) = hwsign_e2e::create_key(&agent.client(), "software", "shared").await?;
+    open_socket_to_other_uids(&agent)?;
+
+    let other = OtherUidClient::start(agent.socket(), 4)?;
+    // Its share is half the cap: two held, the rest refused with the per-uid code.
+    ensure!(
+        other.seen
+            == [
+                "held",
+                "held",
+                "too_many_connections",
+                "too_many_connections"
+            ],
+        "the other uid saw {:?}",
+        other.seen
+    );
+    // Two slots remain for everybody else: this uid is served without waiting.
+    let client = AgentClient::new(agent.socket());
+    let request = sign_request(&key_id, "api.example.test", "/while-the-other-uid-stalls");
+    let response = client.sign(&request).await?;
+    ensure!(!response.headers.is_empty());
+    drop(other);
+    Ok(())
+}

@@ -45,6 +45,12 @@ pub enum ApiError {
     /// Over the connection limit or shutting down.
     #[error("the agent is busy or shutting down; retry")]
     Unavailable,
+    /// The caller's uid holds its share of the connections already.
+    #[error("this uid already holds {0} connections to the agent; close one and retry")]
+    TooManyConnections(usize),
+    /// The request body did not arrive within the body deadline.
+    #[error("the request body did not arrive within {0} ms")]
+    BodyTimeout(u64),
     /// A bug or an unexpected state.
     #[error("internal error: {0}")]
     Internal(String),
@@ -73,6 +79,8 @@ impl ApiError {
             Self::UnknownBackend(_) => AgentErrorCode::UnknownBackend,
             Self::Backend(b) => backend_code(b),
             Self::Unavailable => AgentErrorCode::Unavailable,
+            Self::TooManyConnections(_) => AgentErrorCode::TooManyConnections,
+            Self::BodyTimeout(_) => AgentErrorCode::RequestTimeout,
             Self::Internal(_) => AgentErrorCode::Internal,
         }
     }

@@ -1,7 +1,9 @@
 //! HTTP plumbing of the API: bounded JSON bodies in, JSON bodies and error bodies out.
 
+use std::time::Duration;
+
 use bytes::Bytes;
-use http::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{ALLOW, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
@@ -38,10 +40,19 @@ fn with_body(status: StatusCode, bytes: Vec<u8>) -> Response<Body> {
 /// The error body `{"error":{"code":..,"message":..}}` with the code's status.
 pub fn error(e: &ApiError) -> Response<Body> {
     let mut response = error_with(e.code(), e.public_message());
-    if let ApiError::MethodNotAllowed(allow) = e {
-        response
-            .headers_mut()
-            .insert(ALLOW, HeaderValue::from_static(allow));
+    match e {
+        ApiError::MethodNotAllowed(allow) => {
+            response
+                .headers_mut()
+                .insert(ALLOW, HeaderValue::from_static(allow));
+        }
+        // The rest of the body may still come; the connection cannot be reused.
+        ApiError::BodyTimeout(_) => {
+            response
+                .headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        _ => {}
     }
     response
 }
@@ -57,9 +68,15 @@ pub fn error_with(code: AgentErrorCode, message: String) -> Response<Body> {
     with_body(status, bytes)
 }
 
-/// Reads the whole body, refusing more than `limit` bytes (a declared length over the limit is
-/// refused before any of the body is read).
-pub async fn read_body(request: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
+/// Reads the whole body within `deadline`, refusing more than `limit` bytes (a declared length
+/// over the limit is refused before any of the body is read). A body still incomplete at the
+/// deadline is [`ApiError::BodyTimeout`]: a caller that sends a head and stalls the body must
+/// not hold its connection slot.
+pub async fn read_body(
+    request: Request<Incoming>,
+    limit: usize,
+    deadline: Duration,
+) -> Result<Bytes, ApiError> {
     let declared = request
         .headers()
         .get(CONTENT_LENGTH)
@@ -68,12 +85,16 @@ pub async fn read_body(request: Request<Incoming>, limit: usize) -> Result<Bytes
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(ApiError::BodyTooLarge(limit));
     }
-    match Limited::new(request.into_body(), limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+    let read = tokio::time::timeout(deadline, Limited::new(request.into_body(), limit).collect());
+    match read.await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
             Err(ApiError::BodyTooLarge(limit))
         }
-        Err(e) => Err(ApiError::InvalidRequest(format!("reading the body: {e}"))),
+        Ok(Err(e)) => Err(ApiError::InvalidRequest(format!("reading the body: {e}"))),
+        Err(_) => Err(ApiError::BodyTimeout(
+            u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX),
+        )),
     }
 }
 

@@ -1,5 +1,6 @@
 //! API v1: routing and handlers. A handler receives a request whose caller has already passed
-//! the uid check ([`crate::peer`]); it reads at most `limits.max_body_bytes` of body, answers
+//! the uid check ([`crate::peer`]); it reads at most `limits.max_body_bytes` of body within
+//! `limits.body_read_timeout_ms`, answers
 //! JSON, and maps every failure to a documented wire code ([`ApiError::code`]).
 
 mod error;
@@ -110,16 +111,17 @@ async fn dispatch(
 ) -> Result<Response<Body>, ApiError> {
     let route = Route::parse(request.uri().path()).ok_or(ApiError::NotFound)?;
     let limit = ctx.config.limits.max_body_bytes;
+    let deadline = ctx.config.limits.body_read_timeout();
     let method = request.method().clone();
     match (&route, method) {
         (Route::Status, Method::GET) => Ok(status::status(ctx).await),
         (Route::Keys, Method::GET) => Ok(keys::list(ctx).await),
         (Route::Keys, Method::POST) => {
-            let body = http::read_body(request, limit).await?;
+            let body = http::read_body(request, limit, deadline).await?;
             keys::create(ctx, peer, &body).await
         }
         (Route::Sign, Method::POST) => {
-            let body = http::read_body(request, limit).await?;
+            let body = http::read_body(request, limit, deadline).await?;
             sign::sign(ctx, peer, &body).await
         }
         (Route::Attestation(id), Method::GET) => {
@@ -128,7 +130,7 @@ async fn dispatch(
         }
         (Route::ActivateCredential(id), Method::POST) => {
             check_key_id(id)?;
-            let body = http::read_body(request, limit).await?;
+            let body = http::read_body(request, limit, deadline).await?;
             keys::activate_credential(ctx, peer, id, &body).await
         }
         (route, _) => Err(ApiError::MethodNotAllowed(route.allowed())),

@@ -16,6 +16,7 @@ use ::http::{Response, StatusCode};
 use hwsign_proto::api::{HeaderField, SignRequest, SignResponse};
 use hwsign_proto::keys::{check_key_id, check_payload_hash};
 use hwsign_proto::profile::HWS1_DELEGATION_HEADER;
+use hwsign_proto::scope::check_audience;
 use hwsign_proto::sign::{UNSIGNED_PAYLOAD, prepare_headers, prepare_presigned};
 use hwsign_proto::{
     HWS1, HeaderSelection, Nonce, PreparedSignature, RequestParts, SigningParams, SigningTime,
@@ -42,10 +43,7 @@ struct Signed {
 
 impl From<SessionError> for ApiError {
     fn from(e: SessionError) -> Self {
-        match e {
-            SessionError::TooMany => Self::Unavailable,
-            other => Self::Internal(other.to_string()),
-        }
+        Self::Internal(e.to_string())
     }
 }
 
@@ -134,6 +132,8 @@ async fn sign_delegated(
     backend: &Arc<dyn KeyBackend>,
     nonce: &Nonce,
 ) -> Result<Signed, ApiError> {
+    // The audience keys the session table: only a valid one gets a slot.
+    check_audience(&request.audience)?;
     let timing = SessionTiming::for_lifetime(
         rule.session_lifetime_secs
             .unwrap_or(DEFAULT_SESSION_LIFETIME_SECS),

@@ -23,6 +23,8 @@ pub const MAX_CONFIG_FILE_LEN: u64 = 1024 * 1024;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
 /// Upper bound of `max_connections`.
 pub const MAX_MAX_CONNECTIONS: usize = 4096;
+/// Default of `limits.body_read_timeout_ms`.
+pub const DEFAULT_BODY_READ_TIMEOUT_MS: u64 = 5_000;
 /// hyper cannot parse a request head in a smaller buffer.
 pub const MIN_HEADER_BYTES: usize = 8 * 1024;
 
@@ -37,6 +39,9 @@ pub struct Config {
     pub allowed_uids: Vec<u32>,
     /// Connections served at once; more are answered `503 unavailable` and closed.
     pub max_connections: usize,
+    /// Connections one caller uid may hold at once; more are answered
+    /// `429 too_many_connections` and closed. `None`: see [`Self::connections_per_uid`].
+    pub max_connections_per_uid: Option<usize>,
     /// Size and time bounds.
     pub limits: Limits,
     /// Backends to open.
@@ -59,6 +64,12 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Milliseconds a client has to send a complete request head (slowloris bound).
     pub header_read_timeout_ms: u64,
+    /// Milliseconds a client has to send the whole request body once its head is read; a
+    /// slower body is answered `408 request_timeout` and the connection closed.
+    pub body_read_timeout_ms: u64,
+    /// Delegated sessions (one per audience) a key holds at once; a new audience evicts the
+    /// key's least recently used session.
+    pub max_sessions_per_key: usize,
     /// Milliseconds in-flight requests get to finish at shutdown.
     pub shutdown_grace_ms: u64,
 }
@@ -70,6 +81,8 @@ impl Default for Limits {
             max_headers: 64,
             max_body_bytes: hwsign_proto::api::MAX_API_BODY,
             header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: DEFAULT_BODY_READ_TIMEOUT_MS,
+            max_sessions_per_key: crate::session::DEFAULT_MAX_SESSIONS_PER_KEY,
             shutdown_grace_ms: 10_000,
         }
     }
@@ -79,6 +92,11 @@ impl Limits {
     /// [`Self::header_read_timeout_ms`] as a duration.
     pub fn header_read_timeout(&self) -> Duration {
         Duration::from_millis(self.header_read_timeout_ms)
+    }
+
+    /// [`Self::body_read_timeout_ms`] as a duration.
+    pub fn body_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_read_timeout_ms)
     }
 
     /// [`Self::shutdown_grace_ms`] as a duration.
@@ -107,6 +125,17 @@ impl Limits {
             return Err(ConfigError::Invalid(
                 "limits.header_read_timeout_ms must be 1 to 600000".into(),
             ));
+        }
+        if self.body_read_timeout_ms == 0 || self.body_read_timeout_ms > 600_000 {
+            return Err(ConfigError::Invalid(
+                "limits.body_read_timeout_ms must be 1 to 600000".into(),
+            ));
+        }
+        let max_sessions = crate::session::MAX_SESSIONS_PER_KEY;
+        if !(1..=max_sessions).contains(&self.max_sessions_per_key) {
+            return Err(ConfigError::Invalid(format!(
+                "limits.max_sessions_per_key must be 1 to {max_sessions}"
+            )));
         }
         if self.shutdown_grace_ms > 600_000 {
             return Err(ConfigError::Invalid(
@@ -209,6 +238,7 @@ struct FileConfig {
     state_dir: Option<PathBuf>,
     allowed_uids: Option<Vec<u32>>,
     max_connections: Option<usize>,
+    max_connections_per_uid: Option<usize>,
     #[serde(default)]
     limits: Limits,
     #[serde(default)]
@@ -266,6 +296,7 @@ impl Config {
             state_dir,
             allowed_uids: file.allowed_uids.unwrap_or_else(|| vec![own_uid()]),
             max_connections: file.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+            max_connections_per_uid: file.max_connections_per_uid,
             limits: file.limits,
             backends: file.backends,
             key_rules: file.key_rules,
@@ -286,6 +317,7 @@ impl Config {
             state_dir,
             allowed_uids: vec![own_uid()],
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_uid: None,
             limits: Limits::default(),
             backends: BackendsConfig {
                 #[cfg(feature = "software")]
@@ -327,6 +359,13 @@ impl Config {
                 "max_connections must be 1 to {MAX_MAX_CONNECTIONS}"
             )));
         }
+        if let Some(per_uid) = self.max_connections_per_uid {
+            if !(1..=self.max_connections).contains(&per_uid) {
+                return Err(ConfigError::Invalid(
+                    "max_connections_per_uid must be 1 to max_connections".into(),
+                ));
+            }
+        }
         self.limits.validate()?;
         self.backends.validate()?;
         let mut seen = std::collections::BTreeSet::new();
@@ -340,6 +379,23 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Connections one uid may hold at once: `max_connections_per_uid` if set; else, when more
+    /// than one uid is allowed, half of `max_connections` (at least 1), so that no caller can
+    /// take every slot; else (one allowed uid) `max_connections`.
+    pub fn connections_per_uid(&self) -> usize {
+        match self.max_connections_per_uid {
+            Some(per_uid) => per_uid.clamp(1, self.max_connections.max(1)),
+            None if self
+                .allowed_uids
+                .first()
+                .is_some_and(|first| self.allowed_uids.iter().any(|uid| uid != first)) =>
+            {
+                (self.max_connections / 2).max(1)
+            }
+            None => self.max_connections.max(1),
+        }
     }
 
     /// The rule for `key_id`, if any.

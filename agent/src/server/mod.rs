@@ -1,7 +1,9 @@
-//! The server core: an accept loop with a connection cap, a shutdown signal broadcast to every
-//! connection, and a bounded drain of in-flight requests (the shape of tokio's mini-redis).
+//! The server core: an accept loop with a connection cap, a per-uid share of it, a shutdown
+//! signal broadcast to every connection, and a bounded drain of in-flight requests (the shape of
+//! tokio's mini-redis).
 
 mod connection;
+mod uid_slots;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -19,6 +21,7 @@ use crate::config::Config;
 use crate::fsutil::ensure_private_dir;
 use crate::keystore::KeyStore;
 use crate::peer::Peer;
+use uid_slots::UidSlots;
 
 /// Connections being refused at once (uid not allowed, over the cap). Past this, further such
 /// connections are closed without an answer.
@@ -83,6 +86,7 @@ impl Agent {
         let mut server = Server {
             ctx: self.ctx,
             permits: Arc::new(Semaphore::new(config.max_connections)),
+            per_uid: UidSlots::new(config.connections_per_uid()),
             refusals: Arc::new(Semaphore::new(REFUSAL_SLOTS)),
             stop: watch::channel(false).0,
             tasks: JoinSet::new(),
@@ -115,6 +119,8 @@ impl Agent {
 struct Server {
     ctx: Arc<Context>,
     permits: Arc<Semaphore>,
+    /// The connections each uid holds, against its share of `permits`.
+    per_uid: Arc<UidSlots>,
     refusals: Arc<Semaphore>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
@@ -135,19 +141,28 @@ impl Server {
             tracing::warn!(parent: &span, "uid not allowed; refusing");
             Some(ApiError::PermissionDenied(peer.uid))
         } else {
+            // The whole cap first (503 when the agent is full), then the uid's share of it.
             match Arc::clone(&self.permits).try_acquire_owned() {
-                Ok(permit) => {
-                    let ctx = Arc::clone(&self.ctx);
-                    let stop = self.stop.subscribe();
-                    self.tasks.spawn(
-                        async move {
-                            let _permit = permit;
-                            connection::serve(ctx, stream, peer, stop).await;
-                        }
-                        .instrument(span),
-                    );
-                    return;
-                }
+                Ok(permit) => match self.per_uid.try_acquire(peer.uid) {
+                    Some(share) => {
+                        let ctx = Arc::clone(&self.ctx);
+                        let stop = self.stop.subscribe();
+                        self.tasks.spawn(
+                            async move {
+                                let _permit = permit;
+                                let _share = share;
+                                connection::serve(ctx, stream, peer, stop).await;
+                            }
+                            .instrument(span),
+                        );
+                        return;
+                    }
+                    None => {
+                        drop(permit);
+                        tracing::warn!(parent: &span, "per-uid connection limit reached; refusing");
+                        Some(ApiError::TooManyConnections(self.per_uid.per_uid()))
+                    }
+                },
                 Err(_) => {
                     tracing::warn!(parent: &span, "connection limit reached; refusing");
                     Some(ApiError::Unavailable)

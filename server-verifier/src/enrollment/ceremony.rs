@@ -121,6 +121,7 @@ impl Enrollment {
             unix(now),
             ttl,
             self.config.max_pending_challenges,
+            self.config.max_pending_per_token,
         )?;
         tracing::info!(
             challenge = %challenge.id,

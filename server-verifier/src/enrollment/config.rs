@@ -16,6 +16,10 @@ pub const DEFAULT_CHALLENGE_TTL_SECS: u64 = 300;
 pub const MAX_CHALLENGE_TTL_SECS: u64 = 3600;
 /// Default bound on ceremonies in flight.
 pub const DEFAULT_MAX_PENDING: usize = 1024;
+/// Default bound on the ceremonies one token has in flight.
+pub const DEFAULT_MAX_PENDING_PER_TOKEN: usize = 3;
+/// Largest `max_pending_per_token` accepted.
+pub const MAX_PENDING_PER_TOKEN: usize = 64;
 /// Default lifetime of an enrollment token (`hwsign-verifier tokens create`).
 pub const DEFAULT_TOKEN_TTL_SECS: u64 = 24 * 3600;
 /// Longest token lifetime accepted.
@@ -36,6 +40,10 @@ pub struct EnrollmentConfig {
     /// Most ceremonies in flight; more are refused with `too_many_challenges`.
     #[serde(default = "default_max_pending")]
     pub max_pending_challenges: usize,
+    /// Most ceremonies one token has in flight; a new start with the token replaces its oldest
+    /// pending challenge, so one token cannot hold every slot against other devices.
+    #[serde(default = "default_max_pending_per_token")]
+    pub max_pending_per_token: usize,
     /// Revoke a device (and its keys) whose TPM proves, by a completed credential activation,
     /// that its clock went backwards from a recorded state.
     #[serde(default = "default_true")]
@@ -48,6 +56,10 @@ fn default_ttl() -> u64 {
 
 fn default_max_pending() -> usize {
     DEFAULT_MAX_PENDING
+}
+
+fn default_max_pending_per_token() -> usize {
+    DEFAULT_MAX_PENDING_PER_TOKEN
 }
 
 fn default_true() -> bool {
@@ -67,6 +79,9 @@ pub enum EnrollmentConfigError {
     /// `max_pending_challenges` is 0.
     #[error("max_pending_challenges must be at least 1")]
     MaxPending,
+    /// `max_pending_per_token` is 0 or above [`MAX_PENDING_PER_TOKEN`].
+    #[error("max_pending_per_token must be 1..={MAX_PENDING_PER_TOKEN}")]
+    MaxPendingPerToken,
     /// The trust anchors cannot be read or parsed.
     #[error("EK trust anchors: {0}")]
     Anchors(#[from] ChainError),
@@ -80,6 +95,7 @@ impl EnrollmentConfig {
             ek_intermediates,
             challenge_ttl_secs: DEFAULT_CHALLENGE_TTL_SECS,
             max_pending_challenges: DEFAULT_MAX_PENDING,
+            max_pending_per_token: DEFAULT_MAX_PENDING_PER_TOKEN,
             revoke_on_rollback: true,
         }
     }
@@ -94,6 +110,9 @@ impl EnrollmentConfig {
         }
         if self.max_pending_challenges == 0 {
             return Err(EnrollmentConfigError::MaxPending);
+        }
+        if !(1..=MAX_PENDING_PER_TOKEN).contains(&self.max_pending_per_token) {
+            return Err(EnrollmentConfigError::MaxPendingPerToken);
         }
         Ok(())
     }

@@ -263,6 +263,10 @@ impl EnrollmentStore {
 
     /// Step 1: checks `token` (secret first, so its state is told only to its holder), bounds the
     /// pending ceremonies, and stores a new challenge for `key_id`.
+    ///
+    /// Bounds: a token holds at most `max_per_token` pending challenges — a new start replaces
+    /// its oldest, so one token cannot hold the table against other devices; past that, at most
+    /// `max_pending` challenges are pending in all ([`EnrollmentError::TooManyChallenges`]).
     pub fn create_challenge(
         &self,
         token: &PresentedToken,
@@ -270,6 +274,7 @@ impl EnrollmentStore {
         now: i64,
         ttl_secs: i64,
         max_pending: usize,
+        max_per_token: usize,
     ) -> Result<Challenge, EnrollmentError> {
         let mut conn = self.conn()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -277,13 +282,6 @@ impl EnrollmentStore {
             "DELETE FROM enrollment_challenges WHERE expires_unix <= ?1",
             params![now],
         )?;
-        let pending: i64 = tx.query_row("SELECT COUNT(*) FROM enrollment_challenges", [], |r| {
-            r.get(0)
-        })?;
-        if usize::try_from(pending).unwrap_or(usize::MAX) >= max_pending {
-            tx.commit()?;
-            return Err(EnrollmentError::TooManyChallenges);
-        }
         let row: Option<(Vec<u8>, i64, Option<i64>, bool)> = tx
             .query_row(
                 "SELECT secret_sha256, expires_unix, used_unix, revoked \
@@ -303,6 +301,29 @@ impl EnrollmentStore {
         }
         if expires_unix <= now {
             return Err(EnrollmentError::TokenExpired);
+        }
+        // The token's own oldest challenges make room for this one (rowids grow with inserts).
+        let keep = i64::try_from(max_per_token.max(1).saturating_sub(1)).unwrap_or(i64::MAX);
+        let replaced = tx.execute(
+            "DELETE FROM enrollment_challenges WHERE rowid IN (\
+                 SELECT rowid FROM enrollment_challenges \
+                 WHERE token_id = ?1 AND state = 'started' \
+                 ORDER BY rowid DESC LIMIT -1 OFFSET ?2)",
+            params![token.id, keep],
+        )?;
+        if replaced > 0 {
+            tracing::info!(
+                token = %token.id,
+                replaced,
+                "enrollment challenges replaced by a newer start with the same token"
+            );
+        }
+        let pending: i64 = tx.query_row("SELECT COUNT(*) FROM enrollment_challenges", [], |r| {
+            r.get(0)
+        })?;
+        if usize::try_from(pending).unwrap_or(usize::MAX) >= max_pending {
+            tx.commit()?;
+            return Err(EnrollmentError::TooManyChallenges);
         }
         let mut id = [0u8; 16];
         random(&mut id)?;
