@@ -89,7 +89,11 @@ pub struct UntrustedPath {
 
 /// Checks that `meta` (of `path`) belongs to root or to `euid` and is not writable by group or
 /// others: the rule for every file whose content the agent obeys, and for its directory.
-pub fn check_owner_and_mode(path: &Path, meta: &fs::Metadata, euid: u32) -> Result<(), UntrustedPath> {
+pub fn check_owner_and_mode(
+    path: &Path,
+    meta: &fs::Metadata,
+    euid: u32,
+) -> Result<(), UntrustedPath> {
     let owner = meta.uid();
     if owner != 0 && owner != euid {
         return Err(UntrustedPath {

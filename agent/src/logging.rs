@@ -27,7 +27,8 @@ pub enum LogFormat {
     /// `tracing`'s human-readable lines (the default).
     #[default]
     Text,
-    /// One JSON object per line: `timestamp`, `level`, `target`, `message`, `fields`, `spans`.
+    /// One JSON object per line: `timestamp`, `level`, `target`, `message`, `fields` (an
+    /// object), `spans` (outermost first, each `{name, fields}`).
     Json,
 }
 
@@ -80,10 +81,7 @@ pub fn init(format: LogFormat, ansi: bool) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     match format {
-        LogFormat::Text => builder
-            .with_ansi(ansi)
-            .fmt_fields(text_fields())
-            .init(),
+        LogFormat::Text => builder.with_ansi(ansi).fmt_fields(text_fields()).init(),
         LogFormat::Json => builder
             .with_ansi(false)
             .fmt_fields(JsonFields)
@@ -94,14 +92,16 @@ pub fn init(format: LogFormat, ansi: bool) {
 
 /// Text fields as `name=value`, values escaped.
 fn text_fields() -> impl for<'w> FormatFields<'w> + Send + Sync + 'static {
-    debug_fn(|writer: &mut Writer<'_>, field: &Field, value: &dyn fmt::Debug| {
-        let text = format!("{value:?}");
-        if field.name() == "message" {
-            write!(writer, "{}", escape(&text))
-        } else {
-            write!(writer, "{}={}", field.name(), escape(&text))
-        }
-    })
+    debug_fn(
+        |writer: &mut Writer<'_>, field: &Field, value: &dyn fmt::Debug| {
+            let text = format!("{value:?}");
+            if field.name() == "message" {
+                write!(writer, "{}", escape(&text))
+            } else {
+                write!(writer, "{}={}", field.name(), escape(&text))
+            }
+        },
+    )
     .delimited(" ")
 }
 
@@ -111,13 +111,17 @@ struct JsonVisitor<'a>(&'a mut Map<String, Value>);
 impl Visit for JsonVisitor<'_> {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         let text = format!("{value:?}");
-        self.0
-            .insert(field.name().to_owned(), Value::String(escape(&text).into_owned()));
+        self.0.insert(
+            field.name().to_owned(),
+            Value::String(escape(&text).into_owned()),
+        );
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.0
-            .insert(field.name().to_owned(), Value::String(escape(value).into_owned()));
+        self.0.insert(
+            field.name().to_owned(),
+            Value::String(escape(value).into_owned()),
+        );
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
@@ -195,11 +199,12 @@ where
                 let mut entry = Map::new();
                 entry.insert("name".into(), Value::from(span.name()));
                 let extensions = span.extensions();
-                if let Some(formatted) = extensions.get::<FormattedFields<N>>() {
-                    if let Ok(Value::Object(map)) = serde_json::from_str(&formatted.fields) {
-                        entry.extend(map);
-                    }
-                }
+                let fields = extensions
+                    .get::<FormattedFields<N>>()
+                    .and_then(|formatted| serde_json::from_str::<Value>(&formatted.fields).ok())
+                    .filter(Value::is_object)
+                    .unwrap_or_else(|| Value::Object(Map::new()));
+                entry.insert("fields".into(), fields);
                 spans.push(Value::Object(entry));
             }
         }

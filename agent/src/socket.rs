@@ -72,8 +72,7 @@ pub fn check_activated(
         return Ok(());
     };
     let shown = dir.display();
-    let meta =
-        fs::metadata(dir).map_err(|e| socket_error(format!("directory {shown}"), e))?;
+    let meta = fs::metadata(dir).map_err(|e| socket_error(format!("directory {shown}"), e))?;
     let me = nix::unistd::geteuid().as_raw();
     let refuse = |why: String| {
         socket_error(

@@ -446,7 +446,10 @@ async fn hardening_the_client_refuses_a_socket_another_uid_listens_on() -> anyho
         .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
     let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
     std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
             let _ = lines_tx.send(line);
         }
     });

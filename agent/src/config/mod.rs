@@ -315,7 +315,11 @@ impl Config {
             backends: file.backends,
             key_rules: file.key_rules,
             audit_log,
-            socket_group: file.socket_group.as_ref().map(GroupSpec::resolve).transpose()?,
+            socket_group: file
+                .socket_group
+                .as_ref()
+                .map(GroupSpec::resolve)
+                .transpose()?,
         };
         config.validate()?;
         Ok(config)

@@ -47,11 +47,9 @@ pub fn check_module(path: &Path) -> Result<PathBuf, Pkcs11Error> {
 /// The agent's one rule for files it obeys ([`crate::fsutil::check_owner_and_mode`]), with the
 /// refusal as a PKCS#11 error.
 fn check_owner_and_mode(path: &Path, meta: &fs::Metadata, euid: u32) -> Result<(), Pkcs11Error> {
-    crate::fsutil::check_owner_and_mode(path, meta, euid).map_err(|e| {
-        Pkcs11Error::UnsafeModule {
-            path: e.path.display().to_string(),
-            reason: e.reason,
-        }
+    crate::fsutil::check_owner_and_mode(path, meta, euid).map_err(|e| Pkcs11Error::UnsafeModule {
+        path: e.path.display().to_string(),
+        reason: e.reason,
     })
 }
 
