@@ -395,7 +395,9 @@ async fn hardening_caller_strings_cannot_forge_agent_log_lines() -> Result<()> {
         let (notify, notify_path) = notify_socket(dir.path())?;
         let log_path = dir.path().join("agent.log");
         let mut command = agent_command(&config);
-        command.arg("--log-format").arg(format);
+        if format == "json" {
+            command.arg("--log-format").arg(format);
+        }
         let child = command
             .env("NOTIFY_SOCKET", &notify_path)
             .env("RUST_LOG", "info")
