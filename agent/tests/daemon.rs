@@ -500,3 +500,67 @@ async fn hardening_caller_strings_cannot_forge_agent_log_lines() -> Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hardening_a_socket_passed_by_systemd_in_a_group_writable_directory_is_refused()
+-> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let run = dir.path().join("run");
+    std::fs::create_dir(&run)?;
+    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o770))?;
+    let activated = run.join("agent.sock");
+    let config = write_config(dir.path(), &dir.path().join("configured/agent.sock"))?;
+    let mut command = Command::new("systemd-socket-activate");
+    command
+        .arg("--listen")
+        .arg(&activated)
+        .arg("-E")
+        .arg("RUST_LOG=info")
+        .arg(env!("CARGO_BIN_EXE_hwsign-agent"))
+        .arg("--config")
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn()?;
+    let stderr = child.stderr.take().context("stderr")?;
+    let (listening_tx, listening_rx) = tokio::sync::oneshot::channel();
+    let collected = std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        let mut listening_tx = Some(listening_tx);
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.starts_with("Listening on") {
+                if let Some(tx) = listening_tx.take() {
+                    let _ = tx.send(());
+                }
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    tokio::time::timeout(PATIENCE, listening_rx)
+        .await
+        .context("systemd-socket-activate never listened")??;
+    // The first connection starts the agent, which must refuse the socket rather than serve.
+    let answer = match Client::connect(&activated).await {
+        Ok(mut client) => client.call(Method::GET, "/v1/status", None).await.ok(),
+        Err(_) => None,
+    };
+    let mut daemon = Daemon {
+        child,
+        notify: UnixDatagram::unbound()?,
+    };
+    ensure!(answer.is_none(), "the agent served: {answer:?}");
+    let status = tokio::task::spawn_blocking(move || daemon.wait_exit()).await??;
+    let stderr = collected
+        .join()
+        .map_err(|_| anyhow::anyhow!("stderr reader"))?;
+    ensure!(!status.success(), "{stderr}");
+    ensure!(stderr.contains("writable by its group"), "{stderr}");
+    Ok(())
+}

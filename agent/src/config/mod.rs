@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use error::ConfigError;
-
 use crate::fsutil::OpenTrustedError;
+
+pub use error::ConfigError;
 pub use rules::{KeyMode, KeyRule, RuleRefusal};
 
 /// Largest configuration file read.
