@@ -37,6 +37,7 @@ pub mod config;
 mod error;
 pub mod fsutil;
 pub mod keystore;
+pub mod logging;
 pub mod peer;
 pub mod server;
 pub mod session;

@@ -284,3 +284,54 @@ async fn shutdown_gives_up_on_stuck_requests_after_the_grace_period() -> Result<
     drop(stream);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hardening_attestation_and_activation_follow_key_rules_uids() -> Result<()> {
+    let agent = TestAgent::start().await?;
+    let private = create_key(&agent, "private").await?;
+    let dir = agent.stop().await?;
+    let mut config = config_in(dir.path());
+    config.key_rules = hwsign_agent::Config::parse(&format!(
+        "state_dir = \"/unused\"\nsocket_path = \"/unused.sock\"\n\
+         [[key_rules]]\nkey_id = \"{}\"\nuids = [{}]\n",
+        private.id,
+        hwsign_agent::config::own_uid().wrapping_add(1),
+    ))?
+    .key_rules;
+    config.validate()?;
+    let agent = TestAgent::start_in(dir, config).await?;
+
+    // The caller the rule excludes gets the signing refusal for every use of the key.
+    agent
+        .call(
+            http::Method::GET,
+            &format!(
+                "/v1/keys/{}/attestation?nonce=AAECAwQFBgcICQoLDA0ODw",
+                private.id
+            ),
+            None,
+        )
+        .await?
+        .expect_error(403, "key_not_permitted")?;
+    agent
+        .post(
+            &format!("/v1/keys/{}/activate-credential", private.id),
+            &json!({"credential_blob": "AAAA", "encrypted_secret": "AAAA"}),
+        )
+        .await?
+        .expect_error(403, "key_not_permitted")?;
+    agent
+        .post("/v1/sign", &sign_request(&private.id, "a", "h.example"))
+        .await?
+        .expect_error(403, "key_not_permitted")?;
+
+    // The refused activation is on record.
+    let log = fs::read_to_string(&agent.config.audit_log)?;
+    ensure!(
+        log.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .any(|r| r["op"] == "activate_credential" && r["outcome"] == "key_not_permitted"),
+        "{log}"
+    );
+    Ok(())
+}

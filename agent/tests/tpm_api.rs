@@ -95,3 +95,52 @@ async fn tpm_keys_over_the_socket() -> Result<()> {
     ensure!(list.keys.len() == 2);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hardening_tpm_attestation_and_activation_follow_key_rules_uids() -> Result<()> {
+    let tpm = Swtpm::start_tcp()?;
+    let tpm_config = || TpmConfig {
+        tcti: tpm.tcti(),
+        ..TpmConfig::default()
+    };
+    let agent = TestAgent::start_with(|c| c.backends.tpm = Some(tpm_config())).await?;
+    let key: KeyInfo = agent
+        .post("/v1/keys", &json!({"backend": "tpm", "label": "guarded"}))
+        .await?
+        .ok_json()?;
+    let dir = agent.stop().await?;
+
+    let mut config = support::config_in(dir.path());
+    config.backends.tpm = Some(tpm_config());
+    config.key_rules = hwsign_agent::Config::parse(&format!(
+        "state_dir = \"/unused\"\nsocket_path = \"/unused.sock\"\n\
+         [[key_rules]]\nkey_id = \"{}\"\nuids = [{}]\n",
+        key.id,
+        hwsign_agent::config::own_uid().wrapping_add(1),
+    ))?
+    .key_rules;
+    config.validate()?;
+    let agent = TestAgent::start_in(dir, config).await?;
+
+    // The TPM would attest and activate for anyone; the key's rule now decides first.
+    agent
+        .call(
+            Method::GET,
+            &format!(
+                "/v1/keys/{}/attestation?nonce={}",
+                key.id,
+                URL_SAFE_NO_PAD.encode([7u8; 32])
+            ),
+            None,
+        )
+        .await?
+        .expect_error(403, "key_not_permitted")?;
+    agent
+        .post(
+            &format!("/v1/keys/{}/activate-credential", key.id),
+            &json!({"credential_blob": "AAAA", "encrypted_secret": "AAAA"}),
+        )
+        .await?
+        .expect_error(403, "key_not_permitted")?;
+    Ok(())
+}

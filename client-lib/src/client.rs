@@ -22,6 +22,9 @@ use crate::transport::{Call, Transport, TransportConfig};
 
 /// Environment variable naming the agent socket.
 pub const SOCKET_ENV: &str = "HWSIGN_AGENT_SOCK";
+/// Environment variable naming the uid the agent runs as, when it is neither the caller's own
+/// nor root (a system agent running as its own user that binds its socket itself).
+pub const AGENT_UID_ENV: &str = "HWSIGN_AGENT_UID";
 /// Default deadline of one call, connection included. Generous because a TPM signature on a slow
 /// chip plus a queue of callers can take seconds.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -90,6 +93,14 @@ impl AgentClientBuilder {
         self
     }
 
+    /// Trusts `uid` as the agent's uid, besides the client's own and root. Before sending
+    /// anything on a new connection the client reads the listening process's uid (SO_PEERCRED)
+    /// and refuses any other with [`ClientError::UntrustedAgent`].
+    pub fn agent_uid(mut self, uid: u32) -> Self {
+        self.config.agent_uid = Some(uid);
+        self
+    }
+
     /// The client.
     pub fn build(self) -> AgentClient {
         AgentClient {
@@ -104,9 +115,19 @@ impl AgentClient {
         Self::builder(socket_path).build()
     }
 
-    /// A client of the agent at [`default_socket_path`].
+    /// A client of the agent at [`default_socket_path`], trusting the agent uid in
+    /// `HWSIGN_AGENT_UID` if set (besides the caller's own and root).
     pub fn from_env() -> Result<Self, ClientError> {
-        Ok(Self::new(default_socket_path()?))
+        let mut builder = Self::builder(default_socket_path()?);
+        if let Some(text) = std::env::var_os(AGENT_UID_ENV).filter(|v| !v.is_empty()) {
+            let text = text.to_string_lossy();
+            let uid = text
+                .trim()
+                .parse::<u32>()
+                .map_err(|_| ClientError::InvalidAgentUid(text.chars().take(32).collect()))?;
+            builder = builder.agent_uid(uid);
+        }
+        Ok(builder.build())
     }
 
     /// A builder for a client of the agent listening on `socket_path`.
@@ -117,6 +138,7 @@ impl AgentClient {
                 timeout: DEFAULT_TIMEOUT,
                 max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
                 max_idle_connections: DEFAULT_MAX_IDLE_CONNECTIONS,
+                agent_uid: None,
             },
         }
     }

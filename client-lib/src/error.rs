@@ -33,6 +33,27 @@ pub enum ClientError {
         #[source]
         source: io::Error,
     },
+    /// The process listening on the agent's socket runs as a uid the client does not trust to
+    /// be the agent (not the client's own uid, not root, not the configured agent uid): someone
+    /// may have put their own socket in the agent's place. The connection is closed before
+    /// anything is sent.
+    #[error(
+        "refusing the process listening on {}: it runs as uid {uid}, not as a trusted agent \
+         uid {trusted:?} (set the agent's uid with AgentClient::builder(..).agent_uid or \
+         HWSIGN_AGENT_UID)",
+        path.display()
+    )]
+    UntrustedAgent {
+        /// The socket path.
+        path: PathBuf,
+        /// The uid the kernel reports for the listening process (SO_PEERCRED).
+        uid: u32,
+        /// The uids the client accepts.
+        trusted: Vec<u32>,
+    },
+    /// `HWSIGN_AGENT_UID` is set but is not a uid.
+    #[error("HWSIGN_AGENT_UID is not a uid: {0:?}")]
+    InvalidAgentUid(String),
     /// The connection failed while a request was in flight.
     #[error("connection to the hwsign agent failed")]
     Io(#[source] io::Error),

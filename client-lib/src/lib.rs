@@ -39,8 +39,8 @@ mod signer;
 mod transport;
 
 pub use client::{
-    AgentClient, AgentClientBuilder, DEFAULT_MAX_IDLE_CONNECTIONS, DEFAULT_MAX_RESPONSE_BYTES,
-    DEFAULT_TIMEOUT, SOCKET_ENV, default_socket_path,
+    AGENT_UID_ENV, AgentClient, AgentClientBuilder, DEFAULT_MAX_IDLE_CONNECTIONS,
+    DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT, SOCKET_ENV, default_socket_path,
 };
 pub use digest::{BodyDigest, body_sha256_from_reader, body_sha256_of_file};
 pub use error::{ClientError, RequestError};

@@ -24,6 +24,8 @@ pub(crate) struct TransportConfig {
     pub timeout: Duration,
     pub max_response_bytes: usize,
     pub max_idle_connections: usize,
+    /// A uid trusted to run the agent besides the client's own and root's.
+    pub agent_uid: Option<u32>,
 }
 
 /// One call: method, path (origin form) and optional JSON body.
@@ -144,6 +146,7 @@ impl Transport {
                 path: path.clone(),
                 source,
             })?;
+        self.check_listener(&stream)?;
         let (sender, connection) = http1::Builder::new()
             .max_buf_size(64 * 1024)
             .handshake(TokioIo::new(stream))
@@ -160,6 +163,41 @@ impl Transport {
         });
         Ok(sender)
     }
+}
+
+impl Transport {
+    /// Who listens on the socket, before a byte is sent: the kernel's SO_PEERCRED answer (the
+    /// credentials of the process that called `listen()`) must be the client's own uid, root
+    /// (a system agent, or systemd holding the socket for socket activation), or the configured
+    /// agent uid. Anyone else may have put their own socket in the agent's place to collect the
+    /// requests (with their cookies and tokens) that SDKs send for signing.
+    fn check_listener(&self, stream: &UnixStream) -> Result<(), ClientError> {
+        let path = &self.config.socket_path;
+        let connect_error = |source| ClientError::Connect {
+            path: path.clone(),
+            source,
+        };
+        let listener_uid = stream.peer_cred().map_err(connect_error)?.uid();
+        let own_uid = own_uid().map_err(connect_error)?;
+        let mut trusted = vec![own_uid, 0];
+        trusted.extend(self.config.agent_uid);
+        if trusted.contains(&listener_uid) {
+            return Ok(());
+        }
+        trusted.dedup();
+        Err(ClientError::UntrustedAgent {
+            path: path.clone(),
+            uid: listener_uid,
+            trusted,
+        })
+    }
+}
+
+/// The client's effective uid, without unsafe code: the peer credentials of a socket pair are
+/// the creator's own.
+fn own_uid() -> std::io::Result<u32> {
+    let (one, _other) = UnixStream::pair()?;
+    Ok(one.peer_cred()?.uid())
 }
 
 async fn send(

@@ -373,3 +373,136 @@ async fn presigned_urls_verify_with_the_protocol_pipeline() -> anyhow::Result<()
     agent.stop().await?;
     Ok(())
 }
+
+/// A process of another uid listening where the agent's socket should be: it prints
+/// `listening`, then for each of `connections` connections how many bytes it received.
+const FAKE_AGENT: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.bind(sys.argv[1])
+s.listen(4)
+print("listening", flush=True)
+for _ in range(int(sys.argv[2])):
+    conn, _ = s.accept()
+    conn.settimeout(5)
+    data = b""
+    try:
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    except socket.timeout:
+        pass
+    print("received", len(data), flush=True)
+    conn.close()
+"#;
+
+/// The next line the fake agent printed.
+async fn next_line(
+    lines: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+) -> anyhow::Result<String> {
+    tokio::time::timeout(std::time::Duration::from_secs(30), lines.recv())
+        .await
+        .ok()
+        .flatten()
+        .ok_or_else(|| anyhow::anyhow!("the fake agent said nothing"))
+}
+
+/// The uid the fake agent runs as (`nobody`).
+const OTHER_UID: u32 = 65534;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hardening_the_client_refuses_a_socket_another_uid_listens_on() -> anyhow::Result<()> {
+    use std::io::BufRead as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::os::unix::process::CommandExt as _;
+
+    anyhow::ensure!(
+        hwsign_agent::config::own_uid() == 0,
+        "this test needs root to start a listener as another uid"
+    );
+    // The attacker's directory and socket: what a group member could put in place of the
+    // agent's socket when the agent's directory was writable.
+    let dir = tempfile::tempdir()?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+    let run = dir.path().join("run");
+    std::fs::create_dir(&run)?;
+    std::os::unix::fs::chown(&run, Some(OTHER_UID), Some(OTHER_UID))?;
+    let socket = run.join("agent.sock");
+    let mut fake = std::process::Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(FAKE_AGENT)
+        .arg(&socket)
+        .arg("2")
+        .uid(OTHER_UID)
+        .gid(OTHER_UID)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let stdout = fake
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let result = async {
+        anyhow::ensure!(next_line(&mut lines).await? == "listening");
+
+        // An SDK asks for a signature over a request carrying a session cookie.
+        let request = hwsign_client::SignRequest {
+            key_id: format!("hk1_{}", "0".repeat(32)),
+            audience: "payments".into(),
+            method: "GET".into(),
+            authority: "api.example.com".into(),
+            path: "/account".into(),
+            query: String::new(),
+            headers: vec![hwsign_proto::api::HeaderField {
+                name: "cookie".into(),
+                value: "session=secret-session-token".into(),
+            }],
+            body_sha256: hwsign_proto::keys::EMPTY_SHA256.into(),
+            signed_headers: vec!["cookie".into()],
+            presign_expires_secs: None,
+        };
+        let client = hwsign_client::AgentClient::builder(&socket)
+            .timeout(std::time::Duration::from_secs(10))
+            .build();
+        match client.sign(&request).await {
+            Err(ClientError::UntrustedAgent { uid, trusted, .. }) => {
+                anyhow::ensure!(uid == OTHER_UID, "{uid}");
+                anyhow::ensure!(trusted.contains(&0) && !trusted.contains(&OTHER_UID));
+            }
+            other => anyhow::bail!("the client talked to the fake agent: {other:?}"),
+        }
+        anyhow::ensure!(
+            next_line(&mut lines).await? == "received 0",
+            "the fake agent received the request"
+        );
+
+        // An operator who names the agent's uid gets a client that talks to it.
+        let trusting = hwsign_client::AgentClient::builder(&socket)
+            .timeout(std::time::Duration::from_secs(10))
+            .agent_uid(OTHER_UID)
+            .build();
+        let error = trusting.sign(&request).await.err();
+        anyhow::ensure!(
+            !matches!(error, Some(ClientError::UntrustedAgent { .. })),
+            "{error:?}"
+        );
+        let received = next_line(&mut lines).await?;
+        anyhow::ensure!(received != "received 0", "{received}");
+        Ok(())
+    }
+    .await;
+    let _ = fake.kill();
+    let _ = fake.wait();
+    result
+}

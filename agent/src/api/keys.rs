@@ -112,12 +112,25 @@ fn attestation_nonce(query: &str) -> Result<Vec<u8>, ApiError> {
     Ok(nonce)
 }
 
+/// The key's rule (`key_rules.uids`) governs every use of the key, not only signing: a caller
+/// it excludes gets the same refusal as for signing (`key_not_permitted`).
+fn check_caller(ctx: &Context, key_id: &str, peer: Peer) -> Result<(), ApiError> {
+    match ctx.config.rule_for(key_id) {
+        Some(rule) => rule
+            .check_caller(peer.uid)
+            .map_err(ApiError::KeyNotPermitted),
+        None => Ok(()),
+    }
+}
+
 /// Evidence for a key, bound to the verifier's nonce.
 pub async fn attestation(
     ctx: &Context,
+    peer: Peer,
     key_id: &str,
     query: &str,
 ) -> Result<Response<Body>, ApiError> {
+    check_caller(ctx, key_id, peer)?;
     let nonce = attestation_nonce(query)?;
     let (backend, key) = ctx.keys.describe(key_id).await?;
     let id = key_id.to_owned();
@@ -150,9 +163,13 @@ pub async fn activate_credential(
     let blob = decode("credential_blob", &request.credential_blob)?;
     let secret = decode("encrypted_secret", &request.encrypted_secret)?;
     let backend = ctx.keys.backend_for(key_id).await?;
-    let result = KeyStore::call(&backend, move |b| b.activate_credential(&blob, &secret))
-        .await
-        .map_err(ApiError::from);
+    // A refusal by the key's rule is recorded in the audit log like any other outcome.
+    let result = match check_caller(ctx, key_id, peer) {
+        Ok(()) => KeyStore::call(&backend, move |b| b.activate_credential(&blob, &secret))
+            .await
+            .map_err(ApiError::from),
+        Err(refusal) => Err(refusal),
+    };
     let outcome = match &result {
         Ok(_) => "ok",
         Err(e) => e.code().as_str(),

@@ -126,7 +126,7 @@ async fn dispatch(
         }
         (Route::Attestation(id), Method::GET) => {
             check_key_id(id)?;
-            keys::attestation(ctx, id, request.uri().query().unwrap_or("")).await
+            keys::attestation(ctx, peer, id, request.uri().query().unwrap_or("")).await
         }
         (Route::ActivateCredential(id), Method::POST) => {
             check_key_id(id)?;

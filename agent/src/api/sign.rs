@@ -51,15 +51,10 @@ impl From<SessionError> for ApiError {
 pub async fn sign(ctx: &Arc<Context>, peer: Peer, body: &[u8]) -> Result<Response<Body>, ApiError> {
     let request: SignRequest = http::parse_json(body)?;
     check_key_id(&request.key_id)?;
-    tracing::info!(
-        key_id = %request.key_id,
-        audience = %request.audience,
-        method = %request.method,
-        host = %request.authority,
-        path = %request.path,
-        presigned = request.presign_expires_secs.is_some(),
-        "sign request"
-    );
+    // Nothing the caller described is logged before it has been validated: the line below is
+    // written only for a request the agent signed (so its audience, method, host and path passed
+    // the canonicalizer's checks). A refusal is logged by the router with its code, and the
+    // logging layer escapes every value anyway (crate::logging).
     let result = sign_checked(ctx, peer, &request).await;
     let outcome = match &result {
         Ok(_) => "ok",
@@ -81,6 +76,15 @@ pub async fn sign(ctx: &Arc<Context>, peer: Peer, body: &[u8]) -> Result<Respons
         .append(&record)
         .map_err(|e| ApiError::Internal(format!("audit log: {e}")))?;
     let signed = result?;
+    tracing::info!(
+        key_id = %request.key_id,
+        audience = %request.audience,
+        method = %request.method,
+        host = %request.authority,
+        path = %request.path,
+        presigned = request.presign_expires_secs.is_some(),
+        "request signed"
+    );
     Ok(http::json(StatusCode::OK, &signed.response))
 }
 

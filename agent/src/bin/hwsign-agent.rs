@@ -12,6 +12,7 @@ use clap::Parser;
 use tokio::net::UnixListener;
 use tokio::signal::unix::{SignalKind, signal};
 
+use hwsign_agent::logging::{self, LogFormat};
 use hwsign_agent::{Agent, Config, socket, systemd};
 
 /// Holds hardware-backed keys and signs API requests for local SDKs.
@@ -24,18 +25,17 @@ struct Args {
     /// Check the configuration and exit.
     #[arg(long)]
     check_config: bool,
+    /// Log line format on stderr: `text`, or `json` (one object per line, for journald/SIEM).
+    #[arg(long, value_name = "FORMAT", default_value = "text")]
+    log_format: LogFormat,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    logging::init(
+        args.log_format,
+        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    );
     match start(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -66,11 +66,12 @@ async fn serve(
 ) -> Result<()> {
     let (listener, bound) = match activated {
         Some(listener) => {
+            socket::check_activated(&listener, config.socket_group)?;
             tracing::info!("using the socket passed by systemd");
             (UnixListener::from_std(listener)?, None)
         }
         None => {
-            let listener = socket::bind(&config.socket_path)?;
+            let listener = socket::bind_with_group(&config.socket_path, config.socket_group)?;
             tracing::info!(socket = %config.socket_path.display(), "listening");
             (listener, Some(config.socket_path.clone()))
         }

@@ -17,6 +17,10 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
+    /// The file, or its directory, could have been written by someone other than root or the
+    /// agent's user (owner, or group/other write permission).
+    #[error("refusing configuration {}: {}", .0.path.display(), .0.reason)]
+    Untrusted(crate::fsutil::UntrustedPath),
     /// The file is larger than any sensible configuration.
     #[error("configuration {path} is larger than {limit} bytes")]
     TooLarge {

@@ -9,10 +9,13 @@ mod error;
 pub mod paths;
 mod rules;
 
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+
+use crate::fsutil::OpenTrustedError;
 
 pub use error::ConfigError;
 pub use rules::{KeyMode, KeyRule, RuleRefusal};
@@ -50,6 +53,35 @@ pub struct Config {
     pub key_rules: Vec<KeyRule>,
     /// The audit log (JSON lines); default `<state_dir>/audit.jsonl`.
     pub audit_log: PathBuf,
+    /// `socket_group`, resolved to a gid: the group whose members may connect to a socket the
+    /// agent binds itself (the socket is then 0660 with this group), and the only group that
+    /// may have write access to the socket's directory. `None`: socket 0600, no group write.
+    pub socket_group: Option<u32>,
+}
+
+/// `socket_group = "hwsign"` or `socket_group = 990`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+enum GroupSpec {
+    Gid(u32),
+    Name(String),
+}
+
+impl GroupSpec {
+    fn resolve(&self) -> Result<u32, ConfigError> {
+        match self {
+            Self::Gid(gid) => Ok(*gid),
+            Self::Name(name) => match nix::unistd::Group::from_name(name) {
+                Ok(Some(group)) => Ok(group.gid.as_raw()),
+                Ok(None) => Err(ConfigError::Invalid(format!(
+                    "socket_group: no group named {name:?}"
+                ))),
+                Err(e) => Err(ConfigError::Invalid(format!(
+                    "socket_group: cannot look up group {name:?}: {e}"
+                ))),
+            },
+        }
+    }
 }
 
 /// `[limits]`.
@@ -246,6 +278,7 @@ struct FileConfig {
     #[serde(default)]
     key_rules: Vec<KeyRule>,
     audit_log: Option<PathBuf>,
+    socket_group: Option<GroupSpec>,
 }
 
 impl Config {
@@ -255,14 +288,26 @@ impl Config {
             path: path.to_path_buf(),
             source,
         };
-        let meta = std::fs::metadata(path).map_err(read_err)?;
-        if meta.len() > MAX_CONFIG_FILE_LEN {
-            return Err(ConfigError::TooLarge {
-                path: path.to_path_buf(),
-                limit: MAX_CONFIG_FILE_LEN,
-            });
+        // The file decides who may use the keys (`allowed_uids`, `key_rules`): it is refused
+        // when anyone but root or the agent's user could have written it, like a PKCS#11 module.
+        let file = crate::fsutil::open_trusted_file(path).map_err(|e| match e {
+            OpenTrustedError::Io(source) => read_err(source),
+            OpenTrustedError::Untrusted(untrusted) => ConfigError::Untrusted(untrusted),
+        })?;
+        let too_large = || ConfigError::TooLarge {
+            path: path.to_path_buf(),
+            limit: MAX_CONFIG_FILE_LEN,
+        };
+        if file.metadata().map_err(read_err)?.len() > MAX_CONFIG_FILE_LEN {
+            return Err(too_large());
         }
-        let text = std::fs::read_to_string(path).map_err(read_err)?;
+        let mut text = String::new();
+        file.take(MAX_CONFIG_FILE_LEN + 1)
+            .read_to_string(&mut text)
+            .map_err(read_err)?;
+        if text.len() as u64 > MAX_CONFIG_FILE_LEN {
+            return Err(too_large());
+        }
         Self::parse(&text)
     }
 
@@ -301,6 +346,11 @@ impl Config {
             backends: file.backends,
             key_rules: file.key_rules,
             audit_log,
+            socket_group: file
+                .socket_group
+                .as_ref()
+                .map(GroupSpec::resolve)
+                .transpose()?,
         };
         config.validate()?;
         Ok(config)
@@ -325,6 +375,7 @@ impl Config {
                 ..BackendsConfig::default()
             },
             key_rules: Vec::new(),
+            socket_group: None,
         }
     }
 

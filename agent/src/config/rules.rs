@@ -102,13 +102,18 @@ impl KeyRule {
         Ok(())
     }
 
+    /// Whether `uid` may use the key at all: for signing, attestation and credential
+    /// activation alike.
+    pub fn check_caller(&self, uid: u32) -> Result<(), RuleRefusal> {
+        match &self.uids {
+            Some(uids) if !uids.contains(&uid) => Err(RuleRefusal::Caller),
+            _ => Ok(()),
+        }
+    }
+
     /// Whether the key may sign a request for `audience` to `authority` on behalf of `uid`.
     pub fn check(&self, audience: &str, authority: &str, uid: u32) -> Result<(), RuleRefusal> {
-        if let Some(uids) = &self.uids {
-            if !uids.contains(&uid) {
-                return Err(RuleRefusal::Caller);
-            }
-        }
+        self.check_caller(uid)?;
         if let Some(audiences) = &self.audiences {
             if !audiences.iter().any(|a| a == audience) {
                 return Err(RuleRefusal::Audience);

@@ -4,13 +4,9 @@
 //! root or by the agent's user and must not be writable by group or others.
 
 use std::fs;
-use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
 use super::error::Pkcs11Error;
-
-/// Group- and other-write permission bits.
-const GROUP_OTHER_WRITE: u32 = 0o022;
 
 /// Resolves symlinks and checks the module file and its directory. Returns the canonical path,
 /// which is what gets loaded.
@@ -48,22 +44,13 @@ pub fn check_module(path: &Path) -> Result<PathBuf, Pkcs11Error> {
     Ok(canonical)
 }
 
+/// The agent's one rule for files it obeys ([`crate::fsutil::check_owner_and_mode`]), with the
+/// refusal as a PKCS#11 error.
 fn check_owner_and_mode(path: &Path, meta: &fs::Metadata, euid: u32) -> Result<(), Pkcs11Error> {
-    let owner = meta.uid();
-    if owner != 0 && owner != euid {
-        return Err(Pkcs11Error::UnsafeModule {
-            path: path.display().to_string(),
-            reason: format!("owned by uid {owner}, not by root or the agent's uid {euid}"),
-        });
-    }
-    let mode = meta.mode() & 0o7777;
-    if mode & GROUP_OTHER_WRITE != 0 {
-        return Err(Pkcs11Error::UnsafeModule {
-            path: path.display().to_string(),
-            reason: format!("mode {mode:04o} is writable by group or others"),
-        });
-    }
-    Ok(())
+    crate::fsutil::check_owner_and_mode(path, meta, euid).map_err(|e| Pkcs11Error::UnsafeModule {
+        path: e.path.display().to_string(),
+        reason: e.reason,
+    })
 }
 
 #[cfg(test)]
