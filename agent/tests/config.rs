@@ -178,3 +178,13 @@ fn the_binary_checks_configurations() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn socket_group_takes_a_name_or_a_gid() -> Result<()> {
+    let base = "state_dir = \"/s\"\nsocket_path = \"/s/a.sock\"\n";
+    ensure!(Config::parse(base)?.socket_group.is_none());
+    ensure!(Config::parse(&format!("{base}socket_group = \"root\"\n"))?.socket_group == Some(0));
+    ensure!(Config::parse(&format!("{base}socket_group = 990\n"))?.socket_group == Some(990));
+    ensure!(Config::parse(&format!("{base}socket_group = -1\n")).is_err());
+    Ok(())
+}
