@@ -893,3 +893,63 @@ async fn hardening_one_uid_cannot_take_every_connection_slot() -> Result<()> {
     drop(other);
     Ok(())
 }
+
+/// Issue 20: refusals must not wait on slow clients. Both slots are held by half-sent heads,
+/// and slow clients keep arriving (ten half-sent heads before each attempt). A well-behaved
+/// client over the cap must still be told `503 unavailable` — before the fix each refusal
+/// waited up to 2 s for a complete request head, the slow clients held every refusal slot, and
+/// the well-behaved client's connections were closed without an answer.
+#[tokio::test(flavor = "multi_thread")]
+async fn faults_over_cap_clients_are_answered_while_slow_clients_keep_coming() -> Result<()> {
+    const ATTEMPTS: usize = 40;
+    raise_fd_limit(4 * STALLED as u64)?;
+    let agent = AgentProcess::start_with(
+        &format!("max_connections = 2\n{SOFTWARE}[limits]\nheader_read_timeout_ms = 600000\n"),
+        &[],
+    )?;
+    let (key_id, _) = hwsign_e2e::create_key(&agent.client(), "software", "answered").await?;
+    let half_head = || async {
+        let mut stream = tokio::net::UnixStream::connect(agent.socket()).await?;
+        // The agent may already have answered and closed; that is its right.
+        let _ = stream
+            .write_all(b"POST /v1/sign HTTP/1.1\r\nhost: localhost\r\ncontent-le")
+            .await;
+        anyhow::Ok(stream)
+    };
+    let mut stalled = vec![half_head().await?, half_head().await?];
+    let request = sign_request(&key_id, "api.example.test", "/over-the-cap");
+    let (mut answered, mut closed, mut served) = (0, 0, 0);
+    for _ in 0..ATTEMPTS {
+        for _ in 0..10 {
+            stalled.push(half_head().await?);
+        }
+        // A new client each time: no connection of its own is kept between attempts.
+        match AgentClient::new(agent.socket()).sign(&request).await {
+            Err(ClientError::Agent {
+                code: AgentErrorCode::Unavailable,
+                status: 503,
+                ..
+            }) => answered += 1,
+            Err(ClientError::Io(_) | ClientError::Connect { .. }) => closed += 1,
+            // Only if a slot was still held by the key creation's connection when the first
+            // half-sent heads came.
+            Ok(_) => served += 1,
+            Err(e) => return Err(anyhow::Error::new(e)),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "faults: {ATTEMPTS} attempts over a cap of 2 among {} slow clients: {answered} answered \
+         503, {closed} closed without an answer",
+        stalled.len()
+    );
+    ensure!(
+        served <= 1,
+        "served {served} times while stalled heads hold every slot"
+    );
+    ensure!(
+        answered >= ATTEMPTS * 3 / 4,
+        "only {answered} of {ATTEMPTS} over-cap attempts were answered ({closed} closed)"
+    );
+    Ok(())
+}

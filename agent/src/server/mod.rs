@@ -23,9 +23,11 @@ use crate::keystore::KeyStore;
 use crate::peer::Peer;
 use uid_slots::UidSlots;
 
-/// Connections being refused at once (uid not allowed, over the cap). Past this, further such
-/// connections are closed without an answer.
-const REFUSAL_SLOTS: usize = 32;
+/// Connections being refused at once (uid not allowed, over the cap). A refusal waits at most
+/// [`connection::REFUSAL_HEAD_WAIT`] for the request head and lingers at most
+/// [`connection::REFUSAL_LINGER`] after the answer, so a slot is busy only briefly; past this
+/// many, further such connections are closed without an answer.
+const REFUSAL_SLOTS: usize = 128;
 /// Pause after a failed `accept` (out of file descriptors), so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
