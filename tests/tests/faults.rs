@@ -718,9 +718,10 @@ async fn stall_body(socket: &Path) -> Result<tokio::net::UnixStream> {
 async fn hardening_a_stalled_request_body_is_cut_off_and_frees_its_slot() -> Result<()> {
     use tokio::io::AsyncReadExt;
     let agent = AgentProcess::start_with(
-        &format!("max_connections = 2\n{SOFTWARE}[limits]\nbody_read_timeout_ms = 500\n"),
+        &format!("max_connections = 3\n{SOFTWARE}[limits]\nbody_read_timeout_ms = 500\n"),
         &[],
     )?;
+    // Three slots: the key creation's connection may still hold one for a moment.
     let (key_id, _) = hwsign_e2e::create_key(&agent.client(), "software", "body").await?;
     let mut stalled = vec![
         stall_body(agent.socket()).await?,
