@@ -718,9 +718,10 @@ async fn stall_body(socket: &Path) -> Result<tokio::net::UnixStream> {
 async fn hardening_a_stalled_request_body_is_cut_off_and_frees_its_slot() -> Result<()> {
     use tokio::io::AsyncReadExt;
     let agent = AgentProcess::start_with(
-        &format!("max_connections = 2\n{SOFTWARE}[limits]\nbody_read_timeout_ms = 500\n"),
+        &format!("max_connections = 3\n{SOFTWARE}[limits]\nbody_read_timeout_ms = 500\n"),
         &[],
     )?;
+    // Three slots: the key creation's connection may still hold one for a moment.
     let (key_id, _) = hwsign_e2e::create_key(&agent.client(), "software", "body").await?;
     let mut stalled = vec![
         stall_body(agent.socket()).await?,
@@ -951,5 +952,36 @@ async fn faults_over_cap_clients_are_answered_while_slow_clients_keep_coming() -
         answered >= ATTEMPTS * 3 / 4,
         "only {answered} of {ATTEMPTS} over-cap attempts were answered ({closed} closed)"
     );
+    Ok(())
+}
+
+/// Issue 9 §5, the same class from the other side: a permitted caller that pipelines requests
+/// and never reads the answers parks the agent in a write once the socket buffers are full, and
+/// held its slot forever (hyper bounds the time to send a request head, not the time to take an
+/// answer). With `write_timeout_ms` the agent closes such a connection and serves others.
+#[tokio::test(flavor = "multi_thread")]
+async fn hardening_a_client_that_never_reads_its_answers_cannot_hold_a_slot() -> Result<()> {
+    let agent = AgentProcess::start_with(
+        &format!("max_connections = 2\n{SOFTWARE}[limits]\nwrite_timeout_ms = 500\n"),
+        &[],
+    )?;
+    let (key_id, _) = hwsign_e2e::create_key(&agent.client(), "software", "reader").await?;
+    // Three, so that two hold both slots even if the key creation's connection still held one.
+    let mut hogs = Vec::new();
+    for _ in 0..3 {
+        let stream = tokio::net::UnixStream::connect(agent.socket()).await?;
+        let (reader, mut writer) = stream.into_split();
+        let pipelined = b"GET /v1/status HTTP/1.1\r\nhost: localhost\r\n\r\n".repeat(20_000);
+        let task = tokio::spawn(async move {
+            // Fails once the agent has closed the connection; that is the point.
+            let _ = writer.write_all(&pipelined).await;
+            writer
+        });
+        hogs.push((reader, task));
+    }
+    let client = AgentClient::new(agent.socket());
+    let request = sign_request(&key_id, "api.example.test", "/while-nobody-reads");
+    wait_until_signed(&client, &request).await?;
+    drop(hogs);
     Ok(())
 }

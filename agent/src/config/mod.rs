@@ -99,6 +99,9 @@ pub struct Limits {
     /// Milliseconds a client has to send the whole request body once its head is read; a
     /// slower body is answered `408 request_timeout` and the connection closed.
     pub body_read_timeout_ms: u64,
+    /// Milliseconds a client may leave an answer unread (the agent's write waiting for room)
+    /// before the connection is closed.
+    pub write_timeout_ms: u64,
     /// Delegated sessions (one per audience) a key holds at once; a new audience evicts the
     /// key's least recently used session.
     pub max_sessions_per_key: usize,
@@ -114,6 +117,7 @@ impl Default for Limits {
             max_body_bytes: hwsign_proto::api::MAX_API_BODY,
             header_read_timeout_ms: 10_000,
             body_read_timeout_ms: DEFAULT_BODY_READ_TIMEOUT_MS,
+            write_timeout_ms: 10_000,
             max_sessions_per_key: crate::session::DEFAULT_MAX_SESSIONS_PER_KEY,
             shutdown_grace_ms: 10_000,
         }
@@ -129,6 +133,11 @@ impl Limits {
     /// [`Self::body_read_timeout_ms`] as a duration.
     pub fn body_read_timeout(&self) -> Duration {
         Duration::from_millis(self.body_read_timeout_ms)
+    }
+
+    /// [`Self::write_timeout_ms`] as a duration.
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_millis(self.write_timeout_ms)
     }
 
     /// [`Self::shutdown_grace_ms`] as a duration.
@@ -161,6 +170,11 @@ impl Limits {
         if self.body_read_timeout_ms == 0 || self.body_read_timeout_ms > 600_000 {
             return Err(ConfigError::Invalid(
                 "limits.body_read_timeout_ms must be 1 to 600000".into(),
+            ));
+        }
+        if self.write_timeout_ms == 0 || self.write_timeout_ms > 600_000 {
+            return Err(ConfigError::Invalid(
+                "limits.write_timeout_ms must be 1 to 600000".into(),
             ));
         }
         let max_sessions = crate::session::MAX_SESSIONS_PER_KEY;

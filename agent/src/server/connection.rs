@@ -26,6 +26,8 @@ use crate::api::{self, ApiError, Context};
 use crate::config::Limits;
 use crate::peer::Peer;
 
+use super::write_deadline::WriteDeadline;
+
 /// How long a refusal waits for the request head before answering anyway.
 pub const REFUSAL_HEAD_WAIT: Duration = Duration::from_millis(250);
 /// How long a refused connection may take to accept its answer.
@@ -57,6 +59,7 @@ pub async fn serve(
         let ctx = Arc::clone(&ctx);
         async move { Ok::<_, Infallible>(api::handle(ctx, peer, request).await) }
     });
+    let stream = WriteDeadline::new(stream, limits.write_timeout());
     let connection = builder(&limits, true, limits.header_read_timeout())
         .serve_connection(TokioIo::new(stream), service);
     tokio::pin!(connection);

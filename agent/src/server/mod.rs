@@ -4,6 +4,7 @@
 
 mod connection;
 mod uid_slots;
+mod write_deadline;
 
 use std::future::Future;
 use std::sync::Arc;
