@@ -1,7 +1,7 @@
 //! The `hwsign-verifier keys` admin command, run as a real process.
 
 // The verifier's own test signer (keys from fixed seeds), shared rather than copied.
-#[path = "../../tests/verify_support/mod.rs"]
+#[path = "../../tests/it/verify_support/mod.rs"]
 mod verify_support;
 
 use std::path::Path;
