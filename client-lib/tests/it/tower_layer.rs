@@ -26,12 +26,8 @@ struct TcpSend;
 impl Service<Request<Full<Bytes>>> for TcpSend {
     type Response = Response<String>;
     type Error = BoxError;
-    type Future = std::pin::Pin<
-        Box<
-            dyn std::future::Future<Output = Result<Self::Response, Self::Error>>
-                + std::marker::Send,
-        >,
-    >;
+    type Future =
+        std::pin::Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
     fn poll_ready(
         &mut self,

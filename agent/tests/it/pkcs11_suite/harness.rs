@@ -28,11 +28,11 @@ const SPY_LOG: &str = "HWSIGN_PKCS11_TEST_SPY_LOG";
 
 /// OpenSC's logging pass-through module: loads the module named in `$PKCS11SPY` and logs every
 /// call to `$PKCS11SPY_OUTPUT`. The tests count `C_Login` calls with it.
-pub const SPY_MODULE: &str = "/usr/lib/x86_64-linux-gnu/pkcs11/pkcs11-spy.so";
+pub(crate) const SPY_MODULE: &str = "/usr/lib/x86_64-linux-gnu/pkcs11/pkcs11-spy.so";
 
 /// Which module the suite runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// SoftHSM2.
     SoftHsm,
     /// tpm2-pkcs11 on swtpm.
@@ -41,7 +41,7 @@ pub enum Kind {
 
 /// Extra set-up in the parent.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Options {
+pub(crate) struct Options {
     /// Put pkcs11-spy between the backend and the module.
     pub spy: bool,
     /// Make the token report its user PIN locked (SoftHSM only).
@@ -50,7 +50,7 @@ pub struct Options {
 
 /// What a phase gets to work with.
 #[derive(Debug, Clone)]
-pub struct TestEnv {
+pub(crate) struct TestEnv {
     /// The real module.
     pub module: PathBuf,
     /// The module the backend should load (the spy, when asked for).
@@ -66,7 +66,7 @@ pub struct TestEnv {
 }
 
 /// A phase of a test, run in its own process.
-pub type Phase = fn(&TestEnv) -> Result<()>;
+pub(crate) type Phase = fn(&TestEnv) -> Result<()>;
 
 /// A provisioned token the parent keeps alive while the children run.
 enum Fixture {
@@ -106,7 +106,7 @@ impl Fixture {
 
 /// Runs `phases` of test `name` (its path in this test binary) each in a fresh child process,
 /// against a fresh token of `kind`. In the child, runs the requested phase.
-pub fn isolated(name: &str, kind: Kind, options: Options, phases: &[Phase]) -> Result<()> {
+pub(crate) fn isolated(name: &str, kind: Kind, options: Options, phases: &[Phase]) -> Result<()> {
     if let Ok(child) = std::env::var(CHILD) {
         ensure!(child == name, "child for {child} ran {name}");
         let phase: usize = std::env::var(PHASE)?.parse()?;
@@ -183,7 +183,7 @@ impl TestEnv {
     }
 
     /// How many times the backend called `C_Login` so far (pkcs11-spy's log).
-    pub fn login_calls(&self) -> Result<usize> {
+    pub(crate) fn login_calls(&self) -> Result<usize> {
         let log = self.spy_log.as_ref().context("test runs without the spy")?;
         let text = std::fs::read_to_string(log).unwrap_or_default();
         Ok(text

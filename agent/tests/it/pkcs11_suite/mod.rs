@@ -4,7 +4,7 @@
 // Each test binary uses a different subset of the phases.
 #![allow(dead_code)]
 
-pub mod harness;
+pub(crate) mod harness;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
@@ -29,7 +29,7 @@ use sha2::{Digest as _, Sha256};
 use self::harness::TestEnv;
 
 /// Backend configuration for the test's token.
-pub fn config(env: &TestEnv) -> Pkcs11Config {
+pub(crate) fn config(env: &TestEnv) -> Pkcs11Config {
     Pkcs11Config {
         module_path: env.backend_module.clone(),
         token_label: env.token.clone(),
@@ -44,7 +44,7 @@ fn digest_of(text: &str) -> [u8; 32] {
 }
 
 /// Create, list, sign, verify; concurrent signing; sign latency.
-pub fn create_list_sign(env: &TestEnv) -> Result<()> {
+pub(crate) fn create_list_sign(env: &TestEnv) -> Result<()> {
     let backend = Arc::new(Pkcs11Backend::open(&config(env))?);
     ensure!(backend.health().available, "{:?}", backend.health());
     assert_eq!(backend.name(), "pkcs11");
@@ -133,7 +133,7 @@ fn report_latency(backend: &dyn KeyBackend, key_id: &str, public_key: &PublicKey
 }
 
 /// Phase 1 of the restart test: create a key and remember it.
-pub fn restart_create(env: &TestEnv) -> Result<()> {
+pub(crate) fn restart_create(env: &TestEnv) -> Result<()> {
     let backend = Pkcs11Backend::open(&config(env))?;
     let key = backend.create_key("survivor")?;
     fs::write(env.dir.join("key-id"), &key.id)?;
@@ -142,7 +142,7 @@ pub fn restart_create(env: &TestEnv) -> Result<()> {
 }
 
 /// Phase 2, in a new process: the key is found on the token and signs.
-pub fn restart_find(env: &TestEnv) -> Result<()> {
+pub(crate) fn restart_find(env: &TestEnv) -> Result<()> {
     let id = fs::read_to_string(env.dir.join("key-id"))?;
     let public_key = PublicKey::from_spki_pem(&fs::read_to_string(env.dir.join("key.pem"))?)?;
     let backend = Pkcs11Backend::open(&config(env))?;
@@ -160,7 +160,7 @@ pub fn restart_find(env: &TestEnv) -> Result<()> {
 
 /// Keys are sensitive and not extractable, and carry CKA_ID = the key id. Checked with a
 /// separate cryptoki session, as any other application on the machine could.
-pub fn non_extractable(env: &TestEnv) -> Result<()> {
+pub(crate) fn non_extractable(env: &TestEnv) -> Result<()> {
     let backend = Pkcs11Backend::open(&config(env))?;
     let key = backend.create_key("vault")?;
 
@@ -237,7 +237,7 @@ pub fn non_extractable(env: &TestEnv) -> Result<()> {
 }
 
 /// The token's claims, marked as claims.
-pub fn attestation_claims(env: &TestEnv) -> Result<()> {
+pub(crate) fn attestation_claims(env: &TestEnv) -> Result<()> {
     let backend = Pkcs11Backend::open(&config(env))?;
     let key = backend.create_key("attested")?;
     let evidence = backend.attest(&key.id, b"verifier nonce")?;
@@ -263,7 +263,7 @@ pub fn attestation_claims(env: &TestEnv) -> Result<()> {
 
 /// A wrong PIN is presented to the token once, however often the backend is asked; a corrected
 /// PIN file is picked up without a restart.
-pub fn wrong_pin_not_retried(env: &TestEnv) -> Result<()> {
+pub(crate) fn wrong_pin_not_retried(env: &TestEnv) -> Result<()> {
     let pin_file = env.dir.join("operator.pin");
     fs::write(&pin_file, "999999\n")?;
     let mut cfg = config(env);
@@ -302,7 +302,7 @@ pub fn wrong_pin_not_retried(env: &TestEnv) -> Result<()> {
 }
 
 /// A token reporting its user PIN locked gets no login attempt at all.
-pub fn locked_pin(env: &TestEnv) -> Result<()> {
+pub(crate) fn locked_pin(env: &TestEnv) -> Result<()> {
     let backend = Pkcs11Backend::open(&config(env))?;
     assert!(matches!(
         backend.create_key("k"),
@@ -318,7 +318,7 @@ pub fn locked_pin(env: &TestEnv) -> Result<()> {
 
 /// An absent token label is its own clear error; the same module keeps serving the token that
 /// is present, in the same process.
-pub fn absent_token(env: &TestEnv) -> Result<()> {
+pub(crate) fn absent_token(env: &TestEnv) -> Result<()> {
     let mut cfg = config(env);
     cfg.token_label = "no-such-token".into();
     let Err(BackendError::Unavailable(message)) = Pkcs11Backend::open(&cfg) else {
@@ -350,7 +350,7 @@ pub fn absent_token(env: &TestEnv) -> Result<()> {
 }
 
 /// A missing module, and a library that is not a PKCS#11 module, are unavailable with a reason.
-pub fn missing_module(env: &TestEnv) -> Result<()> {
+pub(crate) fn missing_module(env: &TestEnv) -> Result<()> {
     let mut cfg = config(env);
     cfg.module_path = PathBuf::from("/nonexistent/vendor/libvendor-pkcs11.so");
     let Err(BackendError::Unavailable(message)) = Pkcs11Backend::open(&cfg) else {
@@ -378,7 +378,7 @@ pub fn missing_module(env: &TestEnv) -> Result<()> {
 
 /// A module whose directory or file others can write is refused; fixing the permissions brings
 /// the deferred backend up on its next use.
-pub fn writable_module_refused(env: &TestEnv) -> Result<()> {
+pub(crate) fn writable_module_refused(env: &TestEnv) -> Result<()> {
     let dir = env.dir.join("modules");
     fs::create_dir(&dir)?;
     let module = dir.join("libtoken-pkcs11.so");
@@ -417,7 +417,7 @@ pub fn writable_module_refused(env: &TestEnv) -> Result<()> {
 
 /// End to end: an agent (in this process) serving the token on its Unix socket, the client
 /// library creating a key and signing a request there, the verifier accepting the request.
-pub fn agent_end_to_end(env: &TestEnv) -> Result<()> {
+pub(crate) fn agent_end_to_end(env: &TestEnv) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -20,7 +20,7 @@ use hwsign_agent::{AgentError, Config};
 use hwsign_proto::api::ErrorResponse;
 
 /// A running in-process agent.
-pub struct TestAgent {
+pub(crate) struct TestAgent {
     pub dir: tempfile::TempDir,
     pub config: Arc<Config>,
     stop: Option<oneshot::Sender<()>>,
@@ -28,18 +28,18 @@ pub struct TestAgent {
 }
 
 /// A config rooted in `dir`.
-pub fn config_in(dir: &Path) -> Config {
+pub(crate) fn config_in(dir: &Path) -> Config {
     Config::for_state_dir(dir.join("state"), dir.join("run/agent.sock"))
 }
 
 impl TestAgent {
     /// Starts an agent with the default test configuration.
-    pub async fn start() -> Result<Self> {
+    pub(crate) async fn start() -> Result<Self> {
         Self::start_with(|_| {}).await
     }
 
     /// Starts an agent after `adjust` changed its configuration.
-    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Result<Self> {
+    pub(crate) async fn start_with(adjust: impl FnOnce(&mut Config)) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let mut config = config_in(dir.path());
         adjust(&mut config);
@@ -47,7 +47,7 @@ impl TestAgent {
     }
 
     /// Starts an agent with `config` (whose paths should be under `dir`).
-    pub async fn start_in(dir: tempfile::TempDir, config: Config) -> Result<Self> {
+    pub(crate) async fn start_in(dir: tempfile::TempDir, config: Config) -> Result<Self> {
         let config = Arc::new(config);
         let listener = hwsign_agent::socket::bind(&config.socket_path)?;
         let (stop, stopped) = oneshot::channel::<()>();
@@ -67,24 +67,24 @@ impl TestAgent {
     }
 
     /// The socket.
-    pub fn socket(&self) -> &Path {
+    pub(crate) fn socket(&self) -> &Path {
         &self.config.socket_path
     }
 
     /// The state directory.
-    pub fn state_dir(&self) -> PathBuf {
+    pub(crate) fn state_dir(&self) -> PathBuf {
         self.config.state_dir.clone()
     }
 
     /// Signals shutdown and waits for `run` to return; hands back the temp dir.
-    pub async fn stop(mut self) -> Result<tempfile::TempDir> {
+    pub(crate) async fn stop(mut self) -> Result<tempfile::TempDir> {
         self.shutdown().await?;
         let dir = tempfile::tempdir()?;
         Ok(std::mem::replace(&mut self.dir, dir))
     }
 
     /// Signals shutdown and waits for `run` to return.
-    pub async fn shutdown(&mut self) -> Result<()> {
+    pub(crate) async fn shutdown(&mut self) -> Result<()> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -95,22 +95,27 @@ impl TestAgent {
     }
 
     /// A new client connection.
-    pub async fn connect(&self) -> Result<Client> {
+    pub(crate) async fn connect(&self) -> Result<Client> {
         Client::connect(self.socket()).await
     }
 
     /// One request on a fresh connection.
-    pub async fn call(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<Answer> {
+    pub(crate) async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Answer> {
         self.connect().await?.call(method, path, body).await
     }
 
     /// A JSON GET that must succeed.
-    pub async fn get_ok<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+    pub(crate) async fn get_ok<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         self.call(Method::GET, path, None).await?.ok_json()
     }
 
     /// A JSON POST.
-    pub async fn post<B: Serialize>(&self, path: &str, body: &B) -> Result<Answer> {
+    pub(crate) async fn post<B: Serialize>(&self, path: &str, body: &B) -> Result<Answer> {
         self.call(Method::POST, path, Some(serde_json::to_vec(body)?))
             .await
     }
@@ -118,7 +123,7 @@ impl TestAgent {
 
 /// What the agent answered.
 #[derive(Debug)]
-pub struct Answer {
+pub(crate) struct Answer {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: Bytes,
@@ -126,7 +131,7 @@ pub struct Answer {
 
 impl Answer {
     /// The body as `T` after checking for a 2xx status.
-    pub fn ok_json<T: DeserializeOwned>(&self) -> Result<T> {
+    pub(crate) fn ok_json<T: DeserializeOwned>(&self) -> Result<T> {
         if !self.status.is_success() {
             return Err(anyhow!(
                 "HTTP {}: {}",
@@ -138,7 +143,7 @@ impl Answer {
     }
 
     /// The error code of an error body.
-    pub fn error_code(&self) -> Result<String> {
+    pub(crate) fn error_code(&self) -> Result<String> {
         let error: ErrorResponse = serde_json::from_slice(&self.body).with_context(|| {
             format!(
                 "HTTP {} body is not an error body: {}",
@@ -150,7 +155,7 @@ impl Answer {
     }
 
     /// Asserts status and error code.
-    pub fn expect_error(&self, status: u16, code: &str) -> Result<()> {
+    pub(crate) fn expect_error(&self, status: u16, code: &str) -> Result<()> {
         anyhow::ensure!(
             self.status.as_u16() == status,
             "expected HTTP {status}, got {}: {}",
@@ -164,14 +169,14 @@ impl Answer {
 }
 
 /// One HTTP/1.1 connection to the agent.
-pub struct Client {
+pub(crate) struct Client {
     sender: http1::SendRequest<Full<Bytes>>,
     connection: JoinHandle<Result<(), hyper::Error>>,
 }
 
 impl Client {
     /// Connects and completes the (wire-silent) HTTP/1 handshake.
-    pub async fn connect(socket: &Path) -> Result<Self> {
+    pub(crate) async fn connect(socket: &Path) -> Result<Self> {
         let stream = UnixStream::connect(socket)
             .await
             .with_context(|| format!("connecting to {}", socket.display()))?;
@@ -181,7 +186,7 @@ impl Client {
     }
 
     /// Sends one request and reads the whole answer.
-    pub async fn call(
+    pub(crate) async fn call(
         &mut self,
         method: Method,
         path: &str,
@@ -191,7 +196,7 @@ impl Client {
     }
 
     /// Sends a prepared request.
-    pub async fn send(&mut self, request: Request<Full<Bytes>>) -> Result<Answer> {
+    pub(crate) async fn send(&mut self, request: Request<Full<Bytes>>) -> Result<Answer> {
         self.sender.ready().await?;
         let response = self.sender.send_request(request).await?;
         let status = response.status();
@@ -205,14 +210,18 @@ impl Client {
     }
 
     /// Whether the server closed the connection (the connection task ended).
-    pub async fn closed(self) -> bool {
+    pub(crate) async fn closed(self) -> bool {
         drop(self.sender);
         self.connection.await.is_ok()
     }
 }
 
 /// Builds a request to the agent.
-pub fn request(method: Method, path: &str, body: Option<Vec<u8>>) -> Result<Request<Full<Bytes>>> {
+pub(crate) fn request(
+    method: Method,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> Result<Request<Full<Bytes>>> {
     let mut builder = Request::builder()
         .method(method)
         .uri(path)
@@ -225,7 +234,7 @@ pub fn request(method: Method, path: &str, body: Option<Vec<u8>>) -> Result<Requ
 
 /// Writes `bytes` on a fresh connection and reads until the agent closes it. A reset after the
 /// answer (the agent closing with unread input) ends the read like a close.
-pub async fn raw_exchange(socket: &Path, bytes: &[u8]) -> Result<String> {
+pub(crate) async fn raw_exchange(socket: &Path, bytes: &[u8]) -> Result<String> {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let mut stream = UnixStream::connect(socket).await?;
     // The agent may answer and close before reading everything (431, 413): a failed write is
@@ -243,13 +252,17 @@ pub async fn raw_exchange(socket: &Path, bytes: &[u8]) -> Result<String> {
 }
 
 /// The status code of the first response in `raw`.
-pub fn raw_status(raw: &str) -> Option<u16> {
+pub(crate) fn raw_status(raw: &str) -> Option<u16> {
     raw.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
 }
 
 /// Sends the head of a POST with `Expect: 100-continue` and waits for `100 Continue`: from then
 /// on a handler is in flight, waiting for the `length`-byte body.
-pub async fn start_body_request(socket: &Path, path: &str, length: usize) -> Result<UnixStream> {
+pub(crate) async fn start_body_request(
+    socket: &Path,
+    path: &str,
+    length: usize,
+) -> Result<UnixStream> {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let mut stream = UnixStream::connect(socket).await?;
     let head = format!(
@@ -276,7 +289,7 @@ pub async fn start_body_request(socket: &Path, path: &str, length: usize) -> Res
 }
 
 /// Reads until the agent closes the connection.
-pub async fn read_to_end(stream: &mut UnixStream) -> Result<String> {
+pub(crate) async fn read_to_end(stream: &mut UnixStream) -> Result<String> {
     use tokio::io::AsyncReadExt as _;
     let mut out = Vec::new();
     stream.read_to_end(&mut out).await?;

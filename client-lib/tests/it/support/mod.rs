@@ -1,6 +1,6 @@
 //! Shared test helpers.
 #![allow(dead_code)]
 
-pub mod real_agent;
-pub mod recording_agent;
-pub mod verifying_server;
+pub(crate) mod real_agent;
+pub(crate) mod recording_agent;
+pub(crate) mod verifying_server;

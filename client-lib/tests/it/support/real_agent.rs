@@ -8,7 +8,7 @@ use hwsign_client::{AgentClient, KeyInfo};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub struct RealAgent {
+pub(crate) struct RealAgent {
     dir: tempfile::TempDir,
     socket: PathBuf,
     shutdown: Option<oneshot::Sender<()>>,
@@ -16,13 +16,13 @@ pub struct RealAgent {
 }
 
 impl RealAgent {
-    pub async fn start() -> anyhow::Result<Self> {
+    pub(crate) async fn start() -> anyhow::Result<Self> {
         Self::start_in(tempfile::tempdir()?).await
     }
 
     /// Starts an agent whose state (keys) lives in `dir`; restarting in the same directory keeps
     /// the keys.
-    pub async fn start_in(dir: tempfile::TempDir) -> anyhow::Result<Self> {
+    pub(crate) async fn start_in(dir: tempfile::TempDir) -> anyhow::Result<Self> {
         let socket = dir.path().join("run").join("agent.sock");
         let config = hwsign_agent::Config::for_state_dir(dir.path().join("state"), &socket);
         let listener = hwsign_agent::socket::bind(&config.socket_path)?;
@@ -44,20 +44,20 @@ impl RealAgent {
         })
     }
 
-    pub fn socket(&self) -> &Path {
+    pub(crate) fn socket(&self) -> &Path {
         &self.socket
     }
 
-    pub fn client(&self) -> AgentClient {
+    pub(crate) fn client(&self) -> AgentClient {
         AgentClient::new(&self.socket)
     }
 
-    pub async fn software_key(&self, label: &str) -> anyhow::Result<KeyInfo> {
+    pub(crate) async fn software_key(&self, label: &str) -> anyhow::Result<KeyInfo> {
         Ok(self.client().create_key("software", label).await?)
     }
 
     /// Stops the agent, waits for it, and hands back its directory.
-    pub async fn stop(mut self) -> anyhow::Result<tempfile::TempDir> {
+    pub(crate) async fn stop(mut self) -> anyhow::Result<tempfile::TempDir> {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }

@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 
 /// One request as received.
 #[derive(Debug, Clone)]
-pub struct Recorded {
+pub(crate) struct Recorded {
     pub method: String,
     pub path_and_query: String,
     pub host: Option<String>,
@@ -29,7 +29,7 @@ pub struct Recorded {
 
 type Handler = dyn Fn(&Recorded) -> (StatusCode, Vec<u8>) + Send + Sync;
 
-pub struct RecordingAgent {
+pub(crate) struct RecordingAgent {
     _dir: tempfile::TempDir,
     path: PathBuf,
     pub requests: Arc<Mutex<Vec<Recorded>>>,
@@ -39,7 +39,7 @@ pub struct RecordingAgent {
 
 impl RecordingAgent {
     /// Starts the double with keep-alive connections.
-    pub fn start<F>(handler: F) -> anyhow::Result<Self>
+    pub(crate) fn start<F>(handler: F) -> anyhow::Result<Self>
     where
         F: Fn(&Recorded) -> (StatusCode, Vec<u8>) + Send + Sync + 'static,
     {
@@ -49,7 +49,7 @@ impl RecordingAgent {
     /// Starts a double that answers the first request of each connection and, when a second
     /// request arrives on the same connection, reads it and closes the socket without answering
     /// — what a client sees when the agent restarted while its connection sat idle.
-    pub fn start_dropping_reused<F>(handler: F) -> anyhow::Result<Self>
+    pub(crate) fn start_dropping_reused<F>(handler: F) -> anyhow::Result<Self>
     where
         F: Fn(&Recorded) -> (StatusCode, Vec<u8>) + Send + Sync + 'static,
     {
@@ -102,15 +102,15 @@ impl RecordingAgent {
         })
     }
 
-    pub fn socket_path(&self) -> &Path {
+    pub(crate) fn socket_path(&self) -> &Path {
         &self.path
     }
 
-    pub fn recorded(&self) -> Vec<Recorded> {
+    pub(crate) fn recorded(&self) -> Vec<Recorded> {
         self.requests.lock().map(|r| r.clone()).unwrap_or_default()
     }
 
-    pub fn connection_count(&self) -> usize {
+    pub(crate) fn connection_count(&self) -> usize {
         self.connections.load(Ordering::SeqCst)
     }
 }

@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 
 /// One accepted request.
 #[derive(Debug, Clone)]
-pub struct Accepted {
+pub(crate) struct Accepted {
     pub key_id: String,
     pub nonce: String,
     pub method: String,
@@ -41,7 +41,7 @@ struct State {
     refused: Vec<String>,
 }
 
-pub struct VerifyingServer {
+pub(crate) struct VerifyingServer {
     pub addr: SocketAddr,
     state: Arc<Mutex<State>>,
     task: JoinHandle<()>,
@@ -49,7 +49,7 @@ pub struct VerifyingServer {
 
 impl VerifyingServer {
     /// Serves `audience`, accepting signatures of `keys` (PEM SPKI).
-    pub async fn start(audience: &str, keys_pem: &[&str]) -> anyhow::Result<Self> {
+    pub(crate) async fn start(audience: &str, keys_pem: &[&str]) -> anyhow::Result<Self> {
         let mut keys = HashMap::new();
         for pem in keys_pem {
             let key = PublicKey::from_spki_pem(pem)?;
@@ -82,18 +82,18 @@ impl VerifyingServer {
         Ok(Self { addr, state, task })
     }
 
-    pub fn url(&self, path_and_query: &str) -> String {
+    pub(crate) fn url(&self, path_and_query: &str) -> String {
         format!("http://{}{path_and_query}", self.addr)
     }
 
-    pub fn accepted(&self) -> Vec<Accepted> {
+    pub(crate) fn accepted(&self) -> Vec<Accepted> {
         self.state
             .lock()
             .map(|s| s.accepted.clone())
             .unwrap_or_default()
     }
 
-    pub fn refused(&self) -> Vec<String> {
+    pub(crate) fn refused(&self) -> Vec<String> {
         self.state
             .lock()
             .map(|s| s.refused.clone())

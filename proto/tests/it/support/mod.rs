@@ -1,3 +1,3 @@
 //! Shared by the test modules.
 
-pub mod vectors;
+pub(crate) mod vectors;

@@ -13,14 +13,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail, ensure};
 
 /// The in-repo vectors folder.
-pub fn repo_vectors() -> PathBuf {
+pub(crate) fn repo_vectors() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../vectors")
 }
 
 /// Every case folder of `suite` (`aws-sigv4a`, `hws1`): the in-repo ones, then those under
 /// `$HWSIGN_VECTORS/<suite>` when the variable is set. Every entry of a suite folder must be a
 /// case folder holding `request.txt`, except the `LICENSE`, `NOTICE` and `README.md` files.
-pub fn case_dirs(suite: &str) -> Result<Vec<PathBuf>> {
+pub(crate) fn case_dirs(suite: &str) -> Result<Vec<PathBuf>> {
     let mut roots = vec![repo_vectors().join(suite)];
     if let Some(extra) = std::env::var_os("HWSIGN_VECTORS") {
         let extra = PathBuf::from(extra).join(suite);
@@ -58,7 +58,7 @@ pub fn case_dirs(suite: &str) -> Result<Vec<PathBuf>> {
 }
 
 /// Fails when `dir` holds a file not in `known`: a vector the loader would silently not check.
-pub fn check_known_files(dir: &Path, known: &[&str]) -> Result<()> {
+pub(crate) fn check_known_files(dir: &Path, known: &[&str]) -> Result<()> {
     for entry in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
         let path = entry?.path();
         let name = path
@@ -75,7 +75,7 @@ pub fn check_known_files(dir: &Path, known: &[&str]) -> Result<()> {
 }
 
 /// The content of `dir/name`, or `None` when absent; an unreadable file is an error.
-pub fn read_optional(dir: &Path, name: &str) -> Result<Option<String>> {
+pub(crate) fn read_optional(dir: &Path, name: &str) -> Result<Option<String>> {
     let path = dir.join(name);
     match fs::read_to_string(&path) {
         Ok(text) => Ok(Some(text)),
@@ -85,13 +85,13 @@ pub fn read_optional(dir: &Path, name: &str) -> Result<Option<String>> {
 }
 
 /// The content of `dir/name`, which must exist.
-pub fn read(dir: &Path, name: &str) -> Result<String> {
+pub(crate) fn read(dir: &Path, name: &str) -> Result<String> {
     read_optional(dir, name)?.with_context(|| format!("{}: missing", dir.join(name).display()))
 }
 
 /// A parsed `request.txt`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ParsedRequest {
+pub(crate) struct ParsedRequest {
     /// Method.
     pub method: String,
     /// `scheme` and `authority` of an absolute-form target (`GET https://h:443/p HTTP/1.1`).
@@ -108,7 +108,7 @@ pub struct ParsedRequest {
 
 impl ParsedRequest {
     /// Headers as borrowed pairs, for `RequestParts`.
-    pub fn header_pairs(&self) -> Vec<(&str, &str)> {
+    pub(crate) fn header_pairs(&self) -> Vec<(&str, &str)> {
         self.headers
             .iter()
             .map(|(n, v)| (n.as_str(), v.as_str()))
@@ -118,7 +118,7 @@ impl ParsedRequest {
 
 /// Parses a request file: request line, `Name:value` lines (continuation lines start with a space
 /// or tab), a blank line, the body. Lines end in `\n`; a `\r` anywhere in the head is refused.
-pub fn parse_request(text: &str) -> Result<ParsedRequest> {
+pub(crate) fn parse_request(text: &str) -> Result<ParsedRequest> {
     let (head, body) = match text.split_once("\n\n") {
         Some((head, body)) => (head, body.as_bytes().to_vec()),
         None => (text.strip_suffix('\n').unwrap_or(text), Vec::new()),

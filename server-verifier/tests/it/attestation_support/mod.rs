@@ -14,37 +14,37 @@ use hwsign_test_support::swtpm::Swtpm;
 use hwsign_verifier::attestation::TrustAnchors;
 
 /// swtpm_setup's persistent RSA-2048 EK.
-pub const EK_RSA: u32 = 0x8101_0001;
+pub(crate) const EK_RSA: u32 = 0x8101_0001;
 /// swtpm_setup's persistent ECC P-384 EK.
-pub const EK_P384: u32 = 0x8101_0016;
+pub(crate) const EK_P384: u32 = 0x8101_0016;
 /// NV index of the RSA-2048 EK certificate.
-pub const EK_RSA_CERT_NV: u32 = 0x01c0_0002;
+pub(crate) const EK_RSA_CERT_NV: u32 = 0x01c0_0002;
 /// NV index of the ECC P-384 EK certificate.
-pub const EK_P384_CERT_NV: u32 = 0x01c0_0016;
+pub(crate) const EK_P384_CERT_NV: u32 = 0x01c0_0016;
 /// A standard-template ECC P-256 EK (swtpm_setup makes none), persisted here by
 /// [`TpmRig::create_p256_ek`].
-pub const EK_P256: u32 = 0x8101_0002;
+pub(crate) const EK_P256: u32 = 0x8101_0002;
 /// The ECC P-256 AK (endorsement hierarchy, under the RSA EK), persisted here.
-pub const AK: u32 = 0x8100_0010;
+pub(crate) const AK: u32 = 0x8100_0010;
 /// The request-signing key (ECC P-256, fixedTPM etc.), persisted here.
-pub const KEY: u32 = 0x8100_0011;
+pub(crate) const KEY: u32 = 0x8100_0011;
 /// The storage primary the signing keys live under.
-pub const PRIMARY: u32 = 0x8100_0001;
+pub(crate) const PRIMARY: u32 = 0x8100_0001;
 
 /// Attributes of a proper request-signing key.
-pub const SIGNING_KEY_ATTRIBUTES: &str =
+pub(crate) const SIGNING_KEY_ATTRIBUTES: &str =
     "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|sign";
 
 /// A swtpm with an AK and a signing key, and a work dir for tool output.
 #[derive(Debug)]
-pub struct TpmRig {
+pub(crate) struct TpmRig {
     pub tpm: Swtpm,
     pub work: PathBuf,
 }
 
 impl TpmRig {
     /// A fresh TPM with the AK at [`AK`] and a signing key at [`KEY`].
-    pub fn new() -> Result<Self> {
+    pub(crate) fn new() -> Result<Self> {
         let tpm = Swtpm::start()?;
         let work = tpm.scratch();
         let rig = Self { tpm, work };
@@ -63,7 +63,7 @@ impl TpmRig {
 
     /// Runs a tpm2-tools program in the work dir, then flushes transient objects (swtpm has
     /// only three slots and no resource manager). Returns stdout.
-    pub fn tool(&self, program: &str, args: &[&str]) -> Result<Vec<u8>> {
+    pub(crate) fn tool(&self, program: &str, args: &[&str]) -> Result<Vec<u8>> {
         let output = self.command(program).args(args).output()?;
         if !output.status.success() {
             bail!(
@@ -83,17 +83,17 @@ impl TpmRig {
     }
 
     /// Reads a file the tools wrote into the work dir.
-    pub fn read(&self, name: &str) -> Result<Vec<u8>> {
+    pub(crate) fn read(&self, name: &str) -> Result<Vec<u8>> {
         std::fs::read(self.work.join(name)).with_context(|| format!("reading {name}"))
     }
 
     /// Writes a file into the work dir.
-    pub fn write(&self, name: &str, bytes: &[u8]) -> Result<()> {
+    pub(crate) fn write(&self, name: &str, bytes: &[u8]) -> Result<()> {
         Ok(std::fs::write(self.work.join(name), bytes)?)
     }
 
     /// Creates an AK under the RSA EK with `args` (algorithm, hash, scheme) and persists it.
-    pub fn create_ak(&self, handle: u32, args: &[&str]) -> Result<()> {
+    pub(crate) fn create_ak(&self, handle: u32, args: &[&str]) -> Result<()> {
         let mut all = vec![
             "-C",
             "0x81010001",
@@ -114,7 +114,7 @@ impl TpmRig {
     }
 
     /// Creates an EK from the standard ECC P-256 template and persists it at [`EK_P256`].
-    pub fn create_p256_ek(&self) -> Result<()> {
+    pub(crate) fn create_p256_ek(&self) -> Result<()> {
         self.tool("tpm2_createek", &["-G", "ecc", "-c", "ek256.ctx"])?;
         self.tool(
             "tpm2_evictcontrol",
@@ -124,7 +124,7 @@ impl TpmRig {
     }
 
     /// Creates a key under the storage primary with `algorithm` and `attributes`, and persists it.
-    pub fn create_key(&self, handle: u32, algorithm: &str, attributes: &str) -> Result<()> {
+    pub(crate) fn create_key(&self, handle: u32, algorithm: &str, attributes: &str) -> Result<()> {
         let primary = hex_handle(PRIMARY);
         self.tool(
             "tpm2_create",
@@ -147,7 +147,7 @@ impl TpmRig {
     }
 
     /// The marshalled TPMT_PUBLIC of a persistent object.
-    pub fn public_area(&self, handle: u32) -> Result<Vec<u8>> {
+    pub(crate) fn public_area(&self, handle: u32) -> Result<Vec<u8>> {
         self.tool(
             "tpm2_readpublic",
             &["-c", &hex_handle(handle), "-f", "tss", "-o", "public.tss"],
@@ -160,7 +160,7 @@ impl TpmRig {
     }
 
     /// The Name tpm2-tools reports for a persistent object.
-    pub fn name_from_tools(&self, handle: u32) -> Result<Vec<u8>> {
+    pub(crate) fn name_from_tools(&self, handle: u32) -> Result<Vec<u8>> {
         let yaml = String::from_utf8(self.tool("tpm2_readpublic", &["-c", &hex_handle(handle)])?)?;
         let line = yaml
             .lines()
@@ -171,7 +171,12 @@ impl TpmRig {
 
     /// TPM2_Certify(object, signer, qualifying data = nonce), sent raw because tpm2_certify
     /// 5.4 cannot pass qualifying data. Returns (TPMS_ATTEST, TPMT_SIGNATURE) bytes.
-    pub fn certify(&self, object: u32, signer: u32, nonce: &[u8]) -> Result<(Vec<u8>, Vec<u8>)> {
+    pub(crate) fn certify(
+        &self,
+        object: u32,
+        signer: u32,
+        nonce: &[u8],
+    ) -> Result<(Vec<u8>, Vec<u8>)> {
         // Two password sessions with empty auth: both objects have userWithAuth.
         let password_session = [0x40, 0x00, 0x00, 0x09, 0, 0, 0, 0, 0];
         let mut body = Vec::new();
@@ -217,7 +222,7 @@ impl TpmRig {
     }
 
     /// TPM2_Quote(sha256 PCRs 0–7, nonce) by `signer`. Returns (TPMS_ATTEST, TPMT_SIGNATURE).
-    pub fn quote(&self, signer: u32, nonce: &[u8]) -> Result<(Vec<u8>, Vec<u8>)> {
+    pub(crate) fn quote(&self, signer: u32, nonce: &[u8]) -> Result<(Vec<u8>, Vec<u8>)> {
         self.tool(
             "tpm2_quote",
             &[
@@ -239,7 +244,7 @@ impl TpmRig {
     }
 
     /// sha256 PCRs 0–7 as lower-case hex, from tpm2_pcrread.
-    pub fn pcrs(&self) -> Result<Vec<String>> {
+    pub(crate) fn pcrs(&self) -> Result<Vec<String>> {
         let yaml = String::from_utf8(self.tool("tpm2_pcrread", &["sha256:0,1,2,3,4,5,6,7"])?)?;
         let values: Vec<String> = yaml
             .lines()
@@ -251,7 +256,7 @@ impl TpmRig {
     }
 
     /// Extends PCR `index` (sha256) with `digest`.
-    pub fn extend_pcr(&self, index: u32, digest: &[u8; 32]) -> Result<()> {
+    pub(crate) fn extend_pcr(&self, index: u32, digest: &[u8; 32]) -> Result<()> {
         self.tool(
             "tpm2_pcrextend",
             &[&format!("{index}:sha256={}", hex::encode(digest))],
@@ -260,7 +265,7 @@ impl TpmRig {
     }
 
     /// The EK certificate from NV.
-    pub fn ek_certificate(&self, nv_index: u32) -> Result<Vec<u8>> {
+    pub(crate) fn ek_certificate(&self, nv_index: u32) -> Result<Vec<u8>> {
         self.tool(
             "tpm2_nvread",
             &["-C", "o", &format!("0x{nv_index:08x}"), "-o", "ek.der"],
@@ -270,7 +275,7 @@ impl TpmRig {
 
     /// Evidence as the agent sends it, for `key` certified and quoted by `ak` over `nonce`,
     /// with the RSA EK.
-    pub fn evidence_with(&self, ak: u32, key: u32, nonce: &[u8]) -> Result<TpmEvidence> {
+    pub(crate) fn evidence_with(&self, ak: u32, key: u32, nonce: &[u8]) -> Result<TpmEvidence> {
         let (certify_info, certify_signature) = self.certify(key, ak, nonce)?;
         let (quote_info, quote_signature) = self.quote(ak, nonce)?;
         Ok(TpmEvidence {
@@ -289,12 +294,12 @@ impl TpmRig {
     }
 
     /// Evidence for the standard AK and key.
-    pub fn evidence(&self, nonce: &[u8]) -> Result<TpmEvidence> {
+    pub(crate) fn evidence(&self, nonce: &[u8]) -> Result<TpmEvidence> {
         self.evidence_with(AK, KEY, nonce)
     }
 
     /// This TPM's EK trust anchors (swtpm's local CA).
-    pub fn anchors(&self) -> Result<TrustAnchors> {
+    pub(crate) fn anchors(&self) -> Result<TrustAnchors> {
         Ok(TrustAnchors::from_pem_files(
             &[self.tpm.ca_root_pem()],
             &[self.tpm.ca_intermediate_pem()],
@@ -304,7 +309,7 @@ impl TpmRig {
     /// TPM2_ActivateCredential with `ak` and `ek`, from a credential in tpm2-tools' file format.
     /// The RSA and P-256 EKs need a PolicySecret(endorsement) session; swtpm's P-384 EK template
     /// allows the (empty) password.
-    pub fn activate(
+    pub(crate) fn activate(
         &self,
         ak: u32,
         ek: u32,
@@ -354,12 +359,12 @@ impl TpmRig {
 }
 
 /// `0x8100000a` form.
-pub fn hex_handle(handle: u32) -> String {
+pub(crate) fn hex_handle(handle: u32) -> String {
     format!("0x{handle:08x}")
 }
 
 /// A fresh random 32-byte nonce.
-pub fn nonce() -> Result<[u8; 32]> {
+pub(crate) fn nonce() -> Result<[u8; 32]> {
     let mut nonce = [0u8; 32];
     getrandom::fill(&mut nonce).map_err(|e| anyhow::anyhow!("getrandom: {e}"))?;
     Ok(nonce)

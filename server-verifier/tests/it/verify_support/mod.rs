@@ -17,19 +17,19 @@ use p256::ecdsa::{Signature, SigningKey};
 use sha2::{Digest, Sha256};
 
 /// The audience every test verifier is configured with.
-pub const AUDIENCE: &str = "payments";
+pub(crate) const AUDIENCE: &str = "payments";
 /// A fixed signing time: 2026-11-23T19:30:00Z.
-pub const T0: i64 = 1_795_462_200;
+pub(crate) const T0: i64 = 1_795_462_200;
 
 /// `T0 + offset` as a SystemTime.
-pub fn at(offset: i64) -> SystemTime {
+pub(crate) fn at(offset: i64) -> SystemTime {
     let secs = u64::try_from(T0 + offset).unwrap_or(0);
     UNIX_EPOCH + Duration::from_secs(secs)
 }
 
 /// A test key.
 #[derive(Debug)]
-pub struct TestKey {
+pub(crate) struct TestKey {
     pub signing: SigningKey,
     pub public: PublicKey,
     pub id: String,
@@ -38,7 +38,7 @@ pub struct TestKey {
 }
 
 impl TestKey {
-    pub fn from_seed(seed: &str) -> Result<Self> {
+    pub(crate) fn from_seed(seed: &str) -> Result<Self> {
         let signing = SigningKey::from_slice(&Sha256::digest(seed.as_bytes()))?;
         let public = PublicKey::from_verifying_key(*signing.verifying_key())?;
         let id = public.key_id();
@@ -50,12 +50,12 @@ impl TestKey {
         })
     }
 
-    pub fn registered(&self, label: &str, level: KeyLevel) -> RegisteredKey {
+    pub(crate) fn registered(&self, label: &str, level: KeyLevel) -> RegisteredKey {
         RegisteredKey::new(self.public.clone(), label, level, T0)
     }
 
     /// DER signature over a SHA-256 digest; low-S, or high-S when `self.high_s`.
-    pub fn sign_digest(&self, digest: &[u8; 32]) -> Result<Vec<u8>> {
+    pub(crate) fn sign_digest(&self, digest: &[u8; 32]) -> Result<Vec<u8>> {
         let signature: Signature = self.signing.sign_prehash(digest)?;
         let signature = signature.normalize_s();
         let signature = if self.high_s {
@@ -72,7 +72,7 @@ impl TestKey {
 static NONCE_COUNTER: AtomicU64 = AtomicU64::new(1);
 
 /// A nonce no other test request uses.
-pub fn fresh_nonce() -> Nonce {
+pub(crate) fn fresh_nonce() -> Nonce {
     let mut bytes = [0u8; 16];
     bytes[..8].copy_from_slice(&NONCE_COUNTER.fetch_add(1, Ordering::Relaxed).to_be_bytes());
     bytes[8..].copy_from_slice(&std::process::id().to_be_bytes().repeat(2));
@@ -81,7 +81,7 @@ pub fn fresh_nonce() -> Nonce {
 
 /// A request to sign: owned parts so tests can change them after signing.
 #[derive(Debug, Clone)]
-pub struct TestRequest {
+pub(crate) struct TestRequest {
     pub method: String,
     pub path: String,
     pub query: String,
@@ -90,7 +90,7 @@ pub struct TestRequest {
 }
 
 impl TestRequest {
-    pub fn new(method: &str, path: &str, query: &str, host: &str) -> Self {
+    pub(crate) fn new(method: &str, path: &str, query: &str, host: &str) -> Self {
         Self {
             method: method.into(),
             path: path.into(),
@@ -100,17 +100,17 @@ impl TestRequest {
         }
     }
 
-    pub fn header(mut self, name: &str, value: &str) -> Self {
+    pub(crate) fn header(mut self, name: &str, value: &str) -> Self {
         self.headers.push((name.into(), value.into()));
         self
     }
 
-    pub fn body(mut self, body: &[u8]) -> Self {
+    pub(crate) fn body(mut self, body: &[u8]) -> Self {
         self.body = body.to_vec();
         self
     }
 
-    pub fn header_pairs(&self) -> Vec<(&str, &str)> {
+    pub(crate) fn header_pairs(&self) -> Vec<(&str, &str)> {
         self.headers
             .iter()
             .map(|(n, v)| (n.as_str(), v.as_str()))
@@ -118,7 +118,7 @@ impl TestRequest {
     }
 
     /// Calls `f` with this request's parts.
-    pub fn with_parts<T>(&self, f: impl FnOnce(&RequestParts<'_>) -> T) -> T {
+    pub(crate) fn with_parts<T>(&self, f: impl FnOnce(&RequestParts<'_>) -> T) -> T {
         let headers = self.header_pairs();
         let parts = RequestParts {
             method: &self.method,
@@ -129,12 +129,12 @@ impl TestRequest {
         f(&parts)
     }
 
-    pub fn body_sha256(&self) -> [u8; 32] {
+    pub(crate) fn body_sha256(&self) -> [u8; 32] {
         Sha256::digest(&self.body).into()
     }
 
     /// Replaces the value of every header named `name`.
-    pub fn set_header(&mut self, name: &str, value: &str) {
+    pub(crate) fn set_header(&mut self, name: &str, value: &str) {
         for (n, v) in &mut self.headers {
             if n.eq_ignore_ascii_case(name) {
                 *v = value.into();
@@ -142,21 +142,21 @@ impl TestRequest {
         }
     }
 
-    pub fn get_header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn get_header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
 
-    pub fn remove_header(&mut self, name: &str) {
+    pub(crate) fn remove_header(&mut self, name: &str) {
         self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
     }
 }
 
 /// How to sign.
 #[derive(Debug, Clone)]
-pub struct SignOptions {
+pub(crate) struct SignOptions {
     pub audience: String,
     pub time: i64,
     pub nonce: Nonce,
@@ -175,7 +175,11 @@ impl Default for SignOptions {
 }
 
 /// Signs `request` in header mode and returns it with the HWS1 headers added.
-pub fn sign(key: &TestKey, request: &TestRequest, options: &SignOptions) -> Result<TestRequest> {
+pub(crate) fn sign(
+    key: &TestKey,
+    request: &TestRequest,
+    options: &SignOptions,
+) -> Result<TestRequest> {
     let payload_hash = sha256_hex(&request.body);
     let prepared = request.with_parts(|parts| {
         prepare_headers(
@@ -199,7 +203,7 @@ pub fn sign(key: &TestKey, request: &TestRequest, options: &SignOptions) -> Resu
 }
 
 /// Signs `request` as a presigned URL valid for `expires_secs`; the signature goes in the query.
-pub fn presign(
+pub(crate) fn presign(
     key: &TestKey,
     request: &TestRequest,
     options: &SignOptions,
@@ -236,7 +240,7 @@ pub fn presign(
 
 /// An `X-Hws-Delegation` value: `device` authorizes `session` for [`AUDIENCE`] from `not_before`
 /// to `not_after` (seconds since the epoch).
-pub fn delegation_header(
+pub(crate) fn delegation_header(
     device: &TestKey,
     session: &TestKey,
     not_before: i64,

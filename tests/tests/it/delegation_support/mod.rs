@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 
 /// Appends a delegated-mode rule for `key_id` to the agent's configuration and restarts it (the
 /// key itself stays in the agent's state directory).
-pub fn make_delegated(
+pub(crate) fn make_delegated(
     agent: &mut AgentProcess,
     key_id: &str,
     lifetime_secs: Option<u64>,
@@ -39,7 +39,7 @@ pub fn make_delegated(
 }
 
 /// A header of a request (first value).
-pub fn header<'a>(request: &'a http::Request<Vec<u8>>, name: &str) -> Result<&'a str> {
+pub(crate) fn header<'a>(request: &'a http::Request<Vec<u8>>, name: &str) -> Result<&'a str> {
     request
         .headers()
         .get(name)
@@ -49,18 +49,18 @@ pub fn header<'a>(request: &'a http::Request<Vec<u8>>, name: &str) -> Result<&'a
 }
 
 /// The Credential of a signed request.
-pub fn credential(request: &http::Request<Vec<u8>>) -> Result<String> {
+pub(crate) fn credential(request: &http::Request<Vec<u8>>) -> Result<String> {
     let authorization = Authorization::parse(header(request, "authorization")?, &HWS1)?;
     Ok(authorization.credential)
 }
 
 /// The delegation statement a request carries.
-pub fn statement(request: &http::Request<Vec<u8>>) -> Result<DelegationStatement> {
+pub(crate) fn statement(request: &http::Request<Vec<u8>>) -> Result<DelegationStatement> {
     Ok(DelegationStatement::parse_header_value(header(request, HWS1_DELEGATION_HEADER)?)?.0)
 }
 
 /// Fails unless `response` is a refusal with `status` and `code`.
-pub fn expect_refusal(response: &RawResponse, status: u16, code: &str) -> Result<()> {
+pub(crate) fn expect_refusal(response: &RawResponse, status: u16, code: &str) -> Result<()> {
     ensure!(
         response.status == status && refusal_code(response).as_deref() == Some(code),
         "expected {status} {code}, got {} {:?}: {}",
@@ -72,7 +72,7 @@ pub fn expect_refusal(response: &RawResponse, status: u16, code: &str) -> Result
 }
 
 /// Fails unless `response` is 200; returns its JSON.
-pub fn expect_ok(response: &RawResponse) -> Result<serde_json::Value> {
+pub(crate) fn expect_ok(response: &RawResponse) -> Result<serde_json::Value> {
     ensure!(
         response.status == 200,
         "refused: {} {}",
@@ -83,7 +83,7 @@ pub fn expect_ok(response: &RawResponse) -> Result<serde_json::Value> {
 }
 
 /// A test-owned P-256 key.
-pub struct TestKey {
+pub(crate) struct TestKey {
     signing: SigningKey,
     /// Its public key.
     pub public: PublicKey,
@@ -91,21 +91,21 @@ pub struct TestKey {
 
 impl TestKey {
     /// A key derived from `seed`.
-    pub fn from_seed(seed: &str) -> Result<Self> {
+    pub(crate) fn from_seed(seed: &str) -> Result<Self> {
         let signing = SigningKey::from_slice(&Sha256::digest(seed.as_bytes()))?;
         let public = PublicKey::from_verifying_key(*signing.verifying_key())?;
         Ok(Self { signing, public })
     }
 
     /// DER ECDSA over a SHA-256 digest.
-    pub fn sign_digest(&self, digest: &[u8; 32]) -> Result<Vec<u8>> {
+    pub(crate) fn sign_digest(&self, digest: &[u8; 32]) -> Result<Vec<u8>> {
         let signature: Signature = self.signing.sign_prehash(digest)?;
         Ok(signature.to_der().as_bytes().to_vec())
     }
 }
 
 /// What a hand-made delegated request is made of.
-pub struct Forgery<'a> {
+pub(crate) struct Forgery<'a> {
     /// The key the statement names as its device key.
     pub device: &'a TestKey,
     /// The key that actually signs the statement (normally `device`).
@@ -140,7 +140,7 @@ fn fresh_nonce() -> Nonce {
 impl Forgery<'_> {
     /// `GET path` to `server`, signed by the session key with a statement signed as described:
     /// every signature genuine, only the described fields decide the verdict.
-    pub fn request(&self, server: &ApiServer, path: &str) -> Result<http::Request<Vec<u8>>> {
+    pub(crate) fn request(&self, server: &ApiServer, path: &str) -> Result<http::Request<Vec<u8>>> {
         let statement = DelegationStatement {
             device_key_id: self.device.public.key_id(),
             session_key: self.session.public.clone(),
@@ -183,7 +183,7 @@ impl Forgery<'_> {
 }
 
 /// Seconds since the epoch.
-pub fn now_unix() -> Result<i64> {
+pub(crate) fn now_unix() -> Result<i64> {
     Ok(i64::try_from(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)?
