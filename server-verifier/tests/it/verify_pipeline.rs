@@ -495,7 +495,7 @@ fn run(verifier: &Verifier, case: &Case) -> Result<String, RejectCode> {
     case.request
         .with_parts(|parts| verifier.verify(parts, &body_sha256, case.now))
         .map(|principal| principal.key_id)
-        .map_err(|rejection| rejection.code)
+        .map_err(|rejection| rejection.code())
 }
 
 fn sha2_digest(bytes: &[u8]) -> [u8; 32] {
@@ -576,7 +576,7 @@ fn nonces_are_single_use_per_key_within_the_window() -> Result<()> {
             request
                 .with_parts(|p| verifier.verify(p, &sha2_digest(body), now))
                 .map(|principal| principal.key_id)
-                .map_err(|r| r.code)
+                .map_err(|r| r.code())
         };
         let options = SignOptions::default();
         let request = sign(&keys.software, &get("/v1/a", ""), &options)?;
@@ -635,7 +635,7 @@ fn a_full_replay_cache_fails_closed() -> Result<()> {
         Ok::<_, anyhow::Error>(
             request
                 .with_parts(|p| verifier.verify(p, &request.body_sha256(), now))
-                .map_err(|r| r.code),
+                .map_err(|r| r.code()),
         )
     };
     assert!(verify(at(0))?.is_ok());
@@ -653,7 +653,7 @@ fn a_full_replay_cache_fails_closed() -> Result<()> {
     )?;
     let verdict = late.with_parts(|p| verifier.verify(p, &late.body_sha256(), at(301)));
     assert_eq!(
-        verdict.map(|p| p.key_id).map_err(|r| r.code),
+        verdict.map(|p| p.key_id).map_err(|r| r.code()),
         Ok(keys.software.id.clone())
     );
     Ok(())
@@ -673,7 +673,7 @@ fn a_failing_registry_fails_closed() -> Result<()> {
     saboteur.execute_batch("DROP TABLE keys")?;
     let verdict = request.with_parts(|p| verifier.verify(p, &request.body_sha256(), at(0)));
     assert_eq!(
-        verdict.map_err(|r| r.code),
+        verdict.map_err(|r| r.code()),
         Err(RejectCode::VerifierUnavailable)
     );
     Ok(())
@@ -689,7 +689,7 @@ fn rejections_come_in_the_documented_order() -> Result<()> {
         request
             .with_parts(|p| verifier.verify(p, &sha2_digest(body), now))
             .map(|_| ())
-            .map_err(|r| r.code)
+            .map_err(|r| r.code())
     };
     let wrong_audience_and_stale = sign(
         &keys.unregistered,
@@ -778,7 +778,7 @@ fn hardening_finish_judges_with_the_clock_read_after_the_body() -> Result<()> {
             .and_then(|checked| verifier.reserve(checked, at(0)))
     };
     let code = |r: Result<hwsign_verifier::VerifiedPrincipal, hwsign_verifier::Rejection>| {
-        r.map(|p| p.key_id).map_err(|r| r.code)
+        r.map(|p| p.key_id).map_err(|r| r.code())
     };
 
     // Header mode: the window (date + 300 s) closes while the body is read.
@@ -787,7 +787,7 @@ fn hardening_finish_judges_with_the_clock_read_after_the_body() -> Result<()> {
     assert_eq!(reserved.deadline(), at(301));
     // A second copy while the first is unfinished.
     assert_eq!(
-        phase_one(&late).map(|_| ()).map_err(|r| r.code),
+        phase_one(&late).map(|_| ()).map_err(|r| r.code()),
         Err(RejectCode::ReplayedNonce)
     );
     clock.set(at(301));
