@@ -7,17 +7,17 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsE
 use std::path::{Path, PathBuf};
 
 /// Marker in the names of temporary files, so that start-up can remove leftovers of a crash.
-pub const TEMP_MARKER: &str = ".tmp-";
+pub(crate) const TEMP_MARKER: &str = ".tmp-";
 
 /// Group- and other-write permission bits.
-pub const GROUP_OTHER_WRITE: u32 = 0o022;
+pub(crate) const GROUP_OTHER_WRITE: u32 = 0o022;
 
 /// Creates `dir` (and missing parents) with mode 0700, and checks that `dir` belongs to this
 /// process's user and is closed to others: no access at all for others, no write for the group.
 /// An existing directory that others can enter (`/tmp`, a home directory) or that the group can
 /// write (where a group member could swap the files the agent trusts) is refused rather than
 /// chmod-ed: it is not the agent's to change.
-pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn ensure_private_dir(dir: &Path) -> io::Result<()> {
     ensure_dir(dir, None)
 }
 
@@ -25,7 +25,7 @@ pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
 /// write, but only when the directory's group is `socket_group` (the configured group whose
 /// members may connect) and the directory belongs to the agent's uid, as
 /// [`ensure_private_dir`] requires anyway.
-pub fn ensure_socket_dir(dir: &Path, socket_group: Option<u32>) -> io::Result<()> {
+pub(crate) fn ensure_socket_dir(dir: &Path, socket_group: Option<u32>) -> io::Result<()> {
     ensure_dir(dir, socket_group)
 }
 
@@ -89,7 +89,7 @@ pub struct UntrustedPath {
 
 /// Checks that `meta` (of `path`) belongs to root or to `euid` and is not writable by group or
 /// others: the rule for every file whose content the agent obeys, and for its directory.
-pub fn check_owner_and_mode(
+pub(crate) fn check_owner_and_mode(
     path: &Path,
     meta: &fs::Metadata,
     euid: u32,
@@ -113,7 +113,7 @@ pub fn check_owner_and_mode(
 
 /// Why [`open_trusted_file`] did not open a file.
 #[derive(Debug, thiserror::Error)]
-pub enum OpenTrustedError {
+pub(crate) enum OpenTrustedError {
     /// The file or its directory could not be resolved, examined or opened.
     #[error(transparent)]
     Io(#[from] io::Error),
@@ -126,7 +126,7 @@ pub enum OpenTrustedError {
 /// directory with [`check_owner_and_mode`] (the rule PKCS#11 modules follow). Symlinks are
 /// resolved first, so the checked file and directory are the real ones; the file's own check is
 /// on the opened file, so a file swapped in after the check is not the one read.
-pub fn open_trusted_file(path: &Path) -> Result<File, OpenTrustedError> {
+pub(crate) fn open_trusted_file(path: &Path) -> Result<File, OpenTrustedError> {
     let canonical = fs::canonicalize(path)?;
     let euid = nix::unistd::geteuid().as_raw();
     if let Some(dir) = canonical.parent() {
@@ -140,7 +140,7 @@ pub fn open_trusted_file(path: &Path) -> Result<File, OpenTrustedError> {
 /// Writes `bytes` to `dir/name` atomically with mode 0600: a temporary file in the same
 /// directory is written and fsynced, renamed over the target, and the directory is fsynced so
 /// the rename itself survives a power loss.
-pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
     let mut suffix = [0u8; 8];
     getrandom::fill(&mut suffix).map_err(|e| io::Error::other(e.to_string()))?;
     let temp: PathBuf = dir.join(format!(".{name}{TEMP_MARKER}{}", hex::encode(suffix)));
@@ -166,6 +166,6 @@ fn write_then_rename(temp: &Path, target: &Path, bytes: &[u8]) -> io::Result<()>
 }
 
 /// Whether `path`'s mode lets anyone but its owner read or write it.
-pub fn is_exposed(meta: &fs::Metadata) -> bool {
+pub(crate) fn is_exposed(meta: &fs::Metadata) -> bool {
     meta.permissions().mode() & 0o077 != 0
 }

@@ -30,17 +30,17 @@
 //! that this one module can opt out; every other crate root says `#![forbid(unsafe_code)]`.
 #![deny(unsafe_code)]
 
-pub mod api;
-pub mod audit;
+pub(crate) mod api;
+pub(crate) mod audit;
 pub mod backends;
 pub mod config;
 mod error;
-pub mod fsutil;
-pub mod keystore;
+pub(crate) mod fsutil;
+pub(crate) mod keystore;
 pub mod logging;
-pub mod peer;
-pub mod server;
-pub mod session;
+pub(crate) mod peer;
+pub(crate) mod server;
+pub(crate) mod session;
 pub mod socket;
 #[allow(unsafe_code)]
 pub mod systemd;

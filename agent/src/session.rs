@@ -30,11 +30,11 @@ use hwsign_proto::{PublicKey, SigningTime};
 use thiserror::Error;
 
 /// Default statement lifetime: the protocol's maximum.
-pub const DEFAULT_SESSION_LIFETIME_SECS: u64 = 900;
+pub(crate) const DEFAULT_SESSION_LIFETIME_SECS: u64 = 900;
 /// Default of `limits.max_sessions_per_key`: sessions (audiences) one key holds at once.
-pub const DEFAULT_MAX_SESSIONS_PER_KEY: usize = 8;
+pub(crate) const DEFAULT_MAX_SESSIONS_PER_KEY: usize = 8;
 /// Upper bound of `limits.max_sessions_per_key`.
-pub const MAX_SESSIONS_PER_KEY: usize = 256;
+pub(crate) const MAX_SESSIONS_PER_KEY: usize = 256;
 /// Longest back-dating of `not_before`, for signers whose clock runs a little ahead of ours.
 const MAX_BACKDATE_SECS: i64 = 30;
 /// Renewal starts when this much (or a third of the lifetime, if less) is left.
@@ -59,7 +59,7 @@ pub enum SessionError {
 /// When statements start and end, and when they are renewed. All in whole seconds, like the
 /// statement itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SessionTiming {
+pub(crate) struct SessionTiming {
     /// `not_after - not_before`.
     pub lifetime_secs: i64,
     /// `not_before` is this much before the issuing time.
@@ -73,7 +73,7 @@ pub struct SessionTiming {
 impl SessionTiming {
     /// The timing for a statement lifetime of `lifetime_secs` (clamped to 1 s – 15 min). Short
     /// lifetimes (tests) scale every margin down with them.
-    pub fn for_lifetime(lifetime_secs: u64) -> Self {
+    pub(crate) fn for_lifetime(lifetime_secs: u64) -> Self {
         let lifetime = i64::try_from(lifetime_secs)
             .unwrap_or(MAX_DELEGATION_SECS)
             .clamp(1, MAX_DELEGATION_SECS);
@@ -93,7 +93,7 @@ impl Default for SessionTiming {
 }
 
 /// An in-memory ECDSA P-256 key. Not `Clone`, not serializable; `Debug` shows its key id.
-pub struct SessionKey {
+pub(crate) struct SessionKey {
     pair: EcdsaKeyPair,
     public: PublicKey,
     rng: SystemRandom,
@@ -110,7 +110,7 @@ impl std::fmt::Debug for SessionKey {
 impl SessionKey {
     /// Generates a key from the system CSPRNG, inside AWS-LC: the private scalar is never copied
     /// out into Rust memory, and AWS-LC overwrites it when the key pair is dropped.
-    pub fn generate() -> Result<Self, SessionError> {
+    pub(crate) fn generate() -> Result<Self, SessionError> {
         let rng = SystemRandom::new();
         let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_ASN1_SIGNING)
             .map_err(|_| SessionError::Crypto("key generation failed"))?;
@@ -120,12 +120,12 @@ impl SessionKey {
     }
 
     /// The public key.
-    pub fn public_key(&self) -> &PublicKey {
+    pub(crate) fn public_key(&self) -> &PublicKey {
         &self.public
     }
 
     /// DER ECDSA signature over SHA-256(`message`).
-    pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, SessionError> {
+    pub(crate) fn sign(&self, message: &[u8]) -> Result<Vec<u8>, SessionError> {
         self.pair
             .sign(&self.rng, message)
             .map(|signature| signature.as_ref().to_vec())
@@ -135,14 +135,14 @@ impl SessionKey {
 
 /// A session key with its statement, before the hardware key has signed the statement.
 #[derive(Debug)]
-pub struct PendingSession {
+pub(crate) struct PendingSession {
     key: SessionKey,
     statement: DelegationStatement,
 }
 
 impl PendingSession {
     /// A new session key and its statement for `device_key_id` and `audience`, issued at `now`.
-    pub fn new(
+    pub(crate) fn new(
         device_key_id: &str,
         audience: &str,
         now: i64,
@@ -162,13 +162,13 @@ impl PendingSession {
     }
 
     /// The statement the device key must sign.
-    pub fn statement(&self) -> &DelegationStatement {
+    pub(crate) fn statement(&self) -> &DelegationStatement {
         &self.statement
     }
 
     /// The session, once the device key's DER signature over [`DelegationStatement::digest`]
     /// is known.
-    pub fn finish(self, device_signature: &[u8], timing: SessionTiming) -> Session {
+    pub(crate) fn finish(self, device_signature: &[u8], timing: SessionTiming) -> Session {
         let header_value = self.statement.to_header_value(device_signature);
         Session {
             key_id: self.key.public_key().key_id(),

@@ -20,9 +20,9 @@ pub enum BenchError {
     #[error("verifier set-up: {0}")]
     Verifier(String),
     /// A fixture request was refused by the verifier (the benchmark would measure rejections).
-    #[error("verifier rejected a fixture request: {0}")]
+    #[error("verifier rejected a fixture request")]
     Rejected(#[from] hwsign_verifier::Rejection),
     /// A temporary file or directory could not be made.
-    #[error("i/o: {0}")]
+    #[error("i/o failed")]
     Io(#[from] std::io::Error),
 }

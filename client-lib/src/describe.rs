@@ -31,7 +31,7 @@ pub(crate) struct Target<'a> {
 
 impl<'a> Target<'a> {
     /// From an `http::Uri` (absolute or origin form).
-    pub fn from_uri(uri: &'a Uri) -> Result<Self, RequestError> {
+    pub(crate) fn from_uri(uri: &'a Uri) -> Result<Self, RequestError> {
         let authority = match uri.authority() {
             Some(authority) if authority.as_str().contains('@') => {
                 return Err(RequestError::UserInfo);

@@ -53,19 +53,22 @@ struct SendFailure {
 }
 
 impl Transport {
-    pub fn new(config: TransportConfig) -> Self {
+    pub(crate) fn new(config: TransportConfig) -> Self {
         Self {
             config,
             idle: Mutex::new(Vec::new()),
         }
     }
 
-    pub fn socket_path(&self) -> &Path {
+    pub(crate) fn socket_path(&self) -> &Path {
         &self.config.socket_path
     }
 
     /// Sends `call` and returns the status and the whole (bounded) body.
-    pub async fn exchange(&self, call: Call<'_>) -> Result<(StatusCode, Bytes), ClientError> {
+    pub(crate) async fn exchange(
+        &self,
+        call: Call<'_>,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
         let timeout = self.config.timeout;
         tokio::time::timeout(timeout, self.exchange_within_deadline(call))
             .await

@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 
 use crate::backend::PreparedKey;
 use crate::registry::RegisteredKey;
-use crate::verify::Rejection;
+use crate::rejection::Rejection;
 
 /// Verified statements remembered at once; past this, expired entries are dropped and, if none
 /// are, the cache starts over (a miss only costs one more device-key verification).
@@ -343,7 +343,7 @@ mod tests {
     ) -> Result<CheckedDelegation, RejectCode> {
         cache
             .check(value, claims, |id| registry.lookup(id), prepare)
-            .map_err(|r| r.code)
+            .map_err(|r| r.code())
     }
 
     #[test]

@@ -42,6 +42,7 @@ pub mod enrollment;
 mod hosts;
 pub mod layer;
 pub mod registry;
+mod rejection;
 pub mod replay;
 mod routes;
 pub mod verify;
@@ -55,7 +56,6 @@ pub use registry::{
     DeviceClock, DeviceRecord, KeyRegistry, MemoryRegistry, RegisteredKey, RegistryError,
     SqliteRegistry,
 };
+pub use rejection::Rejection;
 pub use replay::{Freshness, MemoryReplayCache, ReplayCache, ReplayError, Reservation};
-pub use verify::{
-    Clock, Rejection, Reserved, SignatureChecked, SystemClock, VerifiedPrincipal, Verifier,
-};
+pub use verify::{Clock, Reserved, SignatureChecked, SystemClock, VerifiedPrincipal, Verifier};

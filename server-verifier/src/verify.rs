@@ -29,15 +29,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use hwsign_proto::api::KeyLevel;
 use hwsign_proto::keys::check_key_id;
 use hwsign_proto::verify_input::{parse_header_signed, parse_presigned};
-use hwsign_proto::{ClaimedSignature, HWS1, ProtoError, RejectCode, RequestParts, SignedHeaders};
+use hwsign_proto::{ClaimedSignature, HWS1, RejectCode, RequestParts, SignedHeaders};
 use subtle::ConstantTimeEq;
-use thiserror::Error;
 
 use crate::backend::{PreparedKey, VerifyBackend};
 use crate::config::{ConfigError, VerifierConfig};
 use crate::delegation::{RequestClaims, StatementCache};
 use crate::hosts::HostList;
 use crate::registry::{KeyRegistry, RegisteredKey};
+use crate::rejection::Rejection;
 use crate::replay::{Freshness, ReplayCache, Reservation};
 use crate::routes::{presign_policy, required_level, strict_required};
 
@@ -86,27 +86,6 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     fn now(&self) -> SystemTime {
         SystemTime::now()
-    }
-}
-
-/// Why a request was refused. `detail` is safe to send to the client: internal causes (registry
-/// or cache failures) are logged, not put here.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[error("{code}: {detail}")]
-pub struct Rejection {
-    /// The wire code.
-    pub code: RejectCode,
-    /// A human explanation.
-    pub detail: String,
-}
-
-impl Rejection {
-    /// A rejection with `code` and `detail`.
-    pub fn new(code: RejectCode, detail: impl Into<String>) -> Self {
-        Self {
-            code,
-            detail: detail.into(),
-        }
     }
 }
 
@@ -255,26 +234,6 @@ fn is_presigned(query: &str) -> bool {
         })
 }
 
-/// Maps a wire-format error to its code. Grammar errors in the credential, scope or signature
-/// container are `malformed_authorization`; everything about the request itself is
-/// `malformed_request`.
-fn parse_rejection(error: ProtoError) -> Rejection {
-    let code = match &error {
-        ProtoError::MalformedAuthorization(_)
-        | ProtoError::MalformedPresign(_)
-        | ProtoError::InvalidKeyId
-        | ProtoError::InvalidAudience
-        | ProtoError::MalformedSignature => RejectCode::MalformedAuthorization,
-        ProtoError::TooLarge {
-            what: "Authorization header",
-            ..
-        } => RejectCode::MalformedAuthorization,
-        ProtoError::UnsignedPayloadNotAllowed => RejectCode::UnsignedPayloadNotAllowed,
-        _ => RejectCode::MalformedRequest,
-    };
-    Rejection::new(code, error.to_string())
-}
-
 impl Verifier {
     /// A verifier for `config` (validated here) using the default backend
     /// ([`VerifyBackend::default`]).
@@ -373,7 +332,7 @@ impl Verifier {
                 ));
             }
         }
-        .map_err(parse_rejection)?;
+        .map_err(Rejection::Parse)?;
         // The wire grammar admits any credential (AWS access key ids); HWS1 names keys by id.
         check_key_id(&claimed.authorization.credential).map_err(|_| {
             Rejection::new(
@@ -493,10 +452,7 @@ impl Verifier {
             Ok(Freshness::Expired) => Err(window_closed(now, checked.accept_until_unix)),
             Err(error) => {
                 tracing::error!(%error, "replay cache refused; failing closed");
-                Err(Rejection::new(
-                    RejectCode::VerifierUnavailable,
-                    "replay protection is unavailable",
-                ))
+                Err(Rejection::Replay(error))
             }
         }
     }
@@ -676,10 +632,7 @@ impl Verifier {
             }
             Err(error) => {
                 tracing::error!(%error, "key registry failed; failing closed");
-                return Err(Rejection::new(
-                    RejectCode::VerifierUnavailable,
-                    "the key registry is unavailable",
-                ));
+                return Err(Rejection::Registry(error));
             }
         };
         if key.revoked {

@@ -11,7 +11,7 @@ use crate::keystore::CallError;
 /// Why an API call failed.
 #[derive(Debug, Error)]
 #[non_exhaustive]
-pub enum ApiError {
+pub(crate) enum ApiError {
     /// The body is not JSON of the expected shape.
     #[error("malformed JSON: {0}")]
     MalformedJson(String),
@@ -67,7 +67,7 @@ impl From<CallError> for ApiError {
 
 impl ApiError {
     /// The wire code.
-    pub fn code(&self) -> AgentErrorCode {
+    pub(crate) fn code(&self) -> AgentErrorCode {
         match self {
             Self::MalformedJson(_) => AgentErrorCode::MalformedJson,
             Self::InvalidRequest(_) | Self::Proto(_) => AgentErrorCode::InvalidRequest,
@@ -87,7 +87,7 @@ impl ApiError {
 
     /// What the caller is told. Backend failures and internal errors are summarized: their
     /// details (device paths, token state) go to the log only.
-    pub fn public_message(&self) -> String {
+    pub(crate) fn public_message(&self) -> String {
         match self {
             Self::Backend(BackendError::Io(_)) | Self::Backend(BackendError::Failed(_)) => {
                 "the backend failed the operation; see the agent's log".to_owned()

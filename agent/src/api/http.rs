@@ -16,12 +16,12 @@ use hwsign_proto::api::ErrorResponse;
 use super::ApiError;
 
 /// The response body type of every API answer.
-pub type Body = Full<Bytes>;
+pub(crate) type Body = Full<Bytes>;
 
 const JSON: &str = "application/json";
 
 /// `status` with `value` as JSON.
-pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
+pub(crate) fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
     match serde_json::to_vec(value) {
         Ok(bytes) => with_body(status, bytes),
         Err(e) => error(&ApiError::Internal(format!("serializing a response: {e}"))),
@@ -38,7 +38,7 @@ fn with_body(status: StatusCode, bytes: Vec<u8>) -> Response<Body> {
 }
 
 /// The error body `{"error":{"code":..,"message":..}}` with the code's status.
-pub fn error(e: &ApiError) -> Response<Body> {
+pub(crate) fn error(e: &ApiError) -> Response<Body> {
     let mut response = error_with(e.code(), e.public_message());
     match e {
         ApiError::MethodNotAllowed(allow) => {
@@ -58,7 +58,7 @@ pub fn error(e: &ApiError) -> Response<Body> {
 }
 
 /// An error body with `code` and `message`, and the code's status.
-pub fn error_with(code: AgentErrorCode, message: String) -> Response<Body> {
+pub(crate) fn error_with(code: AgentErrorCode, message: String) -> Response<Body> {
     let status =
         StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = ErrorResponse::new(code, message);
@@ -72,7 +72,7 @@ pub fn error_with(code: AgentErrorCode, message: String) -> Response<Body> {
 /// over the limit is refused before any of the body is read). A body still incomplete at the
 /// deadline is [`ApiError::BodyTimeout`]: a caller that sends a head and stalls the body must
 /// not hold its connection slot.
-pub async fn read_body(
+pub(crate) async fn read_body(
     request: Request<Incoming>,
     limit: usize,
     deadline: Duration,
@@ -99,6 +99,6 @@ pub async fn read_body(
 }
 
 /// Parses a JSON body of type `T` (unknown fields refused by the type).
-pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))
 }

@@ -19,9 +19,9 @@ use crate::keystore::KeyStore;
 use crate::peer::Peer;
 
 /// Shortest attestation nonce accepted: 128 bits, like the request nonce.
-pub const MIN_ATTESTATION_NONCE: usize = 16;
+pub(super) const MIN_ATTESTATION_NONCE: usize = 16;
 /// Longest attestation nonce accepted: what TPM2B_DATA holds for SHA-256 based keys.
-pub const MAX_ATTESTATION_NONCE: usize = 64;
+pub(super) const MAX_ATTESTATION_NONCE: usize = 64;
 
 fn info(backend: &str, key: BackendKey) -> KeyInfo {
     KeyInfo {
@@ -35,7 +35,7 @@ fn info(backend: &str, key: BackendKey) -> KeyInfo {
 }
 
 /// Every key.
-pub async fn list(ctx: &Context) -> Response<Body> {
+pub(super) async fn list(ctx: &Context) -> Response<Body> {
     let keys = ctx
         .keys
         .list()
@@ -47,7 +47,11 @@ pub async fn list(ctx: &Context) -> Response<Body> {
 }
 
 /// Creates a key; `201` with its description.
-pub async fn create(ctx: &Context, peer: Peer, body: &[u8]) -> Result<Response<Body>, ApiError> {
+pub(super) async fn create(
+    ctx: &Context,
+    peer: Peer,
+    body: &[u8],
+) -> Result<Response<Body>, ApiError> {
     let request: CreateKeyRequest = http::parse_json(body)?;
     let result = create_key(ctx, &request).await;
     let outcome = match &result {
@@ -124,7 +128,7 @@ fn check_caller(ctx: &Context, key_id: &str, peer: Peer) -> Result<(), ApiError>
 }
 
 /// Evidence for a key, bound to the verifier's nonce.
-pub async fn attestation(
+pub(super) async fn attestation(
     ctx: &Context,
     peer: Peer,
     key_id: &str,
@@ -148,7 +152,7 @@ pub async fn attestation(
 }
 
 /// TPM2_ActivateCredential through the backend holding `key_id`.
-pub async fn activate_credential(
+pub(super) async fn activate_credential(
     ctx: &Context,
     peer: Peer,
     key_id: &str,

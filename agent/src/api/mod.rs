@@ -4,7 +4,7 @@
 //! JSON, and maps every failure to a documented wire code ([`ApiError::code`]).
 
 mod error;
-pub mod http;
+pub(crate) mod http;
 mod keys;
 mod sign;
 mod status;
@@ -18,7 +18,7 @@ use tracing::Instrument as _;
 
 use hwsign_proto::keys::check_key_id;
 
-pub use self::error::ApiError;
+pub(crate) use self::error::ApiError;
 use self::http::Body;
 use crate::audit::AuditLog;
 use crate::config::Config;
@@ -74,7 +74,11 @@ impl Route {
 }
 
 /// Serves one request of a permitted caller. Never fails: errors become error bodies.
-pub async fn handle(ctx: Arc<Context>, peer: Peer, request: Request<Incoming>) -> Response<Body> {
+pub(crate) async fn handle(
+    ctx: Arc<Context>,
+    peer: Peer,
+    request: Request<Incoming>,
+) -> Response<Body> {
     let span = tracing::info_span!(
         "request",
         uid = peer.uid,

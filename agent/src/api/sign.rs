@@ -48,7 +48,11 @@ impl From<SessionError> for ApiError {
 }
 
 /// Signs the described request.
-pub async fn sign(ctx: &Arc<Context>, peer: Peer, body: &[u8]) -> Result<Response<Body>, ApiError> {
+pub(super) async fn sign(
+    ctx: &Arc<Context>,
+    peer: Peer,
+    body: &[u8],
+) -> Result<Response<Body>, ApiError> {
     let request: SignRequest = http::parse_json(body)?;
     check_key_id(&request.key_id)?;
     // Nothing the caller described is logged before it has been validated: the line below is
@@ -266,7 +270,7 @@ fn derived_host(request: &SignRequest) -> Result<String, ApiError> {
 }
 
 /// Builds the canonical request and string to sign (no I/O; time and nonce are inputs).
-pub fn prepare(
+pub(super) fn prepare(
     request: &SignRequest,
     time: SigningTime,
     nonce: &Nonce,

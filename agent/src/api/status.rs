@@ -8,7 +8,7 @@ use super::Context;
 use super::http::{self, Body};
 
 /// Version, backends and their health, number of keys, uptime.
-pub async fn status(ctx: &Context) -> Response<Body> {
+pub(super) async fn status(ctx: &Context) -> Response<Body> {
     let backends = ctx
         .keys
         .health()

@@ -29,11 +29,11 @@ use crate::peer::Peer;
 use super::write_deadline::WriteDeadline;
 
 /// How long a refusal waits for the request head before answering anyway.
-pub const REFUSAL_HEAD_WAIT: Duration = Duration::from_millis(250);
+pub(super) const REFUSAL_HEAD_WAIT: Duration = Duration::from_millis(250);
 /// How long a refused connection may take to accept its answer.
 const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a refused connection stays open after its answer (see [`refuse`]).
-pub const REFUSAL_LINGER: Duration = Duration::from_millis(100);
+pub(super) const REFUSAL_LINGER: Duration = Duration::from_millis(100);
 
 fn builder(limits: &Limits, keep_alive: bool, header_timeout: Duration) -> http1::Builder {
     let mut builder = http1::Builder::new();
@@ -48,7 +48,7 @@ fn builder(limits: &Limits, keep_alive: bool, header_timeout: Duration) -> http1
 
 /// Serves a connection of a permitted peer until it closes; on `shutdown`, finishes the request
 /// in progress (if any) and closes.
-pub async fn serve(
+pub(super) async fn serve(
     ctx: Arc<Context>,
     stream: UnixStream,
     peer: Peer,
@@ -87,7 +87,7 @@ pub async fn serve(
 /// After the answer the write side is shut down and what the client still sends (its body) is
 /// read and discarded for at most [`REFUSAL_LINGER`] and a bounded number of bytes, so that the
 /// close does not reset the connection before the client has read the answer.
-pub async fn refuse(mut stream: UnixStream, limits: &Limits, error: ApiError) {
+pub(super) async fn refuse(mut stream: UnixStream, limits: &Limits, error: ApiError) {
     let head_limit = limits.max_header_bytes;
     let _ = tokio::time::timeout(REFUSAL_HEAD_WAIT, async {
         let mut seen = 0usize;

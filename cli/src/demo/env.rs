@@ -32,7 +32,7 @@ pub(crate) struct DemoEnv {
 }
 
 impl DemoEnv {
-    pub async fn start(audience: &str) -> anyhow::Result<Self> {
+    pub(crate) async fn start(audience: &str) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("hwsign-demo-")
             .tempdir()
@@ -113,12 +113,12 @@ impl DemoEnv {
         })
     }
 
-    pub fn url(&self, path_and_query: &str) -> String {
+    pub(crate) fn url(&self, path_and_query: &str) -> String {
         format!("http://{}{path_and_query}", self.addr)
     }
 
     /// Stops the server and the agent, waits for both, and removes the directory.
-    pub async fn stop(self) -> anyhow::Result<()> {
+    pub(crate) async fn stop(self) -> anyhow::Result<()> {
         let _ = self.server_stop.send(());
         let _ = self.agent_stop.send(());
         // The client's idle keep-alive connection would otherwise hold the agent's drain.

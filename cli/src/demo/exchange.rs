@@ -26,7 +26,7 @@ pub(super) enum Outcome {
 
 impl SignedRequest {
     /// Signs `POST url` with `body` (content-type JSON).
-    pub async fn sign(signer: &Signer, url: &str, body: Bytes) -> anyhow::Result<Self> {
+    pub(super) async fn sign(signer: &Signer, url: &str, body: Bytes) -> anyhow::Result<Self> {
         let uri: Uri = url.parse()?;
         let mut request = Request::builder()
             .method(Method::POST)
@@ -46,21 +46,21 @@ impl SignedRequest {
     }
 
     /// The same signed headers with another body.
-    pub fn with_body(mut self, body: Bytes) -> Self {
+    pub(super) fn with_body(mut self, body: Bytes) -> Self {
         self.body = body;
         self
     }
 
-    pub fn uri(&self) -> &Uri {
+    pub(super) fn uri(&self) -> &Uri {
         &self.uri
     }
 
-    pub fn body_digest(&self) -> &BodyDigest {
+    pub(super) fn body_digest(&self) -> &BodyDigest {
         &self.digest
     }
 
     /// Every header as text, `host` included.
-    pub fn header_pairs(&self) -> Vec<(String, String)> {
+    pub(super) fn header_pairs(&self) -> Vec<(String, String)> {
         self.headers
             .iter()
             .map(|(n, v)| {
@@ -73,14 +73,14 @@ impl SignedRequest {
     }
 
     /// The headers the signature added.
-    pub fn hws_headers(&self) -> Vec<(String, String)> {
+    pub(super) fn hws_headers(&self) -> Vec<(String, String)> {
         self.header_pairs()
             .into_iter()
             .filter(|(n, _)| n.starts_with("x-hws-") || n == "authorization")
             .collect()
     }
 
-    pub async fn send(&self) -> anyhow::Result<Outcome> {
+    pub(super) async fn send(&self) -> anyhow::Result<Outcome> {
         let mut request = Request::builder()
             .method(Method::POST)
             .uri(self.uri.clone())

@@ -107,15 +107,15 @@ async fn steps(env: &DemoEnv) -> anyhow::Result<()> {
         .verifier
         .verify(&parts, late.body_digest().as_bytes(), later)
     {
-        Err(rejection) if rejection.code == RejectCode::StaleDate => {
+        Err(rejection) if rejection.code() == RejectCode::StaleDate => {
             println!(
                 "     -> refused: {} (HTTP {}): {}",
-                rejection.code,
-                rejection.code.http_status(),
-                rejection.detail
+                rejection.code(),
+                rejection.code().http_status(),
+                rejection.detail()
             );
         }
-        Err(rejection) => bail!("expected stale_date, got {}", rejection.code),
+        Err(rejection) => bail!("expected stale_date, got {}", rejection.code()),
         Ok(_) => bail!("a request checked 10 minutes late was accepted"),
     }
     Ok(())

@@ -1,7 +1,7 @@
 //! The `hwsign-verifier keys` admin command, run as a real process.
 
 // The verifier's own test signer (keys from fixed seeds), shared rather than copied.
-#[path = "../../tests/verify_support/mod.rs"]
+#[path = "../../tests/it/verify_support/mod.rs"]
 mod verify_support;
 
 use std::path::Path;
@@ -234,7 +234,7 @@ fn the_tokens_command_and_a_running_server_share_the_database() -> Result<()> {
     let _registry = SqliteRegistry::open(&db)?;
     let store = EnrollmentStore::open(&db)?;
     let cli = |args: &[&str]| -> Result<String> {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_hwsign-verifier"))
+        let output = Command::new(env!("CARGO_BIN_EXE_hwsign-verifier"))
             .args(args)
             .output()?;
         ensure!(output.status.success(), "{output:?}");
@@ -253,7 +253,7 @@ fn the_tokens_command_and_a_running_server_share_the_database() -> Result<()> {
     let listed = cli(&["tokens", "list", "--db", &db_arg])?;
     ensure!(listed.contains(&format!("{id}\trevoked\t")), "{listed}");
     ensure!(!listed.contains(token), "the list shows the token itself");
-    let missing = std::process::Command::new(env!("CARGO_BIN_EXE_hwsign-verifier"))
+    let missing = Command::new(env!("CARGO_BIN_EXE_hwsign-verifier"))
         .args(["tokens", "create", "--db", &db_arg, "--ttl-secs", "0"])
         .output()?;
     ensure!(!missing.status.success());

@@ -17,9 +17,9 @@ pub const MAX_CHALLENGE_TTL_SECS: u64 = 3600;
 /// Default bound on ceremonies in flight.
 pub const DEFAULT_MAX_PENDING: usize = 1024;
 /// Default bound on the ceremonies one token has in flight.
-pub const DEFAULT_MAX_PENDING_PER_TOKEN: usize = 3;
+pub(super) const DEFAULT_MAX_PENDING_PER_TOKEN: usize = 3;
 /// Largest `max_pending_per_token` accepted.
-pub const MAX_PENDING_PER_TOKEN: usize = 64;
+pub(super) const MAX_PENDING_PER_TOKEN: usize = 64;
 /// Default lifetime of an enrollment token (`hwsign-verifier tokens create`).
 pub const DEFAULT_TOKEN_TTL_SECS: u64 = 24 * 3600;
 /// Longest token lifetime accepted.

@@ -15,7 +15,7 @@ use super::error::EnrollmentError;
 use super::token::{IssuedToken, PresentedToken, random};
 
 /// The schema version of the enrollment tables.
-pub const ENROLLMENT_SCHEMA_VERSION: i64 = 1;
+pub(super) const ENROLLMENT_SCHEMA_VERSION: i64 = 1;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE enrollment_tokens (

@@ -8,7 +8,7 @@ use http_body_util::BodyExt;
 use hwsign_proto::RejectCode;
 use sha2::{Digest, Sha256};
 
-use crate::verify::Rejection;
+use crate::rejection::Rejection;
 
 fn too_large(limit: usize) -> Rejection {
     Rejection::new(

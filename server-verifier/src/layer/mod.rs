@@ -35,7 +35,8 @@ use hwsign_proto::{RejectCode, RequestParts};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::verify::{Rejection, VerifiedPrincipal, Verifier};
+use crate::rejection::Rejection;
+use crate::verify::{VerifiedPrincipal, Verifier};
 
 pub use response::{NotVerified, VerifiedDevice, rejection_response};
 
@@ -103,8 +104,8 @@ where
                 }
                 Err(rejection) => {
                     tracing::info!(
-                        code = %rejection.code,
-                        detail = %rejection.detail,
+                        code = %rejection.code(),
+                        detail = %rejection.detail(),
                         method = %head.method,
                         path = head.uri.path(),
                         "request refused"

@@ -6,7 +6,8 @@ use http::header::HOST;
 use http::request::Parts;
 use hwsign_proto::{HWS1, RejectCode};
 
-use crate::verify::{Rejection, SignatureChecked};
+use crate::rejection::Rejection;
+use crate::verify::SignatureChecked;
 
 /// Header fields of a request as strings, plus the names of fields left out because their value
 /// is not UTF-8.

@@ -8,7 +8,8 @@ use http::{HeaderValue, StatusCode};
 use hwsign_proto::RejectCode;
 use serde::Serialize;
 
-use crate::verify::{Rejection, VerifiedPrincipal};
+use crate::rejection::Rejection;
+use crate::verify::VerifiedPrincipal;
 
 #[derive(Serialize)]
 struct ErrorBody<'a> {
@@ -44,9 +45,9 @@ fn error_response(status: StatusCode, code: RejectCode, message: &str) -> Respon
 /// The HTTP answer to a rejection: status from [`RejectCode::http_status`],
 /// `WWW-Authenticate: HWS1 error="<code>"` and `{"error":{"code":"<code>","message":"..."}}`.
 pub fn rejection_response(rejection: &Rejection) -> Response {
-    let status = StatusCode::from_u16(rejection.code.http_status())
+    let status = StatusCode::from_u16(rejection.code().http_status())
         .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    error_response(status, rejection.code, &rejection.detail)
+    error_response(status, rejection.code(), &rejection.detail())
 }
 
 impl IntoResponse for Rejection {

@@ -20,7 +20,7 @@ const MAX_KEYS: usize = 1024;
 
 /// A P-256 signing key found on the token.
 #[derive(Debug, Clone)]
-pub struct TokenKey {
+pub(super) struct TokenKey {
     /// The private key object.
     pub private: ObjectHandle,
     /// Public key (from the public key object, or `CKA_EC_POINT` of the private key).
@@ -31,7 +31,7 @@ pub struct TokenKey {
 
 /// The token's claims about a private key (`None`: the token does not say).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct KeyClaims {
+pub(super) struct KeyClaims {
     /// `CKA_LOCAL`.
     pub local: Option<bool>,
     /// `CKA_NEVER_EXTRACTABLE`.
@@ -41,7 +41,7 @@ pub struct KeyClaims {
 }
 
 /// `CKA_ID` for a key id (`hk1_<32 hex>` → its 16 bytes).
-pub fn key_id_bytes(key_id: &str) -> Option<Vec<u8>> {
+pub(super) fn key_id_bytes(key_id: &str) -> Option<Vec<u8>> {
     let hex_part = key_id.strip_prefix(KEY_ID_PREFIX)?;
     let bytes = hex::decode(hex_part).ok()?;
     (bytes.len() == KEY_ID_BYTES).then_some(bytes)
@@ -52,7 +52,7 @@ pub fn key_id_bytes(key_id: &str) -> Option<Vec<u8>> {
 /// The key id is derived from the public key, which exists only after generation, so the pair is
 /// generated with a random temporary `CKA_ID` and then updated. Tokens that refuse to change
 /// `CKA_ID` keep the temporary one; such keys are still found by scanning (see [`find_key`]).
-pub fn generate(session: &Session, token_label: &str) -> Result<TokenKey, Pkcs11Error> {
+pub(super) fn generate(session: &Session, token_label: &str) -> Result<TokenKey, Pkcs11Error> {
     let mut temporary_id = vec![0u8; KEY_ID_BYTES];
     session
         .generate_random_slice(&mut temporary_id)
@@ -106,7 +106,7 @@ pub fn generate(session: &Session, token_label: &str) -> Result<TokenKey, Pkcs11
 }
 
 /// Every P-256 signing key on the token whose public key can be read.
-pub fn list(session: &Session) -> Result<Vec<TokenKey>, Pkcs11Error> {
+pub(super) fn list(session: &Session) -> Result<Vec<TokenKey>, Pkcs11Error> {
     let template = [
         Attribute::Class(ObjectClass::PRIVATE_KEY),
         Attribute::KeyType(KeyType::EC),
@@ -125,7 +125,7 @@ pub fn list(session: &Session) -> Result<Vec<TokenKey>, Pkcs11Error> {
 
 /// Finds the private key whose public key has `key_id`: first by `CKA_ID`, then by scanning (keys
 /// made by other tools, or on tokens that refused the `CKA_ID` update).
-pub fn find_key(session: &Session, key_id: &str) -> Result<TokenKey, Pkcs11Error> {
+pub(super) fn find_key(session: &Session, key_id: &str) -> Result<TokenKey, Pkcs11Error> {
     let id = key_id_bytes(key_id).ok_or(Pkcs11Error::UnknownKey)?;
     let template = [
         Attribute::Class(ObjectClass::PRIVATE_KEY),
@@ -152,7 +152,7 @@ pub fn find_key(session: &Session, key_id: &str) -> Result<TokenKey, Pkcs11Error
 /// Whether `handle` (remembered from an earlier session) still is the private key `key_id`.
 /// The `CKA_ID` is the key id derived from the public key, so a matching id on a private key
 /// object is that key; any error means "look it up again".
-pub fn handle_is_key(session: &Session, handle: ObjectHandle, key_id: &str) -> bool {
+pub(super) fn handle_is_key(session: &Session, handle: ObjectHandle, key_id: &str) -> bool {
     let Some(expected) = key_id_bytes(key_id) else {
         return false;
     };
@@ -173,7 +173,7 @@ pub fn handle_is_key(session: &Session, handle: ObjectHandle, key_id: &str) -> b
 }
 
 /// CKM_ECDSA over the 32-byte digest; the token returns `r‖s`, which becomes DER.
-pub fn sign(
+pub(super) fn sign(
     session: &Session,
     key: ObjectHandle,
     digest: &[u8; 32],
@@ -193,7 +193,7 @@ pub fn sign(
 }
 
 /// What the token says about the key's origin and extractability.
-pub fn claims(session: &Session, key: ObjectHandle) -> Result<KeyClaims, Pkcs11Error> {
+pub(super) fn claims(session: &Session, key: ObjectHandle) -> Result<KeyClaims, Pkcs11Error> {
     let attributes = session
         .get_attributes(
             key,
@@ -307,7 +307,7 @@ fn read_ec_point(session: &Session, object: ObjectHandle) -> Result<Option<Vec<u
 
 /// `CKA_EC_POINT` is a DER OCTET STRING around the SEC1 point (`04 41 04‖x‖y`). Some tokens
 /// return the bare point; the two are told apart by length.
-pub fn unwrap_ec_point(value: &[u8]) -> Result<Vec<u8>, Pkcs11Error> {
+pub(super) fn unwrap_ec_point(value: &[u8]) -> Result<Vec<u8>, Pkcs11Error> {
     match value {
         [0x04, 0x41, point @ ..] if point.len() == 65 && point[0] == 0x04 => Ok(point.to_vec()),
         [0x04, ..] if value.len() == 65 => Ok(value.to_vec()),

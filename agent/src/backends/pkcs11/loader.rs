@@ -19,7 +19,7 @@ use super::module_check::check_module;
 static MODULES: Mutex<Vec<(PathBuf, Pkcs11)>> = Mutex::new(Vec::new());
 
 /// Checks, loads and initializes the module at `configured` (or returns the one already loaded).
-pub fn load_module(configured: &Path) -> Result<Pkcs11, Pkcs11Error> {
+pub(super) fn load_module(configured: &Path) -> Result<Pkcs11, Pkcs11Error> {
     let canonical = check_module(configured)?;
     // The list only ever grows and holds no invariant a panicking holder could break.
     let mut modules = MODULES.lock().unwrap_or_else(PoisonError::into_inner);

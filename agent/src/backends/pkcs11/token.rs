@@ -41,7 +41,7 @@ pub struct TokenIdentity {
 /// Remembers the PIN the token last rejected. Owned by the backend, not the [`Token`], so it
 /// survives the token being looked up again (after an unplug, or a restart of the lookup).
 #[derive(Debug)]
-pub struct PinGuard {
+pub(super) struct PinGuard {
     /// Random per-process salt, so the digest is useless outside this process.
     salt: [u8; 16],
     /// Salted SHA-256 of the rejected PIN.
@@ -50,7 +50,7 @@ pub struct PinGuard {
 
 impl PinGuard {
     /// A guard with a fresh salt.
-    pub fn new() -> Result<Self, Pkcs11Error> {
+    pub(super) fn new() -> Result<Self, Pkcs11Error> {
         let mut salt = [0u8; 16];
         getrandom::fill(&mut salt)
             .map_err(|e| Pkcs11Error::Malformed(format!("no randomness: {e}")))?;
@@ -61,7 +61,7 @@ impl PinGuard {
     }
 
     /// Whether the token rejected the PIN last presented (and no good one has been seen since).
-    pub fn has_rejected(&self) -> bool {
+    pub(super) fn has_rejected(&self) -> bool {
         self.rejected
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -95,7 +95,7 @@ struct LoginState {
 }
 
 /// A token found by label in a loaded module.
-pub struct Token {
+pub(super) struct Token {
     ctx: Pkcs11,
     slot: Slot,
     identity: TokenIdentity,
@@ -121,7 +121,7 @@ impl std::fmt::Debug for Token {
 
 impl Token {
     /// Finds the token labelled `config.token_label` among the slots with a token present.
-    pub fn find(
+    pub(super) fn find(
         ctx: Pkcs11,
         config: &Pkcs11Config,
         pins: Arc<PinGuard>,
@@ -166,18 +166,18 @@ impl Token {
     }
 
     /// The token's identity.
-    pub fn identity(&self) -> &TokenIdentity {
+    pub(super) fn identity(&self) -> &TokenIdentity {
         &self.identity
     }
 
     /// The remembered private key handle of `key_id`.
-    pub fn cached_handle(&self, key_id: &str) -> Option<ObjectHandle> {
+    pub(super) fn cached_handle(&self, key_id: &str) -> Option<ObjectHandle> {
         let handles = self.handles.lock().unwrap_or_else(PoisonError::into_inner);
         handles.get(key_id).copied()
     }
 
     /// Remembers the private key handle of `key_id`.
-    pub fn remember_handle(&self, key_id: &str, handle: ObjectHandle) {
+    pub(super) fn remember_handle(&self, key_id: &str, handle: ObjectHandle) {
         let mut handles = self.handles.lock().unwrap_or_else(PoisonError::into_inner);
         if handles.len() >= MAX_CACHED_HANDLES {
             handles.clear();
@@ -186,7 +186,7 @@ impl Token {
     }
 
     /// Whether the token is still in its slot, and its PIN not locked.
-    pub fn check_present(&self) -> Result<(), Pkcs11Error> {
+    pub(super) fn check_present(&self) -> Result<(), Pkcs11Error> {
         let info = self
             .ctx
             .get_token_info(self.slot)
@@ -199,7 +199,7 @@ impl Token {
 
     /// Opens a read-write session (read-only on a write-protected token) logged in as the user,
     /// runs `op`, closes the session.
-    pub fn with_session<T>(
+    pub(super) fn with_session<T>(
         &self,
         config: &Pkcs11Config,
         op: impl FnOnce(&Session) -> Result<T, Pkcs11Error>,
@@ -224,7 +224,7 @@ impl Token {
     }
 
     /// Drops the anchor session (the user is logged out once the last session closes).
-    pub fn forget_login(&self) {
+    pub(super) fn forget_login(&self) {
         let mut state = self.login.lock().unwrap_or_else(PoisonError::into_inner);
         state.anchor = None;
     }

@@ -12,11 +12,11 @@ use zeroize::Zeroizing;
 use hwsign_proto::PublicKey;
 
 /// Value of the `format` field.
-pub const FORMAT: &str = "hwsign-software-key-v1";
+pub(super) const FORMAT: &str = "hwsign-software-key-v1";
 /// File name extension of key files.
-pub const EXTENSION: &str = "key";
+pub(super) const EXTENSION: &str = "key";
 /// Largest key file read; a real one is about 400 bytes.
-pub const MAX_KEY_FILE_LEN: u64 = 16 * 1024;
+pub(super) const MAX_KEY_FILE_LEN: u64 = 16 * 1024;
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,7 +29,7 @@ struct KeyFileJson {
 }
 
 /// A decoded key file.
-pub struct KeyFile {
+pub(super) struct KeyFile {
     /// The private key (zeroized on drop by `p256`).
     pub signing_key: SigningKey,
     /// Its public key.
@@ -42,7 +42,7 @@ pub struct KeyFile {
 
 /// Why a key file cannot be used.
 #[derive(Debug, thiserror::Error)]
-pub enum KeyFileError {
+pub(super) enum KeyFileError {
     /// Not JSON of the expected shape.
     #[error("not a software key file: {0}")]
     Format(String),
@@ -65,7 +65,7 @@ impl std::fmt::Debug for KeyFile {
 }
 
 /// Serializes a key; the returned buffer holds the secret and is zeroized on drop.
-pub fn encode(file: &KeyFile) -> Result<Zeroizing<Vec<u8>>, KeyFileError> {
+pub(super) fn encode(file: &KeyFile) -> Result<Zeroizing<Vec<u8>>, KeyFileError> {
     let der = file
         .signing_key
         .to_pkcs8_der()
@@ -85,7 +85,7 @@ pub fn encode(file: &KeyFile) -> Result<Zeroizing<Vec<u8>>, KeyFileError> {
 }
 
 /// Parses a key file and checks that its id matches its key.
-pub fn decode(bytes: &[u8]) -> Result<KeyFile, KeyFileError> {
+pub(super) fn decode(bytes: &[u8]) -> Result<KeyFile, KeyFileError> {
     let json: KeyFileJson =
         serde_json::from_slice(bytes).map_err(|e| KeyFileError::Format(e.to_string()))?;
     if json.format != FORMAT {

@@ -39,7 +39,7 @@ impl std::fmt::Debug for Live {
 impl Live {
     /// Connects, starts the TPM if nobody did, flushes objects an earlier crashed client left
     /// behind, and re-creates the storage root key.
-    pub fn connect(tcti: &TctiNameConf) -> Result<Self, TpmError> {
+    pub(super) fn connect(tcti: &TctiNameConf) -> Result<Self, TpmError> {
         let mut ctx = Context::new(tcti.clone()).map_err(|source| TpmError::Connection {
             op: "connect",
             source,
@@ -66,7 +66,7 @@ impl Live {
     }
 
     /// The EK the backend uses (looked up in NV on first use).
-    pub fn ek_info(&mut self) -> Result<EkInfo, TpmError> {
+    pub(super) fn ek_info(&mut self) -> Result<EkInfo, TpmError> {
         if let Some(ek) = &self.ek {
             return Ok(ek.clone());
         }
@@ -77,7 +77,7 @@ impl Live {
 
     /// Loads a key under the SRK. A missing SRK (TPM reset behind our back) is reported as a
     /// stale handle so the worker reconnects.
-    pub fn load_under_srk(
+    pub(super) fn load_under_srk(
         &mut self,
         private: &Private,
         public: &Public,
@@ -93,7 +93,7 @@ impl Live {
     }
 
     /// The transient handles the TPM holds for this connection, SRK included.
-    pub fn transient_handles(&mut self) -> Result<Vec<u32>, TpmError> {
+    pub(super) fn transient_handles(&mut self) -> Result<Vec<u32>, TpmError> {
         transient_handles(&mut self.ctx)
     }
 }

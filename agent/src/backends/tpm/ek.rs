@@ -53,7 +53,7 @@ pub(crate) struct EkInfo {
 impl EkInfo {
     /// Whether the EK's template requires the PolicySecret(endorsement) policy for USER role
     /// (RSA-2048 and P-256 templates have userWithAuth clear).
-    pub fn needs_policy(&self) -> bool {
+    pub(crate) fn needs_policy(&self) -> bool {
         matches!(
             self.algorithm,
             AsymmetricAlgorithmSelection::Rsa(RsaKeyBits::Rsa2048)

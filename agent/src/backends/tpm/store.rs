@@ -54,7 +54,7 @@ pub(crate) struct Store {
 
 impl Store {
     /// Opens (creating, 0700) `<state_dir>/tpm`.
-    pub fn open(state_dir: &Path) -> io::Result<Self> {
+    pub(super) fn open(state_dir: &Path) -> io::Result<Self> {
         let dir = state_dir.join("tpm");
         fs::DirBuilder::new()
             .recursive(true)
@@ -76,13 +76,13 @@ impl Store {
 
     /// The directory.
     #[cfg(test)]
-    pub fn dir(&self) -> &Path {
+    pub(super) fn dir(&self) -> &Path {
         &self.dir
     }
 
     /// Every readable key file. Unreadable or malformed files are logged and skipped so one
     /// damaged file does not take the other keys down; leftovers of interrupted writes are removed.
-    pub fn load_keys(&self) -> io::Result<Vec<KeyFile>> {
+    pub(super) fn load_keys(&self) -> io::Result<Vec<KeyFile>> {
         let mut keys = Vec::new();
         for entry in fs::read_dir(&self.dir)? {
             let entry = entry?;
@@ -114,13 +114,13 @@ impl Store {
     }
 
     /// Writes a key file atomically.
-    pub fn save_key(&self, key: &KeyFile) -> io::Result<()> {
+    pub(super) fn save_key(&self, key: &KeyFile) -> io::Result<()> {
         let name = format!("{KEY_PREFIX}{}.json", key.id);
         self.write_atomic(&name, &to_json(key)?)
     }
 
     /// The attestation key, if one was created.
-    pub fn load_ak(&self) -> io::Result<Option<AkFile>> {
+    pub(super) fn load_ak(&self) -> io::Result<Option<AkFile>> {
         let path = self.dir.join(AK_FILE);
         match read_json::<AkFile>(&path) {
             Ok(ak) if ak.version == FILE_VERSION => Ok(Some(ak)),
@@ -134,7 +134,7 @@ impl Store {
     }
 
     /// Writes the attestation key file atomically.
-    pub fn save_ak(&self, ak: &AkFile) -> io::Result<()> {
+    pub(super) fn save_ak(&self, ak: &AkFile) -> io::Result<()> {
         self.write_atomic(AK_FILE, &to_json(ak)?)
     }
 

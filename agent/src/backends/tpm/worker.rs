@@ -32,13 +32,13 @@ pub(crate) struct Persistent {
 }
 
 impl Persistent {
-    pub fn new(store: Store, ak: Option<AkBlobs>) -> Self {
+    pub(super) fn new(store: Store, ak: Option<AkBlobs>) -> Self {
         Self { store, ak }
     }
 
     /// The attestation key under the EK this TPM has a certificate for, created (and persisted)
     /// on first use.
-    pub fn ensure_ak(&mut self, live: &mut Live) -> Result<(AkBlobs, EkInfo), TpmError> {
+    pub(super) fn ensure_ak(&mut self, live: &mut Live) -> Result<(AkBlobs, EkInfo), TpmError> {
         let ek = live.ek_info()?;
         if let Some(ak) = &self.ak {
             if ak.ek_nv_index == ek.nv_index {
@@ -94,7 +94,7 @@ pub(crate) struct Worker {
 }
 
 impl Worker {
-    pub fn new(tcti: TctiNameConf, persistent: Persistent) -> Self {
+    pub(super) fn new(tcti: TctiNameConf, persistent: Persistent) -> Self {
         Self {
             tcti,
             live: None,
@@ -105,7 +105,7 @@ impl Worker {
     /// Runs `op` on a live connection. Connects first if needed; if an established connection
     /// turns out to be dead, reconnects once and runs `op` again (every op is safe to repeat:
     /// a key created on a dead connection was never persisted).
-    pub fn run<T>(
+    pub(super) fn run<T>(
         &mut self,
         mut op: impl FnMut(&mut Live, &mut Persistent) -> Result<T, TpmError>,
     ) -> Result<T, TpmError> {
@@ -132,12 +132,12 @@ impl Worker {
     }
 
     /// State that outlives connections (no TPM access).
-    pub fn persistent(&mut self) -> &mut Persistent {
+    pub(super) fn persistent(&mut self) -> &mut Persistent {
         &mut self.persistent
     }
 
     /// Whether the TPM answers a command now.
-    pub fn ping(&mut self) -> Result<(), TpmError> {
+    pub(super) fn ping(&mut self) -> Result<(), TpmError> {
         self.run(|live, _| {
             tpm("GetCapability", || {
                 live.ctx
@@ -148,7 +148,7 @@ impl Worker {
     }
 
     /// Serves jobs until shutdown or until every sender is gone.
-    pub fn serve(mut self, jobs: Receiver<Message>) {
+    pub(super) fn serve(mut self, jobs: Receiver<Message>) {
         while let Ok(Message::Job(job)) = jobs.recv() {
             job(&mut self);
         }

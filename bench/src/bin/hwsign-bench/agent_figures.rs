@@ -24,7 +24,7 @@ const CLIENTS: usize = 64;
 const GROWTH_SIGNS: usize = 100_000;
 
 /// Runs the agent figures; `binary` is the release `hwsign-agent`.
-pub async fn run(plan: &Plan, binary: &Path) -> Result<Vec<Figure>> {
+pub(crate) async fn run(plan: &Plan, binary: &Path) -> Result<Vec<Figure>> {
     let dir = tempfile::tempdir()?;
     let mut agent =
         AgentProcess::start(binary, dir.path(), "[backends.software]\nenabled = true").await?;

@@ -20,7 +20,7 @@ const POLL: Duration = Duration::from_millis(10);
 
 /// A running agent.
 #[derive(Debug)]
-pub struct AgentProcess {
+pub(crate) struct AgentProcess {
     child: Option<Child>,
     socket: PathBuf,
     log: PathBuf,
@@ -29,7 +29,7 @@ pub struct AgentProcess {
 impl AgentProcess {
     /// Starts `binary` with its state, socket and log under `dir`, `backends` being the TOML of
     /// its `[backends.*]` sections, and waits until it answers.
-    pub async fn start(binary: &Path, dir: &Path, backends: &str) -> Result<Self> {
+    pub(crate) async fn start(binary: &Path, dir: &Path, backends: &str) -> Result<Self> {
         let socket = dir.join("run").join("agent.sock");
         let state = dir.join("state");
         let log = dir.join("agent.log");
@@ -81,12 +81,12 @@ impl AgentProcess {
     }
 
     /// Its socket.
-    pub fn socket(&self) -> &Path {
+    pub(crate) fn socket(&self) -> &Path {
         &self.socket
     }
 
     /// Resident memory (VmRSS), KiB.
-    pub fn rss_kib(&self) -> Result<u64> {
+    pub(crate) fn rss_kib(&self) -> Result<u64> {
         let pid = self.child.as_ref().context("agent not running")?.id();
         let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
         status
@@ -98,20 +98,20 @@ impl AgentProcess {
     }
 
     /// CPU time (user + system) the agent has used so far.
-    pub fn cpu_seconds(&self) -> Result<f64> {
+    pub(crate) fn cpu_seconds(&self) -> Result<f64> {
         let pid = self.child.as_ref().context("agent not running")?.id();
         process_cpu_seconds(&pid.to_string())
     }
 
     /// The last lines of its log, for error messages.
-    pub fn log_tail(&self) -> String {
+    pub(crate) fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(5)..].join(" | ")
     }
 
     /// SIGTERM, then waits for the exit (the TPM connection is released only then).
-    pub fn stop(&mut self) -> Result<()> {
+    pub(crate) fn stop(&mut self) -> Result<()> {
         let Some(mut child) = self.child.take() else {
             return Ok(());
         };
@@ -140,7 +140,7 @@ impl Drop for AgentProcess {
 }
 
 /// User + system CPU seconds of process `pid` (`self` for this process), from /proc.
-pub fn process_cpu_seconds(pid: &str) -> Result<f64> {
+pub(crate) fn process_cpu_seconds(pid: &str) -> Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the parenthesized command name; utime and stime are fields 14 and 15.
     let after = stat.rsplit_once(')').context("malformed /proc/PID/stat")?.1;

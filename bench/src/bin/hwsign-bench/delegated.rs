@@ -12,7 +12,7 @@ use crate::figure::{Figure, Goal};
 const GOAL: f64 = 100.0;
 
 /// The figure from the two rates; `delegated` carries why it was not measured.
-pub fn figure(strict_signs_per_sec: Option<f64>, delegated: Result<f64, String>) -> Figure {
+pub(crate) fn figure(strict_signs_per_sec: Option<f64>, delegated: Result<f64, String>) -> Figure {
     let name = "delegated_speedup";
     match (strict_signs_per_sec, delegated) {
         (Some(strict), Ok(delegated)) if strict > 0.0 && delegated > 0.0 => Figure::measured(

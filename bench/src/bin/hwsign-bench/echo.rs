@@ -24,7 +24,7 @@ use tokio::net::UnixListener;
 const READY: &str = "ready";
 
 /// Child-process entry: serves `socket`, answering every request with the bytes of `response`.
-pub fn serve(socket: &Path, response: &Path) -> Result<()> {
+pub(crate) fn serve(socket: &Path, response: &Path) -> Result<()> {
     let body = Bytes::from(std::fs::read(response).context("reading the canned response")?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -59,7 +59,7 @@ pub fn serve(socket: &Path, response: &Path) -> Result<()> {
 
 /// The echo server child process; killed on drop.
 #[derive(Debug)]
-pub struct EchoServer {
+pub(crate) struct EchoServer {
     child: Child,
     socket: PathBuf,
 }
@@ -67,7 +67,7 @@ pub struct EchoServer {
 impl EchoServer {
     /// Starts `hwsign-bench echo-server` on a socket in `dir`, answering with `response`, and
     /// waits for its ready line.
-    pub fn start(dir: &Path, response: &[u8]) -> Result<Self> {
+    pub(crate) fn start(dir: &Path, response: &[u8]) -> Result<Self> {
         let socket = dir.join("echo.sock");
         let response_path = dir.join("echo-response.json");
         std::fs::write(&response_path, response)?;
@@ -90,7 +90,7 @@ impl EchoServer {
     }
 
     /// Its socket.
-    pub fn socket(&self) -> &Path {
+    pub(crate) fn socket(&self) -> &Path {
         &self.socket
     }
 }

@@ -4,7 +4,7 @@ use std::fmt;
 
 /// Which side of the goal passes.
 #[derive(Debug, Clone, Copy)]
-pub enum Goal {
+pub(crate) enum Goal {
     /// The value must be at least this.
     AtLeast(f64),
     /// The value must be at most this.
@@ -31,7 +31,7 @@ impl fmt::Display for Goal {
 
 /// A measured (or unmeasurable) figure with its goal and the absolute numbers behind it.
 #[derive(Debug, Clone)]
-pub struct Figure {
+pub(crate) struct Figure {
     /// The figure's name.
     pub name: String,
     /// The value; `None` when it cannot be measured (then it fails, with `reason`).
@@ -46,7 +46,7 @@ pub struct Figure {
 
 impl Figure {
     /// A measured figure.
-    pub fn measured(name: &str, value: f64, goal: Goal, detail: String) -> Self {
+    pub(crate) fn measured(name: &str, value: f64, goal: Goal, detail: String) -> Self {
         Self {
             name: name.to_owned(),
             value: Some(value),
@@ -57,7 +57,7 @@ impl Figure {
     }
 
     /// A figure that could not be measured: printed as `n/a` and `FAIL`.
-    pub fn unavailable(name: &str, goal: Goal, reason: impl Into<String>) -> Self {
+    pub(crate) fn unavailable(name: &str, goal: Goal, reason: impl Into<String>) -> Self {
         Self {
             name: name.to_owned(),
             value: None,
@@ -68,7 +68,7 @@ impl Figure {
     }
 
     /// Whether the goal holds.
-    pub fn passes(&self) -> bool {
+    pub(crate) fn passes(&self) -> bool {
         self.value.is_some_and(|v| self.goal.holds(v))
     }
 }

@@ -16,7 +16,7 @@ use crate::measure::{cpu_per_op, median, us};
 
 /// `verify_rate_ratio` for `backend`: verifications/s of `Verifier::verify` (SQLite registry,
 /// in-memory replay cache, a fresh nonce per request) ÷ the backend's bare verify/s.
-pub fn verify_rate(
+pub(crate) fn verify_rate(
     plan: &Plan,
     backend: VerifyBackend,
     registry: RegistryKind,
@@ -85,7 +85,7 @@ pub fn verify_rate(
 }
 
 /// `sign_vs_aws_sigv4a` (ring, the fastest signer here) and the same ratio with `p256`.
-pub fn sign_vs_sigv4a(plan: &Plan) -> Result<Vec<Figure>> {
+pub(crate) fn sign_vs_sigv4a(plan: &Plan) -> Result<Vec<Figure>> {
     let request = BenchRequest::realistic();
     let body_hash = request.body_sha256_hex();
     let key = signing_key("sign")?;
@@ -172,7 +172,7 @@ pub fn sign_vs_sigv4a(plan: &Plan) -> Result<Vec<Figure>> {
 }
 
 /// Signs `count` requests, then verifies them all: a loop to run under a profiler.
-pub fn profile_verify(count: usize) -> Result<()> {
+pub(crate) fn profile_verify(count: usize) -> Result<()> {
     let fixture = VerifyFixture::new(VerifyBackend::default(), RegistryKind::Sqlite, count)?;
     let requests = fixture.signed_requests(count)?;
     let pairs: Vec<Vec<(&str, &str)>> = requests.iter().map(|r| r.pairs()).collect();

@@ -10,7 +10,7 @@ use nix::time::{ClockId, clock_gettime};
 
 /// CPU time consumed by the calling thread: for single-threaded, in-process loops, where another
 /// process's load must not count.
-pub fn thread_cpu() -> Result<Duration> {
+pub(crate) fn thread_cpu() -> Result<Duration> {
     let spec = clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID).context("thread CPU clock")?;
     let secs = u64::try_from(spec.tv_sec()).context("negative CPU time")?;
     let nanos = u32::try_from(spec.tv_nsec()).context("CPU time nanoseconds")?;
@@ -18,7 +18,7 @@ pub fn thread_cpu() -> Result<Duration> {
 }
 
 /// Seconds per iteration of `f`, run `count` times, on the thread CPU clock.
-pub fn cpu_per_op(count: usize, mut f: impl FnMut(usize) -> Result<()>) -> Result<f64> {
+pub(crate) fn cpu_per_op(count: usize, mut f: impl FnMut(usize) -> Result<()>) -> Result<f64> {
     let start = thread_cpu()?;
     for i in 0..count {
         f(i)?;
@@ -27,12 +27,12 @@ pub fn cpu_per_op(count: usize, mut f: impl FnMut(usize) -> Result<()>) -> Resul
 }
 
 /// The median (the upper one for an even count); NaN for none.
-pub fn median(mut values: Vec<f64>) -> f64 {
+pub(crate) fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 /// Microseconds, for details.
-pub fn us(seconds: f64) -> String {
+pub(crate) fn us(seconds: f64) -> String {
     format!("{:.1}µs", seconds * 1e6)
 }

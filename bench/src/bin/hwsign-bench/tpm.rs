@@ -35,7 +35,7 @@ use crate::measure::{median, us};
 
 /// What the TPM phase measured.
 #[derive(Debug)]
-pub struct TpmResult {
+pub(crate) struct TpmResult {
     /// `tpm_overhead`.
     pub figure: Figure,
     /// Strict TPM signs per second through the agent (the denominator of `delegated_speedup`).
@@ -194,7 +194,7 @@ async fn agent_batch(
 /// Runs the TPM phase against a fresh swtpm: rounds of (raw batch, agent batch), alternating
 /// which goes first; the agent is started and stopped around each of its batches because swtpm
 /// serves one client at a time.
-pub async fn run(plan: &Plan, binary: &Path) -> Result<TpmResult> {
+pub(crate) async fn run(plan: &Plan, binary: &Path) -> Result<TpmResult> {
     let swtpm = Swtpm::start_tcp()?;
     let tcti = swtpm.tcti();
     let dir = tempfile::tempdir()?;

@@ -1,0 +1,10 @@
+//! The integration tests of `proto`, one test binary: each module was its own binary before.
+
+mod support;
+
+mod aws_sigv4a;
+mod delegation;
+mod fuzz_props;
+mod hws1_rules;
+mod properties;
+mod protocol_doc;

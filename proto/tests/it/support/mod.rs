@@ -1,0 +1,3 @@
+//! Shared by the test modules.
+
+pub(crate) mod vectors;

@@ -1,0 +1,474 @@
+//! The enrollment ceremony over a real swtpm driven by tpm2-tools (no agent): tokens, challenge
+//! life cycle, credential activation in the TPM, the registry entries it leaves, and the HTTP
+//! router's bounds and codes. The agent end to end is in hwsign-e2e's `tpm_*` tests.
+
+use crate::attestation_support;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context as _, Result, ensure};
+use attestation_support::{AK, EK_RSA, KEY, TpmRig};
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use hwsign_proto::PublicKey;
+use hwsign_proto::api::KeyLevel;
+use hwsign_proto::attestation::{EVIDENCE_VERSION, Evidence, KeyAttestation};
+use hwsign_proto::enrollment::{
+    ActivateRequest, ActivateResponse, EvidenceRequest, EvidenceResponse, StartRequest,
+    StartResponse,
+};
+use hwsign_verifier::SqliteRegistry;
+use hwsign_verifier::attestation::TpmPublic;
+use hwsign_verifier::attestation::public::PublicKeyArea;
+use hwsign_verifier::enrollment::{
+    Enrollment, EnrollmentConfig, EnrollmentError, EnrollmentStore, create_token, router,
+};
+
+struct Fixture {
+    rig: TpmRig,
+    enrollment: Enrollment,
+    _dir: tempfile::TempDir,
+}
+
+fn fixture_with(config: impl FnOnce(&mut EnrollmentConfig)) -> Result<Fixture> {
+    let rig = TpmRig::new()?;
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("verifier.db");
+    let mut settings = EnrollmentConfig::new(
+        vec![rig.tpm.ca_root_pem()],
+        vec![rig.tpm.ca_intermediate_pem()],
+    );
+    config(&mut settings);
+    // The registry first: it creates the file with std::fs, which must happen before any other
+    // SQLite connection of this process holds locks on it.
+    let registry = Arc::new(SqliteRegistry::open(&db)?);
+    let enrollment = Enrollment::new(
+        EnrollmentStore::open(&db)?,
+        registry,
+        settings.trust_anchors()?,
+        settings,
+    );
+    Ok(Fixture {
+        rig,
+        enrollment,
+        _dir: dir,
+    })
+}
+
+fn fixture() -> Result<Fixture> {
+    fixture_with(|_| {})
+}
+
+fn key_id_of(rig: &TpmRig, handle: u32) -> Result<String> {
+    let public = TpmPublic::parse(&rig.public_area(handle)?)?;
+    let PublicKeyArea::Ecc { x, y, .. } = &public.key else {
+        anyhow::bail!("not an ECC key");
+    };
+    Ok(PublicKey::from_affine(x, y)?.key_id())
+}
+
+fn token(f: &Fixture, now: SystemTime) -> Result<String> {
+    let (_, token) = create_token(f.enrollment.store(), "rig laptop", 600, now)?;
+    Ok(token.to_string())
+}
+
+fn start(
+    f: &Fixture,
+    token: &str,
+    key_id: &str,
+    now: SystemTime,
+) -> Result<StartResponse, EnrollmentError> {
+    f.enrollment.start(
+        &StartRequest {
+            token: token.to_owned(),
+            key_id: key_id.to_owned(),
+        },
+        now,
+    )
+}
+
+fn evidence_for(f: &Fixture, key: u32, started: &StartResponse) -> Result<EvidenceRequest> {
+    let nonce = URL_SAFE_NO_PAD.decode(&started.nonce)?;
+    Ok(EvidenceRequest {
+        challenge_id: started.challenge_id.clone(),
+        evidence: KeyAttestation {
+            version: EVIDENCE_VERSION,
+            key_id: key_id_of(&f.rig, key)?,
+            level: KeyLevel::Tpm,
+            evidence: Evidence::Tpm(f.rig.evidence_with(AK, key, &nonce)?),
+        },
+    })
+}
+
+fn activate_in_tpm(f: &Fixture, credential: &EvidenceResponse) -> Result<String> {
+    let secret = f.rig.activate(
+        AK,
+        EK_RSA,
+        &STANDARD.decode(&credential.credential_blob)?,
+        &STANDARD.decode(&credential.encrypted_secret)?,
+    )?;
+    Ok(STANDARD.encode(secret))
+}
+
+fn code<T: std::fmt::Debug>(result: Result<T, EnrollmentError>) -> String {
+    match result {
+        Ok(value) => format!("accepted: {value:?}"),
+        Err(error) => error.code(),
+    }
+}
+
+#[test]
+fn ceremony_registers_a_tpm_key_with_its_device() -> Result<()> {
+    let f = fixture()?;
+    let now = SystemTime::now();
+    let key_id = key_id_of(&f.rig, KEY)?;
+    let token = token(&f, now)?;
+    let started = start(&f, &token, &key_id, now)?;
+    let credential = f
+        .enrollment
+        .submit_evidence(&evidence_for(&f, KEY, &started)?, now)?;
+    let secret = activate_in_tpm(&f, &credential)?;
+    let done: ActivateResponse = f.enrollment.activate(
+        &ActivateRequest {
+            challenge_id: started.challenge_id.clone(),
+            secret,
+        },
+        now,
+    )?;
+    ensure!(done.key_id == key_id && done.level == KeyLevel::Tpm);
+
+    let registry = f.enrollment.registry();
+    let key = registry.lookup(&key_id)?.context("key not registered")?;
+    ensure!(key.level == KeyLevel::Tpm && !key.revoked && key.label == "rig laptop");
+    ensure!(key.device_id.as_deref() == Some(done.device_id.as_str()));
+    let device = registry.device(&done.device_id)?.context("no device")?;
+    ensure!(device.pcr_baseline.len() == 8 && !device.revoked);
+    ensure!(device.ak_public == f.rig.public_area(AK)?);
+
+    // The token is spent and the challenge gone.
+    ensure!(code(start(&f, &token, &key_id, now)) == "token_used");
+    ensure!(f.enrollment.store().pending_challenges()? == 0);
+    let replay = f.enrollment.activate(
+        &ActivateRequest {
+            challenge_id: started.challenge_id,
+            secret: STANDARD.encode([0u8; 32]),
+        },
+        now,
+    );
+    ensure!(code(replay) == "challenge_unknown");
+    Ok(())
+}
+
+#[test]
+fn tokens_need_their_secret_and_expire() -> Result<()> {
+    let f = fixture()?;
+    let now = SystemTime::now();
+    let key_id = key_id_of(&f.rig, KEY)?;
+    let token = token(&f, now)?;
+    // Same id, another secret.
+    let (id, _) = token.split_once('.').context("token shape")?;
+    let forged = format!("{id}.{}", URL_SAFE_NO_PAD.encode([9u8; 32]));
+    ensure!(code(start(&f, &forged, &key_id, now)) == "invalid_token");
+    ensure!(code(start(&f, "hwt1_nonsense", &key_id, now)) == "invalid_token");
+    let later = now + Duration::from_secs(601);
+    ensure!(code(start(&f, &token, &key_id, later)) == "token_expired");
+    ensure!(code(start(&f, &token, "not-a-key", now)) == "malformed_request");
+
+    let revoked = self::token(&f, now)?;
+    let revoked_id = revoked
+        .strip_prefix("hwt1_")
+        .and_then(|rest| rest.split_once('.'))
+        .context("token shape")?
+        .0;
+    f.enrollment.store().revoke_token(revoked_id)?;
+    ensure!(code(start(&f, &revoked, &key_id, now)) == "invalid_token");
+    // Listing shows ids and states, never secrets.
+    let listed = f.enrollment.store().list_tokens()?;
+    ensure!(listed.len() == 2 && listed.iter().any(|t| t.revoked));
+    Ok(())
+}
+
+#[test]
+fn a_wrong_secret_ends_the_ceremony() -> Result<()> {
+    let f = fixture()?;
+    let now = SystemTime::now();
+    let key_id = key_id_of(&f.rig, KEY)?;
+    let started = start(&f, &token(&f, now)?, &key_id, now)?;
+    let credential = f
+        .enrollment
+        .submit_evidence(&evidence_for(&f, KEY, &started)?, now)?;
+    let wrong = f.enrollment.activate(
+        &ActivateRequest {
+            challenge_id: started.challenge_id.clone(),
+            secret: STANDARD.encode([0u8; 32]),
+        },
+        now,
+    );
+    ensure!(code(wrong) == "activation_failed");
+    // One try: the right secret afterwards finds no challenge.
+    let secret = activate_in_tpm(&f, &credential)?;
+    let late = f.enrollment.activate(
+        &ActivateRequest {
+            challenge_id: started.challenge_id,
+            secret,
+        },
+        now,
+    );
+    ensure!(code(late) == "challenge_unknown");
+    ensure!(f.enrollment.registry().lookup(&key_id)?.is_none());
+    Ok(())
+}
+
+#[test]
+fn steps_out_of_order_or_late_are_refused() -> Result<()> {
+    let f = fixture_with(|c| {
+        c.challenge_ttl_secs = 60;
+        c.max_pending_challenges = 2;
+    })?;
+    let now = SystemTime::now();
+    let key_id = key_id_of(&f.rig, KEY)?;
+
+    // Activation before evidence.
+    let started = start(&f, &token(&f, now)?, &key_id, now)?;
+    let early = f.enrollment.activate(
+        &ActivateRequest {
+            challenge_id: started.challenge_id.clone(),
+            secret: STANDARD.encode([0u8; 32]),
+        },
+        now,
+    );
+    ensure!(code(early) == "challenge_state");
+    // Evidence twice.
+    let evidence = evidence_for(&f, KEY, &started)?;
+    f.enrollment.submit_evidence(&evidence, now)?;
+    ensure!(code(f.enrollment.submit_evidence(&evidence, now)) == "challenge_state");
+
+    // Bounded: two pending already.
+    let other = start(&f, &token(&f, now)?, &key_id, now)?;
+    ensure!(code(start(&f, &token(&f, now)?, &key_id, now)) == "too_many_challenges");
+
+    // Late evidence.
+    let late = evidence_for(&f, KEY, &other)?;
+    let after = now + Duration::from_secs(61);
+    ensure!(code(f.enrollment.submit_evidence(&late, after)) == "challenge_expired");
+    ensure!(code(f.enrollment.submit_evidence(&late, now)) == "challenge_unknown");
+    ensure!(
+        code(f.enrollment.submit_evidence(
+            &EvidenceRequest {
+                challenge_id: "ch_../../etc".into(),
+                ..late
+            },
+            now
+        )) == "challenge_unknown"
+    );
+    Ok(())
+}
+
+/// Issue 9 §5: one token starting ceremony after ceremony cannot hold every pending challenge
+/// against other devices. Each new start replaces the token's oldest pending challenge, and
+/// another device's token still gets a challenge and completes its enrollment.
+#[test]
+fn hardening_one_token_cannot_hold_every_pending_challenge() -> Result<()> {
+    let f = fixture_with(|c| {
+        c.max_pending_challenges = 4;
+        c.max_pending_per_token = 2;
+    })?;
+    let now = SystemTime::now();
+    let key_id = key_id_of(&f.rig, KEY)?;
+    let greedy = token(&f, now)?;
+    let mut started = Vec::new();
+    for _ in 0..10 {
+        started.push(start(&f, &greedy, &key_id, now)?);
+        let pending = f.enrollment.store().pending_challenges()?;
+        ensure!(pending <= 2, "one token holds {pending} pending challenges");
+    }
+    // The replaced challenges are gone (and did not spend the token).
+    let oldest = started.first().context("no challenge")?;
+    let replaced = f
+        .enrollment
+        .submit_evidence(&evidence_for(&f, KEY, oldest)?, now);
+    ensure!(code(replaced) == "challenge_unknown");
+
+    // Another device's token: served, and its ceremony completes.
+    let other = token(&f, now)?;
+    let mine = start(&f, &other, &key_id, now)?;
+    let credential = f
+        .enrollment
+        .submit_evidence(&evidence_for(&f, KEY, &mine)?, now)?;
+    let secret = activate_in_tpm(&f, &credential)?;
+    let done = f.enrollment.activate(
+        &ActivateRequest {
+            challenge_id: mine.challenge_id,
+            secret,
+        },
+        now,
+    )?;
+    ensure!(done.key_id == key_id);
+    ensure!(f.enrollment.registry().lookup(&key_id)?.is_some());
+    Ok(())
+}
+
+#[test]
+fn a_duplicable_key_is_refused_even_when_certified_by_the_real_ak() -> Result<()> {
+    let f = fixture()?;
+    const DUPLICABLE: u32 = 0x8100_0012;
+    f.rig.create_key(
+        DUPLICABLE,
+        "ecc256:ecdsa-sha256",
+        "sensitivedataorigin|userwithauth|sign",
+    )?;
+    let now = SystemTime::now();
+    let key_id = key_id_of(&f.rig, DUPLICABLE)?;
+    let started = start(&f, &token(&f, now)?, &key_id, now)?;
+    let refused = f
+        .enrollment
+        .submit_evidence(&evidence_for(&f, DUPLICABLE, &started)?, now);
+    ensure!(code(refused) == "evidence_invalid:key_not_fixed_tpm");
+    // The refusal spent the token and ended the ceremony.
+    ensure!(f.enrollment.store().pending_challenges()? == 0);
+    Ok(())
+}
+
+#[test]
+fn evidence_for_another_key_than_challenged_is_refused() -> Result<()> {
+    let f = fixture()?;
+    let now = SystemTime::now();
+    let started = start(
+        &f,
+        &token(&f, now)?,
+        "hk1_0123456789abcdef0123456789abcdef",
+        now,
+    )?;
+    let mut request = evidence_for(&f, KEY, &started)?;
+    ensure!(code(f.enrollment.submit_evidence(&request, now)) == "evidence_invalid:key_mismatch");
+    // Claiming the challenged key id over another key's evidence does not help either.
+    let started = start(
+        &f,
+        &token(&f, now)?,
+        "hk1_0123456789abcdef0123456789abcdef",
+        now,
+    )?;
+    request = evidence_for(&f, KEY, &started)?;
+    request.evidence.key_id = "hk1_0123456789abcdef0123456789abcdef".into();
+    ensure!(code(f.enrollment.submit_evidence(&request, now)) == "evidence_invalid:key_mismatch");
+    Ok(())
+}
+
+async fn call(app: &axum::Router, path: &str, body: Vec<u8>) -> Result<(u16, serde_json::Value)> {
+    use http_body_util::BodyExt as _;
+    use tower_service::Service as _;
+    let request = http::Request::post(path)
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(body))?;
+    let response = app.clone().call(request).await?;
+    let status = response.status().as_u16();
+    ensure!(
+        response
+            .headers()
+            .get("cache-control")
+            .is_some_and(|v| v == "no-store")
+    );
+    let bytes = response.into_body().collect().await?.to_bytes();
+    Ok((status, serde_json::from_slice(&bytes)?))
+}
+
+#[tokio::test]
+async fn router_bounds_bodies_and_answers_with_codes() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("v.db");
+    let rig_free_config = EnrollmentConfig::new(vec![Path::new("unused").into()], vec![]);
+    let registry = Arc::new(SqliteRegistry::open(&db)?);
+    let store = EnrollmentStore::open(&db)?;
+    let (_, token) = create_token(&store, "r", 60, SystemTime::now())?;
+    let enrollment = Enrollment::new(
+        store,
+        registry,
+        hwsign_verifier::attestation::TrustAnchors::default(),
+        rig_free_config,
+    );
+    let app = router(Arc::new(enrollment));
+
+    let (status, body) = call(&app, "/enroll/start", b"{".to_vec()).await?;
+    ensure!(
+        status == 400 && body["error"]["code"] == "malformed_request",
+        "{body}"
+    );
+    let big = vec![b' '; 65 * 1024];
+    let (status, body) = call(&app, "/enroll/evidence", big).await?;
+    ensure!(
+        status == 413 && body["error"]["code"] == "too_large",
+        "{body}"
+    );
+    // A refused token's message does not echo it.
+    let wrong =
+        serde_json::json!({"token": 12345, "key_id": "hk1_0123456789abcdef0123456789abcdef"});
+    let (status, body) = call(&app, "/enroll/start", serde_json::to_vec(&wrong)?).await?;
+    ensure!(
+        status == 400 && !body.to_string().contains("12345"),
+        "{body}"
+    );
+
+    let good = serde_json::json!({"token": token.as_str(), "key_id": "hk1_0123456789abcdef0123456789abcdef"});
+    let (status, body) = call(&app, "/enroll/start", serde_json::to_vec(&good)?).await?;
+    ensure!(status == 200, "{body}");
+    let nonce = URL_SAFE_NO_PAD.decode(body["nonce"].as_str().context("nonce")?)?;
+    ensure!(nonce.len() == 32);
+    let activate = serde_json::json!({"challenge_id": body["challenge_id"], "secret": "AAAA"});
+    let (status, body) = call(&app, "/enroll/activate", serde_json::to_vec(&activate)?).await?;
+    ensure!(
+        status == 409 && body["error"]["code"] == "challenge_state",
+        "{body}"
+    );
+    Ok(())
+}
+
+/// Two ceremonies started with one token: the first evidence spends it, the second is refused.
+#[test]
+fn one_token_completes_one_ceremony() -> Result<()> {
+    let f = fixture()?;
+    let now = SystemTime::now();
+    let key_id = key_id_of(&f.rig, KEY)?;
+    let token = token(&f, now)?;
+    let first = start(&f, &token, &key_id, now)?;
+    let second = start(&f, &token, &key_id, now)?;
+    f.enrollment
+        .submit_evidence(&evidence_for(&f, KEY, &first)?, now)?;
+    let refused = f
+        .enrollment
+        .submit_evidence(&evidence_for(&f, KEY, &second)?, now);
+    ensure!(code(refused) == "token_used");
+    ensure!(f.enrollment.store().pending_challenges()? == 1);
+    Ok(())
+}
+
+/// Evidence that passes every check is not enough: until the AK has been credential-activated
+/// (proving it sits in the EK's TPM) nothing is registered, and once the challenge expires even
+/// the right secret is refused.
+#[test]
+fn an_ak_never_credential_activated_registers_nothing() -> Result<()> {
+    let f = fixture_with(|c| c.challenge_ttl_secs = 60)?;
+    let now = SystemTime::now();
+    let key_id = key_id_of(&f.rig, KEY)?;
+    let started = start(&f, &token(&f, now)?, &key_id, now)?;
+    let credential = f
+        .enrollment
+        .submit_evidence(&evidence_for(&f, KEY, &started)?, now)?;
+    ensure!(f.enrollment.registry().lookup(&key_id)?.is_none());
+    let secret = activate_in_tpm(&f, &credential)?;
+    let late = f.enrollment.activate(
+        &ActivateRequest {
+            challenge_id: started.challenge_id,
+            secret,
+        },
+        now + Duration::from_secs(61),
+    );
+    let refused = code(late);
+    ensure!(
+        refused == "challenge_expired" || refused == "challenge_unknown",
+        "late activation: {refused}"
+    );
+    ensure!(f.enrollment.registry().lookup(&key_id)?.is_none());
+    Ok(())
+}

@@ -1,0 +1,12 @@
+//! The integration tests of `tests`, one test binary: each module was its own binary before.
+
+mod delegation_support;
+
+mod adversarial;
+mod delegation_software;
+mod delegation_tpm;
+mod pkcs11_softhsm;
+mod pkcs11_tpm2;
+mod software;
+mod tpm_enroll;
+mod tpm_refusals;
