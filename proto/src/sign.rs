@@ -10,7 +10,7 @@ use crate::keys::{Nonce, check_payload_hash};
 use crate::limits::{
     MAX_AUTHORIZATION_LEN, MAX_HEADERS, MAX_PRESIGN_EXPIRES_SECS, MAX_QUERY_LEN, MAX_SIGNATURE_LEN,
 };
-use crate::profile::{Profile, query_param_name};
+use crate::profile::{HWS1_DELEGATION_HEADER, Profile, query_param_name};
 use crate::scope::{Scope, StringToSign, check_audience};
 use crate::time::SigningTime;
 
@@ -149,6 +149,17 @@ pub fn prepare_headers(
     }
     if parts.header_values("authorization").next().is_some() {
         return Err(ProtoError::DuplicateHeader("authorization".to_owned()));
+    }
+    // The delegation header is the signer's too, even when this request is not delegated: a
+    // caller's copy would be signed (it is signed when present) and then fail at the verifier
+    // as a statement (found by fuzz_props).
+    if profile.signed_when_present.contains(&HWS1_DELEGATION_HEADER)
+        && parts.header_values(HWS1_DELEGATION_HEADER).next().is_some()
+        && !additions.iter().any(|(name, _)| name == HWS1_DELEGATION_HEADER)
+    {
+        return Err(ProtoError::DuplicateHeader(
+            HWS1_DELEGATION_HEADER.to_owned(),
+        ));
     }
     parts.single_header("host")?;
 

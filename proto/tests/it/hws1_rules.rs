@@ -118,6 +118,13 @@ fn signer_refuses_caller_supplied_protocol_headers() {
         signed_headers("GET", "/", "", &headers).err(),
         Some(ProtoError::DuplicateHeader("x-hws-date".into()))
     );
+    // The delegation header too, though this request is not delegated: signed as present, it
+    // would reach the verifier as a statement that cannot parse.
+    let headers = [("host", "h"), ("X-Hws-Delegation", "")];
+    assert_eq!(
+        signed_headers("GET", "/", "", &headers).err(),
+        Some(ProtoError::DuplicateHeader("x-hws-delegation".into()))
+    );
 }
 
 #[test]
