@@ -8,11 +8,11 @@ use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
 use crate::peer::Peer;
+use crate::unix_time;
 
 /// What was done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -78,10 +78,7 @@ impl<'a> Record<'a> {
     /// A record of `op` by `peer`, now, with every optional field empty.
     pub fn new(op: Operation, peer: &Peer, outcome: &'a str) -> Self {
         Self {
-            ts: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-                .unwrap_or(0),
+            ts: unix_time::now(),
             op,
             outcome,
             uid: peer.uid,

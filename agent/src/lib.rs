@@ -44,6 +44,7 @@ pub(crate) mod session;
 pub mod socket;
 #[allow(unsafe_code)]
 pub mod systemd;
+mod unix_time;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -153,9 +153,13 @@ pub fn prepare_headers(
     // The delegation header is the signer's too, even when this request is not delegated: a
     // caller's copy would be signed (it is signed when present) and then fail at the verifier
     // as a statement (found by fuzz_props).
-    if profile.signed_when_present.contains(&HWS1_DELEGATION_HEADER)
+    if profile
+        .signed_when_present
+        .contains(&HWS1_DELEGATION_HEADER)
         && parts.header_values(HWS1_DELEGATION_HEADER).next().is_some()
-        && !additions.iter().any(|(name, _)| name == HWS1_DELEGATION_HEADER)
+        && !additions
+            .iter()
+            .any(|(name, _)| name == HWS1_DELEGATION_HEADER)
     {
         return Err(ProtoError::DuplicateHeader(
             HWS1_DELEGATION_HEADER.to_owned(),

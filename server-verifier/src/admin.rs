@@ -3,13 +3,14 @@
 
 use std::io::Read;
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use hwsign_proto::PublicKey;
 use hwsign_proto::api::KeyLevel;
 use thiserror::Error;
 
 use crate::registry::{KeyRegistry, RegisteredKey, RegistryError};
+use crate::unix_time;
 
 /// Largest public key file read (a PEM P-256 SPKI is under 200 bytes).
 pub const MAX_PUBLIC_KEY_FILE: u64 = 16 * 1024;
@@ -63,9 +64,7 @@ pub fn add_key_file(
     level: KeyLevel,
 ) -> Result<String, AdminError> {
     let public_key = read_public_key(path)?;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let now = unix_time::seconds_or_zero(SystemTime::now());
     let key = RegisteredKey::new(public_key, label, level, now);
     let key_id = key.key_id.clone();
     registry.add(key)?;

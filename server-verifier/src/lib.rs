@@ -45,6 +45,7 @@ pub mod registry;
 mod rejection;
 pub mod replay;
 mod routes;
+mod unix_time;
 pub mod verify;
 
 pub use backend::VerifyBackend;

@@ -40,6 +40,7 @@ use crate::registry::{KeyRegistry, RegisteredKey};
 use crate::rejection::Rejection;
 use crate::replay::{Freshness, ReplayCache, Reservation};
 use crate::routes::{presign_policy, required_level, strict_required};
+use crate::unix_time;
 
 /// Prepared keys kept per verifier; cleared when full rather than grown without bound.
 const PREPARED_KEY_CAPACITY: usize = 65_536;
@@ -197,9 +198,8 @@ pub struct Verifier {
 }
 
 fn unix_seconds(now: SystemTime) -> Result<i64, Rejection> {
-    now.duration_since(UNIX_EPOCH)
-        .ok()
-        .and_then(|d| i64::try_from(d.as_secs()).ok())
+    unix_time::seconds(now)
+        .filter(|secs| *secs < i64::MAX)
         .ok_or_else(|| {
             tracing::error!("system clock is before 1970 or beyond i64 seconds");
             Rejection::new(

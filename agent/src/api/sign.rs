@@ -9,7 +9,7 @@
 //! and are always signed by the key itself.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use ::http::{Response, StatusCode};
 
@@ -32,6 +32,7 @@ use crate::peer::Peer;
 use crate::session::{
     DEFAULT_SESSION_LIFETIME_SECS, PendingSession, Session, SessionError, SessionTiming,
 };
+use crate::unix_time;
 
 /// A granted signature.
 struct Signed {
@@ -93,10 +94,8 @@ pub(super) async fn sign(
 }
 
 fn unix_now() -> Result<i64, ApiError> {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .map_err(|_| ApiError::Internal("system clock before 1970".into()))
+    unix_time::seconds(SystemTime::now())
+        .ok_or_else(|| ApiError::Internal("system clock before 1970".into()))
 }
 
 async fn sign_checked(

@@ -3,7 +3,7 @@
 //! threads. Time is an input so tests can move it.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -56,11 +56,7 @@ pub struct Enrollment {
     config: EnrollmentConfig,
 }
 
-/// Seconds since the epoch (0 before it, saturating far after it).
-pub(crate) fn unix(time: SystemTime) -> i64 {
-    time.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
+use crate::unix_time::seconds_or_zero as unix;
 
 /// The device id of the TPM whose EK certificate has this SHA-256 (lower-case hex).
 pub fn device_id_for(ek_cert_sha256: &str) -> String {

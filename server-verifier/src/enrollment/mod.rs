@@ -65,7 +65,7 @@ pub fn create_token(
         ));
     }
     let issued = token::issue()?;
-    let created = ceremony::unix(now);
+    let created = crate::unix_time::seconds_or_zero(now);
     let ttl = i64::try_from(ttl_secs).unwrap_or(i64::MAX);
     store.add_token(&issued, label, created, created.saturating_add(ttl))?;
     Ok((issued.id.clone(), issued.token))

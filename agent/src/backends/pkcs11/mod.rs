@@ -18,7 +18,6 @@ mod module_check;
 mod token;
 
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use hwsign_proto::api::KeyLevel;
 use hwsign_proto::attestation::{Evidence, TokenClaims};
@@ -195,9 +194,7 @@ impl KeyBackend for Pkcs11Backend {
                 keys::generate(session, &token_label)
             })
         })?;
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let now = crate::unix_time::now();
         let key = self.backend_key(key, now);
         tracing::info!(key_id = %key.id, label = %key.label, "pkcs11 key created");
         Ok(key)

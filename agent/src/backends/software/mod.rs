@@ -13,7 +13,6 @@ use std::fs;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::sync::{PoisonError, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use p256::ecdsa::signature::hazmat::PrehashSigner;
 use p256::ecdsa::{Signature, SigningKey};
@@ -59,13 +58,6 @@ pub struct SoftwareBackend {
     dir: PathBuf,
     keys: RwLock<BTreeMap<String, LoadedKey>>,
     skipped: Vec<SkippedFile>,
-}
-
-fn now_unix() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 impl SoftwareBackend {
@@ -189,7 +181,7 @@ impl KeyBackend for SoftwareBackend {
             signing_key,
             public_key,
             label: label.to_owned(),
-            created_unix: now_unix(),
+            created_unix: crate::unix_time::now(),
         };
         let bytes = keyfile::encode(&file).map_err(|e| BackendError::Failed(e.to_string()))?;
         let id = file.public_key.key_id();

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use hwsign_proto::api::KeyLevel;
 use hwsign_proto::attestation::Evidence;
@@ -104,13 +104,6 @@ impl std::fmt::Debug for TpmBackend {
             .field("keys", &self.lock_keys().len())
             .finish_non_exhaustive()
     }
-}
-
-pub(crate) fn now_unix() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 impl TpmBackend {
@@ -280,7 +273,7 @@ impl KeyBackend for TpmBackend {
                 label: label.clone(),
                 level: KeyLevel::Tpm,
                 public_key,
-                created_unix: now_unix(),
+                created_unix: crate::unix_time::now(),
             };
             w.persistent().store.save_key(&store::key_file(
                 key.id.clone(),

@@ -53,7 +53,7 @@ impl Persistent {
         let blobs = ops::create_ak(live, &ek)?;
         let file = store::ak_file(
             ek.nv_index,
-            super::now_unix(),
+            crate::unix_time::now(),
             &ops::marshall_public(&blobs.public)?,
             blobs.private.value(),
         );
