@@ -49,11 +49,15 @@ enum KeysCommand {
         /// A human label.
         #[arg(long)]
         label: String,
-        /// software, hardware-unattested or tpm.
+        /// software, hardware-unattested or tpm. An unchecked administrator claim: nothing here
+        /// proves where the key lives (use `hwsign enroll` for an attested TPM key), so `tpm`
+        /// draws a warning.
         #[arg(long, default_value = "software")]
         level: KeyLevel,
     },
-    /// Revoke a key: its requests are refused with device_revoked.
+    /// Revoke a key: its requests are refused with device_revoked. Permanent: a revoked key
+    /// cannot be re-activated or added again; give the device a new key
+    /// (`hwsign keys create`) and add that.
     Revoke {
         /// The registry file.
         #[arg(long)]
@@ -61,12 +65,30 @@ enum KeysCommand {
         /// The key id (hk1_...).
         key_id: String,
     },
-    /// List keys: id, level, status, added (unix seconds), label.
+    /// List keys, tab-separated: id, level, status, added (UTC), label.
     List {
         /// The registry file.
         #[arg(long)]
         db: PathBuf,
     },
+}
+
+/// `2026-11-23 19:30:00 UTC` for seconds since the epoch.
+fn human_time(unix: i64) -> String {
+    let compact = hwsign_proto::SigningTime::from_unix(unix).to_amz_date();
+    match (
+        compact.get(0..4),
+        compact.get(4..6),
+        compact.get(6..8),
+        compact.get(9..11),
+        compact.get(11..13),
+        compact.get(13..15),
+    ) {
+        (Some(y), Some(mo), Some(d), Some(h), Some(mi), Some(s)) => {
+            format!("{y}-{mo}-{d} {h}:{mi}:{s} UTC")
+        }
+        _ => compact,
+    }
 }
 
 fn open(db: &Path, create: bool) -> anyhow::Result<SqliteRegistry> {
@@ -88,11 +110,20 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }) => {
             let registry = open(&db, true)?;
             let key_id = add_key_file(&registry, &public_key, &label, level)?;
+            if level == KeyLevel::Tpm {
+                eprintln!(
+                    "warning: --level tpm is your claim, not checked: nothing attested that \
+                     {key_id} lives in a TPM. Keys enrolled with `hwsign enroll` are attested."
+                );
+            }
             println!("{key_id}");
         }
         Command::Keys(KeysCommand::Revoke { db, key_id }) => {
             open(&db, false)?.revoke(&key_id)?;
-            eprintln!("revoked {key_id}");
+            eprintln!(
+                "revoked {key_id} (permanent: it cannot be re-activated or added again; \
+                 register a new key for the device)"
+            );
         }
         Command::Keys(KeysCommand::List { db }) => {
             for key in open(&db, false)?.list()? {
@@ -101,7 +132,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     "{}\t{}\t{status}\t{}\t{}",
                     key.key_id,
                     key.level.as_str(),
-                    key.added_unix,
+                    human_time(key.added_unix),
                     key.label
                 );
             }

@@ -259,3 +259,67 @@ fn the_tokens_command_and_a_running_server_share_the_database() -> Result<()> {
     ensure!(!missing.status.success());
     Ok(())
 }
+
+/// `--level tpm` is an administrator's claim nothing checks: the command says so. Revocation is
+/// permanent, and says so; dates are for people.
+#[test]
+fn newuser_admin_flow_says_what_it_does_not_check() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("registry.db");
+    let db = db.to_str().context("non-UTF-8 temp path")?;
+    let key = TestKey::from_seed("newuser-tpm-claim")?;
+    let pem = write_key(dir.path(), "claimed.pem", &key)?;
+    let added = run(&[
+        "keys",
+        "add",
+        "--db",
+        db,
+        "--public-key",
+        &pem,
+        "--label",
+        "claimed",
+        "--level",
+        "tpm",
+    ])?;
+    ensure!(added.status.success(), "{}", stderr(&added));
+    ensure!(stdout(&added).trim() == key.id);
+    ensure!(
+        stderr(&added).contains("warning: --level tpm is your claim, not checked"),
+        "{}",
+        stderr(&added)
+    );
+    let other = TestKey::from_seed("newuser-software")?;
+    let other_pem = write_key(dir.path(), "software.pem", &other)?;
+    let added = run(&[
+        "keys",
+        "add",
+        "--db",
+        db,
+        "--public-key",
+        &other_pem,
+        "--label",
+        "plain",
+    ])?;
+    ensure!(added.status.success(), "{}", stderr(&added));
+    ensure!(!stderr(&added).contains("warning"), "{}", stderr(&added));
+
+    let listed = stdout(&run(&["keys", "list", "--db", db])?);
+    let added_at = listed
+        .lines()
+        .next()
+        .and_then(|l| l.split('\t').nth(3))
+        .context("no added column")?;
+    ensure!(
+        added_at.ends_with(" UTC") && added_at.len() == "2026-11-23 19:30:00 UTC".len(),
+        "{listed}"
+    );
+
+    let revoked = run(&["keys", "revoke", "--db", db, &key.id])?;
+    ensure!(revoked.status.success(), "{}", stderr(&revoked));
+    ensure!(
+        stderr(&revoked).contains("permanent"),
+        "{}",
+        stderr(&revoked)
+    );
+    Ok(())
+}
