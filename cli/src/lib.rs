@@ -101,6 +101,23 @@ fn agent_client(socket: Option<PathBuf>) -> anyhow::Result<AgentClient> {
     }
 }
 
+/// `error` and its causes, joined by `: `, leaving out a cause whose text the message before it
+/// already contains, so each cause is printed once.
+pub fn error_text(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
+}
+
 /// A hint for the user about `error`, if there is one (agent not running, no socket path).
 pub fn hint_for(error: &anyhow::Error) -> Option<&'static str> {
     match error.downcast_ref::<ClientError>()? {

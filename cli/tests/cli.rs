@@ -470,3 +470,38 @@ async fn newuser_errors_name_the_expected_form() -> Result<()> {
     );
     agent.stop().await
 }
+
+/// Every relative link in README.md and docs/*.md names a file that exists.
+#[test]
+fn newuser_doc_links_resolve() -> Result<()> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut docs = vec![root.join("README.md")];
+    for entry in std::fs::read_dir(root.join("docs"))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "md") {
+            docs.push(path);
+        }
+    }
+    let mut broken = Vec::new();
+    let mut checked = 0;
+    for doc in &docs {
+        let text = std::fs::read_to_string(doc)?;
+        let dir = doc.parent().context("doc dir")?;
+        for (start, _) in text.match_indices("](") {
+            let rest = &text[start + 2..];
+            let Some(end) = rest.find(')') else { continue };
+            let target = &rest[..end];
+            if target.starts_with("http") || target.starts_with('#') || target.contains(' ') {
+                continue;
+            }
+            let file = target.split('#').next().unwrap_or(target);
+            checked += 1;
+            if !dir.join(file).exists() {
+                broken.push(format!("{}: {target}", doc.display()));
+            }
+        }
+    }
+    ensure!(checked > 10, "only {checked} links found");
+    ensure!(broken.is_empty(), "broken links: {broken:#?}");
+    Ok(())
+}

@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use hwsign_verifier::admin::add_key_file;
-use hwsign_verifier::{KeyLevel, KeyRegistry, SqliteRegistry};
+use hwsign_verifier::config::ANY_HOST;
+use hwsign_verifier::{KeyLevel, KeyRegistry, SqliteRegistry, VerifierConfig};
 
 /// The command line.
 #[derive(Debug, Parser)]
@@ -34,6 +35,13 @@ enum Command {
     /// One-time TPM enrollment tokens.
     #[command(subcommand)]
     Tokens(tokens::TokensCommand),
+    /// Check a verifier configuration file (`VerifierConfig::load`, e.g.
+    /// server-verifier/verifier.example.toml): prints the file read, warnings, and exits 1 on an
+    /// error.
+    CheckConfig {
+        /// The TOML file.
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -73,6 +81,23 @@ enum KeysCommand {
     },
 }
 
+/// `error` and its causes, joined by `: `, leaving out a cause whose text the message before it
+/// already contains (some library messages repeat their cause), so each cause is printed once.
+pub fn error_text(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
+}
+
 /// `2026-11-23 19:30:00 UTC` for seconds since the epoch.
 fn human_time(unix: i64) -> String {
     let compact = hwsign_proto::SigningTime::from_unix(unix).to_amz_date();
@@ -102,6 +127,22 @@ fn open(db: &Path, create: bool) -> anyhow::Result<SqliteRegistry> {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Tokens(command) => tokens::run(command)?,
+        Command::CheckConfig { file } => {
+            println!("configuration file: {}", file.display());
+            let config = VerifierConfig::load(&file)?;
+            if config.hosts.iter().any(|h| h == ANY_HOST) {
+                println!(
+                    "warning: hosts = [\"*\"] accepts any host: a request captured on one \
+                     deployment can be replayed on another with the same audience"
+                );
+            }
+            println!(
+                "configuration OK: audience {:?}, {} host(s), {} route rule(s)",
+                config.audience,
+                config.hosts.len(),
+                config.route_rules.len()
+            );
+        }
         Command::Keys(KeysCommand::Add {
             db,
             public_key,

@@ -323,3 +323,40 @@ fn newuser_admin_flow_says_what_it_does_not_check() -> Result<()> {
     );
     Ok(())
 }
+
+/// `hwsign-verifier check-config` reads the shipped example, names the file, and prints each
+/// cause of a failure once.
+#[test]
+fn newuser_check_config_checks_the_verifier_configuration() -> Result<()> {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../verifier.example.toml");
+    let example = example.to_str().context("non-UTF-8 path")?;
+    let output = run(&["check-config", example])?;
+    ensure!(output.status.success(), "{}", stderr(&output));
+    ensure!(
+        stdout(&output).contains(&format!("configuration file: {example}"))
+            && stdout(&output).contains("configuration OK"),
+        "{}",
+        stdout(&output)
+    );
+
+    let dir = tempfile::tempdir()?;
+    let any = dir.path().join("any.toml");
+    std::fs::write(&any, "audience = \"payments\"\nhosts = [\"*\"]\n")?;
+    let output = run(&["check-config", any.to_str().context("path")?])?;
+    ensure!(output.status.success(), "{}", stderr(&output));
+    ensure!(
+        stdout(&output).contains("warning: hosts = [\"*\"]"),
+        "{}",
+        stdout(&output)
+    );
+
+    let missing = dir.path().join("missing.toml");
+    let output = run(&["check-config", missing.to_str().context("path")?])?;
+    ensure!(!output.status.success());
+    ensure!(
+        stderr(&output).matches("No such file or directory").count() == 1,
+        "{}",
+        stderr(&output)
+    );
+    Ok(())
+}
