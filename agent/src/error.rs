@@ -14,13 +14,18 @@ pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
 
 impl std::fmt::Display for ErrorChain<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
+        let mut text = self.0.to_string();
         let mut cause = self.0.source();
         while let Some(error) = cause {
-            write!(f, ": {error}")?;
+            // A message of another crate may still repeat its cause: print it once.
+            let part = error.to_string();
+            if !text.contains(&part) {
+                text.push_str(": ");
+                text.push_str(&part);
+            }
             cause = error.source();
         }
-        Ok(())
+        f.write_str(&text)
     }
 }
 
@@ -131,12 +136,22 @@ mod tests {
                 1,
                 "{cause:?} not exactly once in {chain:?}"
             );
-            // anyhow's `{:#}` (what the agent binary prints) joins the same chain.
+            // The agent binary prints the same chain (`ErrorChain`).
             assert!(
                 !error.to_string().contains(cause),
                 "{error} repeats its cause"
             );
         }
         Ok(())
+    }
+
+    /// An error of another crate whose message repeats its cause still shows it once.
+    #[test]
+    fn newuser_the_chain_leaves_out_a_repeated_cause() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("outer: {0}")]
+        struct Repeats(#[source] std::io::Error);
+        let chain = error_chain(&Repeats(io()));
+        assert_eq!(chain, "outer: cause-marker");
     }
 }

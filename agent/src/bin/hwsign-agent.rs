@@ -40,7 +40,8 @@ fn main() -> ExitCode {
     match start(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
+            let chain: &(dyn std::error::Error + 'static) = e.as_ref();
+            tracing::error!("{}", hwsign_agent::ErrorChain(chain));
             ExitCode::FAILURE
         }
     }
