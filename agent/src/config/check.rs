@@ -33,6 +33,7 @@ impl Finding {
         }
     }
 
+    #[cfg_attr(not(feature = "pkcs11"), allow(dead_code))]
     fn warning(message: String) -> Self {
         Self {
             severity: Severity::Warning,
