@@ -470,3 +470,30 @@ fn newuser_doc_config_snippets_are_valid() -> Result<()> {
     ensure!(checked >= 2, "only {checked} snippets found");
     Ok(())
 }
+
+/// Without `--config` and without `~/.config/hwsign/agent.toml`, `--check-config` says that no
+/// file was read and the defaults apply.
+#[test]
+fn newuser_check_config_says_when_no_file_was_read() -> Result<()> {
+    let home = tempfile::tempdir()?;
+    let output = Command::new(env!("CARGO_BIN_EXE_hwsign-agent"))
+        .arg("--check-config")
+        .env("HOME", home.path())
+        .env("XDG_CONFIG_HOME", home.path().join(".config"))
+        .env("XDG_STATE_HOME", home.path().join(".local/state"))
+        .env("XDG_RUNTIME_DIR", home.path().join("run"))
+        .output()?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    ensure!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let expected = format!(
+        "configuration file: none ({} does not exist); using the built-in defaults",
+        home.path().join(".config/hwsign/agent.toml").display()
+    );
+    ensure!(stdout.contains(&expected), "{stdout}");
+    ensure!(stdout.contains("configuration OK"), "{stdout}");
+    Ok(())
+}
