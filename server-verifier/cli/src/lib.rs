@@ -42,6 +42,13 @@ enum Command {
         /// The TOML file.
         file: PathBuf,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff).
+    Man,
 }
 
 #[derive(Debug, Subcommand)]
@@ -127,6 +134,21 @@ fn open(db: &Path, create: bool) -> anyhow::Result<SqliteRegistry> {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Tokens(command) => tokens::run(command)?,
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(
+                shell,
+                &mut command,
+                "hwsign-verifier",
+                &mut std::io::stdout(),
+            );
+        }
+        Command::Man => {
+            let command = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(command)
+                .render(&mut std::io::stdout())
+                .context("writing the man page")?;
+        }
         Command::CheckConfig { file } => {
             println!("configuration file: {}", file.display());
             let config = VerifierConfig::load(&file)?;

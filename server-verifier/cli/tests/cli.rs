@@ -360,3 +360,22 @@ fn newuser_check_config_checks_the_verifier_configuration() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn newuser_completions_and_man_page_are_generated() -> Result<()> {
+    let output = run(&["completions", "bash"])?;
+    ensure!(output.status.success(), "{}", stderr(&output));
+    ensure!(
+        stdout(&output).contains("hwsign-verifier"),
+        "{}",
+        stdout(&output)
+    );
+    let output = run(&["man"])?;
+    ensure!(output.status.success(), "{}", stderr(&output));
+    ensure!(
+        stdout(&output).contains(".TH hwsign-verifier"),
+        "{}",
+        stdout(&output)
+    );
+    Ok(())
+}
