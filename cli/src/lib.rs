@@ -44,7 +44,7 @@ enum Command {
     /// Show the agent's version, backends and key count; exits 3 when a configured backend is
     /// unavailable.
     Status,
-    /// List or create keys.
+    /// List, create or export keys.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
     /// Print the headers that sign a request (one `Name: value` per line); send them with it.
