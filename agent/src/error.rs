@@ -6,6 +6,34 @@ use thiserror::Error;
 use crate::backends::BackendError;
 use crate::config::ConfigError;
 
+/// Displays an error and each of its causes once, joined by `: ` (`cannot read configuration
+/// /etc/hwsign/agent.toml: Permission denied (os error 13)`). Error messages in this crate never
+/// repeat their cause (it is `source()`), so logs and flattened messages use this to show it.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut text = self.0.to_string();
+        let mut cause = self.0.source();
+        while let Some(error) = cause {
+            // A message of another crate may still repeat its cause: print it once.
+            let part = error.to_string();
+            if !text.contains(&part) {
+                text.push_str(": ");
+                text.push_str(&part);
+            }
+            cause = error.source();
+        }
+        f.write_str(&text)
+    }
+}
+
+/// [`ErrorChain`] as a string.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    ErrorChain(error).to_string()
+}
+
 /// Why the agent could not start or keep serving.
 #[derive(Debug, Error)]
 #[non_exhaustive]
@@ -14,7 +42,7 @@ pub enum AgentError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// A configured backend could not be opened.
-    #[error("cannot open the {backend} backend: {source}")]
+    #[error("cannot open the {backend} backend")]
     Backend {
         /// Backend name.
         backend: &'static str,
@@ -26,7 +54,7 @@ pub enum AgentError {
     #[error("no key backend is enabled")]
     NoBackend,
     /// The state directory or the audit log cannot be created or opened.
-    #[error("state {what}: {source}")]
+    #[error("state {what}")]
     State {
         /// What was being prepared.
         what: String,
@@ -35,7 +63,7 @@ pub enum AgentError {
         source: std::io::Error,
     },
     /// The listening socket could not be obtained or prepared.
-    #[error("socket {what}: {source}")]
+    #[error("socket {what}")]
     Socket {
         /// What was being done.
         what: String,
@@ -46,4 +74,84 @@ pub enum AgentError {
     /// A blocking start-up task panicked or was cancelled.
     #[error("start-up task failed: {0}")]
     Task(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::ApiError;
+
+    fn io() -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::PermissionDenied, "cause-marker")
+    }
+
+    /// Each message leaves its cause to `source()`, so a chain prints every cause once.
+    #[test]
+    fn newuser_every_cause_is_printed_once() -> Result<(), Box<dyn std::error::Error>> {
+        let toml_error = match toml::from_str::<toml::Value>("x = = 1") {
+            Err(e) => e,
+            Ok(_) => return Err("invalid TOML was accepted".into()),
+        };
+        let toml_text = toml_error.to_string();
+        let errors: Vec<(Box<dyn std::error::Error>, &str)> = vec![
+            (
+                Box::new(ConfigError::Read {
+                    path: "/etc/hwsign/agent.toml".into(),
+                    source: io(),
+                }),
+                "cause-marker",
+            ),
+            (Box::new(ConfigError::Parse(toml_error)), toml_text.as_str()),
+            (
+                Box::new(AgentError::Backend {
+                    backend: "software",
+                    source: BackendError::Io(io()),
+                }),
+                "cause-marker",
+            ),
+            (
+                Box::new(AgentError::State {
+                    what: "directory /s".into(),
+                    source: io(),
+                }),
+                "cause-marker",
+            ),
+            (
+                Box::new(AgentError::Socket {
+                    what: "bind".into(),
+                    source: io(),
+                }),
+                "cause-marker",
+            ),
+            (Box::new(BackendError::Io(io())), "cause-marker"),
+            (
+                Box::new(ApiError::Backend(BackendError::Io(io()))),
+                "cause-marker",
+            ),
+        ];
+        for (error, cause) in &errors {
+            let chain = error_chain(error.as_ref());
+            assert_eq!(
+                chain.matches(cause).count(),
+                1,
+                "{cause:?} not exactly once in {chain:?}"
+            );
+            // The agent binary prints the same chain (`ErrorChain`).
+            assert!(
+                !error.to_string().contains(cause),
+                "{error} repeats its cause"
+            );
+        }
+        Ok(())
+    }
+
+    /// An error of another crate whose message repeats its cause still shows it once.
+    #[test]
+    fn newuser_the_chain_leaves_out_a_repeated_cause() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("outer: {0}")]
+        struct Repeats(#[source] std::io::Error);
+        let chain = error_chain(&Repeats(io()));
+        assert_eq!(chain, "outer: cause-marker");
+    }
 }

@@ -32,6 +32,17 @@ pub(crate) fn ensure_socket_dir(dir: &Path, socket_group: Option<u32>) -> io::Re
 fn ensure_dir(dir: &Path, writable_by_group: Option<u32>) -> io::Result<()> {
     DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     let meta = fs::metadata(dir)?;
+    check_dir(dir, &meta, writable_by_group)
+}
+
+/// The rules [`ensure_private_dir`] and [`ensure_socket_dir`] enforce on an existing directory
+/// (`--check-config` applies them without creating anything): a directory, owned by the agent's
+/// uid, nothing for others, group write only for `writable_by_group`.
+pub fn check_dir(
+    dir: &Path,
+    meta: &fs::Metadata,
+    writable_by_group: Option<u32>,
+) -> io::Result<()> {
     if !meta.is_dir() {
         return Err(io::Error::other(format!(
             "{} is not a directory",

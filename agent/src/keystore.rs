@@ -105,7 +105,7 @@ impl KeyStore {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(backend = backend.name(), error = %e, "listing keys failed");
+                    tracing::warn!(backend = backend.name(), error = %crate::ErrorChain(&e), "listing keys failed");
                     failure.get_or_insert(e);
                 }
             }
@@ -121,7 +121,7 @@ impl KeyStore {
                 .await
                 .unwrap_or_else(|e| BackendHealth {
                     available: false,
-                    detail: Some(e.to_string()),
+                    detail: Some(crate::error_chain(&e)),
                 });
             all.push((backend.name(), health));
         }

@@ -52,7 +52,7 @@ use std::sync::Arc;
 use tokio::net::UnixListener;
 
 pub use config::Config;
-pub use error::AgentError;
+pub use error::{AgentError, ErrorChain, error_chain};
 pub use server::Agent;
 
 /// Opens the configured backends, then serves API v1 on `listener` until `shutdown` completes;

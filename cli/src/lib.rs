@@ -12,6 +12,7 @@ mod http_send;
 mod keys;
 mod request;
 mod sign;
+mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,15 +31,20 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "PATH")]
     socket: Option<PathBuf>,
 
+    /// Print JSON instead of text (`status`, `keys list`, `keys create`, `sign`).
+    #[arg(long, global = true)]
+    json: bool,
+
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Show the agent's version, backends and key count.
+    /// Show the agent's version, backends and key count; exits 3 when a configured backend is
+    /// unavailable.
     Status,
-    /// List or create keys.
+    /// List, create or export keys.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
     /// Print the headers that sign a request (one `Name: value` per line); send them with it.
@@ -53,6 +59,14 @@ enum Command {
     Demo,
     /// Enroll a TPM key with a verifier (one-time token from `hwsign-verifier tokens create`).
     Enroll(enroll::EnrollArgs),
+    /// Print a shell completion script, e.g.
+    /// `hwsign completions bash > ~/.local/share/bash-completion/completions/hwsign`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `hwsign man > ~/.local/share/man/man1/hwsign.1`.
+    Man,
 }
 
 /// Runs one parsed command line; the exit code is the command's own (e.g. `request` exits with
@@ -60,27 +74,21 @@ enum Command {
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Demo => demo::run().await,
-        Command::Status => {
-            let agent = agent_client(cli.socket)?;
-            let status = agent.status().await?;
-            println!("agent version {}", status.version);
-            println!("uptime        {} s", status.uptime_secs);
-            println!("keys          {}", status.keys);
-            for backend in status.backends {
-                let state = if backend.available {
-                    "available"
-                } else {
-                    "unavailable"
-                };
-                match backend.detail {
-                    Some(detail) => println!("backend       {} ({state}: {detail})", backend.name),
-                    None => println!("backend       {} ({state})", backend.name),
-                }
-            }
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "hwsign", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Keys(command) => keys::run(&agent_client(cli.socket)?, command).await,
-        Command::Sign(args) => sign::run(agent_client(cli.socket)?, args).await,
+        Command::Man => {
+            let command = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(command)
+                .render(&mut std::io::stdout())
+                .context("writing the man page")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status => status::run(&agent_client(cli.socket)?, cli.json).await,
+        Command::Keys(command) => keys::run(&agent_client(cli.socket)?, command, cli.json).await,
+        Command::Sign(args) => sign::run(agent_client(cli.socket)?, args, cli.json).await,
         Command::Request(args) => request::run(agent_client(cli.socket)?, args).await,
         Command::Enroll(args) => enroll::run(&agent_client(cli.socket)?, args).await,
     }
@@ -91,6 +99,23 @@ fn agent_client(socket: Option<PathBuf>) -> anyhow::Result<AgentClient> {
         Some(path) => Ok(AgentClient::new(path)),
         None => AgentClient::from_env().context("locating the agent socket"),
     }
+}
+
+/// `error` and its causes, joined by `: `, leaving out a cause whose text the message before it
+/// already contains, so each cause is printed once.
+pub fn error_text(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
 }
 
 /// A hint for the user about `error`, if there is one (agent not running, no socket path).

@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use hwsign_cli::{Cli, hint_for, run};
+use hwsign_cli::{Cli, error_text, hint_for, run};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -23,7 +23,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("hwsign: {e:#}");
+            eprintln!("hwsign: {}", error_text(&e));
             if let Some(hint) = hint_for(&e) {
                 eprintln!("hint: {hint}");
             }

@@ -34,7 +34,11 @@ pub(crate) struct SignArgs {
     sign_headers: Vec<String>,
 }
 
-pub(crate) async fn run(agent: AgentClient, args: SignArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(
+    agent: AgentClient,
+    args: SignArgs,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let method = parse_method(&args.method)?;
     let uri = parse_absolute_url(&args.url)?;
     let mut headers = parse_headers(&args.headers)?;
@@ -51,6 +55,21 @@ pub(crate) async fn run(agent: AgentClient, args: SignArgs) -> anyhow::Result<Ex
     let answer = signer
         .sign_headers(&method, &uri, &mut headers, &digest)
         .await?;
+    if json {
+        // {"key_id": ..., "date": ..., "headers": {"Authorization": ..., ...}}
+        let headers: serde_json::Map<String, serde_json::Value> = answer
+            .headers
+            .iter()
+            .map(|f| (display_name(&f.name), f.value.clone().into()))
+            .collect();
+        let output = serde_json::json!({
+            "key_id": answer.key_id,
+            "date": answer.date,
+            "headers": headers,
+        });
+        println!("{}", serde_json::to_string_pretty(&output)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     for field in answer.headers {
         println!("{}: {}", display_name(&field.name), field.value);
     }

@@ -19,7 +19,7 @@ pub(crate) enum ApiError {
     #[error("invalid request: {0}")]
     InvalidRequest(String),
     /// The request could not be canonicalized or signed as described.
-    #[error("invalid request: {0}")]
+    #[error("invalid request")]
     Proto(#[from] ProtoError),
     /// The body exceeds the limit.
     #[error("request body larger than {0} bytes")]
@@ -36,9 +36,9 @@ pub(crate) enum ApiError {
     /// The key's rule refuses the call.
     #[error("{0}")]
     KeyNotPermitted(RuleRefusal),
-    /// The backend named in a request is not open.
-    #[error("backend {0:?} is not available in this agent")]
-    UnknownBackend(String),
+    /// The backend named in a request is not open. The second field lists the open ones.
+    #[error("backend {0:?} is not available in this agent (it has: {1})")]
+    UnknownBackend(String, String),
     /// The backend refused or failed.
     #[error(transparent)]
     Backend(#[from] BackendError),
@@ -76,7 +76,7 @@ impl ApiError {
             Self::MethodNotAllowed(_) => AgentErrorCode::MethodNotAllowed,
             Self::PermissionDenied(_) => AgentErrorCode::PermissionDenied,
             Self::KeyNotPermitted(_) => AgentErrorCode::KeyNotPermitted,
-            Self::UnknownBackend(_) => AgentErrorCode::UnknownBackend,
+            Self::UnknownBackend(..) => AgentErrorCode::UnknownBackend,
             Self::Backend(b) => backend_code(b),
             Self::Unavailable => AgentErrorCode::Unavailable,
             Self::TooManyConnections(_) => AgentErrorCode::TooManyConnections,
@@ -93,8 +93,28 @@ impl ApiError {
                 "the backend failed the operation; see the agent's log".to_owned()
             }
             Self::Internal(_) => "internal error; see the agent's log".to_owned(),
-            other => other.to_string(),
+            Self::Proto(e) => match expected_form(e) {
+                Some(form) => format!("{}; {form}", crate::error_chain(self)),
+                None => crate::error_chain(self),
+            },
+            other => crate::error_chain(other),
         }
+    }
+}
+
+/// The form an input must have, for the refusals where the caller typed the value.
+fn expected_form(e: &ProtoError) -> Option<String> {
+    match e {
+        ProtoError::InvalidAudience => Some(format!(
+            "expected the API's name as its verifier expects it: 1 to {} characters of a-z, \
+             0-9, '.', '-' and '_'",
+            hwsign_proto::limits::MAX_AUDIENCE_LEN
+        )),
+        ProtoError::InvalidKeyId => Some(format!(
+            "expected a key id: {}, then 32 lowercase hex digits (see `hwsign keys list`)",
+            hwsign_proto::keys::KEY_ID_PREFIX
+        )),
+        _ => None,
     }
 }
 

@@ -75,10 +75,10 @@ pub(super) async fn create(
 }
 
 async fn create_key(ctx: &Context, request: &CreateKeyRequest) -> Result<KeyInfo, ApiError> {
-    let backend = ctx
-        .keys
-        .backend(&request.backend)
-        .ok_or_else(|| ApiError::UnknownBackend(request.backend.chars().take(32).collect()))?;
+    let backend = ctx.keys.backend(&request.backend).ok_or_else(|| {
+        let open: Vec<&str> = ctx.keys.backends().iter().map(|b| b.name()).collect();
+        ApiError::UnknownBackend(request.backend.chars().take(32).collect(), open.join(", "))
+    })?;
     check_label(&request.label)?;
     let label = request.label.clone();
     let key = KeyStore::call(backend, move |b| b.create_key(&label)).await?;

@@ -93,9 +93,9 @@ pub(crate) async fn handle(
             Err(e) => {
                 let code = e.code();
                 if code.http_status() >= 500 {
-                    tracing::error!(code = %code, error = %e, "request failed");
+                    tracing::error!(code = %code, error = %crate::ErrorChain(&e), "request failed");
                 } else {
-                    tracing::info!(code = %code, error = %e, "request refused");
+                    tracing::info!(code = %code, error = %crate::ErrorChain(&e), "request refused");
                 }
                 http::error(&e)
             }

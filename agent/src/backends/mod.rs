@@ -64,7 +64,7 @@ pub enum BackendError {
     #[error("PIN locked")]
     PinLocked,
     /// A file of the backend's state could not be read or written.
-    #[error("state I/O: {0}")]
+    #[error("state I/O")]
     Io(#[from] std::io::Error),
     /// The backend failed the operation.
     #[error("backend failure: {0}")]

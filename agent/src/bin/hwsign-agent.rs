@@ -12,6 +12,7 @@ use clap::Parser;
 use tokio::net::UnixListener;
 use tokio::signal::unix::{SignalKind, signal};
 
+use hwsign_agent::config::check::{Severity, check_environment};
 use hwsign_agent::logging::{self, LogFormat};
 use hwsign_agent::{Agent, Config, socket, systemd};
 
@@ -39,18 +40,18 @@ fn main() -> ExitCode {
     match start(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
+            let chain: &(dyn std::error::Error + 'static) = e.as_ref();
+            tracing::error!("{}", hwsign_agent::ErrorChain(chain));
             ExitCode::FAILURE
         }
     }
 }
 
 fn start(args: &Args) -> Result<()> {
-    let config = Config::load_default(args.config.as_deref())?;
     if args.check_config {
-        println!("configuration OK");
-        return Ok(());
+        return check_config(args.config.as_deref());
     }
+    let config = Config::load_default(args.config.as_deref())?;
     // Before the runtime's threads exist: adopting the socket clears environment variables.
     let activated = systemd::take_activated_listener()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -58,6 +59,40 @@ fn start(args: &Args) -> Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(serve(Arc::new(config), activated))
+}
+
+/// `--check-config`: names the file read (or that none was), then everything start-up would
+/// refuse (errors, exit 1) or warn about (warnings, exit 0).
+fn check_config(path: Option<&std::path::Path>) -> Result<()> {
+    let file = match path {
+        Some(path) => Some(path.to_path_buf()),
+        None => hwsign_agent::config::paths::default_config_file().filter(|f| f.exists()),
+    };
+    match &file {
+        Some(file) => println!("configuration file: {}", file.display()),
+        None => println!(
+            "configuration file: none ({} does not exist); using the built-in defaults",
+            hwsign_agent::config::paths::default_config_file()
+                .map_or_else(|| "no default path".to_owned(), |f| f.display().to_string())
+        ),
+    }
+    let config = Config::load_default(file.as_deref())?;
+    let findings = check_environment(&config);
+    let mut errors = 0;
+    for finding in &findings {
+        match finding.severity {
+            Severity::Error => {
+                errors += 1;
+                println!("error: {}", finding.message);
+            }
+            Severity::Warning => println!("warning: {}", finding.message),
+        }
+    }
+    if errors > 0 {
+        anyhow::bail!("configuration not usable: {errors} error(s), see above");
+    }
+    println!("configuration OK");
+    Ok(())
 }
 
 async fn serve(

@@ -9,7 +9,7 @@ use thiserror::Error;
 #[non_exhaustive]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read configuration {path}: {source}")]
+    #[error("cannot read configuration {path}")]
     Read {
         /// The file.
         path: PathBuf,
@@ -30,7 +30,7 @@ pub enum ConfigError {
         limit: u64,
     },
     /// Not TOML, or TOML of the wrong shape (unknown keys included).
-    #[error("invalid configuration: {0}")]
+    #[error("invalid configuration")]
     Parse(#[from] toml::de::Error),
     /// A backend section names a backend this build does not contain.
     #[error(

@@ -5,6 +5,7 @@
 //! A configuration is resolved once (defaults filled in, values checked) and then shared as
 //! `Arc<Config>`; nothing reads it from a global.
 
+pub mod check;
 mod error;
 pub mod paths;
 mod rules;

@@ -72,7 +72,13 @@ impl KeyRule {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         let bad =
             |what: String| ConfigError::Invalid(format!("key_rules[{}]: {what}", self.key_id));
-        check_key_id(&self.key_id).map_err(|_| bad("key_id is not an hk1_ key id".into()))?;
+        check_key_id(&self.key_id).map_err(|_| {
+            bad(
+                "key_id is not an hk1_ key id (expected hk1_ then 32 lowercase hex digits, as \
+                 `hwsign keys list` prints it)"
+                    .into(),
+            )
+        })?;
         if let Some(lifetime) = self.session_lifetime_secs {
             if self.mode != KeyMode::Delegated {
                 return Err(bad(
@@ -85,7 +91,13 @@ impl KeyRule {
             }
         }
         for audience in self.audiences.iter().flatten() {
-            check_audience(audience).map_err(|_| bad(format!("invalid audience {audience:?}")))?;
+            check_audience(audience).map_err(|_| {
+                bad(format!(
+                    "invalid audience {audience:?} (expected 1 to {} characters of a-z, 0-9, \
+                     '.', '-' and '_')",
+                    hwsign_proto::limits::MAX_AUDIENCE_LEN
+                ))
+            })?;
         }
         for host in self.hosts.iter().flatten() {
             let bare = host.strip_prefix("*.").unwrap_or(host);
@@ -96,7 +108,10 @@ impl KeyRule {
                     .bytes()
                     .all(|b| b.is_ascii_graphic() && b != b'/' && b != b'@')
             {
-                return Err(bad(format!("invalid host pattern {host:?}")));
+                return Err(bad(format!(
+                    "invalid host pattern {host:?} (expected \"api.example.com\", \
+                     \"api.example.com:8443\" or \"*.example.com\")"
+                )));
             }
         }
         Ok(())

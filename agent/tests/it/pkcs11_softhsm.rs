@@ -112,3 +112,13 @@ fn pkcs11_softhsm_agent_end_to_end() -> Result<()> {
         &[agent_end_to_end],
     )
 }
+
+#[test]
+fn pkcs11_softhsm_newuser_missing_pin_not_available() -> Result<()> {
+    isolated(
+        "pkcs11_softhsm_newuser_missing_pin_not_available",
+        KIND,
+        Options::default(),
+        &[missing_pin_not_available],
+    )
+}

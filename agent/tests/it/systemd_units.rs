@@ -99,9 +99,15 @@ fn unit_settings_that_matter() -> Result<()> {
 #[test]
 #[cfg(feature = "software")]
 fn the_system_configuration_is_valid() -> Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    // Installed 0640 root:hwsign; a checkout may be group-writable, which the agent refuses.
+    let dir = tempfile::tempdir()?;
+    let installed = dir.path().join("agent.toml");
+    std::fs::copy(units_dir("system").join("agent.toml"), &installed)?;
+    std::fs::set_permissions(&installed, std::fs::Permissions::from_mode(0o640))?;
     let output = Command::new(env!("CARGO_BIN_EXE_hwsign-agent"))
         .arg("--config")
-        .arg(units_dir("system").join("agent.toml"))
+        .arg(&installed)
         .arg("--check-config")
         .output()?;
     ensure!(
@@ -109,5 +115,70 @@ fn the_system_configuration_is_valid() -> Result<()> {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    Ok(())
+}
+
+fn readme() -> Result<String> {
+    Ok(std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"),
+    )?)
+}
+
+/// The README's system install, the units' comments and the units agree: the binary path, the
+/// configuration's owner and mode (readable by the service's group), a configuration directory
+/// the service user can enter, and a socket directory group members can reach before the
+/// agent's first start.
+#[test]
+fn newuser_system_install_steps_agree_with_the_units() -> Result<()> {
+    let readme = readme()?;
+    let socket = std::fs::read_to_string(units_dir("system").join("hwsign-agent.socket"))?;
+    let service = std::fs::read_to_string(units_dir("system").join("hwsign-agent.service"))?;
+    let tmpfiles = std::fs::read_to_string(units_dir("system").join("hwsign.tmpfiles.conf"))?;
+
+    // Every systemd/system file the README installs exists.
+    for line in readme.lines().filter(|l| l.starts_with("install ")) {
+        for word in line.split_whitespace() {
+            if let Some(name) = word.strip_prefix("systemd/system/") {
+                ensure!(
+                    units_dir("system").join(name).exists(),
+                    "README installs missing {word}"
+                );
+            }
+        }
+    }
+    // The binary the units run is where the README puts it.
+    ensure!(service.contains(&format!("ExecStart={INSTALLED_BINARY} ")));
+    ensure!(readme.contains(&format!("~/.cargo/bin/hwsign-agent {INSTALLED_BINARY}")));
+    // Configuration: root-owned, group hwsign may read; the same line in both places.
+    let config_line = "install -m640 -o root -g hwsign";
+    ensure!(readme.contains(&format!(
+        "{config_line} systemd/system/agent.toml /etc/hwsign/agent.toml"
+    )));
+    ensure!(socket.contains(&format!("{config_line} agent.toml /etc/hwsign/agent.toml")));
+    ensure!(
+        service
+            .lines()
+            .any(|l| l == "ConfigurationDirectoryMode=0755"),
+        "the service user could not enter /etc/hwsign"
+    );
+    ensure!(service.lines().any(|l| l == "User=hwsign"));
+    // The socket directory exists from boot with the owner and group the agent accepts.
+    ensure!(
+        socket
+            .lines()
+            .any(|l| l == "ListenStream=/run/hwsign/agent.sock")
+    );
+    ensure!(socket.lines().any(|l| l == "SocketGroup=hwsign"));
+    ensure!(
+        tmpfiles
+            .lines()
+            .any(|l| l == "d /run/hwsign 0750 hwsign hwsign -"),
+        "{tmpfiles}"
+    );
+    ensure!(readme.contains("systemd/system/hwsign.tmpfiles.conf /etc/tmpfiles.d/hwsign.conf"));
+    // The steps a user needs: allowed_uids, the socket group, the TPM group.
+    for step in ["allowed_uids", "usermod -aG hwsign", "usermod -aG tss"] {
+        ensure!(readme.contains(step), "README lacks {step}");
+    }
     Ok(())
 }

@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use hwsign_verifier::admin::add_key_file;
-use hwsign_verifier::{KeyLevel, KeyRegistry, SqliteRegistry};
+use hwsign_verifier::config::ANY_HOST;
+use hwsign_verifier::{KeyLevel, KeyRegistry, SqliteRegistry, VerifierConfig};
 
 /// The command line.
 #[derive(Debug, Parser)]
@@ -34,6 +35,20 @@ enum Command {
     /// One-time TPM enrollment tokens.
     #[command(subcommand)]
     Tokens(tokens::TokensCommand),
+    /// Check a verifier configuration file (`VerifierConfig::load`, e.g.
+    /// server-verifier/verifier.example.toml): prints the file read, warnings, and exits 1 on an
+    /// error.
+    CheckConfig {
+        /// The TOML file.
+        file: PathBuf,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff).
+    Man,
 }
 
 #[derive(Debug, Subcommand)]
@@ -49,11 +64,15 @@ enum KeysCommand {
         /// A human label.
         #[arg(long)]
         label: String,
-        /// software, hardware-unattested or tpm.
+        /// software, hardware-unattested or tpm. An unchecked administrator claim: nothing here
+        /// proves where the key lives (use `hwsign enroll` for an attested TPM key), so `tpm`
+        /// draws a warning.
         #[arg(long, default_value = "software")]
         level: KeyLevel,
     },
-    /// Revoke a key: its requests are refused with device_revoked.
+    /// Revoke a key: its requests are refused with device_revoked. Permanent: a revoked key
+    /// cannot be re-activated or added again; give the device a new key
+    /// (`hwsign keys create`) and add that.
     Revoke {
         /// The registry file.
         #[arg(long)]
@@ -61,12 +80,47 @@ enum KeysCommand {
         /// The key id (hk1_...).
         key_id: String,
     },
-    /// List keys: id, level, status, added (unix seconds), label.
+    /// List keys, tab-separated: id, level, status, added (UTC), label.
     List {
         /// The registry file.
         #[arg(long)]
         db: PathBuf,
     },
+}
+
+/// `error` and its causes, joined by `: `, leaving out a cause whose text the message before it
+/// already contains (some library messages repeat their cause), so each cause is printed once.
+pub fn error_text(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
+}
+
+/// `2026-11-23 19:30:00 UTC` for seconds since the epoch.
+fn human_time(unix: i64) -> String {
+    let compact = hwsign_proto::SigningTime::from_unix(unix).to_amz_date();
+    match (
+        compact.get(0..4),
+        compact.get(4..6),
+        compact.get(6..8),
+        compact.get(9..11),
+        compact.get(11..13),
+        compact.get(13..15),
+    ) {
+        (Some(y), Some(mo), Some(d), Some(h), Some(mi), Some(s)) => {
+            format!("{y}-{mo}-{d} {h}:{mi}:{s} UTC")
+        }
+        _ => compact,
+    }
 }
 
 fn open(db: &Path, create: bool) -> anyhow::Result<SqliteRegistry> {
@@ -80,6 +134,37 @@ fn open(db: &Path, create: bool) -> anyhow::Result<SqliteRegistry> {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Tokens(command) => tokens::run(command)?,
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(
+                shell,
+                &mut command,
+                "hwsign-verifier",
+                &mut std::io::stdout(),
+            );
+        }
+        Command::Man => {
+            let command = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(command)
+                .render(&mut std::io::stdout())
+                .context("writing the man page")?;
+        }
+        Command::CheckConfig { file } => {
+            println!("configuration file: {}", file.display());
+            let config = VerifierConfig::load(&file)?;
+            if config.hosts.iter().any(|h| h == ANY_HOST) {
+                println!(
+                    "warning: hosts = [\"*\"] accepts any host: a request captured on one \
+                     deployment can be replayed on another with the same audience"
+                );
+            }
+            println!(
+                "configuration OK: audience {:?}, {} host(s), {} route rule(s)",
+                config.audience,
+                config.hosts.len(),
+                config.route_rules.len()
+            );
+        }
         Command::Keys(KeysCommand::Add {
             db,
             public_key,
@@ -88,11 +173,20 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }) => {
             let registry = open(&db, true)?;
             let key_id = add_key_file(&registry, &public_key, &label, level)?;
+            if level == KeyLevel::Tpm {
+                eprintln!(
+                    "warning: --level tpm is your claim, not checked: nothing attested that \
+                     {key_id} lives in a TPM. Keys enrolled with `hwsign enroll` are attested."
+                );
+            }
             println!("{key_id}");
         }
         Command::Keys(KeysCommand::Revoke { db, key_id }) => {
             open(&db, false)?.revoke(&key_id)?;
-            eprintln!("revoked {key_id}");
+            eprintln!(
+                "revoked {key_id} (permanent: it cannot be re-activated or added again; \
+                 register a new key for the device)"
+            );
         }
         Command::Keys(KeysCommand::List { db }) => {
             for key in open(&db, false)?.list()? {
@@ -101,7 +195,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     "{}\t{}\t{status}\t{}\t{}",
                     key.key_id,
                     key.level.as_str(),
-                    key.added_unix,
+                    human_time(key.added_unix),
                     key.label
                 );
             }

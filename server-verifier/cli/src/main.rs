@@ -4,13 +4,13 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use hwsign_verifier_cli::{Cli, run};
+use hwsign_verifier_cli::{Cli, error_text, run};
 
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("hwsign-verifier: {error:#}");
+            eprintln!("hwsign-verifier: {}", error_text(&error));
             ExitCode::FAILURE
         }
     }

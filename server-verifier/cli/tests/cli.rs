@@ -259,3 +259,123 @@ fn the_tokens_command_and_a_running_server_share_the_database() -> Result<()> {
     ensure!(!missing.status.success());
     Ok(())
 }
+
+/// `--level tpm` is an administrator's claim nothing checks: the command says so. Revocation is
+/// permanent, and says so; dates are for people.
+#[test]
+fn newuser_admin_flow_says_what_it_does_not_check() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("registry.db");
+    let db = db.to_str().context("non-UTF-8 temp path")?;
+    let key = TestKey::from_seed("newuser-tpm-claim")?;
+    let pem = write_key(dir.path(), "claimed.pem", &key)?;
+    let added = run(&[
+        "keys",
+        "add",
+        "--db",
+        db,
+        "--public-key",
+        &pem,
+        "--label",
+        "claimed",
+        "--level",
+        "tpm",
+    ])?;
+    ensure!(added.status.success(), "{}", stderr(&added));
+    ensure!(stdout(&added).trim() == key.id);
+    ensure!(
+        stderr(&added).contains("warning: --level tpm is your claim, not checked"),
+        "{}",
+        stderr(&added)
+    );
+    let other = TestKey::from_seed("newuser-software")?;
+    let other_pem = write_key(dir.path(), "software.pem", &other)?;
+    let added = run(&[
+        "keys",
+        "add",
+        "--db",
+        db,
+        "--public-key",
+        &other_pem,
+        "--label",
+        "plain",
+    ])?;
+    ensure!(added.status.success(), "{}", stderr(&added));
+    ensure!(!stderr(&added).contains("warning"), "{}", stderr(&added));
+
+    let listed = stdout(&run(&["keys", "list", "--db", db])?);
+    let added_at = listed
+        .lines()
+        .next()
+        .and_then(|l| l.split('\t').nth(3))
+        .context("no added column")?;
+    ensure!(
+        added_at.ends_with(" UTC") && added_at.len() == "2026-11-23 19:30:00 UTC".len(),
+        "{listed}"
+    );
+
+    let revoked = run(&["keys", "revoke", "--db", db, &key.id])?;
+    ensure!(revoked.status.success(), "{}", stderr(&revoked));
+    ensure!(
+        stderr(&revoked).contains("permanent"),
+        "{}",
+        stderr(&revoked)
+    );
+    Ok(())
+}
+
+/// `hwsign-verifier check-config` reads the shipped example, names the file, and prints each
+/// cause of a failure once.
+#[test]
+fn newuser_check_config_checks_the_verifier_configuration() -> Result<()> {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../verifier.example.toml");
+    let example = example.to_str().context("non-UTF-8 path")?;
+    let output = run(&["check-config", example])?;
+    ensure!(output.status.success(), "{}", stderr(&output));
+    ensure!(
+        stdout(&output).contains(&format!("configuration file: {example}"))
+            && stdout(&output).contains("configuration OK"),
+        "{}",
+        stdout(&output)
+    );
+
+    let dir = tempfile::tempdir()?;
+    let any = dir.path().join("any.toml");
+    std::fs::write(&any, "audience = \"payments\"\nhosts = [\"*\"]\n")?;
+    let output = run(&["check-config", any.to_str().context("path")?])?;
+    ensure!(output.status.success(), "{}", stderr(&output));
+    ensure!(
+        stdout(&output).contains("warning: hosts = [\"*\"]"),
+        "{}",
+        stdout(&output)
+    );
+
+    let missing = dir.path().join("missing.toml");
+    let output = run(&["check-config", missing.to_str().context("path")?])?;
+    ensure!(!output.status.success());
+    ensure!(
+        stderr(&output).matches("No such file or directory").count() == 1,
+        "{}",
+        stderr(&output)
+    );
+    Ok(())
+}
+
+#[test]
+fn newuser_completions_and_man_page_are_generated() -> Result<()> {
+    let output = run(&["completions", "bash"])?;
+    ensure!(output.status.success(), "{}", stderr(&output));
+    ensure!(
+        stdout(&output).contains("hwsign-verifier"),
+        "{}",
+        stdout(&output)
+    );
+    let output = run(&["man"])?;
+    ensure!(output.status.success(), "{}", stderr(&output));
+    ensure!(
+        stdout(&output).contains(".TH hwsign-verifier"),
+        "{}",
+        stdout(&output)
+    );
+    Ok(())
+}

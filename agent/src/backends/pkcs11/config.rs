@@ -115,6 +115,38 @@ impl Pkcs11Config {
         let path = self.pin_path()?;
         read_pin_file(&path)
     }
+
+    /// Checks that the PIN source exists, is a regular file this process can open, and has a
+    /// plausible size, without reading the PIN. `health()` and `--check-config` use it: a backend
+    /// whose PIN cannot be read cannot sign, so it is not reported available.
+    pub fn check_pin_source(&self) -> Result<(), Pkcs11Error> {
+        let path = self.pin_path()?;
+        let file = fs::File::open(&path).map_err(|e| {
+            Pkcs11Error::Pin(format!("cannot open PIN file {}: {e}", path.display()))
+        })?;
+        let metadata = file.metadata().map_err(|e| {
+            Pkcs11Error::Pin(format!("cannot read PIN file {}: {e}", path.display()))
+        })?;
+        if !metadata.is_file() {
+            return Err(Pkcs11Error::Pin(format!(
+                "PIN file {} is not a regular file",
+                path.display()
+            )));
+        }
+        if metadata.len() == 0 {
+            return Err(Pkcs11Error::Pin(format!(
+                "PIN file {} is empty",
+                path.display()
+            )));
+        }
+        if metadata.len() > MAX_PIN_FILE_LEN {
+            return Err(Pkcs11Error::Pin(format!(
+                "PIN file {} is longer than {MAX_PIN_FILE_LEN} bytes",
+                path.display()
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// A credential name is a file name inside `$CREDENTIALS_DIRECTORY`: no path separators.

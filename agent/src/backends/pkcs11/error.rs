@@ -56,7 +56,7 @@ pub enum Pkcs11Error {
     #[error("unexpected token data: {0}")]
     Malformed(String),
     /// A PKCS#11 call failed.
-    #[error("{op}: {source}")]
+    #[error("{op}")]
     Call {
         /// What the backend was doing.
         op: &'static str,
@@ -126,12 +126,12 @@ impl From<Pkcs11Error> for BackendError {
             | Pkcs11Error::Module { .. }
             | Pkcs11Error::UnsafeModule { .. }
             | Pkcs11Error::TokenAbsent { .. }
-            | Pkcs11Error::Pin(_) => BackendError::Unavailable(error.to_string()),
+            | Pkcs11Error::Pin(_) => BackendError::Unavailable(crate::error_chain(&error)),
             Pkcs11Error::Call { .. } if error.disposition() == Disposition::TokenGone => {
-                BackendError::Unavailable(error.to_string())
+                BackendError::Unavailable(crate::error_chain(&error))
             }
             Pkcs11Error::Malformed(_) | Pkcs11Error::Call { .. } => {
-                BackendError::Failed(error.to_string())
+                BackendError::Failed(crate::error_chain(&error))
             }
         }
     }

@@ -67,7 +67,7 @@ impl Pkcs11Backend {
         let state = match open_token(&config, Arc::clone(&pins)) {
             Ok(token) => State::Ready(Arc::new(token)),
             Err(e) => {
-                tracing::warn!(error = %e, "pkcs11 backend unavailable; will retry on use");
+                tracing::warn!(error = %crate::ErrorChain(&e), "pkcs11 backend unavailable; will retry on use");
                 State::Unavailable
             }
         };
@@ -120,7 +120,7 @@ impl Pkcs11Backend {
         token.forget_login();
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if matches!(&*state, State::Ready(current) if Arc::ptr_eq(current, token)) {
-            tracing::warn!(error = %error, "pkcs11 token lost; will look it up again");
+            tracing::warn!(error = %crate::ErrorChain(error), "pkcs11 token lost; will look it up again");
             *state = State::Unavailable;
         }
     }
@@ -160,22 +160,26 @@ impl KeyBackend for Pkcs11Backend {
         };
         let token = match self.token() {
             Ok(token) => token,
-            Err(e) => return unavailable(e.to_string()),
+            Err(e) => return unavailable(crate::error_chain(&e)),
         };
         match token.check_present() {
             Ok(()) if self.pins.has_rejected() => unavailable(
                 "the token rejected the user PIN; fix the PIN file (the same PIN is not retried)"
                     .into(),
             ),
-            Ok(()) => BackendHealth {
-                available: true,
-                detail: None,
+            // A token the agent cannot log in to cannot sign: not "available".
+            Ok(()) => match self.config.check_pin_source() {
+                Ok(()) => BackendHealth {
+                    available: true,
+                    detail: None,
+                },
+                Err(e) => unavailable(crate::error_chain(&e)),
             },
             Err(e) => {
                 if e.disposition() == Disposition::TokenGone {
                     self.forget(&token, &e);
                 }
-                unavailable(e.to_string())
+                unavailable(crate::error_chain(&e))
             }
         }
     }

@@ -30,7 +30,7 @@ const RC_RETRY: u32 = 0x922;
 #[derive(Debug, Error)]
 pub(crate) enum TpmError {
     /// The TCTI could not connect or lost the connection.
-    #[error("TPM not reachable ({op}): {source}")]
+    #[error("TPM not reachable ({op})")]
     Connection {
         op: &'static str,
         #[source]
@@ -38,21 +38,21 @@ pub(crate) enum TpmError {
     },
     /// A handle the worker holds (the storage root key) no longer exists in the TPM, e.g. after
     /// the TPM was reset behind a resource manager's back.
-    #[error("TPM lost a loaded object ({op}): {source}")]
+    #[error("TPM lost a loaded object ({op})")]
     StaleHandle {
         op: &'static str,
         #[source]
         source: tss_esapi::Error,
     },
     /// The TPM stayed busy (RETRY / YIELDED / TESTING) for every attempt.
-    #[error("TPM busy ({op}) after {MAX_BUSY_ATTEMPTS} attempts: {source}")]
+    #[error("TPM busy ({op}) after {MAX_BUSY_ATTEMPTS} attempts")]
     Busy {
         op: &'static str,
         #[source]
         source: tss_esapi::Error,
     },
     /// Any other failed command.
-    #[error("TPM command {op} failed: {source}")]
+    #[error("TPM command {op} failed")]
     Command {
         op: &'static str,
         #[source]
@@ -65,7 +65,7 @@ pub(crate) enum TpmError {
     #[error("invalid input: {0}")]
     InvalidInput(String),
     /// The backend's state directory.
-    #[error("TPM state file: {0}")]
+    #[error("TPM state file")]
     Io(#[from] std::io::Error),
 }
 
@@ -90,12 +90,12 @@ impl From<TpmError> for BackendError {
     fn from(err: TpmError) -> Self {
         match err {
             TpmError::Connection { .. } | TpmError::Busy { .. } => {
-                BackendError::Unavailable(err.to_string())
+                BackendError::Unavailable(crate::error_chain(&err))
             }
             TpmError::InvalidInput(msg) => BackendError::InvalidInput(msg),
             TpmError::Io(io) => BackendError::Io(io),
             TpmError::StaleHandle { .. } | TpmError::Command { .. } | TpmError::Unexpected(_) => {
-                BackendError::Failed(err.to_string())
+                BackendError::Failed(crate::error_chain(&err))
             }
         }
     }

@@ -249,7 +249,7 @@ impl KeyBackend for TpmBackend {
             },
             Err(err) => BackendHealth {
                 available: false,
-                detail: Some(err.to_string()),
+                detail: Some(crate::error_chain(&err)),
             },
         }
     }

@@ -350,6 +350,26 @@ pub(crate) fn absent_token(env: &TestEnv) -> Result<()> {
 }
 
 /// A missing module, and a library that is not a PKCS#11 module, are unavailable with a reason.
+/// A backend whose PIN file is missing cannot log in, so it is not reported available; once the
+/// file is there it is, without a restart.
+pub(crate) fn missing_pin_not_available(env: &TestEnv) -> Result<()> {
+    let pin_file = env.dir.join("pin-not-yet-there");
+    let mut cfg = config(env);
+    cfg.pin_file = Some(pin_file.clone());
+    let backend = Pkcs11Backend::open(&cfg)?;
+    let health = backend.health();
+    ensure!(!health.available, "reported available: {health:?}");
+    let detail = health.detail.unwrap_or_default();
+    ensure!(
+        detail.contains("PIN file") && detail.contains("pin-not-yet-there"),
+        "{detail}"
+    );
+    fs::copy(&env.pin_file, &pin_file)?;
+    let health = backend.health();
+    ensure!(health.available, "still unavailable: {health:?}");
+    Ok(())
+}
+
 pub(crate) fn missing_module(env: &TestEnv) -> Result<()> {
     let mut cfg = config(env);
     cfg.module_path = PathBuf::from("/nonexistent/vendor/libvendor-pkcs11.so");
