@@ -41,18 +41,20 @@ pub mod delegation;
 pub mod enrollment;
 mod hosts;
 pub mod layer;
+pub mod policy;
 pub mod registry;
 pub mod replay;
 mod routes;
 pub mod verify;
 
 pub use backend::VerifyBackend;
-pub use config::{PresignPolicy, RouteRule, VerifierConfig};
+pub use config::{PolicySettings, PresignPolicy, RouteRule, VerifierConfig};
 pub use hwsign_proto::RejectCode;
 pub use hwsign_proto::api::KeyLevel;
 pub use layer::{HwsignLayer, HwsignService, VerifiedDevice, rejection_response};
+pub use policy::{PolicyDecision, PolicyEngine, PolicyError};
 pub use registry::{
-    DeviceClock, DeviceRecord, KeyRegistry, MemoryRegistry, RegisteredKey, RegistryError,
+    DeviceClock, DeviceFacts, DeviceRecord, KeyRegistry, MemoryRegistry, RegisteredKey, RegistryError,
     SqliteRegistry,
 };
 pub use replay::{Freshness, MemoryReplayCache, ReplayCache, ReplayError, Reservation};

@@ -37,6 +37,7 @@ use crate::backend::{PreparedKey, VerifyBackend};
 use crate::config::{ConfigError, VerifierConfig};
 use crate::delegation::{RequestClaims, StatementCache};
 use crate::hosts::HostList;
+use crate::policy::{PolicyGate, PolicyRoute};
 use crate::registry::{KeyRegistry, RegisteredKey};
 use crate::replay::{Freshness, ReplayCache, Reservation};
 use crate::routes::{presign_policy, required_level, strict_required};
@@ -136,6 +137,8 @@ pub struct SignatureChecked {
     strict_route: bool,
     delegated: bool,
     signed_headers: SignedHeaders,
+    /// The route, when device policies cover it.
+    policy_route: Option<PolicyRoute>,
 }
 
 impl SignatureChecked {
@@ -215,6 +218,7 @@ pub struct Verifier {
     backend: VerifyBackend,
     prepared: RwLock<HashMap<String, Arc<PreparedKey>>>,
     statements: StatementCache,
+    policy: Option<PolicyGate>,
 }
 
 fn unix_seconds(now: SystemTime) -> Result<i64, Rejection> {
@@ -284,7 +288,9 @@ impl Verifier {
         replay: Arc<dyn ReplayCache>,
     ) -> Result<Self, ConfigError> {
         config.validate()?;
+        let policy = config.policy.as_ref().map(PolicyGate::load).transpose()?;
         Ok(Self {
+            policy,
             hosts: HostList::new(&config.hosts),
             config,
             registry,
@@ -309,6 +315,11 @@ impl Verifier {
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
+    }
+
+    /// The device policy in force, if any.
+    pub fn policy(&self) -> Option<&PolicyGate> {
+        self.policy.as_ref()
     }
 
     /// The verifier's clock.
@@ -456,6 +467,10 @@ impl Verifier {
             strict_route: strict_required(&self.config.route_rules, parts.path),
             delegated: claimed.delegation.is_some(),
             signed_headers: claimed.authorization.signed_headers,
+            policy_route: self
+                .policy
+                .as_ref()
+                .and_then(|gate| gate.route(parts.method, parts.path)),
         })
     }
 
@@ -572,6 +587,9 @@ impl Verifier {
                 RejectCode::PolicyDenied,
                 "this route needs the hardware key itself (strict mode), not a delegated session key",
             ));
+        }
+        if let (Some(gate), Some(route)) = (&self.policy, &checked.policy_route) {
+            gate.check(self.registry.as_ref(), &key, route, checked.delegated, now)?;
         }
         Ok(VerifiedPrincipal {
             key_id: key.key_id,
