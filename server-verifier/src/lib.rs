@@ -54,8 +54,8 @@ pub use hwsign_proto::api::KeyLevel;
 pub use layer::{HwsignLayer, HwsignService, VerifiedDevice, rejection_response};
 pub use policy::{PolicyDecision, PolicyEngine, PolicyError};
 pub use registry::{
-    DeviceClock, DeviceFacts, DeviceRecord, KeyRegistry, MemoryRegistry, RegisteredKey, RegistryError,
-    SqliteRegistry,
+    DeviceClock, DeviceFacts, DeviceRecord, KeyRegistry, MemoryRegistry, RegisteredKey,
+    RegistryError, SqliteRegistry,
 };
 pub use replay::{Freshness, MemoryReplayCache, ReplayCache, ReplayError, Reservation};
 pub use verify::{

@@ -190,8 +190,15 @@ fn policy_schema_invalid_policy_is_refused_at_load_with_line_and_reason() -> Res
     let Err(PolicyError::Invalid(issues)) = PolicyEngine::load_dir(dir.path()) else {
         anyhow::bail!("a policy reading an optional attribute without `has` was accepted");
     };
-    assert_eq!((issues[0].file.as_str(), issues[0].line), ("typo.cedar", Some(3)));
-    assert!(issues[0].reason.contains("attestation_age_secs"), "{:?}", issues[0]);
+    assert_eq!(
+        (issues[0].file.as_str(), issues[0].line),
+        ("typo.cedar", Some(3))
+    );
+    assert!(
+        issues[0].reason.contains("attestation_age_secs"),
+        "{:?}",
+        issues[0]
+    );
 
     // A syntax error: file, line, reason.
     std::fs::write(
@@ -201,7 +208,10 @@ fn policy_schema_invalid_policy_is_refused_at_load_with_line_and_reason() -> Res
     let Err(PolicyError::Invalid(issues)) = PolicyEngine::load_dir(dir.path()) else {
         anyhow::bail!("a policy with a syntax error was accepted");
     };
-    assert_eq!((issues[0].file.as_str(), issues[0].line), ("typo.cedar", Some(3)));
+    assert_eq!(
+        (issues[0].file.as_str(), issues[0].line),
+        ("typo.cedar", Some(3))
+    );
     assert!(!issues[0].reason.is_empty());
 
     // Fixed, it loads; an empty directory does not (it would refuse everything).
@@ -223,9 +233,8 @@ fn policy_schema_invalid_policy_is_refused_at_load_with_line_and_reason() -> Res
 /// worked policies are real policies).
 #[test]
 fn policy_worked_examples_in_the_docs_validate() -> Result<()> {
-    let doc = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/POLICY.md"),
-    )?;
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/POLICY.md"))?;
     let blocks: Vec<(String, String)> = doc
         .split("```cedar\n")
         .skip(1)

@@ -479,7 +479,6 @@ fn an_ak_never_credential_activated_registers_nothing() -> Result<()> {
 /// demands an unchanged boot chain on /v1/admin refuses the device from then on.
 #[test]
 fn policy_boot_state_changes_after_a_pcr_extend_and_the_policy_refuses() -> Result<()> {
-    use hwsign_verifier::KeyRegistry as _;
     use hwsign_verifier::policy::{PolicyEngine, PolicyRequest};
     use hwsign_verifier::registry::BootState;
 
@@ -528,7 +527,9 @@ unless { context.level == "tpm" && context.boot_state == "unchanged" &&
         Ok((decision.allowed, decision.determining))
     };
     let unix = |t: SystemTime| -> Result<i64> {
-        Ok(i64::try_from(t.duration_since(SystemTime::UNIX_EPOCH)?.as_secs())?)
+        Ok(i64::try_from(
+            t.duration_since(SystemTime::UNIX_EPOCH)?.as_secs(),
+        )?)
     };
 
     let first = SystemTime::now();
@@ -551,12 +552,18 @@ unless { context.level == "tpm" && context.boot_state == "unchanged" &&
         .device_facts(&done.device_id)?
         .context("no facts")?;
     let attestation = facts.last_attestation.context("no attestation recorded")?;
-    ensure!(attestation.boot_state == BootState::Changed, "{attestation:?}");
+    ensure!(
+        attestation.boot_state == BootState::Changed,
+        "{attestation:?}"
+    );
     ensure!(attestation.at_unix == unix(second)?);
     // The baseline is what enrollment first saw; it is not silently replaced.
     let device = registry.device(&done.device_id)?.context("no device")?;
     ensure!(device.pcr_baseline.len() == 8);
     let (allowed, determining) = decide(&done.device_id, unix(second)? + 10)?;
-    ensure!(!allowed && determining == ["admin-tpm-unchanged-boot"], "{determining:?}");
+    ensure!(
+        !allowed && determining == ["admin-tpm-unchanged-boot"],
+        "{determining:?}"
+    );
     Ok(())
 }

@@ -1120,26 +1120,47 @@ unless { context.level == "tpm" };
 #[tokio::test]
 async fn policy_tpm_only_route_refuses_a_software_key_and_allows_a_tpm_key() -> Result<()> {
     let server = start_with_policies(
-        &[("00-baseline.cedar", BASELINE), ("admin.cedar", ADMIN_TPM_ONLY)],
+        &[
+            ("00-baseline.cedar", BASELINE),
+            ("admin.cedar", ADMIN_TPM_ONLY),
+        ],
         |_| {},
     )
     .await?;
-    for path in ["/v1/admin/keys", "/v1/%61dmin/keys", "/v1//admin/keys", "/v1/x/../admin/keys"] {
+    for path in [
+        "/v1/admin/keys",
+        "/v1/%61dmin/keys",
+        "/v1//admin/keys",
+        "/v1/x/../admin/keys",
+    ] {
         let request = sign(&server.key, &server.request("POST", path, ""), &opts())?;
         let reply = send_signed(&server, &request).await?;
-        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{path}: {:?}", reply.body);
+        assert_eq!(
+            reply.status,
+            StatusCode::FORBIDDEN,
+            "{path}: {:?}",
+            reply.body
+        );
         assert_eq!(reply.refusal()?, "policy_denied");
         // Reasons stay in the log unless the setting says otherwise.
         assert!(!String::from_utf8_lossy(&reply.body).contains("admin-tpm-only"));
     }
     assert_eq!(server.hits.load(Ordering::SeqCst), 0);
 
-    let request = sign(&server.tpm_key, &server.request("POST", "/v1/admin/keys", ""), &opts())?;
+    let request = sign(
+        &server.tpm_key,
+        &server.request("POST", "/v1/admin/keys", ""),
+        &opts(),
+    )?;
     let reply = send_signed(&server, &request).await?;
     assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
     assert_eq!(reply.json()?["level"], "tpm");
 
-    let request = sign(&server.key, &server.request("GET", "/v1/items", ""), &opts())?;
+    let request = sign(
+        &server.key,
+        &server.request("GET", "/v1/items", ""),
+        &opts(),
+    )?;
     assert_eq!(send_signed(&server, &request).await?.status, StatusCode::OK);
     Ok(())
 }
@@ -1154,21 +1175,39 @@ async fn policy_covers_and_reveal_reasons() -> Result<()> {
         settings.reveal_reasons = true;
     })
     .await?;
-    let request = sign(&server.key, &server.request("GET", "/v1/items", ""), &opts())?;
+    let request = sign(
+        &server.key,
+        &server.request("GET", "/v1/items", ""),
+        &opts(),
+    )?;
     assert_eq!(send_signed(&server, &request).await?.status, StatusCode::OK);
 
-    let request = sign(&server.key, &server.request("GET", "/v1/admin/keys", ""), &opts())?;
+    let request = sign(
+        &server.key,
+        &server.request("GET", "/v1/admin/keys", ""),
+        &opts(),
+    )?;
     let reply = send_signed(&server, &request).await?;
     assert_eq!(reply.status, StatusCode::FORBIDDEN);
     assert_eq!(reply.refusal()?, "policy_denied");
-    let message = reply.json()?["error"]["message"].as_str().unwrap_or_default().to_owned();
+    let message = reply.json()?["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     assert!(message.contains("admin-tpm-only"), "{message}");
 
     // No permit at all for the tpm key: default deny, named as such.
-    let request = sign(&server.tpm_key, &server.request("GET", "/v1/admin/keys", ""), &opts())?;
+    let request = sign(
+        &server.tpm_key,
+        &server.request("GET", "/v1/admin/keys", ""),
+        &opts(),
+    )?;
     let reply = send_signed(&server, &request).await?;
     assert_eq!(reply.status, StatusCode::FORBIDDEN);
-    let message = reply.json()?["error"]["message"].as_str().unwrap_or_default().to_owned();
+    let message = reply.json()?["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     assert!(message.contains("default-deny"), "{message}");
     Ok(())
 }
@@ -1184,7 +1223,10 @@ forbid(principal, action in Hws::Action::"write", resource in Hws::Route::"/v1/p
 when { context.delegated };
 "#;
     let server = start_with_policies(
-        &[("baseline.cedar", BASELINE), ("payouts.cedar", NO_DELEGATED_PAYOUTS)],
+        &[
+            ("baseline.cedar", BASELINE),
+            ("payouts.cedar", NO_DELEGATED_PAYOUTS),
+        ],
         |_| {},
     )
     .await?;
@@ -1206,14 +1248,23 @@ when { context.delegated };
     assert_eq!(reply.refusal()?, "policy_denied");
     assert_eq!(server.hits.load(Ordering::SeqCst), 0);
 
-    let strict = sign(&server.device_key, &server.request("POST", "/v1/payouts/7", ""), &opts())?;
+    let strict = sign(
+        &server.device_key,
+        &server.request("POST", "/v1/payouts/7", ""),
+        &opts(),
+    )?;
     let reply = send_signed(&server, &strict).await?;
     assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
     assert_eq!(reply.json()?["delegated"], false);
 
     for (method, path) in [("GET", "/v1/payouts/7"), ("POST", "/v1/items")] {
         let reply = send_signed(&server, &delegated(method, path)?).await?;
-        assert_eq!(reply.status, StatusCode::OK, "{method} {path}: {:?}", reply.body);
+        assert_eq!(
+            reply.status,
+            StatusCode::OK,
+            "{method} {path}: {:?}",
+            reply.body
+        );
         assert_eq!(reply.json()?["delegated"], true);
     }
     Ok(())
@@ -1245,37 +1296,78 @@ impl LogBuffer {
     }
 }
 
+/// What the test binary's global tracing subscriber wrote (installed once, on first use). A
+/// global subscriber, not a scoped one: tests run in parallel threads, and a callsite first hit
+/// by another thread would otherwise stay disabled for the scoped one.
+fn global_logs() -> LogBuffer {
+    static LOGS: std::sync::OnceLock<LogBuffer> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = LogBuffer::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .finish();
+        let _ = tracing::subscriber::set_global_default(subscriber);
+        logs
+    })
+    .clone()
+}
+
 /// Every decision is logged with the ids of the policies that determined it: the forbid that
 /// refused, the permit that allowed.
 #[tokio::test]
 async fn policy_decision_logs_the_determining_policy_id() -> Result<()> {
-    let logs = LogBuffer::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
-        .finish();
-    // current-thread runtime: the server task runs on this thread, under this subscriber.
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let logs = global_logs();
     let server = start_with_policies(
-        &[("00-baseline.cedar", BASELINE), ("admin.cedar", ADMIN_TPM_ONLY)],
+        &[
+            ("00-baseline.cedar", BASELINE),
+            ("admin.cedar", ADMIN_TPM_ONLY),
+        ],
         |_| {},
     )
     .await?;
-    let request = sign(&server.key, &server.request("GET", "/v1/admin/keys", ""), &opts())?;
-    assert_eq!(send_signed(&server, &request).await?.status, StatusCode::FORBIDDEN);
-    let request = sign(&server.tpm_key, &server.request("GET", "/v1/admin/keys", ""), &opts())?;
+    // Keys of this test's own, so its log lines are told apart from other tests'.
+    let software = TestKey::from_seed("policy-log-software")?;
+    let tpm = TestKey::from_seed("policy-log-tpm")?;
+    server
+        .registry
+        .add(software.registered("log-laptop", KeyLevel::Software))?;
+    server
+        .registry
+        .add(tpm.registered("log-tpm", KeyLevel::Tpm))?;
+    let request = sign(
+        &software,
+        &server.request("GET", "/v1/admin/keys", ""),
+        &opts(),
+    )?;
+    assert_eq!(
+        send_signed(&server, &request).await?.status,
+        StatusCode::FORBIDDEN
+    );
+    let request = sign(&tpm, &server.request("GET", "/v1/admin/keys", ""), &opts())?;
     assert_eq!(send_signed(&server, &request).await?.status, StatusCode::OK);
 
     let text = logs.text();
-    let decisions: Vec<&str> = text.lines().filter(|l| l.contains("policy decision")).collect();
-    assert_eq!(decisions.len(), 2, "{text}");
-    assert!(decisions[0].contains("decision=\"deny\"") || decisions[0].contains("decision=deny"), "{text}");
-    assert!(decisions[0].contains("policies=admin-tpm-only"), "{text}");
-    assert!(decisions[0].contains(&server.key.id), "{text}");
-    assert!(decisions[1].contains("allow"), "{text}");
-    assert!(decisions[1].contains("policies=baseline"), "{text}");
+    let decision = |key: &TestKey| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.contains("policy decision") && l.contains(&key.id))
+            .map(str::to_owned)
+            .collect()
+    };
+    let refused = decision(&software);
+    assert_eq!(refused.len(), 1, "{text}");
+    assert!(refused[0].contains("hwsign::policy"), "{text}");
+    assert!(
+        refused[0].contains("decision=\"deny\"") || refused[0].contains("decision=deny"),
+        "{text}"
+    );
+    assert!(refused[0].contains("policies=admin-tpm-only"), "{text}");
+    let allowed = decision(&tpm);
+    assert_eq!(allowed.len(), 1, "{text}");
+    assert!(allowed[0].contains("allow"), "{text}");
+    assert!(allowed[0].contains("policies=baseline"), "{text}");
     Ok(())
 }
 
@@ -1313,9 +1405,18 @@ unless {
     registered.device_id = Some(device_id.into());
     server.registry.add(registered)?;
 
-    let vault = || sign(&key, &server.request("GET", "/v1/vault/secret", ""), &opts());
+    let vault = || {
+        sign(
+            &key,
+            &server.request("GET", "/v1/vault/secret", ""),
+            &opts(),
+        )
+    };
     // No posture report at all: unknown, refused.
-    assert_eq!(send_signed(&server, &vault()?).await?.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        send_signed(&server, &vault()?).await?.status,
+        StatusCode::FORBIDDEN
+    );
 
     let mut facts = DeviceFacts {
         posture: Some(PostureReport {

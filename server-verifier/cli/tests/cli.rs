@@ -290,7 +290,15 @@ fn policy_validate_and_check_commands() -> Result<()> {
     let db = db.to_str().unwrap_or_default();
     let check = |key: &str, request: &str| {
         run(&[
-            "policy", "check", "--db", db, "--device", key, "--request", request, "--policies",
+            "policy",
+            "check",
+            "--db",
+            db,
+            "--device",
+            key,
+            "--request",
+            request,
+            "--policies",
             policies_arg,
         ])
     };
@@ -313,7 +321,11 @@ fn policy_validate_and_check_commands() -> Result<()> {
     )?;
     let invalid = run(&["policy", "validate", policies_arg])?;
     assert!(!invalid.status.success());
-    assert!(stderr(&invalid).contains("admin.cedar:3:"), "{}", stderr(&invalid));
+    assert!(
+        stderr(&invalid).contains("admin.cedar:3:"),
+        "{}",
+        stderr(&invalid)
+    );
     assert!(stderr(&invalid).contains("levle"), "{}", stderr(&invalid));
     Ok(())
 }

@@ -268,18 +268,19 @@ pub(super) fn compile(
     }
     if issues.is_empty() {
         let result = Validator::new(schema.clone()).validate(&set, ValidationMode::Strict);
+        // Cedar reports a context error once per action the policy may apply to; one per place
+        // is enough.
+        let mut seen = std::collections::HashSet::new();
         for error in result.validation_errors() {
             let id = error.policy_id().to_string();
             let (file, text) = origin
                 .get(&id)
                 .and_then(|&i| sources.get(i))
                 .map_or(("", ""), |(f, t)| (f.as_str(), t.as_str()));
-            issues.push(issue(
-                file,
-                text,
-                error,
-                format!("policy {id}: {error}"),
-            ));
+            let found = issue(file, text, error, format!("policy {id}: {error}"));
+            if seen.insert((found.file.clone(), found.line, found.column)) {
+                issues.push(found);
+            }
         }
     }
     if issues.is_empty() {

@@ -155,7 +155,9 @@ fn log_decision(request: &PolicyRequest<'_>, decision: &PolicyDecision) {
 
 /// Whether `path` falls under one of the covered prefixes, under any of its spellings.
 pub fn covers(prefixes: &[String], path: &str) -> bool {
-    crate::routes::path_spellings(path)
-        .iter()
-        .any(|form| prefixes.iter().any(|prefix| form.starts_with(prefix.as_str())))
+    crate::routes::path_spellings(path).iter().any(|form| {
+        prefixes
+            .iter()
+            .any(|prefix| form.starts_with(prefix.as_str()))
+    })
 }

@@ -147,7 +147,10 @@ pub struct DeviceFacts {
 impl DeviceFacts {
     /// Checks bounds before storing.
     pub fn validate(&self) -> Result<(), super::RegistryError> {
-        for text in [&self.tpm_manufacturer, &self.tpm_model].into_iter().flatten() {
+        for text in [&self.tpm_manufacturer, &self.tpm_model]
+            .into_iter()
+            .flatten()
+        {
             if text.len() > MAX_FACT_STRING_LEN || text.chars().any(char::is_control) {
                 return Err(super::RegistryError::Invalid(
                     "TPM identity strings must be at most 256 bytes without control characters",
@@ -168,11 +171,17 @@ mod tests {
     #[test]
     fn boot_state_compares_every_pcr() {
         let baseline = [[1u8; 32], [2u8; 32]];
-        assert_eq!(BootState::compare(&baseline, &baseline), BootState::Unchanged);
+        assert_eq!(
+            BootState::compare(&baseline, &baseline),
+            BootState::Unchanged
+        );
         assert_eq!(
             BootState::compare(&baseline, &[[1u8; 32], [3u8; 32]]),
             BootState::Changed
         );
-        assert_eq!(BootState::compare(&baseline, &[[1u8; 32]]), BootState::Changed);
+        assert_eq!(
+            BootState::compare(&baseline, &[[1u8; 32]]),
+            BootState::Changed
+        );
     }
 }

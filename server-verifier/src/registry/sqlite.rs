@@ -13,9 +13,7 @@ use hwsign_proto::PublicKey;
 use hwsign_proto::api::KeyLevel;
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
-use super::{
-    DeviceClock, DeviceFacts, DeviceRecord, KeyRegistry, RegisteredKey, RegistryError,
-};
+use super::{DeviceClock, DeviceFacts, DeviceRecord, KeyRegistry, RegisteredKey, RegistryError};
 
 /// The schema version this code writes and reads.
 pub const SCHEMA_VERSION: i64 = 2;
