@@ -476,9 +476,11 @@ fn an_ak_never_credential_activated_registers_nothing() -> Result<()> {
 /// Enrollment records the attestation it checked among the device's facts: `boot_state`
 /// `unchanged` at first; after `tpm2_pcrextend` changes PCR 4 on the swtpm, a later attestation
 /// of the same device (here: enrolling its key again) records `changed`, and a policy that
-/// demands an unchanged boot chain on /v1/admin refuses the device from then on.
+/// demands an unchanged boot chain on /v1/admin refuses the device until an administrator
+/// approves the new PCR values as its baseline.
 #[test]
-fn policy_boot_state_changes_after_a_pcr_extend_and_the_policy_refuses() -> Result<()> {
+fn policy_boot_state_changes_after_a_pcr_extend_and_the_policy_refuses_until_approved() -> Result<()>
+{
     use hwsign_verifier::policy::{PolicyEngine, PolicyRequest};
     use hwsign_verifier::registry::BootState;
 
@@ -565,5 +567,24 @@ unless { context.level == "tpm" && context.boot_state == "unchanged" &&
         !allowed && determining == ["admin-tpm-unchanged-boot"],
         "{determining:?}"
     );
+
+    // Until an administrator approves the new boot chain: the quoted PCRs become the baseline.
+    let approved =
+        hwsign_verifier::admin::approve_boot_baseline(registry.as_ref(), &done.device_id)?;
+    ensure!(approved == 8);
+    let device = registry.device(&done.device_id)?.context("no device")?;
+    let pcrs: Vec<String> = device.pcr_baseline.iter().map(hex::encode).collect();
+    ensure!(
+        pcrs == f.rig.pcrs()?,
+        "the approved baseline is not the TPM's PCRs"
+    );
+    ensure!(decide(&done.device_id, unix(second)? + 10)?.0);
+    // And the next attestation compares with the approved baseline.
+    let third = second + Duration::from_secs(60);
+    enroll(third)?;
+    let facts = registry
+        .device_facts(&done.device_id)?
+        .context("no facts")?;
+    ensure!(facts.last_attestation.map(|a| a.boot_state) == Some(BootState::Unchanged));
     Ok(())
 }

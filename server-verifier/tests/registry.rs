@@ -214,6 +214,7 @@ fn policy_device_facts_persist_and_version_1_files_migrate() -> Result<()> {
         last_attestation: Some(AttestationRecord {
             at_unix: T0,
             boot_state: BootState::Changed,
+            quoted_pcrs: vec![[9u8; 32]; 8],
         }),
         posture: Some(PostureReport {
             received_unix: T0 + 1,
@@ -243,6 +244,17 @@ fn policy_device_facts_persist_and_version_1_files_migrate() -> Result<()> {
             registry.put_device_facts("tpm-1", &bad),
             Err(RegistryError::Invalid(_))
         ));
+        // A baseline can be replaced (an approved boot chain), for a known device only.
+        registry.set_pcr_baseline("tpm-1", &[[9u8; 32]; 8])?;
+        assert_eq!(
+            registry.device("tpm-1")?.map(|d| d.pcr_baseline),
+            Some(vec![[9u8; 32]; 8])
+        );
+        assert!(matches!(
+            registry.set_pcr_baseline("tpm-2", &[]),
+            Err(RegistryError::UnknownDevice(_))
+        ));
+        registry.set_pcr_baseline("tpm-1", &device("tpm-1").pcr_baseline)?;
     }
     drop(sqlite);
     assert_eq!(

@@ -40,6 +40,16 @@ pub(crate) enum PolicyCommand {
         #[arg(long)]
         at: Option<i64>,
     },
+    /// Approve a device's changed boot chain: the PCR values of its last attestation become
+    /// its baseline and its boot_state is `unchanged` again.
+    ApproveBaseline {
+        /// The registry file.
+        #[arg(long)]
+        db: PathBuf,
+        /// The device id (tpm-…).
+        #[arg(long)]
+        device: String,
+    },
     /// Print the schema policies are validated against.
     Schema,
 }
@@ -112,6 +122,15 @@ pub(crate) fn run(command: PolicyCommand) -> anyhow::Result<()> {
             for error in &decision.errors {
                 println!("error: {error}");
             }
+        }
+        PolicyCommand::ApproveBaseline { db, device } => {
+            if !db.exists() {
+                anyhow::bail!("no registry at {}", db.display());
+            }
+            let registry = hwsign_verifier::SqliteRegistry::open(&db)
+                .with_context(|| format!("opening registry {}", db.display()))?;
+            let count = hwsign_verifier::admin::approve_boot_baseline(&registry, &device)?;
+            eprintln!("approved {count} PCR values as the baseline of {device}");
         }
         PolicyCommand::Schema => print!("{}", hwsign_verifier::policy::SCHEMA),
     }

@@ -353,9 +353,9 @@ impl Enrollment {
             self.registry
                 .update_device_clock(&pending.device_id, clock)?;
             let boot_state = BootState::compare(&device.pcr_baseline, &quoted);
-            return self.record_attestation(pending, boot_state, now);
+            return self.record_attestation(pending, boot_state, quoted, now);
         }
-        let pcr_baseline = quoted;
+        let pcr_baseline = quoted.clone();
         let ak_public = STANDARD
             .decode(&pending.ak_public)
             .map_err(|_| EnrollmentError::Store("pending AK public area".into()))?;
@@ -369,7 +369,7 @@ impl Enrollment {
             enrolled_unix: unix(now),
             revoked: false,
         })?;
-        self.record_attestation(pending, BootState::Unchanged, now)
+        self.record_attestation(pending, BootState::Unchanged, quoted, now)
     }
 
     /// Records the attestation just checked (its time and the quoted PCRs against the
@@ -378,6 +378,7 @@ impl Enrollment {
         &self,
         pending: &Pending,
         boot_state: BootState,
+        quoted_pcrs: Vec<[u8; 32]>,
         now: SystemTime,
     ) -> Result<(), EnrollmentError> {
         let mut facts = self
@@ -389,6 +390,7 @@ impl Enrollment {
         facts.last_attestation = Some(AttestationRecord {
             at_unix: unix(now),
             boot_state,
+            quoted_pcrs,
         });
         match self.registry.put_device_facts(&pending.device_id, &facts) {
             Ok(()) => Ok(()),

@@ -39,12 +39,16 @@ impl BootState {
 }
 
 /// The outcome of the device's last TPM attestation the verifier checked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttestationRecord {
     /// When the verifier accepted the evidence, seconds since the epoch.
     pub at_unix: i64,
     /// The quoted PCRs against the device's baseline.
     pub boot_state: BootState,
+    /// The sha256 PCR values 0.. the quote reported, so an administrator can approve them as
+    /// the new baseline.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quoted_pcrs: Vec<[u8; 32]>,
 }
 
 /// One posture fact and whether the TPM proved it.
@@ -159,6 +163,13 @@ impl DeviceFacts {
         }
         if let Some(posture) = &self.posture {
             posture.validate()?;
+        }
+        if self
+            .last_attestation
+            .as_ref()
+            .is_some_and(|a| a.quoted_pcrs.len() > super::MAX_BASELINE_PCRS)
+        {
+            return Err(super::RegistryError::Invalid("too many PCR values"));
         }
         Ok(())
     }

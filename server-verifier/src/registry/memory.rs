@@ -119,6 +119,23 @@ impl KeyRegistry for MemoryRegistry {
         Ok(())
     }
 
+    fn set_pcr_baseline(
+        &self,
+        device_id: &str,
+        baseline: &[[u8; 32]],
+    ) -> Result<(), RegistryError> {
+        if baseline.len() > super::MAX_BASELINE_PCRS {
+            return Err(RegistryError::Invalid("too many PCR values"));
+        }
+        let mut state = self.state.write().map_err(|_| RegistryError::Poisoned)?;
+        let device = state
+            .devices
+            .get_mut(device_id)
+            .ok_or_else(|| RegistryError::UnknownDevice(device_id.to_owned()))?;
+        device.pcr_baseline = baseline.to_vec();
+        Ok(())
+    }
+
     fn device_facts(&self, device_id: &str) -> Result<Option<DeviceFacts>, RegistryError> {
         let state = self.state.read().map_err(|_| RegistryError::Poisoned)?;
         Ok(state.facts.get(device_id).cloned())

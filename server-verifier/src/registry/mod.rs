@@ -240,6 +240,16 @@ pub trait KeyRegistry: Send + Sync + std::fmt::Debug {
         Ok(None)
     }
 
+    /// Replaces a device's PCR baseline (an administrator approved a changed boot chain).
+    fn set_pcr_baseline(
+        &self,
+        device_id: &str,
+        baseline: &[[u8; 32]],
+    ) -> Result<(), RegistryError> {
+        let _ = (device_id, baseline);
+        Err(RegistryError::Unsupported("changing a PCR baseline"))
+    }
+
     /// Replaces the facts kept about an enrolled device. The device must exist.
     fn put_device_facts(&self, device_id: &str, facts: &DeviceFacts) -> Result<(), RegistryError> {
         let _ = (device_id, facts);

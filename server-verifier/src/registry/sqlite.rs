@@ -372,6 +372,25 @@ impl KeyRegistry for SqliteRegistry {
         Ok(())
     }
 
+    fn set_pcr_baseline(
+        &self,
+        device_id: &str,
+        baseline: &[[u8; 32]],
+    ) -> Result<(), RegistryError> {
+        if baseline.len() > super::MAX_BASELINE_PCRS {
+            return Err(RegistryError::Invalid("too many PCR values"));
+        }
+        let conn = self.conn()?;
+        let changed = conn.execute(
+            "UPDATE devices SET pcr_baseline = ?2 WHERE id = ?1",
+            params![device_id, pcrs_to_blob(baseline)],
+        )?;
+        if changed == 0 {
+            return Err(RegistryError::UnknownDevice(device_id.to_owned()));
+        }
+        Ok(())
+    }
+
     fn device_facts(&self, device_id: &str) -> Result<Option<DeviceFacts>, RegistryError> {
         let conn = self.conn()?;
         let text: Option<String> = conn
