@@ -315,6 +315,22 @@ fn policy_validate_and_check_commands() -> Result<()> {
     assert!(!bad.status.success());
     assert!(stderr(&bad).contains("METHOD PATH"), "{}", stderr(&bad));
 
+    // No attestation recorded for an unknown device: nothing to approve.
+    let approve = run(&[
+        "policy",
+        "approve-baseline",
+        "--db",
+        db,
+        "--device",
+        "tpm-0000",
+    ])?;
+    assert!(!approve.status.success());
+    assert!(
+        stderr(&approve).contains("no recorded attestation"),
+        "{}",
+        stderr(&approve)
+    );
+
     std::fs::write(
         policies.join("admin.cedar"),
         "@id(\"admin-tpm-only\")\nforbid(principal, action, resource)\n  unless { context.levle == \"tpm\" };\n",
