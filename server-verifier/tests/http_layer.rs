@@ -1162,6 +1162,19 @@ async fn policy_tpm_only_route_refuses_a_software_key_and_allows_a_tpm_key() -> 
         &opts(),
     )?;
     assert_eq!(send_signed(&server, &request).await?.status, StatusCode::OK);
+
+    // A path deeper than the policy models is refused, not cut short (cutting would drop
+    // /v1/admin from its ancestors), whatever the key.
+    let deep = format!(
+        "/v1/admin{}",
+        "/x".repeat(hwsign_verifier::policy::MAX_ROUTE_DEPTH)
+    );
+    for key in [&server.key, &server.tpm_key] {
+        let request = sign(key, &server.request("GET", &deep, ""), &opts())?;
+        let reply = send_signed(&server, &request).await?;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{:?}", reply.body);
+        assert_eq!(reply.refusal()?, "policy_denied");
+    }
     Ok(())
 }
 

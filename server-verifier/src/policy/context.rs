@@ -11,8 +11,9 @@ use serde_json::{Map, Value, json};
 use super::load::PolicyError;
 use crate::registry::{DeviceFacts, DeviceRecord, Fact, RegisteredKey};
 
-/// Most route ancestors given to Cedar (`/a/b/c` has `/a/b`, `/a`, `/`).
-const MAX_ROUTE_DEPTH: usize = 32;
+/// Most route ancestors given to Cedar (`/a/b/c` has `/a/b`, `/a`, `/`). A deeper path is
+/// refused rather than cut: dropping an ancestor would let it escape a rule written for it.
+pub const MAX_ROUTE_DEPTH: usize = 64;
 
 /// Methods with an action of their own; any other is `Action::"OTHER"`.
 const METHODS: [&str; 7] = ["GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE"];
@@ -89,8 +90,12 @@ fn ancestors(path: &str) -> Vec<&str> {
         out.push("/");
     }
     out.dedup();
-    out.truncate(MAX_ROUTE_DEPTH);
     out
+}
+
+/// Whether `path` has more ancestors than [`MAX_ROUTE_DEPTH`].
+pub(super) fn too_deep(path: &str) -> bool {
+    path.bytes().filter(|&b| b == b'/').count() > MAX_ROUTE_DEPTH
 }
 
 fn route_entities(path: &str) -> Vec<Value> {
@@ -266,5 +271,12 @@ mod tests {
         assert_eq!(ancestors("/v1/admin/"), ["/v1/admin", "/v1", "/"]);
         assert_eq!(ancestors("/v1"), ["/"]);
         assert!(ancestors("/").is_empty());
+        let deep = "/a".repeat(MAX_ROUTE_DEPTH + 1);
+        assert!(too_deep(&deep));
+        assert!(!too_deep(&"/a".repeat(MAX_ROUTE_DEPTH)));
+        assert_eq!(
+            ancestors(&"/a".repeat(MAX_ROUTE_DEPTH)).len(),
+            MAX_ROUTE_DEPTH
+        );
     }
 }

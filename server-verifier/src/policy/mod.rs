@@ -21,7 +21,7 @@ use std::path::Path;
 
 use cedar_policy::{Authorizer, Decision, PolicySet, Schema};
 
-pub use context::{PolicyRequest, format_rfc3339};
+pub use context::{MAX_ROUTE_DEPTH, PolicyRequest, format_rfc3339};
 pub use gate::{PolicyGate, PolicyRoute};
 pub use load::{PolicyError, PolicyIssue};
 
@@ -31,6 +31,9 @@ pub const SCHEMA: &str = include_str!("../../policy/hws.cedarschema");
 pub const LOG_TARGET: &str = "hwsign::policy";
 /// The pseudo policy id logged when no policy matched (Cedar's default deny).
 pub const DEFAULT_DENY: &str = "default-deny";
+/// The pseudo policy id logged when a path is too deep to decide
+/// ([`MAX_ROUTE_DEPTH`](context::MAX_ROUTE_DEPTH) segments); such a request is refused.
+pub const ROUTE_TOO_DEEP: &str = "route-too-deep";
 
 /// Loaded, validated policies and the schema they were validated against.
 #[derive(Debug)]
@@ -88,6 +91,10 @@ impl PolicyEngine {
         let mut refusals = BTreeSet::new();
         let mut errors = Vec::new();
         for path in crate::routes::path_spellings(request.path) {
+            if context::too_deep(&path) {
+                refusals.insert(ROUTE_TOO_DEEP.to_owned());
+                continue;
+            }
             let cedar_request = context::build(&self.schema, request, &path)?;
             let response = self.authorizer.is_authorized(
                 &cedar_request.request,
