@@ -212,9 +212,9 @@ pub(super) fn build(
     request: &PolicyRequest<'_>,
     path: &str,
 ) -> Result<CedarRequest, PolicyError> {
-    let method = request.method.to_ascii_uppercase();
-    let action_name = if METHODS.contains(&method.as_str()) {
-        method.as_str()
+    // Methods are case-sensitive (RFC 9110): `get` is not GET, and is decided as `OTHER`.
+    let action_name = if METHODS.contains(&request.method) {
+        request.method
     } else {
         "OTHER"
     };
