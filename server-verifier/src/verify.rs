@@ -5,7 +5,8 @@
 //! predictable: parse → audience → host → date → presigned-URL policy → registry (for a delegated
 //! request: the delegation statement, see [`crate::delegation`]) → signature; then the nonce is
 //! reserved; then, once the body is complete, with the clock read again: body hash → the
-//! request's window → revocation again → route rule.
+//! request's window → revocation again → route rule → device policy ([`crate::policy`], when
+//! configured).
 //!
 //! # Two phases, two clock reads
 //! A server that streams the body calls [`Verifier::check_signature`] and [`Verifier::reserve`]
@@ -518,7 +519,8 @@ impl Verifier {
 
     /// Phase three, once the body is complete: reads the verifier's clock, then checks the body
     /// hash, the request's window (date, presigned expiry, delegation statement) at that time,
-    /// the key's registration again (revoked meanwhile → `device_revoked`) and the route rule.
+    /// the key's registration again (revoked meanwhile → `device_revoked`), the route rule and
+    /// the device policy.
     pub fn finish(
         &self,
         reserved: Reserved,
