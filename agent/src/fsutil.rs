@@ -38,7 +38,7 @@ fn ensure_dir(dir: &Path, writable_by_group: Option<u32>) -> io::Result<()> {
 /// The rules [`ensure_private_dir`] and [`ensure_socket_dir`] enforce on an existing directory
 /// (`--check-config` applies them without creating anything): a directory, owned by the agent's
 /// uid, nothing for others, group write only for `writable_by_group`.
-pub fn check_dir(
+pub(crate) fn check_dir(
     dir: &Path,
     meta: &fs::Metadata,
     writable_by_group: Option<u32>,

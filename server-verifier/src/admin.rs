@@ -33,9 +33,35 @@ pub enum AdminError {
     /// Not a PEM `PUBLIC KEY` holding a P-256 key.
     #[error("{0} is not a PEM P-256 public key (-----BEGIN PUBLIC KEY-----)")]
     NotAPublicKey(String),
+    /// The device has no recorded attestation whose PCRs could be approved.
+    #[error("device {0} has no recorded attestation with PCR values to approve")]
+    NoAttestation(String),
     /// The registry refused.
     #[error(transparent)]
     Registry(#[from] RegistryError),
+}
+
+/// Approves a device's changed boot chain (docs/POLICY.md): the PCR values of its last
+/// attestation become its baseline, and its `boot_state` is `unchanged` again. Returns how many
+/// PCR values were approved.
+pub fn approve_boot_baseline(
+    registry: &dyn KeyRegistry,
+    device_id: &str,
+) -> Result<usize, AdminError> {
+    let mut facts = registry
+        .device_facts(device_id)?
+        .ok_or_else(|| AdminError::NoAttestation(device_id.to_owned()))?;
+    let attestation = facts
+        .last_attestation
+        .as_mut()
+        .filter(|a| !a.quoted_pcrs.is_empty())
+        .ok_or_else(|| AdminError::NoAttestation(device_id.to_owned()))?;
+    registry.set_pcr_baseline(device_id, &attestation.quoted_pcrs)?;
+    attestation.boot_state = crate::registry::BootState::Unchanged;
+    let count = attestation.quoted_pcrs.len();
+    registry.put_device_facts(device_id, &facts)?;
+    tracing::info!(device_id, pcrs = count, "PCR baseline approved");
+    Ok(count)
 }
 
 /// Reads a PEM SubjectPublicKeyInfo (P-256) from `path`.

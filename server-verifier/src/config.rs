@@ -1,7 +1,7 @@
 //! Verifier configuration: TOML with unknown fields refused, so a typo is an error rather than a
 //! silently ignored rule.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use hwsign_proto::api::KeyLevel;
 use hwsign_proto::scope::check_audience;
@@ -63,6 +63,44 @@ pub struct VerifierConfig {
     /// that may be busy at once.
     #[serde(default = "default_replay_quota")]
     pub replay_quota_per_key: usize,
+    /// Device policy (docs/POLICY.md): Cedar policies decided after the route rules. Absent:
+    /// no device policy, the route rules alone decide.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicySettings>,
+}
+
+/// Where the device policies are and what they cover (`[policy]` in the TOML file).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySettings {
+    /// Directory of `*.cedar` files, validated against the shipped schema when the verifier
+    /// starts; an invalid policy stops it with the file, line and reason.
+    pub dir: PathBuf,
+    /// Path prefixes the policies decide (default `["/"]`: every request). Under a covered
+    /// prefix Cedar's default deny applies: a request no `permit` matches is refused with
+    /// `policy_denied`. A request outside every prefix is decided by the route rules alone.
+    /// Matched against every spelling of the path, like the route rules.
+    #[serde(default = "default_covers")]
+    pub covers: Vec<String>,
+    /// Send the ids of the policies that refused a request to the client in the error message
+    /// (default false: they are logged only).
+    #[serde(default)]
+    pub reveal_reasons: bool,
+}
+
+impl PolicySettings {
+    /// Policies from `dir` covering every request, reasons not revealed.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            covers: default_covers(),
+            reveal_reasons: false,
+        }
+    }
+}
+
+fn default_covers() -> Vec<String> {
+    vec!["/".to_owned()]
 }
 
 /// Whether a route accepts presigned URLs (docs/PROTOCOL.md §5).
@@ -191,6 +229,13 @@ pub enum ConfigError {
     /// `replay_quota_per_key` is 0.
     #[error("replay_quota_per_key must be at least 1")]
     ZeroReplayQuota,
+    /// A `policy.covers` prefix does not start with `/`, or there are more than
+    /// [`MAX_ROUTE_RULES`].
+    #[error("policy.covers entries must start with '/' (at most {MAX_ROUTE_RULES}): {0:?}")]
+    InvalidPolicyCover(String),
+    /// The policies cannot be loaded (file, line and reason inside).
+    #[error("device policy: {0}")]
+    Policy(#[from] crate::policy::PolicyError),
 }
 
 impl VerifierConfig {
@@ -208,6 +253,7 @@ impl VerifierConfig {
             route_rules: Vec::new(),
             max_presign_expiry_secs: DEFAULT_MAX_PRESIGN_EXPIRY_SECS,
             replay_quota_per_key: DEFAULT_REPLAY_QUOTA_PER_KEY,
+            policy: None,
         }
     }
 
@@ -281,6 +327,17 @@ impl VerifierConfig {
         }
         if self.replay_quota_per_key == 0 {
             return Err(ConfigError::ZeroReplayQuota);
+        }
+        if let Some(policy) = &self.policy {
+            if policy.covers.len() > MAX_ROUTE_RULES {
+                return Err(ConfigError::InvalidPolicyCover(format!(
+                    "{} entries",
+                    policy.covers.len()
+                )));
+            }
+            if let Some(bad) = policy.covers.iter().find(|p| !p.starts_with('/')) {
+                return Err(ConfigError::InvalidPolicyCover(bad.clone()));
+            }
         }
         Ok(())
     }

@@ -41,6 +41,7 @@ pub mod delegation;
 pub mod enrollment;
 mod hosts;
 pub mod layer;
+pub mod policy;
 pub mod registry;
 mod rejection;
 pub mod replay;
@@ -49,13 +50,14 @@ mod unix_time;
 pub mod verify;
 
 pub use backend::VerifyBackend;
-pub use config::{PresignPolicy, RouteRule, VerifierConfig};
+pub use config::{PolicySettings, PresignPolicy, RouteRule, VerifierConfig};
 pub use hwsign_proto::RejectCode;
 pub use hwsign_proto::api::KeyLevel;
 pub use layer::{HwsignLayer, HwsignService, VerifiedDevice, rejection_response};
+pub use policy::{PolicyDecision, PolicyEngine, PolicyError};
 pub use registry::{
-    DeviceClock, DeviceRecord, KeyRegistry, MemoryRegistry, RegisteredKey, RegistryError,
-    SqliteRegistry,
+    DeviceClock, DeviceFacts, DeviceRecord, KeyRegistry, MemoryRegistry, RegisteredKey,
+    RegistryError, SqliteRegistry,
 };
 pub use rejection::Rejection;
 pub use replay::{Freshness, MemoryReplayCache, ReplayCache, ReplayError, Reservation};

@@ -65,6 +65,23 @@ pub(crate) fn presign_policy(rules: &[RouteRule], path: &str) -> PresignPolicy {
         .unwrap_or(PresignPolicy::Allow)
 }
 
+/// The distinct spellings of `path` that rules are matched against: as sent, percent-decoded,
+/// and dot-segment-resolved with slashes collapsed (the device policy decides each one).
+pub(crate) fn path_spellings(path: &str) -> Vec<String> {
+    let decoded: Cow<'_, str> = match encoding::decode(path) {
+        Ok(bytes) => Cow::Owned(String::from_utf8_lossy(&bytes).into_owned()),
+        Err(_) => Cow::Borrowed(path),
+    };
+    let normalized = normalize(&decoded);
+    let mut forms = vec![path.to_owned()];
+    for form in [decoded.into_owned(), normalized] {
+        if !forms.contains(&form) {
+            forms.push(form);
+        }
+    }
+    forms
+}
+
 fn longest_match<'a>(rules: &'a [RouteRule], path: &str) -> Option<&'a RouteRule> {
     rules
         .iter()

@@ -5,7 +5,8 @@
 //! predictable: parse → audience → host → date → presigned-URL policy → registry (for a delegated
 //! request: the delegation statement, see [`crate::delegation`]) → signature; then the nonce is
 //! reserved; then, once the body is complete, with the clock read again: body hash → the
-//! request's window → revocation again → route rule.
+//! request's window → revocation again → route rule → device policy ([`crate::policy`], when
+//! configured).
 //!
 //! # Two phases, two clock reads
 //! A server that streams the body calls [`Verifier::check_signature`] and [`Verifier::reserve`]
@@ -36,6 +37,7 @@ use crate::backend::{PreparedKey, VerifyBackend};
 use crate::config::{ConfigError, VerifierConfig};
 use crate::delegation::{RequestClaims, StatementCache};
 use crate::hosts::HostList;
+use crate::policy::{PolicyGate, PolicyRoute};
 use crate::registry::{KeyRegistry, RegisteredKey};
 use crate::rejection::Rejection;
 use crate::replay::{Freshness, ReplayCache, Reservation};
@@ -116,6 +118,8 @@ pub struct SignatureChecked {
     strict_route: bool,
     delegated: bool,
     signed_headers: SignedHeaders,
+    /// The route, when device policies cover it.
+    policy_route: Option<PolicyRoute>,
 }
 
 impl SignatureChecked {
@@ -195,6 +199,7 @@ pub struct Verifier {
     backend: VerifyBackend,
     prepared: RwLock<HashMap<String, Arc<PreparedKey>>>,
     statements: StatementCache,
+    policy: Option<PolicyGate>,
 }
 
 fn unix_seconds(now: SystemTime) -> Result<i64, Rejection> {
@@ -243,7 +248,9 @@ impl Verifier {
         replay: Arc<dyn ReplayCache>,
     ) -> Result<Self, ConfigError> {
         config.validate()?;
+        let policy = config.policy.as_ref().map(PolicyGate::load).transpose()?;
         Ok(Self {
+            policy,
             hosts: HostList::new(&config.hosts),
             config,
             registry,
@@ -268,6 +275,11 @@ impl Verifier {
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
+    }
+
+    /// The device policy in force, if any.
+    pub fn policy(&self) -> Option<&PolicyGate> {
+        self.policy.as_ref()
     }
 
     /// The verifier's clock.
@@ -415,6 +427,10 @@ impl Verifier {
             strict_route: strict_required(&self.config.route_rules, parts.path),
             delegated: claimed.delegation.is_some(),
             signed_headers: claimed.authorization.signed_headers,
+            policy_route: self
+                .policy
+                .as_ref()
+                .and_then(|gate| gate.route(parts.method, parts.path)),
         })
     }
 
@@ -459,7 +475,8 @@ impl Verifier {
 
     /// Phase three, once the body is complete: reads the verifier's clock, then checks the body
     /// hash, the request's window (date, presigned expiry, delegation statement) at that time,
-    /// the key's registration again (revoked meanwhile → `device_revoked`) and the route rule.
+    /// the key's registration again (revoked meanwhile → `device_revoked`), the route rule and
+    /// the device policy.
     pub fn finish(
         &self,
         reserved: Reserved,
@@ -528,6 +545,9 @@ impl Verifier {
                 RejectCode::PolicyDenied,
                 "this route needs the hardware key itself (strict mode), not a delegated session key",
             ));
+        }
+        if let (Some(gate), Some(route)) = (&self.policy, &checked.policy_route) {
+            gate.check(self.registry.as_ref(), &key, route, checked.delegated, now)?;
         }
         Ok(VerifiedPrincipal {
             key_id: key.key_id,

@@ -69,11 +69,36 @@ impl EnrollServer {
         .await
     }
 
+    /// Trusts `swtpm`'s local CA; `configure` adjusts the verifier's configuration (device
+    /// policies, route rules).
+    pub async fn start_configured(
+        swtpm: &Swtpm,
+        configure: impl FnOnce(&mut VerifierConfig),
+    ) -> Result<Self> {
+        Self::start_inner(
+            vec![swtpm.ca_root_pem()],
+            vec![swtpm.ca_intermediate_pem()],
+            configure,
+        )
+        .await
+    }
+
     /// Trusts the given EK roots and intermediates.
     pub async fn start_trusting(
         roots: Vec<PathBuf>,
         intermediates: Vec<PathBuf>,
         route_rules: Vec<RouteRule>,
+    ) -> Result<Self> {
+        Self::start_inner(roots, intermediates, |config| {
+            config.route_rules = route_rules;
+        })
+        .await
+    }
+
+    async fn start_inner(
+        roots: Vec<PathBuf>,
+        intermediates: Vec<PathBuf>,
+        configure: impl FnOnce(&mut VerifierConfig),
     ) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("hwsign-enroll-")
@@ -90,7 +115,7 @@ impl EnrollServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let mut verifier_config = VerifierConfig::new(AUDIENCE, [addr.to_string()]);
-        verifier_config.route_rules = route_rules;
+        configure(&mut verifier_config);
         let verifier = Arc::new(Verifier::new(
             verifier_config,
             Arc::clone(&registry) as Arc<dyn KeyRegistry>,

@@ -1,10 +1,12 @@
-//! `hwsign-verifier`: administer the verifier's key registry and enrollment tokens.
+//! `hwsign-verifier`: administer the verifier's key registry, enrollment tokens and device
+//! policies.
 //!
 //! The binary (`src/main.rs`) parses the command line and calls [`run`]. This crate, not the
 //! `hwsign-verifier` library, carries the command line's dependencies (clap, anyhow), so a server
 //! that links the library does not build them.
 #![forbid(unsafe_code)]
 
+mod policy;
 mod tokens;
 
 use std::path::{Path, PathBuf};
@@ -49,6 +51,9 @@ enum Command {
     },
     /// Print the man page (roff).
     Man,
+    /// Device policies (Cedar): validate, check a request, print the schema.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -165,6 +170,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 config.route_rules.len()
             );
         }
+        Command::Policy(command) => policy::run(command)?,
         Command::Keys(KeysCommand::Add {
             db,
             public_key,

@@ -379,3 +379,89 @@ fn newuser_completions_and_man_page_are_generated() -> Result<()> {
     );
     Ok(())
 }
+
+/// `hwsign-verifier policy validate DIR` lists the policy ids or names each problem's file and
+/// line; `policy check` decides a request for a registered key as the verifier would and prints
+/// the decision with the determining policy ids.
+#[test]
+fn policy_validate_and_check_commands() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies)?;
+    std::fs::write(
+        policies.join("baseline.cedar"),
+        "@id(\"baseline\")\npermit(principal, action, resource);\n",
+    )?;
+    std::fs::write(
+        policies.join("admin.cedar"),
+        "@id(\"admin-tpm-only\")\nforbid(principal, action, resource in Hws::Route::\"/v1/admin\")\n  unless { context.level == \"tpm\" };\n",
+    )?;
+    let policies_arg = policies.to_str().unwrap_or_default();
+    let validated = run(&["policy", "validate", policies_arg])?;
+    assert!(validated.status.success(), "{}", stderr(&validated));
+    assert_eq!(stdout(&validated), "admin-tpm-only\nbaseline\n");
+
+    let db = dir.path().join("registry.db");
+    let registry = SqliteRegistry::open(&db)?;
+    let laptop = TestKey::from_seed("cli-policy-laptop")?;
+    registry.add(laptop.registered("laptop", KeyLevel::Software))?;
+    let tpm = TestKey::from_seed("cli-policy-tpm")?;
+    registry.add(tpm.registered("tpm", KeyLevel::Tpm))?;
+    let db = db.to_str().unwrap_or_default();
+    let check = |key: &str, request: &str| {
+        run(&[
+            "policy",
+            "check",
+            "--db",
+            db,
+            "--device",
+            key,
+            "--request",
+            request,
+            "--policies",
+            policies_arg,
+        ])
+    };
+    let denied = check(&laptop.id, "POST /v1/admin/keys")?;
+    assert!(denied.status.success(), "{}", stderr(&denied));
+    let text = stdout(&denied);
+    assert!(text.contains("decision: deny\n"), "{text}");
+    assert!(text.contains("policies: admin-tpm-only\n"), "{text}");
+    let allowed = check(&tpm.id, "POST /v1/admin/keys")?;
+    let text = stdout(&allowed);
+    assert!(text.contains("decision: allow\n"), "{text}");
+    assert!(text.contains("policies: baseline\n"), "{text}");
+    let bad = check(&laptop.id, "/v1/admin/keys")?;
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("METHOD PATH"), "{}", stderr(&bad));
+
+    // No attestation recorded for an unknown device: nothing to approve.
+    let approve = run(&[
+        "policy",
+        "approve-baseline",
+        "--db",
+        db,
+        "--device",
+        "tpm-0000",
+    ])?;
+    assert!(!approve.status.success());
+    assert!(
+        stderr(&approve).contains("no recorded attestation"),
+        "{}",
+        stderr(&approve)
+    );
+
+    std::fs::write(
+        policies.join("admin.cedar"),
+        "@id(\"admin-tpm-only\")\nforbid(principal, action, resource)\n  unless { context.levle == \"tpm\" };\n",
+    )?;
+    let invalid = run(&["policy", "validate", policies_arg])?;
+    assert!(!invalid.status.success());
+    assert!(
+        stderr(&invalid).contains("admin.cedar:3:"),
+        "{}",
+        stderr(&invalid)
+    );
+    assert!(stderr(&invalid).contains("levle"), "{}", stderr(&invalid));
+    Ok(())
+}

@@ -26,7 +26,10 @@ use crate::attestation::{
     ClockState, TrustAnchors, activation_secret_matches, make_credential, new_activation_secret,
     verify_evidence,
 };
-use crate::registry::{DeviceClock, DeviceRecord, KeyRegistry, RegisteredKey, RegistryError};
+use crate::registry::{
+    AttestationRecord, BootState, DeviceClock, DeviceRecord, KeyRegistry, MAX_FACT_STRING_LEN,
+    RegisteredKey, RegistryError,
+};
 
 /// Longest base64 activation secret looked at (the secret is 32 bytes).
 const MAX_SECRET_BASE64: usize = 128;
@@ -45,6 +48,11 @@ struct Pending {
     firmware_version: u64,
     pcrs_sha256: Vec<String>,
     key_already_registered: bool,
+    /// TPM manufacturer and model from the EK certificate (absent in rows from older releases).
+    #[serde(default)]
+    tpm_manufacturer: Option<String>,
+    #[serde(default)]
+    tpm_model: Option<String>,
 }
 
 /// The enrollment service: one per verifier process, shared by the HTTP handlers.
@@ -57,6 +65,13 @@ pub struct Enrollment {
 }
 
 use crate::unix_time::seconds_or_zero as unix;
+
+/// An EK certificate attribute kept as a device fact, if it is within the facts' bounds.
+fn fact_text(value: Option<&str>) -> Option<String> {
+    value
+        .filter(|v| v.len() <= MAX_FACT_STRING_LEN && !v.chars().any(char::is_control))
+        .map(str::to_owned)
+}
 
 /// The device id of the TPM whose EK certificate has this SHA-256 (lower-case hex).
 pub fn device_id_for(ek_cert_sha256: &str) -> String {
@@ -206,6 +221,8 @@ impl Enrollment {
             firmware_version: attested.firmware_version,
             pcrs_sha256: attested.pcrs_sha256.iter().map(hex::encode).collect(),
             key_already_registered,
+            tpm_manufacturer: fact_text(attested.manufacturer.manufacturer.as_deref()),
+            tpm_model: fact_text(attested.manufacturer.model.as_deref()),
         };
         let pending = serde_json::to_string(&pending)
             .map_err(|e| EnrollmentError::Store(format!("encoding pending enrollment: {e}")))?;
@@ -294,6 +311,16 @@ impl Enrollment {
     /// Stores a new device, or moves an enrolled one's clock forward. A clock that went backwards
     /// is now proven to come from the device's own TPM: refuse, and revoke if so configured.
     fn record_device(&self, pending: &Pending, now: SystemTime) -> Result<(), EnrollmentError> {
+        let quoted = pending
+            .pcrs_sha256
+            .iter()
+            .map(|text| {
+                let mut pcr = [0u8; 32];
+                hex::decode_to_slice(text, &mut pcr)
+                    .map_err(|_| EnrollmentError::Store("pending PCR value".into()))?;
+                Ok(pcr)
+            })
+            .collect::<Result<Vec<_>, EnrollmentError>>()?;
         let clock = DeviceClock {
             reset_count: pending.clock.reset_count,
             restart_count: pending.clock.restart_count,
@@ -321,18 +348,10 @@ impl Enrollment {
             }
             self.registry
                 .update_device_clock(&pending.device_id, clock)?;
-            return Ok(());
+            let boot_state = BootState::compare(&device.pcr_baseline, &quoted);
+            return self.record_attestation(pending, boot_state, quoted, now);
         }
-        let pcr_baseline = pending
-            .pcrs_sha256
-            .iter()
-            .map(|text| {
-                let mut pcr = [0u8; 32];
-                hex::decode_to_slice(text, &mut pcr)
-                    .map_err(|_| EnrollmentError::Store("pending PCR value".into()))?;
-                Ok(pcr)
-            })
-            .collect::<Result<Vec<_>, EnrollmentError>>()?;
+        let pcr_baseline = quoted.clone();
         let ak_public = STANDARD
             .decode(&pending.ak_public)
             .map_err(|_| EnrollmentError::Store("pending AK public area".into()))?;
@@ -346,7 +365,37 @@ impl Enrollment {
             enrolled_unix: unix(now),
             revoked: false,
         })?;
-        Ok(())
+        self.record_attestation(pending, BootState::Unchanged, quoted, now)
+    }
+
+    /// Records the attestation just checked (its time and the quoted PCRs against the
+    /// baseline) and the TPM's identity among the device's facts, keeping its posture report.
+    fn record_attestation(
+        &self,
+        pending: &Pending,
+        boot_state: BootState,
+        quoted_pcrs: Vec<[u8; 32]>,
+        now: SystemTime,
+    ) -> Result<(), EnrollmentError> {
+        let mut facts = self
+            .registry
+            .device_facts(&pending.device_id)?
+            .unwrap_or_default();
+        facts.tpm_manufacturer = pending.tpm_manufacturer.clone();
+        facts.tpm_model = pending.tpm_model.clone();
+        facts.last_attestation = Some(AttestationRecord {
+            at_unix: unix(now),
+            boot_state,
+            quoted_pcrs,
+        });
+        match self.registry.put_device_facts(&pending.device_id, &facts) {
+            Ok(()) => Ok(()),
+            Err(RegistryError::Unsupported(what)) => {
+                tracing::warn!(device_id = %pending.device_id, "registry keeps no {what}");
+                Ok(())
+            }
+            Err(error) => Err(error.into()),
+        }
     }
 
     fn register_key(&self, pending: &Pending, now: SystemTime) -> Result<(), EnrollmentError> {

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::RwLock;
 
-use super::{DeviceClock, DeviceRecord, KeyRegistry, RegisteredKey, RegistryError};
+use super::{DeviceClock, DeviceFacts, DeviceRecord, KeyRegistry, RegisteredKey, RegistryError};
 
 #[derive(Debug, Default)]
 struct State {
@@ -11,6 +11,7 @@ struct State {
     /// Insertion order, for `list`.
     order: Vec<String>,
     devices: HashMap<String, DeviceRecord>,
+    facts: HashMap<String, DeviceFacts>,
 }
 
 /// An in-memory [`KeyRegistry`].
@@ -115,6 +116,38 @@ impl KeyRegistry for MemoryRegistry {
             .get_mut(device_id)
             .ok_or_else(|| RegistryError::UnknownDevice(device_id.to_owned()))?;
         device.revoked = true;
+        Ok(())
+    }
+
+    fn set_pcr_baseline(
+        &self,
+        device_id: &str,
+        baseline: &[[u8; 32]],
+    ) -> Result<(), RegistryError> {
+        if baseline.len() > super::MAX_BASELINE_PCRS {
+            return Err(RegistryError::Invalid("too many PCR values"));
+        }
+        let mut state = self.state.write().map_err(|_| RegistryError::Poisoned)?;
+        let device = state
+            .devices
+            .get_mut(device_id)
+            .ok_or_else(|| RegistryError::UnknownDevice(device_id.to_owned()))?;
+        device.pcr_baseline = baseline.to_vec();
+        Ok(())
+    }
+
+    fn device_facts(&self, device_id: &str) -> Result<Option<DeviceFacts>, RegistryError> {
+        let state = self.state.read().map_err(|_| RegistryError::Poisoned)?;
+        Ok(state.facts.get(device_id).cloned())
+    }
+
+    fn put_device_facts(&self, device_id: &str, facts: &DeviceFacts) -> Result<(), RegistryError> {
+        facts.validate()?;
+        let mut state = self.state.write().map_err(|_| RegistryError::Poisoned)?;
+        if !state.devices.contains_key(device_id) {
+            return Err(RegistryError::UnknownDevice(device_id.to_owned()));
+        }
+        state.facts.insert(device_id.to_owned(), facts.clone());
         Ok(())
     }
 }

@@ -5,6 +5,7 @@
 //! same trait. Every error is reported, never papered over: the verifier turns any registry
 //! error into `verifier_unavailable` (fail closed).
 
+mod facts;
 mod memory;
 mod sqlite;
 
@@ -12,6 +13,9 @@ use hwsign_proto::PublicKey;
 use hwsign_proto::api::KeyLevel;
 use thiserror::Error;
 
+pub use facts::{
+    AttestationRecord, BootState, DeviceFacts, Fact, MAX_FACT_STRING_LEN, PostureReport,
+};
 pub use memory::MemoryRegistry;
 pub use sqlite::{SCHEMA_VERSION, SqliteRegistry};
 
@@ -196,6 +200,9 @@ pub enum RegistryError {
     /// A lock was poisoned by a panic in another thread; the registry refuses to guess its state.
     #[error("registry lock poisoned")]
     Poisoned,
+    /// This registry does not implement the operation.
+    #[error("this registry does not support {0}")]
+    Unsupported(&'static str),
 }
 
 /// Keys and devices the verifier accepts.
@@ -225,4 +232,27 @@ pub trait KeyRegistry: Send + Sync + std::fmt::Debug {
 
     /// Revokes a device and with it every key that points at it.
     fn revoke_device(&self, device_id: &str) -> Result<(), RegistryError>;
+
+    /// The facts kept about an enrolled device (docs/POLICY.md); `None` when none were recorded.
+    /// Registries that keep none answer `None`.
+    fn device_facts(&self, device_id: &str) -> Result<Option<DeviceFacts>, RegistryError> {
+        let _ = device_id;
+        Ok(None)
+    }
+
+    /// Replaces a device's PCR baseline (an administrator approved a changed boot chain).
+    fn set_pcr_baseline(
+        &self,
+        device_id: &str,
+        baseline: &[[u8; 32]],
+    ) -> Result<(), RegistryError> {
+        let _ = (device_id, baseline);
+        Err(RegistryError::Unsupported("changing a PCR baseline"))
+    }
+
+    /// Replaces the facts kept about an enrolled device. The device must exist.
+    fn put_device_facts(&self, device_id: &str, facts: &DeviceFacts) -> Result<(), RegistryError> {
+        let _ = (device_id, facts);
+        Err(RegistryError::Unsupported("device facts"))
+    }
 }

@@ -13,10 +13,10 @@ use hwsign_proto::PublicKey;
 use hwsign_proto::api::KeyLevel;
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
-use super::{DeviceClock, DeviceRecord, KeyRegistry, RegisteredKey, RegistryError};
+use super::{DeviceClock, DeviceFacts, DeviceRecord, KeyRegistry, RegisteredKey, RegistryError};
 
 /// The schema version this code writes and reads.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Parsed public keys kept in memory; a key id is a hash of its key, so an entry never goes stale
 /// (it is still checked against the stored bytes). Cleared when full rather than grown.
@@ -47,6 +47,17 @@ CREATE TABLE keys (
 ) STRICT;
 CREATE INDEX keys_device ON keys(device_id);
 ";
+
+/// Version 2: facts about enrolled devices (docs/POLICY.md), one JSON document per device.
+const SCHEMA_V2: &str = "
+CREATE TABLE device_facts (
+    device_id TEXT PRIMARY KEY NOT NULL REFERENCES devices(id),
+    facts     TEXT NOT NULL  -- JSON DeviceFacts
+) STRICT;
+";
+
+/// Largest stored facts document read back.
+const MAX_FACTS_JSON: usize = 64 * 1024;
 
 const KEY_COLUMNS: &str = "k.key_id, k.label, k.spki, k.level, k.device_id, \
      k.revoked OR COALESCE(d.revoked, 0), k.added_unix";
@@ -146,6 +157,11 @@ fn migrate(conn: &mut Connection) -> Result<(), RegistryError> {
     match version {
         0 => {
             tx.execute_batch(SCHEMA_V1)?;
+            tx.execute_batch(SCHEMA_V2)?;
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        }
+        1 => {
+            tx.execute_batch(SCHEMA_V2)?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         }
         SCHEMA_VERSION => {}
@@ -353,6 +369,70 @@ impl KeyRegistry for SqliteRegistry {
         if changed == 0 {
             return Err(RegistryError::UnknownDevice(device_id.to_owned()));
         }
+        Ok(())
+    }
+
+    fn set_pcr_baseline(
+        &self,
+        device_id: &str,
+        baseline: &[[u8; 32]],
+    ) -> Result<(), RegistryError> {
+        if baseline.len() > super::MAX_BASELINE_PCRS {
+            return Err(RegistryError::Invalid("too many PCR values"));
+        }
+        let conn = self.conn()?;
+        let changed = conn.execute(
+            "UPDATE devices SET pcr_baseline = ?2 WHERE id = ?1",
+            params![device_id, pcrs_to_blob(baseline)],
+        )?;
+        if changed == 0 {
+            return Err(RegistryError::UnknownDevice(device_id.to_owned()));
+        }
+        Ok(())
+    }
+
+    fn device_facts(&self, device_id: &str) -> Result<Option<DeviceFacts>, RegistryError> {
+        let conn = self.conn()?;
+        let text: Option<String> = conn
+            .prepare_cached("SELECT facts FROM device_facts WHERE device_id = ?1")?
+            .query_row(params![device_id], |row| row.get(0))
+            .optional()?;
+        let Some(text) = text else {
+            return Ok(None);
+        };
+        if text.len() > MAX_FACTS_JSON {
+            return Err(RegistryError::Corrupt(format!(
+                "facts of device {device_id} are too large"
+            )));
+        }
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| RegistryError::Corrupt(format!("facts of device {device_id}: {e}")))
+    }
+
+    fn put_device_facts(&self, device_id: &str, facts: &DeviceFacts) -> Result<(), RegistryError> {
+        facts.validate()?;
+        let text = serde_json::to_string(facts)
+            .map_err(|e| RegistryError::Corrupt(format!("encoding device facts: {e}")))?;
+        if text.len() > MAX_FACTS_JSON {
+            return Err(RegistryError::Invalid("device facts are too large"));
+        }
+        let conn = self.conn()?;
+        let known: Option<i64> = conn
+            .query_row(
+                "SELECT 1 FROM devices WHERE id = ?1",
+                params![device_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if known.is_none() {
+            return Err(RegistryError::UnknownDevice(device_id.to_owned()));
+        }
+        conn.execute(
+            "INSERT INTO device_facts (device_id, facts) VALUES (?1, ?2) \
+             ON CONFLICT(device_id) DO UPDATE SET facts = excluded.facts",
+            params![device_id, text],
+        )?;
         Ok(())
     }
 }

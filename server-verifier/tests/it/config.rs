@@ -145,3 +145,107 @@ fn hardening_hosts_must_be_named_explicitly() -> Result<()> {
     }
     Ok(())
 }
+
+/// A policy that does not validate against the shipped schema is refused when the verifier is
+/// built: the error names the file, the line and the reason, for a type error (an attribute the
+/// schema does not have, a missing `has` guard on an optional fact) and for a syntax error.
+#[test]
+fn policy_schema_invalid_policy_is_refused_at_load_with_line_and_reason() -> Result<()> {
+    use hwsign_verifier::policy::{PolicyEngine, PolicyError};
+    use hwsign_verifier::{MemoryRegistry, MemoryReplayCache, PolicySettings, Verifier};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir()?;
+    std::fs::write(
+        dir.path().join("good.cedar"),
+        "@id(\"baseline\")\npermit(principal, action, resource);\n",
+    )?;
+    std::fs::write(
+        dir.path().join("typo.cedar"),
+        "// Only TPM devices.\n@id(\"tpm-only\")\nforbid(principal, action, resource)\nunless { context.levle == \"tpm\" };\n",
+    )?;
+    let mut config = VerifierConfig::any_host("payments");
+    config.policy = Some(PolicySettings::new(dir.path()));
+    let error = Verifier::new(
+        config.clone(),
+        Arc::new(MemoryRegistry::new()),
+        Arc::new(MemoryReplayCache::new(10)),
+    )
+    .err()
+    .ok_or_else(|| anyhow::anyhow!("an invalid policy was accepted"))?;
+    let ConfigError::Policy(PolicyError::Invalid(issues)) = &error else {
+        anyhow::bail!("unexpected error {error}");
+    };
+    assert_eq!(issues.len(), 1, "{error}");
+    assert_eq!(issues[0].file, "typo.cedar");
+    assert_eq!(issues[0].line, Some(4), "{error}");
+    assert!(issues[0].reason.contains("levle"), "{error}");
+    assert!(error.to_string().contains("typo.cedar:4:"), "{error}");
+
+    // An optional fact read without `has` is a type error too (unknown must not pass).
+    std::fs::write(
+        dir.path().join("typo.cedar"),
+        "@id(\"fresh\")\nforbid(principal, action, resource)\n  unless { context.attestation_age_secs < 3600 };\n",
+    )?;
+    let Err(PolicyError::Invalid(issues)) = PolicyEngine::load_dir(dir.path()) else {
+        anyhow::bail!("a policy reading an optional attribute without `has` was accepted");
+    };
+    assert_eq!(
+        (issues[0].file.as_str(), issues[0].line),
+        ("typo.cedar", Some(3))
+    );
+    assert!(
+        issues[0].reason.contains("attestation_age_secs"),
+        "{:?}",
+        issues[0]
+    );
+
+    // A syntax error: file, line, reason.
+    std::fs::write(
+        dir.path().join("typo.cedar"),
+        "\n\npermit(principal, action, resource) when { context.level == };\n",
+    )?;
+    let Err(PolicyError::Invalid(issues)) = PolicyEngine::load_dir(dir.path()) else {
+        anyhow::bail!("a policy with a syntax error was accepted");
+    };
+    assert_eq!(
+        (issues[0].file.as_str(), issues[0].line),
+        ("typo.cedar", Some(3))
+    );
+    assert!(!issues[0].reason.is_empty());
+
+    // Fixed, it loads; an empty directory does not (it would refuse everything).
+    std::fs::write(
+        dir.path().join("typo.cedar"),
+        "@id(\"fresh\")\nforbid(principal, action, resource)\n  unless { context has attestation_age_secs && context.attestation_age_secs < 3600 };\n",
+    )?;
+    let engine = PolicyEngine::load_dir(dir.path())?;
+    assert_eq!(engine.policy_ids(), ["baseline", "fresh"]);
+    let empty = tempfile::tempdir()?;
+    assert!(matches!(
+        PolicyEngine::load_dir(empty.path()),
+        Err(PolicyError::NoPolicies(_))
+    ));
+    Ok(())
+}
+
+/// Every `cedar` block in docs/POLICY.md validates against the shipped schema (the document's
+/// worked policies are real policies).
+#[test]
+fn policy_worked_examples_in_the_docs_validate() -> Result<()> {
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/POLICY.md"))?;
+    let blocks: Vec<(String, String)> = doc
+        .split("```cedar\n")
+        .skip(1)
+        .enumerate()
+        .map(|(i, rest)| {
+            let block = rest.split("```").next().unwrap_or_default();
+            (format!("POLICY.md block {}", i + 1), block.to_owned())
+        })
+        .collect();
+    assert!(blocks.len() >= 6, "found {} cedar blocks", blocks.len());
+    let engine = hwsign_verifier::PolicyEngine::from_sources(&blocks)?;
+    assert_eq!(engine.policy_ids().len(), blocks.len());
+    Ok(())
+}

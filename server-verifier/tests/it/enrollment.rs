@@ -472,3 +472,119 @@ fn an_ak_never_credential_activated_registers_nothing() -> Result<()> {
     ensure!(f.enrollment.registry().lookup(&key_id)?.is_none());
     Ok(())
 }
+
+/// Enrollment records the attestation it checked among the device's facts: `boot_state`
+/// `unchanged` at first; after `tpm2_pcrextend` changes PCR 4 on the swtpm, a later attestation
+/// of the same device (here: enrolling its key again) records `changed`, and a policy that
+/// demands an unchanged boot chain on /v1/admin refuses the device until an administrator
+/// approves the new PCR values as its baseline.
+#[test]
+fn policy_boot_state_changes_after_a_pcr_extend_and_the_policy_refuses_until_approved() -> Result<()>
+{
+    use hwsign_verifier::policy::{PolicyEngine, PolicyRequest};
+    use hwsign_verifier::registry::BootState;
+
+    const ADMIN: &str = r#"
+@id("baseline")
+permit(principal, action, resource);
+
+@id("admin-tpm-unchanged-boot")
+forbid(principal, action, resource in Hws::Route::"/v1/admin")
+unless { context.level == "tpm" && context.boot_state == "unchanged" &&
+         context has attestation_age_secs && context.attestation_age_secs < 3600 };
+"#;
+    let f = fixture()?;
+    let engine = PolicyEngine::from_sources(&[("admin.cedar".into(), ADMIN.into())])?;
+    let key_id = key_id_of(&f.rig, KEY)?;
+    let enroll = |at: SystemTime| -> Result<ActivateResponse> {
+        let token = token(&f, at)?;
+        let started = start(&f, &token, &key_id, at)?;
+        let credential = f
+            .enrollment
+            .submit_evidence(&evidence_for(&f, KEY, &started)?, at)?;
+        let secret = activate_in_tpm(&f, &credential)?;
+        Ok(f.enrollment.activate(
+            &ActivateRequest {
+                challenge_id: started.challenge_id,
+                secret,
+            },
+            at,
+        )?)
+    };
+    let registry = f.enrollment.registry();
+    let decide = |device_id: &str, now_unix: i64| -> Result<(bool, Vec<String>)> {
+        let key = registry.lookup(&key_id)?.context("key not registered")?;
+        let device = registry.device(device_id)?;
+        let facts = registry.device_facts(device_id)?;
+        let decision = engine.decide(&PolicyRequest {
+            key: &key,
+            device: device.as_ref(),
+            facts: facts.as_ref(),
+            method: "POST",
+            path: "/v1/admin/keys",
+            delegated: false,
+            now_unix,
+            source_ip: None,
+        })?;
+        Ok((decision.allowed, decision.determining))
+    };
+    let unix = |t: SystemTime| -> Result<i64> {
+        Ok(i64::try_from(
+            t.duration_since(SystemTime::UNIX_EPOCH)?.as_secs(),
+        )?)
+    };
+
+    let first = SystemTime::now();
+    let done = enroll(first)?;
+    let facts = registry
+        .device_facts(&done.device_id)?
+        .context("enrollment recorded no facts")?;
+    let attestation = facts.last_attestation.context("no attestation recorded")?;
+    ensure!(attestation.boot_state == BootState::Unchanged);
+    ensure!(attestation.at_unix == unix(first)?);
+    ensure!(decide(&done.device_id, unix(first)? + 10)? == (true, vec!["baseline".into()]));
+    // The same device an hour later: the attestation is too old.
+    ensure!(!decide(&done.device_id, unix(first)? + 3600)?.0);
+
+    f.rig.extend_pcr(4, &[0x42; 32])?;
+    let second = first + Duration::from_secs(60);
+    let again = enroll(second)?;
+    ensure!(again.device_id == done.device_id);
+    let facts = registry
+        .device_facts(&done.device_id)?
+        .context("no facts")?;
+    let attestation = facts.last_attestation.context("no attestation recorded")?;
+    ensure!(
+        attestation.boot_state == BootState::Changed,
+        "{attestation:?}"
+    );
+    ensure!(attestation.at_unix == unix(second)?);
+    // The baseline is what enrollment first saw; it is not silently replaced.
+    let device = registry.device(&done.device_id)?.context("no device")?;
+    ensure!(device.pcr_baseline.len() == 8);
+    let (allowed, determining) = decide(&done.device_id, unix(second)? + 10)?;
+    ensure!(
+        !allowed && determining == ["admin-tpm-unchanged-boot"],
+        "{determining:?}"
+    );
+
+    // Until an administrator approves the new boot chain: the quoted PCRs become the baseline.
+    let approved =
+        hwsign_verifier::admin::approve_boot_baseline(registry.as_ref(), &done.device_id)?;
+    ensure!(approved == 8);
+    let device = registry.device(&done.device_id)?.context("no device")?;
+    let pcrs: Vec<String> = device.pcr_baseline.iter().map(hex::encode).collect();
+    ensure!(
+        pcrs == f.rig.pcrs()?,
+        "the approved baseline is not the TPM's PCRs"
+    );
+    ensure!(decide(&done.device_id, unix(second)? + 10)?.0);
+    // And the next attestation compares with the approved baseline.
+    let third = second + Duration::from_secs(60);
+    enroll(third)?;
+    let facts = registry
+        .device_facts(&done.device_id)?
+        .context("no facts")?;
+    ensure!(facts.last_attestation.map(|a| a.boot_state) == Some(BootState::Unchanged));
+    Ok(())
+}

@@ -21,9 +21,11 @@ use http::header::{CONTENT_LENGTH, HOST, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderValue, Request, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Full};
+use hwsign_verifier::registry::{DeviceFacts, Fact, PostureReport};
 use hwsign_verifier::{
-    HwsignLayer, KeyLevel, KeyRegistry, MemoryRegistry, MemoryReplayCache, PresignPolicy,
-    RouteRule, VerifiedDevice, Verifier, VerifierConfig,
+    DeviceClock, DeviceRecord, HwsignLayer, KeyLevel, KeyRegistry, MemoryRegistry,
+    MemoryReplayCache, PolicySettings, PresignPolicy, RouteRule, VerifiedDevice, Verifier,
+    VerifierConfig,
 };
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
@@ -1073,5 +1075,382 @@ async fn hardening_handler_sees_which_headers_are_signed() -> Result<()> {
         .collect();
     assert!(names.contains(&"host") && names.contains(&"x-forwarded-host"));
     assert!(!names.contains(&"x-http-method-override"));
+    Ok(())
+}
+
+// ---- Device policy (Cedar, docs/POLICY.md) ----
+
+/// Writes `files` into a fresh policy directory.
+fn policy_dir(files: &[(&str, &str)]) -> Result<tempfile::TempDir> {
+    let dir = tempfile::tempdir()?;
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text)?;
+    }
+    Ok(dir)
+}
+
+/// A server whose verifier loads the policies in `files` (covering every route).
+async fn start_with_policies(
+    files: &[(&str, &str)],
+    settings: impl FnOnce(&mut PolicySettings),
+) -> Result<Server> {
+    let dir = policy_dir(files)?;
+    let mut policy = PolicySettings::new(dir.path());
+    settings(&mut policy);
+    // The policies are loaded when the verifier is built; the directory may go after that.
+    start_with(10_000, |config| config.policy = Some(policy)).await
+}
+
+const BASELINE: &str = r#"
+@id("baseline")
+permit(principal, action, resource);
+"#;
+
+const ADMIN_TPM_ONLY: &str = r#"
+// Only TPM-level keys under /v1/admin.
+@id("admin-tpm-only")
+forbid(principal, action, resource in Hws::Route::"/v1/admin")
+unless { context.level == "tpm" };
+"#;
+
+/// A route whose policy allows only `tpm`-level keys refuses a software key (403
+/// `policy_denied`, the handler never runs) under every spelling of the path, and lets a
+/// tpm-level key through; other routes stay open under the baseline permit. Before the policy
+/// hook the software key reached the handler (no route rule covers /v1/admin).
+#[tokio::test]
+async fn policy_tpm_only_route_refuses_a_software_key_and_allows_a_tpm_key() -> Result<()> {
+    let server = start_with_policies(
+        &[
+            ("00-baseline.cedar", BASELINE),
+            ("admin.cedar", ADMIN_TPM_ONLY),
+        ],
+        |_| {},
+    )
+    .await?;
+    for path in [
+        "/v1/admin/keys",
+        "/v1/%61dmin/keys",
+        "/v1//admin/keys",
+        "/v1/x/../admin/keys",
+    ] {
+        let request = sign(&server.key, &server.request("POST", path, ""), &opts())?;
+        let reply = send_signed(&server, &request).await?;
+        assert_eq!(
+            reply.status,
+            StatusCode::FORBIDDEN,
+            "{path}: {:?}",
+            reply.body
+        );
+        assert_eq!(reply.refusal()?, "policy_denied");
+        // Reasons stay in the log unless the setting says otherwise.
+        assert!(!String::from_utf8_lossy(&reply.body).contains("admin-tpm-only"));
+    }
+    assert_eq!(server.hits.load(Ordering::SeqCst), 0);
+
+    let request = sign(
+        &server.tpm_key,
+        &server.request("POST", "/v1/admin/keys", ""),
+        &opts(),
+    )?;
+    let reply = send_signed(&server, &request).await?;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    assert_eq!(reply.json()?["level"], "tpm");
+
+    let request = sign(
+        &server.key,
+        &server.request("GET", "/v1/items", ""),
+        &opts(),
+    )?;
+    assert_eq!(send_signed(&server, &request).await?.status, StatusCode::OK);
+
+    // A path deeper than the policy models is refused, not cut short (cutting would drop
+    // /v1/admin from its ancestors), whatever the key.
+    let deep = format!(
+        "/v1/admin{}",
+        "/x".repeat(hwsign_verifier::policy::MAX_ROUTE_DEPTH)
+    );
+    for key in [&server.key, &server.tpm_key] {
+        let request = sign(key, &server.request("GET", &deep, ""), &opts())?;
+        let reply = send_signed(&server, &request).await?;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{:?}", reply.body);
+        assert_eq!(reply.refusal()?, "policy_denied");
+    }
+    Ok(())
+}
+
+/// With `reveal_reasons`, the refusal names the determining policy; a route outside `covers`
+/// is decided by the route rules alone (today's behaviour), while a covered route that no
+/// `permit` matches is refused (Cedar's default deny).
+#[tokio::test]
+async fn policy_covers_and_reveal_reasons() -> Result<()> {
+    let server = start_with_policies(&[("admin.cedar", ADMIN_TPM_ONLY)], |settings| {
+        settings.covers = vec!["/v1/admin/".into()];
+        settings.reveal_reasons = true;
+    })
+    .await?;
+    let request = sign(
+        &server.key,
+        &server.request("GET", "/v1/items", ""),
+        &opts(),
+    )?;
+    assert_eq!(send_signed(&server, &request).await?.status, StatusCode::OK);
+
+    let request = sign(
+        &server.key,
+        &server.request("GET", "/v1/admin/keys", ""),
+        &opts(),
+    )?;
+    let reply = send_signed(&server, &request).await?;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert_eq!(reply.refusal()?, "policy_denied");
+    let message = reply.json()?["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(message.contains("admin-tpm-only"), "{message}");
+
+    // No permit at all for the tpm key: default deny, named as such.
+    let request = sign(
+        &server.tpm_key,
+        &server.request("GET", "/v1/admin/keys", ""),
+        &opts(),
+    )?;
+    let reply = send_signed(&server, &request).await?;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    let message = reply.json()?["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(message.contains("default-deny"), "{message}");
+    Ok(())
+}
+
+/// A policy forbidding delegated requests on /v1/payouts refuses a request signed by a
+/// delegated session key, and accepts the device key itself (strict) and delegated requests
+/// elsewhere.
+#[tokio::test]
+async fn policy_forbids_delegated_requests_on_payouts() -> Result<()> {
+    const NO_DELEGATED_PAYOUTS: &str = r#"
+@id("payouts-strict")
+forbid(principal, action in Hws::Action::"write", resource in Hws::Route::"/v1/payouts")
+when { context.delegated };
+"#;
+    let server = start_with_policies(
+        &[
+            ("baseline.cedar", BASELINE),
+            ("payouts.cedar", NO_DELEGATED_PAYOUTS),
+        ],
+        |_| {},
+    )
+    .await?;
+    let session = TestKey::from_seed("policy-session")?;
+    let now = opts().time;
+    let statement = delegation_header(&server.device_key, &session, now - 5, now + 60)?;
+    let delegated = |method: &str, path: &str| {
+        sign(
+            &session,
+            &server
+                .request(method, path, "")
+                .header("x-hws-delegation", &statement),
+            &opts(),
+        )
+    };
+
+    let reply = send_signed(&server, &delegated("POST", "/v1/payouts/7")?).await?;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{:?}", reply.body);
+    assert_eq!(reply.refusal()?, "policy_denied");
+    assert_eq!(server.hits.load(Ordering::SeqCst), 0);
+
+    let strict = sign(
+        &server.device_key,
+        &server.request("POST", "/v1/payouts/7", ""),
+        &opts(),
+    )?;
+    let reply = send_signed(&server, &strict).await?;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    assert_eq!(reply.json()?["delegated"], false);
+
+    for (method, path) in [("GET", "/v1/payouts/7"), ("POST", "/v1/items")] {
+        let reply = send_signed(&server, &delegated(method, path)?).await?;
+        assert_eq!(
+            reply.status,
+            StatusCode::OK,
+            "{method} {path}: {:?}",
+            reply.body
+        );
+        assert_eq!(reply.json()?["delegated"], true);
+    }
+    Ok(())
+}
+
+/// Collects what the tracing subscriber writes.
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut buffer) = self.0.lock() {
+            buffer.extend_from_slice(bytes);
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogBuffer {
+    fn text(&self) -> String {
+        self.0
+            .lock()
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+}
+
+/// What the test binary's global tracing subscriber wrote (installed once, on first use). A
+/// global subscriber, not a scoped one: tests run in parallel threads, and a callsite first hit
+/// by another thread would otherwise stay disabled for the scoped one.
+fn global_logs() -> LogBuffer {
+    static LOGS: std::sync::OnceLock<LogBuffer> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = LogBuffer::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .finish();
+        let _ = tracing::subscriber::set_global_default(subscriber);
+        logs
+    })
+    .clone()
+}
+
+/// Every decision is logged with the ids of the policies that determined it: the forbid that
+/// refused, the permit that allowed.
+#[tokio::test]
+async fn policy_decision_logs_the_determining_policy_id() -> Result<()> {
+    let logs = global_logs();
+    let server = start_with_policies(
+        &[
+            ("00-baseline.cedar", BASELINE),
+            ("admin.cedar", ADMIN_TPM_ONLY),
+        ],
+        |_| {},
+    )
+    .await?;
+    // Keys of this test's own, so its log lines are told apart from other tests'.
+    let software = TestKey::from_seed("policy-log-software")?;
+    let tpm = TestKey::from_seed("policy-log-tpm")?;
+    server
+        .registry
+        .add(software.registered("log-laptop", KeyLevel::Software))?;
+    server
+        .registry
+        .add(tpm.registered("log-tpm", KeyLevel::Tpm))?;
+    let request = sign(
+        &software,
+        &server.request("GET", "/v1/admin/keys", ""),
+        &opts(),
+    )?;
+    assert_eq!(
+        send_signed(&server, &request).await?.status,
+        StatusCode::FORBIDDEN
+    );
+    let request = sign(&tpm, &server.request("GET", "/v1/admin/keys", ""), &opts())?;
+    assert_eq!(send_signed(&server, &request).await?.status, StatusCode::OK);
+
+    let text = logs.text();
+    let decision = |key: &TestKey| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.contains("policy decision") && l.contains(&key.id))
+            .map(str::to_owned)
+            .collect()
+    };
+    let refused = decision(&software);
+    assert_eq!(refused.len(), 1, "{text}");
+    assert!(refused[0].contains("hwsign::policy"), "{text}");
+    assert!(
+        refused[0].contains("decision=\"deny\"") || refused[0].contains("decision=deny"),
+        "{text}"
+    );
+    assert!(refused[0].contains("policies=admin-tpm-only"), "{text}");
+    let allowed = decision(&tpm);
+    assert_eq!(allowed.len(), 1, "{text}");
+    assert!(allowed[0].contains("allow"), "{text}");
+    assert!(allowed[0].contains("policies=baseline"), "{text}");
+    Ok(())
+}
+
+/// A fact software reported (`claimed`) cannot satisfy a rule that demands the TPM attested
+/// it: the same report marked attested (as a quote-verified report will be) is accepted.
+#[tokio::test]
+async fn policy_claimed_fact_cannot_satisfy_a_rule_requiring_it_attested() -> Result<()> {
+    const VAULT: &str = r#"
+@id("vault-needs-attested-disk-encryption")
+forbid(principal, action, resource in Hws::Route::"/v1/vault")
+unless {
+    context.posture has disk_encrypted &&
+    context.posture.disk_encrypted.value &&
+    context.posture.disk_encrypted.attested
+};
+"#;
+    let server = start_with_policies(
+        &[("baseline.cedar", BASELINE), ("vault.cedar", VAULT)],
+        |_| {},
+    )
+    .await?;
+    let device_id = "tpm-0123456789abcdef0123456789abcdef";
+    server.registry.add_device(DeviceRecord {
+        id: device_id.into(),
+        ek_cert_sha256: "ab".repeat(32),
+        ak_public: vec![1, 2, 3],
+        clock: DeviceClock::default(),
+        firmware_version: 7,
+        pcr_baseline: vec![[0u8; 32]; 8],
+        enrolled_unix: opts().time - 100,
+        revoked: false,
+    })?;
+    let key = TestKey::from_seed("policy-enrolled")?;
+    let mut registered = key.registered("enrolled", KeyLevel::Tpm);
+    registered.device_id = Some(device_id.into());
+    server.registry.add(registered)?;
+
+    let vault = || {
+        sign(
+            &key,
+            &server.request("GET", "/v1/vault/secret", ""),
+            &opts(),
+        )
+    };
+    // No posture report at all: unknown, refused.
+    assert_eq!(
+        send_signed(&server, &vault()?).await?.status,
+        StatusCode::FORBIDDEN
+    );
+
+    let mut facts = DeviceFacts {
+        posture: Some(PostureReport {
+            received_unix: opts().time - 10,
+            disk_encrypted: Some(Fact::claimed(true)),
+            ..PostureReport::default()
+        }),
+        ..DeviceFacts::default()
+    };
+    server.registry.put_device_facts(device_id, &facts)?;
+    let reply = send_signed(&server, &vault()?).await?;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{:?}", reply.body);
+    assert_eq!(reply.refusal()?, "policy_denied");
+
+    facts.posture = Some(PostureReport {
+        received_unix: opts().time - 10,
+        disk_encrypted: Some(Fact::attested(true)),
+        ..PostureReport::default()
+    });
+    server.registry.put_device_facts(device_id, &facts)?;
+    let reply = send_signed(&server, &vault()?).await?;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
     Ok(())
 }

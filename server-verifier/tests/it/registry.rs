@@ -199,3 +199,89 @@ fn sqlite_detects_a_tampered_key_row() -> Result<()> {
     ));
     Ok(())
 }
+
+/// Device facts (docs/POLICY.md) round-trip in both registries, survive a reopen, need an
+/// enrolled device, refuse out-of-bound strings; a version-1 file (before device facts) is
+/// migrated in place, its keys and devices kept.
+#[test]
+fn policy_device_facts_persist_and_version_1_files_migrate() -> Result<()> {
+    use hwsign_verifier::registry::{
+        AttestationRecord, BootState, DeviceFacts, Fact, PostureReport,
+    };
+    let facts = DeviceFacts {
+        tpm_manufacturer: Some("id:00001014".into()),
+        tpm_model: Some("swtpm".into()),
+        last_attestation: Some(AttestationRecord {
+            at_unix: T0,
+            boot_state: BootState::Changed,
+            quoted_pcrs: vec![[9u8; 32]; 8],
+        }),
+        posture: Some(PostureReport {
+            received_unix: T0 + 1,
+            disk_encrypted: Some(Fact::attested(true)),
+            screen_lock: Some(Fact::claimed(false)),
+            firmware_hsi: Some(Fact::claimed(2)),
+            os_name: Some(Fact::claimed("Debian GNU/Linux".into())),
+            ..PostureReport::default()
+        }),
+    };
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("keys.db");
+    let memory = MemoryRegistry::new();
+    let sqlite = SqliteRegistry::open(&path)?;
+    for registry in [&memory as &dyn KeyRegistry, &sqlite] {
+        assert!(matches!(
+            registry.put_device_facts("tpm-1", &facts),
+            Err(RegistryError::UnknownDevice(_))
+        ));
+        registry.add_device(device("tpm-1"))?;
+        assert_eq!(registry.device_facts("tpm-1")?, None);
+        registry.put_device_facts("tpm-1", &facts)?;
+        assert_eq!(registry.device_facts("tpm-1")?, Some(facts.clone()));
+        let mut bad = facts.clone();
+        bad.tpm_model = Some("x\u{7}".into());
+        assert!(matches!(
+            registry.put_device_facts("tpm-1", &bad),
+            Err(RegistryError::Invalid(_))
+        ));
+        // A baseline can be replaced (an approved boot chain), for a known device only.
+        registry.set_pcr_baseline("tpm-1", &[[9u8; 32]; 8])?;
+        assert_eq!(
+            registry.device("tpm-1")?.map(|d| d.pcr_baseline),
+            Some(vec![[9u8; 32]; 8])
+        );
+        assert!(matches!(
+            registry.set_pcr_baseline("tpm-2", &[]),
+            Err(RegistryError::UnknownDevice(_))
+        ));
+        registry.set_pcr_baseline("tpm-1", &device("tpm-1").pcr_baseline)?;
+    }
+    drop(sqlite);
+    assert_eq!(
+        SqliteRegistry::open(&path)?.device_facts("tpm-1")?,
+        Some(facts)
+    );
+
+    // A version-1 file: the facts table appears, nothing else changes.
+    let old = dir.path().join("v1.db");
+    let a = TestKey::from_seed("a")?;
+    {
+        let registry = SqliteRegistry::open(&old)?;
+        registry.add_device(device("tpm-1"))?;
+        registry.add(a.registered("first", KeyLevel::Tpm))?;
+    }
+    {
+        let conn = rusqlite::Connection::open(&old)?;
+        conn.execute_batch("DROP TABLE device_facts; PRAGMA user_version = 1;")?;
+    }
+    let registry = SqliteRegistry::open(&old)?;
+    assert_eq!(
+        user_version(&old)?,
+        hwsign_verifier::registry::SCHEMA_VERSION
+    );
+    assert_eq!(registry.device("tpm-1")?, Some(device("tpm-1")));
+    assert!(registry.lookup(&a.id)?.is_some());
+    assert_eq!(registry.device_facts("tpm-1")?, None);
+    registry.put_device_facts("tpm-1", &DeviceFacts::default())?;
+    Ok(())
+}

@@ -1,0 +1,122 @@
+//! The device policy's place in the verification pipeline: looks up the device's facts, asks
+//! the [`PolicyEngine`] and turns a refusal into `policy_denied`.
+
+use std::sync::Arc;
+
+use hwsign_proto::RejectCode;
+
+use super::{PolicyEngine, PolicyRequest, covers};
+use crate::config::PolicySettings;
+use crate::registry::{KeyRegistry, RegisteredKey};
+use crate::rejection::Rejection;
+
+/// The loaded policies and the settings they apply under.
+#[derive(Debug)]
+pub struct PolicyGate {
+    engine: Arc<PolicyEngine>,
+    covers: Vec<String>,
+    reveal_reasons: bool,
+}
+
+/// The route a covered request asked for, kept between the verifier's phases.
+#[derive(Debug, Clone)]
+pub struct PolicyRoute {
+    method: String,
+    path: String,
+}
+
+impl PolicyGate {
+    /// Loads the policies `settings` name.
+    pub fn load(settings: &PolicySettings) -> Result<Self, super::PolicyError> {
+        let engine = PolicyEngine::load_dir(&settings.dir)?;
+        tracing::info!(
+            target: super::LOG_TARGET,
+            dir = %settings.dir.display(),
+            policies = engine.policy_ids().len(),
+            "device policies loaded"
+        );
+        Ok(Self::new(Arc::new(engine), settings))
+    }
+
+    /// A gate for an engine loaded elsewhere.
+    pub fn new(engine: Arc<PolicyEngine>, settings: &PolicySettings) -> Self {
+        Self {
+            engine,
+            covers: settings.covers.clone(),
+            reveal_reasons: settings.reveal_reasons,
+        }
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Arc<PolicyEngine> {
+        &self.engine
+    }
+
+    /// The route to decide later, or `None` when the policies do not cover `path`.
+    pub fn route(&self, method: &str, path: &str) -> Option<PolicyRoute> {
+        covers(&self.covers, path).then(|| PolicyRoute {
+            method: method.to_owned(),
+            path: path.to_owned(),
+        })
+    }
+
+    /// Decides a verified request: `policy_denied` when the policies refuse it,
+    /// `verifier_unavailable` when the registry or the request cannot be read (fail closed).
+    pub fn check(
+        &self,
+        registry: &dyn KeyRegistry,
+        key: &RegisteredKey,
+        route: &PolicyRoute,
+        delegated: bool,
+        now_unix: i64,
+    ) -> Result<(), Rejection> {
+        let unavailable = |what: &str, error: &dyn std::fmt::Display| {
+            tracing::error!(target: super::LOG_TARGET, %error, "{what}; failing closed");
+            Rejection::new(
+                RejectCode::VerifierUnavailable,
+                "the device policy cannot be evaluated",
+            )
+        };
+        let (device, facts) = match key.device_id.as_deref() {
+            Some(id) => (
+                registry
+                    .device(id)
+                    .map_err(|e| unavailable("device lookup failed", &e))?,
+                registry
+                    .device_facts(id)
+                    .map_err(|e| unavailable("device facts lookup failed", &e))?,
+            ),
+            None => (None, None),
+        };
+        let request = PolicyRequest {
+            key,
+            device: device.as_ref(),
+            facts: facts.as_ref(),
+            method: &route.method,
+            path: &route.path,
+            delegated,
+            now_unix,
+            source_ip: None,
+        };
+        let decision = self
+            .engine
+            .decide(&request)
+            .map_err(|e| unavailable("policy request failed", &e))?;
+        if decision.allowed {
+            return Ok(());
+        }
+        let detail = if self.reveal_reasons {
+            format!(
+                "refused by the device policy ({})",
+                if decision.determining.is_empty() {
+                    "a policy failed to evaluate".to_owned()
+                } else {
+                    decision.determining.join(", ")
+                }
+            )
+        } else {
+            "refused by the device policy".to_owned()
+        };
+        Err(Rejection::new(RejectCode::PolicyDenied, detail))
+    }
+}
