@@ -4,6 +4,7 @@
 
 use crate::authorization::{Authorization, check_credential};
 use crate::canonical::{CanonicalRequest, RequestParts, SignedHeaders};
+use crate::delegation::DelegationStatement;
 use crate::encoding;
 use crate::error::ProtoError;
 use crate::keys::{Nonce, check_payload_hash};
@@ -150,20 +151,16 @@ pub fn prepare_headers(
     if parts.header_values("authorization").next().is_some() {
         return Err(ProtoError::DuplicateHeader("authorization".to_owned()));
     }
-    // The delegation header is the signer's too, even when this request is not delegated: a
-    // caller's copy would be signed (it is signed when present) and then fail at the verifier
-    // as a statement (found by fuzz_props).
+    // A delegation statement the caller supplies is signed (it is signed when present), so it
+    // must be one the verifier can read: a malformed one would yield a request no verifier
+    // accepts (found by fuzz_props).
     if profile
         .signed_when_present
         .contains(&HWS1_DELEGATION_HEADER)
-        && parts.header_values(HWS1_DELEGATION_HEADER).next().is_some()
-        && !additions
-            .iter()
-            .any(|(name, _)| name == HWS1_DELEGATION_HEADER)
     {
-        return Err(ProtoError::DuplicateHeader(
-            HWS1_DELEGATION_HEADER.to_owned(),
-        ));
+        for value in parts.header_values(HWS1_DELEGATION_HEADER) {
+            DelegationStatement::parse_header_value(value)?;
+        }
     }
     parts.single_header("host")?;
 

@@ -39,6 +39,17 @@ pub(crate) enum Kind {
     Tpm2,
 }
 
+impl Kind {
+    /// The test module whose tests use this kind (`<module>::<test>` is a test's full name in the
+    /// one integration-test binary).
+    fn test_module(self) -> &'static str {
+        match self {
+            Self::SoftHsm => "pkcs11_softhsm",
+            Self::Tpm2 => "pkcs11_tpm2",
+        }
+    }
+}
+
 /// Extra set-up in the parent.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Options {
@@ -129,8 +140,14 @@ pub(crate) fn isolated(name: &str, kind: Kind, options: Options, phases: &[Phase
     let exe = std::env::current_exe()?;
     for index in 0..phases.len() {
         let mut command = Command::new(&exe);
+        let full_name = format!("{}::{name}", kind.test_module());
         command
-            .args([name, "--exact", "--nocapture", "--test-threads=1"])
+            .args([
+                full_name.as_str(),
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD, name)
             .env(PHASE, index.to_string())
             .env(MODULE, fixture.module())
