@@ -52,7 +52,7 @@ pub enum SessionError {
     #[error("session key: {0}")]
     Crypto(&'static str),
     /// The statement is outside the protocol's bounds (a bug: timing is validated).
-    #[error("delegation statement: {0}")]
+    #[error("the delegation statement is out of bounds")]
     Statement(#[from] hwsign_proto::ProtoError),
 }
 
