@@ -31,6 +31,18 @@ impl SigningTime {
         format!("{y:04}{m:02}{d:02}")
     }
 
+    /// `YYYY-MM-DDThh:mm:ssZ` (RFC 3339, UTC), for humans and for policy engines.
+    pub fn to_rfc3339(self) -> String {
+        let (y, m, d) = civil_from_days(self.unix_seconds.div_euclid(86_400));
+        let secs_of_day = self.unix_seconds.rem_euclid(86_400);
+        format!(
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+            secs_of_day / 3600,
+            (secs_of_day / 60) % 60,
+            secs_of_day % 60
+        )
+    }
+
     /// `YYYYMMDDTHHMMSSZ`, the value of the date header.
     pub fn to_amz_date(self) -> String {
         let secs_of_day = self.unix_seconds.rem_euclid(86_400);

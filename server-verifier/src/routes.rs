@@ -14,14 +14,8 @@ pub(crate) fn required_level(rules: &[RouteRule], path: &str) -> Option<KeyLevel
     if rules.is_empty() {
         return None;
     }
-    let decoded: Cow<'_, str> = match encoding::decode(path) {
-        Ok(bytes) => Cow::Owned(String::from_utf8_lossy(&bytes).into_owned()),
-        // An undecodable path was already refused by canonicalization; match it as sent.
-        Err(_) => Cow::Borrowed(path),
-    };
-    let normalized = normalize(&decoded);
-    [path, decoded.as_ref(), normalized.as_str()]
-        .into_iter()
+    path_spellings(path)
+        .iter()
         .filter_map(|form| longest_match(rules, form).map(|rule| rule.min_level))
         .max()
 }
@@ -33,13 +27,8 @@ pub(crate) fn strict_required(rules: &[RouteRule], path: &str) -> bool {
     if !rules.iter().any(|rule| rule.strict) {
         return false;
     }
-    let decoded: Cow<'_, str> = match encoding::decode(path) {
-        Ok(bytes) => Cow::Owned(String::from_utf8_lossy(&bytes).into_owned()),
-        Err(_) => Cow::Borrowed(path),
-    };
-    let normalized = normalize(&decoded);
-    [path, decoded.as_ref(), normalized.as_str()]
-        .into_iter()
+    path_spellings(path)
+        .iter()
         .filter_map(|form| longest_match(rules, form))
         .any(|rule| rule.strict)
 }
@@ -53,13 +42,8 @@ pub(crate) fn presign_policy(rules: &[RouteRule], path: &str) -> PresignPolicy {
     {
         return PresignPolicy::Allow;
     }
-    let decoded: Cow<'_, str> = match encoding::decode(path) {
-        Ok(bytes) => Cow::Owned(String::from_utf8_lossy(&bytes).into_owned()),
-        Err(_) => Cow::Borrowed(path),
-    };
-    let normalized = normalize(&decoded);
-    [path, decoded.as_ref(), normalized.as_str()]
-        .into_iter()
+    path_spellings(path)
+        .iter()
         .filter_map(|form| longest_match(rules, form).map(|rule| rule.presigned))
         .max()
         .unwrap_or(PresignPolicy::Allow)
@@ -70,6 +54,7 @@ pub(crate) fn presign_policy(rules: &[RouteRule], path: &str) -> PresignPolicy {
 pub(crate) fn path_spellings(path: &str) -> Vec<String> {
     let decoded: Cow<'_, str> = match encoding::decode(path) {
         Ok(bytes) => Cow::Owned(String::from_utf8_lossy(&bytes).into_owned()),
+        // An undecodable path was already refused by canonicalization; match it as sent.
         Err(_) => Cow::Borrowed(path),
     };
     let normalized = normalize(&decoded);
