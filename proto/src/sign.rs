@@ -4,14 +4,13 @@
 
 use crate::authorization::{Authorization, check_credential};
 use crate::canonical::{CanonicalRequest, RequestParts, SignedHeaders};
-use crate::delegation::DelegationStatement;
 use crate::encoding;
 use crate::error::ProtoError;
 use crate::keys::{Nonce, check_payload_hash};
 use crate::limits::{
     MAX_AUTHORIZATION_LEN, MAX_HEADERS, MAX_PRESIGN_EXPIRES_SECS, MAX_QUERY_LEN, MAX_SIGNATURE_LEN,
 };
-use crate::profile::{HWS1_DELEGATION_HEADER, Profile, query_param_name};
+use crate::profile::{Profile, query_param_name};
 use crate::scope::{Scope, StringToSign, check_audience};
 use crate::time::SigningTime;
 
@@ -150,17 +149,6 @@ pub fn prepare_headers(
     }
     if parts.header_values("authorization").next().is_some() {
         return Err(ProtoError::DuplicateHeader("authorization".to_owned()));
-    }
-    // A delegation statement the caller supplies is signed (it is signed when present), so it
-    // must be one the verifier can read: a malformed one would yield a request no verifier
-    // accepts (found by fuzz_props).
-    if profile
-        .signed_when_present
-        .contains(&HWS1_DELEGATION_HEADER)
-    {
-        for value in parts.header_values(HWS1_DELEGATION_HEADER) {
-            DelegationStatement::parse_header_value(value)?;
-        }
     }
     parts.single_header("host")?;
 

@@ -8,7 +8,7 @@
 //! verifies the signatures, and fails on any difference. PROTOCOL.md §11 shows the files: every
 //! `<!-- vectors/hws1/<case>/<file> -->` block must equal the file.
 //!
-//! After a deliberate protocol change: `HWSIGN_REGENERATE=1 cargo test -p hwsign-proto --test
+//! After a deliberate protocol change: `HWSIGN_REGENERATE=1 cargo test -p hwsign-proto --test it
 //! protocol_doc`, review the diff of `vectors/hws1`, and paste the changed blocks into the doc.
 
 use crate::support::vectors;
@@ -119,14 +119,16 @@ const DATE: &str = "20261123T193000Z";
 const NONCE_BYTES: &[u8; 16] = b"hwsign-example-1";
 
 fn context_json(case: &Case) -> String {
+    // Keys in sorted order: the file must not depend on whether some crate in the build turns on
+    // serde_json's `preserve_order` (cedar-policy does).
     let value = json!({
         "audience": AUDIENCE,
         "date": DATE,
-        "nonce_bytes": String::from_utf8_lossy(NONCE_BYTES),
-        "sign_headers": case.sign_headers,
-        "presign_expires_secs": case.presign_expires_secs,
         "delegated": case.delegated,
         "key": "the example key of docs/PROTOCOL.md §11",
+        "nonce_bytes": String::from_utf8_lossy(NONCE_BYTES),
+        "presign_expires_secs": case.presign_expires_secs,
+        "sign_headers": case.sign_headers,
     });
     serde_json::to_string_pretty(&value).unwrap_or_default() + "\n"
 }
