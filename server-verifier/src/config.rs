@@ -1,12 +1,14 @@
 //! Verifier configuration: TOML with unknown fields refused, so a typo is an error rather than a
 //! silently ignored rule.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use hwsign_proto::api::KeyLevel;
 use hwsign_proto::scope::check_audience;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+
+pub use crate::policy::PolicySettings;
 
 /// Default allowed distance between the signer's date and the verifier's clock.
 pub const DEFAULT_CLOCK_SKEW_SECS: u64 = 300;
@@ -27,7 +29,7 @@ pub const DEFAULT_REPLAY_QUOTA_PER_KEY: usize = 10_000;
 /// Most `hosts` entries.
 pub const MAX_HOSTS: usize = 64;
 /// The `hosts` entry that accepts any signed host (insecure; see [`VerifierConfig::any_host`]).
-pub const ANY_HOST: &str = "*";
+pub const ANY_HOST: &str = crate::hosts::ANY_HOST;
 
 /// What the verifier checks requests against.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,40 +69,6 @@ pub struct VerifierConfig {
     /// no device policy, the route rules alone decide.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<PolicySettings>,
-}
-
-/// Where the device policies are and what they cover (`[policy]` in the TOML file).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PolicySettings {
-    /// Directory of `*.cedar` files, validated against the shipped schema when the verifier
-    /// starts; an invalid policy stops it with the file, line and reason.
-    pub dir: PathBuf,
-    /// Path prefixes the policies decide (default `["/"]`: every request). Under a covered
-    /// prefix Cedar's default deny applies: a request no `permit` matches is refused with
-    /// `policy_denied`. A request outside every prefix is decided by the route rules alone.
-    /// Matched against every spelling of the path, like the route rules.
-    #[serde(default = "default_covers")]
-    pub covers: Vec<String>,
-    /// Send the ids of the policies that refused a request to the client in the error message
-    /// (default false: they are logged only).
-    #[serde(default)]
-    pub reveal_reasons: bool,
-}
-
-impl PolicySettings {
-    /// Policies from `dir` covering every request, reasons not revealed.
-    pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self {
-            dir: dir.into(),
-            covers: default_covers(),
-            reveal_reasons: false,
-        }
-    }
-}
-
-fn default_covers() -> Vec<String> {
-    vec!["/".to_owned()]
 }
 
 /// Whether a route accepts presigned URLs (docs/PROTOCOL.md §5).

@@ -4,6 +4,9 @@
 //! host and the configured entry before comparing (a signer may or may not have stripped them);
 //! `*.example.com` stands for exactly one label in front of `example.com`.
 
+/// The `hosts` entry that accepts any signed host (re-exported as `config::ANY_HOST`).
+pub(crate) const ANY_HOST: &str = "*";
+
 /// One `hosts` entry, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum HostPattern {
@@ -78,7 +81,7 @@ fn parse_port(text: &str) -> Option<u16> {
 impl HostPattern {
     /// Parses a `hosts` entry; `None` when it is not one of the documented forms.
     pub(crate) fn parse(entry: &str) -> Option<Self> {
-        if entry == crate::config::ANY_HOST {
+        if entry == ANY_HOST {
             return Some(Self::Any);
         }
         if let Some(rest) = entry.strip_prefix("*.") {

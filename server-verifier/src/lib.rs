@@ -41,6 +41,7 @@ pub mod delegation;
 pub mod enrollment;
 mod hosts;
 pub mod layer;
+mod path_spellings;
 pub mod policy;
 pub mod registry;
 mod rejection;

@@ -1,11 +1,9 @@
 //! Route rules: the minimum key level a path demands, and whether it demands strict mode.
 
-use std::borrow::Cow;
-
 use hwsign_proto::api::KeyLevel;
-use hwsign_proto::encoding;
 
 use crate::config::{PresignPolicy, RouteRule};
+use crate::path_spellings::path_spellings;
 
 /// The level `path` demands under `rules`: for each spelling of the path (as sent,
 /// percent-decoded, dot segments resolved and slashes collapsed) the longest matching prefix
@@ -49,52 +47,11 @@ pub(crate) fn presign_policy(rules: &[RouteRule], path: &str) -> PresignPolicy {
         .unwrap_or(PresignPolicy::Allow)
 }
 
-/// The distinct spellings of `path` that rules are matched against: as sent, percent-decoded,
-/// and dot-segment-resolved with slashes collapsed (the device policy decides each one).
-pub(crate) fn path_spellings(path: &str) -> Vec<String> {
-    let decoded: Cow<'_, str> = match encoding::decode(path) {
-        Ok(bytes) => Cow::Owned(String::from_utf8_lossy(&bytes).into_owned()),
-        // An undecodable path was already refused by canonicalization; match it as sent.
-        Err(_) => Cow::Borrowed(path),
-    };
-    let normalized = normalize(&decoded);
-    let mut forms = vec![path.to_owned()];
-    for form in [decoded.into_owned(), normalized] {
-        if !forms.contains(&form) {
-            forms.push(form);
-        }
-    }
-    forms
-}
-
 fn longest_match<'a>(rules: &'a [RouteRule], path: &str) -> Option<&'a RouteRule> {
     rules
         .iter()
         .filter(|rule| path.starts_with(rule.path_prefix.as_str()))
         .max_by_key(|rule| rule.path_prefix.len())
-}
-
-/// Removes `.` and `..` segments and empty segments, keeping a trailing slash.
-fn normalize(path: &str) -> String {
-    let mut segments: Vec<&str> = Vec::new();
-    for segment in path.split('/') {
-        match segment {
-            "" | "." => {}
-            ".." => {
-                segments.pop();
-            }
-            other => segments.push(other),
-        }
-    }
-    let mut out = String::with_capacity(path.len());
-    for segment in &segments {
-        out.push('/');
-        out.push_str(segment);
-    }
-    if out.is_empty() || (path.ends_with('/') && !segments.is_empty()) {
-        out.push('/');
-    }
-    out
 }
 
 #[cfg(test)]

@@ -5,8 +5,7 @@ use std::sync::Arc;
 
 use hwsign_proto::RejectCode;
 
-use super::{PolicyEngine, PolicyRequest, covers};
-use crate::config::PolicySettings;
+use super::{PolicyEngine, PolicyRequest, PolicySettings, covers};
 use crate::registry::{KeyRegistry, RegisteredKey};
 use crate::rejection::Rejection;
 

@@ -6,7 +6,7 @@
 //! invalid policy is refused at load with its file, line and the reason. Each request the
 //! policies cover is then decided by Cedar: a `permit` must match and no `forbid` may
 //! (default deny). Requests outside the covered path prefixes
-//! ([`PolicySettings::covers`](crate::config::PolicySettings::covers)) are not evaluated, so a
+//! ([`PolicySettings::covers`](PolicySettings::covers)) are not evaluated, so a
 //! verifier without policies behaves exactly as before.
 //!
 //! Every decision is logged (target `hwsign::policy`) with the ids of the policies that
@@ -15,6 +15,7 @@
 mod context;
 mod gate;
 mod load;
+mod settings;
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -24,6 +25,7 @@ use cedar_policy::{Authorizer, Decision, PolicySet, Schema};
 pub use context::{MAX_ROUTE_DEPTH, PolicyRequest, format_rfc3339};
 pub use gate::{PolicyGate, PolicyRoute};
 pub use load::{PolicyError, PolicyIssue};
+pub use settings::PolicySettings;
 
 /// The schema every policy is validated against (Cedar schema syntax).
 pub const SCHEMA: &str = include_str!("../../policy/hws.cedarschema");
@@ -90,7 +92,7 @@ impl PolicyEngine {
         let mut permits = BTreeSet::new();
         let mut refusals = BTreeSet::new();
         let mut errors = Vec::new();
-        for path in crate::routes::path_spellings(request.path) {
+        for path in crate::path_spellings::path_spellings(request.path) {
             if context::too_deep(&path) {
                 refusals.insert(ROUTE_TOO_DEEP.to_owned());
                 continue;
@@ -162,9 +164,11 @@ fn log_decision(request: &PolicyRequest<'_>, decision: &PolicyDecision) {
 
 /// Whether `path` falls under one of the covered prefixes, under any of its spellings.
 pub fn covers(prefixes: &[String], path: &str) -> bool {
-    crate::routes::path_spellings(path).iter().any(|form| {
-        prefixes
-            .iter()
-            .any(|prefix| form.starts_with(prefix.as_str()))
-    })
+    crate::path_spellings::path_spellings(path)
+        .iter()
+        .any(|form| {
+            prefixes
+                .iter()
+                .any(|prefix| form.starts_with(prefix.as_str()))
+        })
 }
