@@ -70,9 +70,22 @@ pub fn to_raw(request: &http::Request<Vec<u8>>) -> Result<Vec<u8>> {
 pub async fn send_raw(addr: SocketAddr, bytes: &[u8]) -> Result<RawResponse> {
     tokio::time::timeout(Duration::from_secs(30), async {
         let mut stream = tokio::net::TcpStream::connect(addr).await?;
-        stream.write_all(bytes).await?;
+        // A server may answer and close before the whole request is sent (413 before the body is
+        // read): then the write fails, and the answer is still there to read, as curl reads it.
+        if let Err(error) = stream.write_all(bytes).await
+            && !matches!(
+                error.kind(),
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+            )
+        {
+            return Err(error.into());
+        }
         let mut response = Vec::new();
-        stream.read_to_end(&mut response).await?;
+        if let Err(error) = stream.read_to_end(&mut response).await
+            && response.is_empty()
+        {
+            return Err(error.into());
+        }
         parse_response(&response)
     })
     .await
