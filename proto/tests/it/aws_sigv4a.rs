@@ -2,7 +2,7 @@
 //! plus `$HWSIGN_VECTORS/aws-sigv4a` when set) through the canonicalizer with the AWS profile:
 //! canonical request and string to sign must be byte-identical to the suite's files, for the
 //! header and the query (presigned) variant, and the suite's signatures must verify with its
-//! public key. The folders are read by the one vector loader (`tests/support/vectors.rs`), which
+//! public key. The folders are read by the one vector loader (`tests/it/support/vectors.rs`), which
 //! fails on any file it cannot read.
 
 use crate::support::vectors;

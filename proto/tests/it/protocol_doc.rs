@@ -4,7 +4,7 @@
 //! `request.txt`, `context.json`, `canonical-request.txt`, `string-to-sign.txt`, and
 //! `added-headers.txt` (header mode, `authorization` last), `presigned-query.txt` (presigned URL)
 //! or `error.txt` (a request HWS1 refuses) — are produced by the reference code. The check reads
-//! every folder with the one vector loader (`tests/support/vectors.rs`), recomputes every step,
+//! every folder with the one vector loader (`tests/it/support/vectors.rs`), recomputes every step,
 //! verifies the signatures, and fails on any difference. PROTOCOL.md §11 shows the files: every
 //! `<!-- vectors/hws1/<case>/<file> -->` block must equal the file.
 //!
