@@ -5,46 +5,37 @@ use hwsign_proto::api::KeyLevel;
 use crate::config::{PresignPolicy, RouteRule};
 use crate::path_spellings::path_spellings;
 
-/// The level `path` demands under `rules`: for each spelling of the path (as sent,
-/// percent-decoded, dot segments resolved and slashes collapsed) the longest matching prefix
-/// decides, and the strictest spelling wins. `None` when no rule matches any spelling.
-pub(crate) fn required_level(rules: &[RouteRule], path: &str) -> Option<KeyLevel> {
+/// What the route rules say about one request path. Each field is decided over every spelling
+/// of the path (as sent, percent-decoded, dot segments resolved and slashes collapsed): for each
+/// spelling the longest matching prefix decides, and the strictest spelling wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RouteOutcome {
+    /// The lowest key level allowed; `None` when no rule matches any spelling.
+    pub(crate) min_level: Option<KeyLevel>,
+    /// Strict mode (no delegated session keys) if any spelling's rule demands it.
+    pub(crate) strict: bool,
+    /// Whether presigned URLs are accepted.
+    pub(crate) presigned: PresignPolicy,
+}
+
+/// The rules' outcome for `path`, from one pass over its spellings (none when no rule exists).
+pub(crate) fn route_outcome(rules: &[RouteRule], path: &str) -> RouteOutcome {
+    let mut outcome = RouteOutcome {
+        min_level: None,
+        strict: false,
+        presigned: PresignPolicy::Allow,
+    };
     if rules.is_empty() {
-        return None;
+        return outcome;
     }
-    path_spellings(path)
-        .iter()
-        .filter_map(|form| longest_match(rules, form).map(|rule| rule.min_level))
-        .max()
-}
-
-/// Whether `path` demands strict mode (no delegated session keys): the longest matching prefix
-/// decides for each spelling of the path, as in [`required_level`], and any strict spelling makes
-/// the request strict.
-pub(crate) fn strict_required(rules: &[RouteRule], path: &str) -> bool {
-    if !rules.iter().any(|rule| rule.strict) {
-        return false;
+    for form in path_spellings(path) {
+        if let Some(rule) = longest_match(rules, &form) {
+            outcome.min_level = outcome.min_level.max(Some(rule.min_level));
+            outcome.strict |= rule.strict;
+            outcome.presigned = outcome.presigned.max(rule.presigned);
+        }
     }
-    path_spellings(path)
-        .iter()
-        .filter_map(|form| longest_match(rules, form))
-        .any(|rule| rule.strict)
-}
-
-/// Whether presigned URLs are accepted on `path`: the longest matching prefix decides for each
-/// spelling of the path, as in [`required_level`], and the strictest spelling wins.
-pub(crate) fn presign_policy(rules: &[RouteRule], path: &str) -> PresignPolicy {
-    if rules
-        .iter()
-        .all(|rule| rule.presigned == PresignPolicy::Allow)
-    {
-        return PresignPolicy::Allow;
-    }
-    path_spellings(path)
-        .iter()
-        .filter_map(|form| longest_match(rules, form).map(|rule| rule.presigned))
-        .max()
-        .unwrap_or(PresignPolicy::Allow)
+    outcome
 }
 
 fn longest_match<'a>(rules: &'a [RouteRule], path: &str) -> Option<&'a RouteRule> {
@@ -57,6 +48,18 @@ fn longest_match<'a>(rules: &'a [RouteRule], path: &str) -> Option<&'a RouteRule
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn required_level(rules: &[RouteRule], path: &str) -> Option<KeyLevel> {
+        route_outcome(rules, path).min_level
+    }
+
+    fn strict_required(rules: &[RouteRule], path: &str) -> bool {
+        route_outcome(rules, path).strict
+    }
+
+    fn presign_policy(rules: &[RouteRule], path: &str) -> PresignPolicy {
+        route_outcome(rules, path).presigned
+    }
 
     fn rules() -> Vec<RouteRule> {
         vec![

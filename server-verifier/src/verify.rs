@@ -41,7 +41,7 @@ use crate::policy::{PolicyGate, PolicyRoute};
 use crate::registry::{KeyRegistry, RegisteredKey};
 use crate::rejection::Rejection;
 use crate::replay::{Freshness, ReplayCache, Reservation};
-use crate::routes::{presign_policy, required_level, strict_required};
+use crate::routes::{RouteOutcome, route_outcome};
 use crate::unix_time;
 
 /// Prepared keys kept per verifier; cleared when full rather than grown without bound.
@@ -364,8 +364,9 @@ impl Verifier {
         }
         self.check_host(parts)?;
         let (accept_from_unix, accept_until_unix) = self.check_date(&claimed, now)?;
+        let route = route_outcome(&self.config.route_rules, parts.path);
         if let Some(expires) = claimed.expires_secs {
-            self.check_presign_policy(parts, expires)?;
+            self.check_presign_policy(parts, &route, expires)?;
         }
         let (key, signer, statement_until_unix) = match &claimed.delegation {
             None => {
@@ -423,8 +424,8 @@ impl Verifier {
             accept_until_unix: statement_until_unix
                 .map_or(accept_until_unix, |until| until.min(accept_until_unix)),
             statement_until_unix,
-            required_level: required_level(&self.config.route_rules, parts.path),
-            strict_route: strict_required(&self.config.route_rules, parts.path),
+            required_level: route.min_level,
+            strict_route: route.strict,
             delegated: claimed.delegation.is_some(),
             signed_headers: claimed.authorization.signed_headers,
             policy_route: self
@@ -580,6 +581,7 @@ impl Verifier {
     fn check_presign_policy(
         &self,
         parts: &RequestParts<'_>,
+        route: &RouteOutcome,
         expires_secs: u64,
     ) -> Result<(), Rejection> {
         if expires_secs > self.config.max_presign_expiry_secs {
@@ -591,7 +593,7 @@ impl Verifier {
                 ),
             ));
         }
-        if !presign_policy(&self.config.route_rules, parts.path).allows(parts.method) {
+        if !route.presigned.allows(parts.method) {
             return Err(Rejection::new(
                 RejectCode::PolicyDenied,
                 format!(
