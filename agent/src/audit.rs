@@ -17,7 +17,7 @@ use crate::unix_time;
 /// What was done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Operation {
+pub(crate) enum Operation {
     /// `POST /v1/sign`.
     Sign,
     /// `POST /v1/keys`.
@@ -30,57 +30,58 @@ pub enum Operation {
 
 /// One audit record. Never holds secrets or bodies: identifiers and request coordinates only.
 #[derive(Debug, Clone, Serialize)]
-pub struct Record<'a> {
+pub(crate) struct Record<'a> {
     /// Seconds since the epoch.
-    pub ts: i64,
+    pub(crate) ts: i64,
     /// What was done.
-    pub op: Operation,
-    /// `ok` or the wire error code.
-    pub outcome: &'a str,
+    pub(crate) op: Operation,
+    /// `ok` or the wire error code (set by [`AuditLog::record_outcome`]).
+    pub(crate) outcome: &'static str,
     /// Caller uid.
-    pub uid: u32,
+    pub(crate) uid: u32,
     /// Caller pid.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub pid: Option<i32>,
+    pub(crate) pid: Option<i32>,
     /// Key id.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub key_id: Option<&'a str>,
+    pub(crate) key_id: Option<&'a str>,
     /// Backend.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub backend: Option<&'a str>,
+    pub(crate) backend: Option<&'a str>,
     /// Key label (create).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub label: Option<&'a str>,
+    pub(crate) label: Option<&'a str>,
     /// Audience (sign).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub audience: Option<&'a str>,
+    pub(crate) audience: Option<&'a str>,
     /// Method (sign).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub method: Option<&'a str>,
+    pub(crate) method: Option<&'a str>,
     /// Authority (sign).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub host: Option<&'a str>,
+    pub(crate) host: Option<&'a str>,
     /// Path without the query (sign).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub path: Option<&'a str>,
+    pub(crate) path: Option<&'a str>,
     /// Presigned URL lifetime (sign, presigned mode).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub presign_expires_secs: Option<u64>,
+    pub(crate) presign_expires_secs: Option<u64>,
     /// The session key that signed (sign, delegated mode) or was authorized (issue_delegation).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub session_key_id: Option<&'a str>,
+    pub(crate) session_key_id: Option<&'a str>,
     /// End of the statement's validity, seconds since the epoch (issue_delegation).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub not_after: Option<i64>,
+    pub(crate) not_after: Option<i64>,
 }
 
 impl<'a> Record<'a> {
-    /// A record of `op` by `peer`, now, with every optional field empty.
-    pub fn new(op: Operation, peer: &Peer, outcome: &'a str) -> Self {
+    /// A record of `op` by `peer`, now, with every optional field empty; its outcome is filled
+    /// in by [`AuditLog::record_outcome`].
+    pub(crate) fn new(op: Operation, peer: &Peer) -> Self {
         Self {
             ts: unix_time::now(),
             op,
-            outcome,
+            outcome: "ok",
             uid: peer.uid,
             pid: peer.pid,
             key_id: None,
@@ -99,14 +100,14 @@ impl<'a> Record<'a> {
 
 /// The open audit log.
 #[derive(Debug)]
-pub struct AuditLog {
+pub(crate) struct AuditLog {
     path: PathBuf,
     file: Mutex<File>,
 }
 
 impl AuditLog {
     /// Opens (creating with mode 0600) `path` for appending.
-    pub fn open(path: &Path) -> io::Result<Self> {
+    pub(crate) fn open(path: &Path) -> io::Result<Self> {
         let file = OpenOptions::new()
             .append(true)
             .create(true)
@@ -118,16 +119,48 @@ impl AuditLog {
         })
     }
 
-    /// The file.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Records `record` with the outcome of `result` (`ok` or its wire code). The caller releases
+    /// `result` (a signature, a key, a recovered secret) only once this succeeded:
+    ///
+    /// ```text
+    /// ctx.audit.record_outcome(record, &result)?; // not on record: not released
+    /// let signature = result?;
+    /// ```
+    pub(crate) fn record_outcome<T, E: Outcome>(
+        &self,
+        mut record: Record<'_>,
+        result: &Result<T, E>,
+    ) -> Result<(), AuditError> {
+        record.outcome = match result {
+            Ok(_) => "ok",
+            Err(e) => e.outcome(),
+        };
+        self.append(&record).map_err(|source| AuditError {
+            path: self.path.clone(),
+            source,
+        })
     }
 
     /// Appends one record.
-    pub fn append(&self, record: &Record<'_>) -> io::Result<()> {
+    fn append(&self, record: &Record<'_>) -> io::Result<()> {
         let mut line = serde_json::to_vec(record).map_err(io::Error::other)?;
         line.push(b'\n');
         let mut file = self.file.lock().unwrap_or_else(PoisonError::into_inner);
         file.write_all(&line)
     }
+}
+
+/// The wire code an operation's failure is recorded with.
+pub(crate) trait Outcome {
+    /// `snake_case` wire code, as the caller receives it.
+    fn outcome(&self) -> &'static str;
+}
+
+/// A record could not be written; the operation it describes is not released.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot append to the audit log {}", path.display())]
+pub(crate) struct AuditError {
+    path: PathBuf,
+    #[source]
+    source: io::Error,
 }

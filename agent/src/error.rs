@@ -6,28 +6,7 @@ use thiserror::Error;
 use crate::backends::BackendError;
 use crate::config::ConfigError;
 
-/// Displays an error and each of its causes once, joined by `: ` (`cannot read configuration
-/// /etc/hwsign/agent.toml: Permission denied (os error 13)`). Error messages in this crate never
-/// repeat their cause (it is `source()`), so logs and flattened messages use this to show it.
-#[derive(Debug, Clone, Copy)]
-pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
-
-impl std::fmt::Display for ErrorChain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut text = self.0.to_string();
-        let mut cause = self.0.source();
-        while let Some(error) = cause {
-            // A message of another crate may still repeat its cause: print it once.
-            let part = error.to_string();
-            if !text.contains(&part) {
-                text.push_str(": ");
-                text.push_str(&part);
-            }
-            cause = error.source();
-        }
-        f.write_str(&text)
-    }
-}
+pub use hwsign_proto::error::ErrorChain;
 
 /// [`ErrorChain`] as a string.
 pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {

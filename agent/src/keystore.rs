@@ -1,6 +1,8 @@
 //! Routes key ids to the backend holding them, and runs backend calls where they belong: a
 //! fast backend (software) is called on the async runtime, a slow one (TPM, token) on tokio's
-//! blocking pool so that a 200 ms TPM signature never stalls other connections.
+//! blocking pool so that a 200 ms TPM signature never stalls other connections. Nothing else:
+//! rules and audit belong to the use cases ([`crate::signing`], `api::keys`), delegated sessions
+//! to [`crate::session`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -8,11 +10,10 @@ use std::sync::{Arc, PoisonError, RwLock};
 use crate::AgentError;
 use crate::backends::{BackendError, BackendHealth, BackendKey, KeyBackend};
 use crate::config::Config;
-use crate::session::SessionManager;
 
 /// Why a call into a backend did not produce the backend's own answer.
 #[derive(Debug, thiserror::Error)]
-pub enum CallError {
+pub(crate) enum CallError {
     /// The backend answered with an error.
     #[error(transparent)]
     Backend(#[from] BackendError),
@@ -23,54 +24,44 @@ pub enum CallError {
 
 /// The open backends and the key id → backend index.
 #[derive(Debug)]
-pub struct KeyStore {
+pub(crate) struct KeyStore {
     backends: Vec<Arc<dyn KeyBackend>>,
     index: RwLock<HashMap<String, usize>>,
-    sessions: SessionManager,
 }
 
 impl KeyStore {
     /// Opens every backend the configuration enables. Opening may touch hardware, so it runs on
     /// the blocking pool.
-    pub async fn open(config: Arc<Config>) -> Result<Self, AgentError> {
-        let max_sessions_per_key = config.limits.max_sessions_per_key;
+    pub(crate) async fn open(config: Arc<Config>) -> Result<Self, AgentError> {
         let backends = tokio::task::spawn_blocking(move || open_backends(&config))
             .await
             .map_err(|e| AgentError::Task(e.to_string()))??;
         if backends.is_empty() {
             return Err(AgentError::NoBackend);
         }
-        let mut store = Self::with_backends(backends);
-        store.sessions = SessionManager::with_max_per_key(max_sessions_per_key);
-        Ok(store)
+        Ok(Self::with_backends(backends))
     }
 
     /// A key store over backends opened by the caller.
-    pub fn with_backends(backends: Vec<Arc<dyn KeyBackend>>) -> Self {
+    pub(crate) fn with_backends(backends: Vec<Arc<dyn KeyBackend>>) -> Self {
         Self {
             backends,
             index: RwLock::new(HashMap::new()),
-            sessions: SessionManager::new(),
         }
     }
 
-    /// The delegated session keys of keys in delegated mode (memory only).
-    pub fn sessions(&self) -> &SessionManager {
-        &self.sessions
-    }
-
     /// The backends, in configuration order.
-    pub fn backends(&self) -> &[Arc<dyn KeyBackend>] {
+    pub(crate) fn backends(&self) -> &[Arc<dyn KeyBackend>] {
         &self.backends
     }
 
     /// The backend called `name`.
-    pub fn backend(&self, name: &str) -> Option<&Arc<dyn KeyBackend>> {
+    pub(crate) fn backend(&self, name: &str) -> Option<&Arc<dyn KeyBackend>> {
         self.backends.iter().find(|b| b.name() == name)
     }
 
     /// Runs `f` against `backend`, off the runtime unless the backend is fast.
-    pub async fn call<T, F>(backend: &Arc<dyn KeyBackend>, f: F) -> Result<T, CallError>
+    pub(crate) async fn call<T, F>(backend: &Arc<dyn KeyBackend>, f: F) -> Result<T, CallError>
     where
         T: Send + 'static,
         F: FnOnce(&dyn KeyBackend) -> Result<T, BackendError> + Send + 'static,
@@ -87,7 +78,7 @@ impl KeyStore {
 
     /// Every key of every backend. A backend that fails to list is logged and left out, so one
     /// unplugged token does not hide the other keys.
-    pub async fn list(&self) -> Vec<(&'static str, BackendKey)> {
+    pub(crate) async fn list(&self) -> Vec<(&'static str, BackendKey)> {
         self.list_noting_failure().await.0
     }
 
@@ -114,7 +105,7 @@ impl KeyStore {
     }
 
     /// Health of every backend, by name.
-    pub async fn health(&self) -> Vec<(&'static str, BackendHealth)> {
+    pub(crate) async fn health(&self) -> Vec<(&'static str, BackendHealth)> {
         let mut all = Vec::new();
         for backend in &self.backends {
             let health = Self::call(backend, |b| Ok(b.health()))
@@ -130,7 +121,7 @@ impl KeyStore {
 
     /// The backend holding `key_id`. Keys that appeared since the last listing (a token
     /// plugged in) are found by listing again.
-    pub async fn backend_for(&self, key_id: &str) -> Result<Arc<dyn KeyBackend>, CallError> {
+    pub(crate) async fn backend_for(&self, key_id: &str) -> Result<Arc<dyn KeyBackend>, CallError> {
         if let Some(backend) = self.indexed(key_id) {
             return Ok(backend);
         }
@@ -142,7 +133,7 @@ impl KeyStore {
     }
 
     /// The backend holding `key_id` and the key's description, listed afresh.
-    pub async fn describe(
+    pub(crate) async fn describe(
         &self,
         key_id: &str,
     ) -> Result<(Arc<dyn KeyBackend>, BackendKey), CallError> {
@@ -165,7 +156,7 @@ impl KeyStore {
     }
 
     /// Remembers that `key` lives in `backend` (after creation).
-    pub fn remember(&self, backend: &Arc<dyn KeyBackend>, key: &BackendKey) {
+    pub(crate) fn remember(&self, backend: &Arc<dyn KeyBackend>, key: &BackendKey) {
         if let Some(position) = self.backends.iter().position(|b| Arc::ptr_eq(b, backend)) {
             self.index
                 .write()

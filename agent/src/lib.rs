@@ -5,9 +5,11 @@
 //! [`server`] (accept loop, connection cap, shutdown and drain) →
 //! [`peer`] (SO_PEERCRED uid check, before any byte of the request is read) →
 //! [`api`] (routing, bounded bodies, JSON, wire error codes) →
-//! [`keystore`] (key id → backend, per-key rules, blocking calls off the runtime; delegated
-//! session keys in [`session`]) →
+//! [`signing`] (the signing use case: rules, nonce, delegated session, audit before release) →
+//! [`keystore`] (key id → backend, blocking calls off the runtime) and [`session`] (delegated
+//! session keys) →
 //! [`backends`] (the [`backends::KeyBackend`] implementations).
+//! [`context`] holds what they share.
 //!
 //! Embedding the agent (the `hwsign` CLI's demo, tests):
 //! ```no_run
@@ -34,6 +36,7 @@ pub(crate) mod api;
 pub(crate) mod audit;
 pub mod backends;
 pub mod config;
+pub(crate) mod context;
 mod error;
 pub(crate) mod fsutil;
 pub(crate) mod keystore;
@@ -41,6 +44,7 @@ pub mod logging;
 pub(crate) mod peer;
 pub(crate) mod server;
 pub(crate) mod session;
+pub(crate) mod signing;
 pub mod socket;
 #[allow(unsafe_code)]
 pub mod systemd;

@@ -9,18 +9,18 @@ use crate::Config;
 
 /// The credentials of a connected client, as the kernel recorded them at `connect()`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Peer {
+pub(crate) struct Peer {
     /// Effective uid.
-    pub uid: u32,
+    pub(crate) uid: u32,
     /// Effective gid.
-    pub gid: u32,
+    pub(crate) gid: u32,
     /// Process id, when the kernel reports one.
-    pub pid: Option<i32>,
+    pub(crate) pid: Option<i32>,
 }
 
 impl Peer {
     /// Reads the peer credentials of `stream`.
-    pub fn of(stream: &UnixStream) -> io::Result<Self> {
+    pub(crate) fn of(stream: &UnixStream) -> io::Result<Self> {
         let cred = stream.peer_cred()?;
         Ok(Self {
             uid: cred.uid(),
@@ -30,7 +30,7 @@ impl Peer {
     }
 
     /// Whether `config` lets this peer use the socket.
-    pub fn is_allowed(&self, config: &Config) -> bool {
+    pub(crate) fn is_allowed(&self, config: &Config) -> bool {
         config.allowed_uids.contains(&self.uid)
     }
 }

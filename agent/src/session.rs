@@ -8,7 +8,7 @@
 //! is nearly over ([`SessionTiming::min_remaining_secs`]) do requests wait for the new one. One
 //! renewal runs at a time per (key, audience).
 //!
-//! Bounds: each key holds at most [`SessionManager::max_per_key`] sessions (one per audience);
+//! Bounds: each key holds at most `limits.max_sessions_per_key` sessions (one per audience);
 //! a new audience evicts the key's least recently used session, never another key's. Only keys
 //! in delegated mode (each named by a key rule in the configuration) get sessions, so the whole
 //! table is bounded by the configuration, and no caller can fill it for the others.
@@ -47,7 +47,7 @@ const RETRY_AFTER_SECS: i64 = 1;
 /// Why a session could not be made or used.
 #[derive(Debug, Error)]
 #[non_exhaustive]
-pub enum SessionError {
+pub(crate) enum SessionError {
     /// The in-memory key could not be generated or used.
     #[error("session key: {0}")]
     Crypto(&'static str),
@@ -61,13 +61,13 @@ pub enum SessionError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct SessionTiming {
     /// `not_after - not_before`.
-    pub lifetime_secs: i64,
+    pub(crate) lifetime_secs: i64,
     /// `not_before` is this much before the issuing time.
-    pub backdate_secs: i64,
+    pub(crate) backdate_secs: i64,
     /// Renew in the background when less than this is left.
-    pub renew_before_secs: i64,
+    pub(crate) renew_before_secs: i64,
     /// Do not sign with a session that has less than this left.
-    pub min_remaining_secs: i64,
+    pub(crate) min_remaining_secs: i64,
 }
 
 impl SessionTiming {
@@ -175,19 +175,17 @@ impl PendingSession {
             not_before: self.statement.not_before.unix(),
             not_after: self.statement.not_after.unix(),
             key: self.key,
-            statement: self.statement,
             header_value,
             timing,
         }
     }
 }
 
-/// A usable session: the key, its signed statement and the `X-Hws-Delegation` value.
+/// A usable session: the key and its signed statement as the `X-Hws-Delegation` value.
 #[derive(Debug)]
-pub struct Session {
+pub(crate) struct Session {
     key: SessionKey,
     key_id: String,
-    statement: DelegationStatement,
     header_value: String,
     not_before: i64,
     not_after: i64,
@@ -196,38 +194,33 @@ pub struct Session {
 
 impl Session {
     /// The session key's id: the `Credential` of the requests it signs.
-    pub fn key_id(&self) -> &str {
+    pub(crate) fn key_id(&self) -> &str {
         &self.key_id
     }
 
-    /// The statement.
-    pub fn statement(&self) -> &DelegationStatement {
-        &self.statement
-    }
-
     /// The `X-Hws-Delegation` header value.
-    pub fn header_value(&self) -> &str {
+    pub(crate) fn header_value(&self) -> &str {
         &self.header_value
     }
 
     /// Whether a request dated `now` may be signed with this session.
-    pub fn usable_at(&self, now: i64) -> bool {
+    pub(crate) fn usable_at(&self, now: i64) -> bool {
         now >= self.not_before
             && now.saturating_add(self.timing.min_remaining_secs) <= self.not_after
     }
 
     /// Whether a request dated `now` lies within the statement's window.
-    pub fn covers(&self, now: i64) -> bool {
+    pub(crate) fn covers(&self, now: i64) -> bool {
         (self.not_before..=self.not_after).contains(&now)
     }
 
     /// Whether a renewal should start at `now`.
-    pub fn renewal_due(&self, now: i64) -> bool {
+    pub(crate) fn renewal_due(&self, now: i64) -> bool {
         self.not_after.saturating_sub(now) < self.timing.renew_before_secs
     }
 
     /// DER signature over SHA-256(`message`) (the string to sign).
-    pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, SessionError> {
+    pub(crate) fn sign(&self, message: &[u8]) -> Result<Vec<u8>, SessionError> {
         self.key.sign(message)
     }
 }
@@ -260,7 +253,7 @@ type KeySlots = Vec<(String, Arc<Slot>)>;
 /// The live sessions of the agent, per (key id, audience), at most
 /// [`Self::max_per_key`] per key.
 #[derive(Debug)]
-pub struct SessionManager {
+pub(crate) struct SessionManager {
     /// Per key id: its (audience, slot) pairs, least recently used first.
     slots: Mutex<HashMap<String, KeySlots>>,
     max_per_key: usize,
@@ -274,25 +267,21 @@ impl Default for SessionManager {
 
 impl SessionManager {
     /// An empty manager with [`DEFAULT_MAX_SESSIONS_PER_KEY`].
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::with_max_per_key(DEFAULT_MAX_SESSIONS_PER_KEY)
     }
 
     /// An empty manager holding at most `max_per_key` sessions per key (at least 1).
-    pub fn with_max_per_key(max_per_key: usize) -> Self {
+    pub(crate) fn with_max_per_key(max_per_key: usize) -> Self {
         Self {
             slots: Mutex::new(HashMap::new()),
             max_per_key: max_per_key.max(1),
         }
     }
 
-    /// Most sessions (audiences) one key holds at once.
-    pub fn max_per_key(&self) -> usize {
-        self.max_per_key
-    }
-
     /// Live (key, audience) slots.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.slots
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -301,13 +290,9 @@ impl SessionManager {
             .sum()
     }
 
-    /// Whether no session is held.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Audiences `key_id` holds a session slot for, least recently used first.
-    pub fn audiences(&self, key_id: &str) -> Vec<String> {
+    #[cfg(test)]
+    fn audiences(&self, key_id: &str) -> Vec<String> {
         self.slots
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -346,7 +331,7 @@ impl SessionManager {
     /// has the hardware key sign the statement); it runs in the background when the current
     /// session is merely due for renewal, inline when there is no usable session. Errors of a
     /// background renewal are logged and retried by a later request.
-    pub async fn session<F, Fut, E>(
+    pub(crate) async fn session<F, Fut, E>(
         &self,
         key_id: &str,
         audience: &str,
@@ -468,16 +453,12 @@ mod tests {
         )?;
         assert_eq!(pending.statement().not_before.unix(), T0 - 30);
         assert_eq!(pending.statement().not_after.unix(), T0 + 870);
+        let session_key = pending.statement().session_key.clone();
         let session = pending.finish(&[0x30, 0x00], SessionTiming::default());
         let message = b"HWS1-ECDSA-P256-SHA256\n...";
         let signature = session.sign(message)?;
         let digest: [u8; 32] = sha2::Sha256::digest(message).into();
-        assert!(
-            session
-                .statement()
-                .session_key
-                .verify_digest(&digest, &signature)
-        );
+        assert!(session_key.verify_digest(&digest, &signature));
         let debug = format!("{session:?}");
         assert!(debug.contains(session.key_id()));
         assert!(!debug.to_lowercase().contains("pair"), "{debug}");

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hwsign_proto::api::KeyLevel;
 use hwsign_proto::{PublicKey, RequestParts, SigningTime};
-use hwsign_verifier::backend::PreparedKey;
+use hwsign_verifier::ecdsa_backend::PreparedKey;
 use hwsign_verifier::{
     KeyRegistry, MemoryRegistry, MemoryReplayCache, RegisteredKey, SqliteRegistry, Verifier,
     VerifierConfig, VerifyBackend,

@@ -13,7 +13,7 @@
 
 use hwsign_fuzz::{ProfileChoice, RequestInput};
 use hwsign_proto::canonical::{CanonicalRequest, RequestParts, SignedHeaders};
-use hwsign_proto::keys::Nonce;
+use hwsign_proto::Nonce;
 use hwsign_proto::limits::{MAX_PATH_LEN, MAX_QUERY_LEN, MAX_SIGNATURE_LEN};
 use hwsign_proto::profile::{HWS1_DELEGATION_HEADER, aws_sigv4a};
 use hwsign_proto::sign::{self, HeaderSelection, UNSIGNED_PAYLOAD};

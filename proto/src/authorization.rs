@@ -11,7 +11,7 @@ use crate::canonical::SignedHeaders;
 use crate::error::ProtoError;
 use crate::limits::{MAX_AUTHORIZATION_LEN, MAX_SIGNATURE_LEN};
 use crate::profile::Profile;
-use crate::scope::{Scope, check_audience};
+use crate::scope::{Scope, parse_credential};
 
 /// A parsed `Authorization` header.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,26 +76,8 @@ impl Authorization {
             .strip_prefix("Signature=")
             .ok_or(Bad("expected Signature third"))?;
 
-        let mut parts = credential_value.split('/');
-        let (Some(credential), Some(date), Some(audience), Some(terminator), None) = (
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-        ) else {
-            return Err(Bad(
-                "Credential must be <key>/<date>/<audience>/<terminator>",
-            ));
-        };
-        check_credential(credential).map_err(|_| Bad("invalid key id in Credential"))?;
-        if date.len() != 8 || !date.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(Bad("invalid date in Credential"));
-        }
-        check_audience(audience).map_err(|_| Bad("invalid audience in Credential"))?;
-        if terminator != profile.scope_terminator {
-            return Err(Bad("wrong scope terminator"));
-        }
+        let (credential, scope) = parse_credential(credential_value, profile.scope_terminator)
+            .map_err(|e| Bad(e.message()))?;
         let signed_headers =
             SignedHeaders::parse(signed_value).map_err(|_| Bad("invalid SignedHeaders"))?;
         if signature_hex.is_empty()
@@ -109,11 +91,7 @@ impl Authorization {
         let signature = hex::decode(signature_hex).map_err(|_| Bad("Signature must be hex"))?;
         Ok(Self {
             credential: credential.to_owned(),
-            scope: Scope {
-                date: date.to_owned(),
-                audience: audience.to_owned(),
-                terminator: terminator.to_owned(),
-            },
+            scope,
             signed_headers,
             signature,
         })

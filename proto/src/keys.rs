@@ -1,9 +1,8 @@
-//! Public keys, key ids, signatures and nonces.
+//! Public keys, key ids, signatures and payload hashes.
 
 use std::fmt;
 
 use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use p256::ecdsa::signature::hazmat::PrehashVerifier;
 use p256::ecdsa::{DerSignature, Signature, VerifyingKey};
 use p256::pkcs8::{DecodePublicKey, EncodePublicKey};
@@ -155,36 +154,6 @@ pub fn raw_signature_to_der(r: &[u8], s: &[u8]) -> Result<Vec<u8>, ProtoError> {
     raw[64 - s.len()..64].copy_from_slice(s);
     let signature = Signature::from_slice(&raw).map_err(|_| ProtoError::MalformedSignature)?;
     Ok(signature.to_der().as_bytes().to_vec())
-}
-
-/// A request nonce: 16 random bytes, unpadded base64url on the wire (22 characters).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Nonce(String);
-
-impl Nonce {
-    /// From 16 bytes the caller drew from a CSPRNG.
-    pub fn from_random(bytes: [u8; 16]) -> Self {
-        Self(URL_SAFE_NO_PAD.encode(bytes))
-    }
-
-    /// Parses the wire form strictly.
-    pub fn parse(text: &str) -> Result<Self, ProtoError> {
-        if text.len() != 22 {
-            return Err(ProtoError::InvalidNonce);
-        }
-        let bytes = URL_SAFE_NO_PAD
-            .decode(text)
-            .map_err(|_| ProtoError::InvalidNonce)?;
-        if bytes.len() != 16 || URL_SAFE_NO_PAD.encode(&bytes) != text {
-            return Err(ProtoError::InvalidNonce);
-        }
-        Ok(Self(text.to_owned()))
-    }
-
-    /// The wire form.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
 /// Checks a payload hash: 64 lower-case hex digits.

@@ -1,10 +1,10 @@
-//! Credential scope (`<yyyymmdd>/<audience>/<terminator>`) and the string to sign.
+//! The credential scope (`<yyyymmdd>/<audience>/<terminator>`), the audience it names, and the
+//! one parser of a `Credential` value (`<key>/<scope>`), shared by the `Authorization` header and
+//! presigned URLs.
 
 use std::fmt;
 
-use sha2::{Digest, Sha256};
-
-use crate::canonical::CanonicalRequest;
+use crate::authorization::check_credential;
 use crate::error::ProtoError;
 use crate::limits::MAX_AUDIENCE_LEN;
 use crate::time::SigningTime;
@@ -50,62 +50,66 @@ impl fmt::Display for Scope {
     }
 }
 
-/// `algorithm \n date \n scope \n hex(sha256(canonical request))`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StringToSign {
-    text: String,
+/// Why a `Credential` value was refused by [`parse_credential`]; the caller wraps the message in
+/// its own error (`MalformedAuthorization`, `MalformedPresign`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CredentialError {
+    /// Not four `/`-separated parts.
+    Shape,
+    /// The key id part is not a credential ([`check_credential`]).
+    KeyId,
+    /// The date is not eight digits.
+    Date,
+    /// The audience fails [`check_audience`].
+    Audience,
+    /// The terminator is not the profile's.
+    Terminator,
 }
 
-impl StringToSign {
-    /// Builds the string to sign.
-    pub fn new(
-        algorithm: &str,
-        time: SigningTime,
-        scope: &Scope,
-        canonical: &CanonicalRequest,
-    ) -> Self {
-        // Built in one allocation: this runs for every request signed and every one verified.
-        let date = time.to_amz_date();
-        let parts = [
-            algorithm,
-            "\n",
-            &date,
-            "\n",
-            &scope.date,
-            "/",
-            &scope.audience,
-            "/",
-            &scope.terminator,
-            "\n",
-        ];
-        let mut text = String::with_capacity(parts.iter().map(|p| p.len()).sum::<usize>() + 64);
-        parts.iter().for_each(|part| text.push_str(part));
-        push_lower_hex(&mut text, &canonical.sha256());
-        Self { text }
-    }
-
-    /// The exact bytes that are signed.
-    pub fn as_str(&self) -> &str {
-        &self.text
-    }
-
-    /// SHA-256 of the string to sign: the digest a key backend signs with ECDSA.
-    pub fn digest(&self) -> [u8; 32] {
-        Sha256::digest(self.text.as_bytes()).into()
+impl CredentialError {
+    /// What was wrong, for the refusal.
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::Shape => "Credential must be <key>/<date>/<audience>/<terminator>",
+            Self::KeyId => "invalid key id in Credential",
+            Self::Date => "invalid date in Credential",
+            Self::Audience => "invalid audience in Credential",
+            Self::Terminator => "wrong scope terminator",
+        }
     }
 }
 
-/// Appends `bytes` as lower-case hex (what `hex::encode` produces), without a temporary string.
-fn push_lower_hex(out: &mut String, bytes: &[u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for byte in bytes {
-        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
-        out.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+/// Splits and checks a `Credential` value, `<key>/<yyyymmdd>/<audience>/<terminator>`, where the
+/// terminator must be `terminator` (the profile's). Returns the key part and the scope.
+pub fn parse_credential<'a>(
+    value: &'a str,
+    terminator: &str,
+) -> Result<(&'a str, Scope), CredentialError> {
+    let mut parts = value.split('/');
+    let (Some(credential), Some(date), Some(audience), Some(found), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return Err(CredentialError::Shape);
+    };
+    check_credential(credential).map_err(|_| CredentialError::KeyId)?;
+    if date.len() != 8 || !date.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(CredentialError::Date);
     }
-}
-
-impl fmt::Display for StringToSign {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.text)
+    check_audience(audience).map_err(|_| CredentialError::Audience)?;
+    if found != terminator {
+        return Err(CredentialError::Terminator);
     }
+    Ok((
+        credential,
+        Scope {
+            date: date.to_owned(),
+            audience: audience.to_owned(),
+            terminator: found.to_owned(),
+        },
+    ))
 }

@@ -6,12 +6,14 @@ use crate::authorization::{Authorization, check_credential};
 use crate::canonical::{CanonicalRequest, RequestParts, SignedHeaders};
 use crate::encoding;
 use crate::error::ProtoError;
-use crate::keys::{Nonce, check_payload_hash};
+use crate::keys::check_payload_hash;
 use crate::limits::{
     MAX_AUTHORIZATION_LEN, MAX_HEADERS, MAX_PRESIGN_EXPIRES_SECS, MAX_QUERY_LEN, MAX_SIGNATURE_LEN,
 };
+use crate::nonce::Nonce;
 use crate::profile::{Profile, query_param_name};
-use crate::scope::{Scope, StringToSign, check_audience};
+use crate::scope::{Scope, check_audience};
+use crate::string_to_sign::StringToSign;
 use crate::time::SigningTime;
 
 /// Payload literal allowed only in presigned URLs.

@@ -5,11 +5,13 @@ use crate::authorization::Authorization;
 use crate::canonical::{CanonicalRequest, RequestParts, SignedHeaders};
 use crate::encoding;
 use crate::error::ProtoError;
-use crate::keys::{Nonce, check_payload_hash};
+use crate::keys::check_payload_hash;
 use crate::limits::MAX_PRESIGN_EXPIRES_SECS;
+use crate::nonce::Nonce;
 use crate::profile::{HWS1_DELEGATION_HEADER, Profile, query_param_name};
-use crate::scope::{Scope, StringToSign, check_audience};
+use crate::scope::parse_credential;
 use crate::sign::UNSIGNED_PAYLOAD;
+use crate::string_to_sign::StringToSign;
 use crate::time::SigningTime;
 
 /// What a signed request claims, and what its signature must cover.
@@ -165,21 +167,9 @@ pub fn parse_presigned(
         ));
     }
     let credential_value = get("Credential")?;
-    let mut pieces = credential_value.split('/');
-    let (Some(credential), Some(date), Some(audience), Some(terminator), None) = (
-        pieces.next(),
-        pieces.next(),
-        pieces.next(),
-        pieces.next(),
-        pieces.next(),
-    ) else {
-        return Err(Bad(
-            "Credential must be <key>/<date>/<audience>/<terminator>",
-        ));
-    };
-    crate::authorization::check_credential(credential)?;
-    check_audience(audience)?;
-    if terminator != profile.scope_terminator || date != time.date_stamp() {
+    let (credential, scope) = parse_credential(credential_value, profile.scope_terminator)
+        .map_err(|e| Bad(e.message()))?;
+    if scope.date != time.date_stamp() {
         return Err(Bad("scope does not match"));
     }
     let nonce = match profile.nonce_header {
@@ -195,11 +185,6 @@ pub fn parse_presigned(
     };
     let canonical =
         CanonicalRequest::new(profile, &unsigned_parts, &signed_headers, UNSIGNED_PAYLOAD)?;
-    let scope = Scope {
-        date: date.to_owned(),
-        audience: audience.to_owned(),
-        terminator: terminator.to_owned(),
-    };
     let string_to_sign = StringToSign::new(profile.algorithm, time, &scope, &canonical);
     Ok(ClaimedSignature {
         authorization: Authorization {

@@ -20,7 +20,7 @@ pub const MAX_PUBLIC_KEY_FILE: u64 = 16 * 1024;
 #[non_exhaustive]
 pub enum AdminError {
     /// The key file cannot be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         /// The file.
         path: String,

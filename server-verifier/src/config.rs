@@ -163,7 +163,7 @@ pub enum ConfigError {
     #[error("configuration file {0} is too large")]
     TooLarge(String),
     /// Not valid TOML, or unknown / mistyped fields.
-    #[error("invalid configuration: {0}")]
+    #[error("invalid configuration")]
     Parse(#[from] toml::de::Error),
     /// The audience is not 1–64 characters of `[a-z0-9._-]`.
     #[error("invalid audience {0:?}: use 1-64 characters of a-z, 0-9, '.', '_', '-'")]
@@ -202,7 +202,7 @@ pub enum ConfigError {
     #[error("policy.covers entries must start with '/' (at most {MAX_ROUTE_RULES}): {0:?}")]
     InvalidPolicyCover(String),
     /// The policies cannot be loaded (file, line and reason inside).
-    #[error("device policy: {0}")]
+    #[error("device policy")]
     Policy(#[from] crate::policy::PolicyError),
 }
 

@@ -20,7 +20,7 @@ use hwsign_proto::delegation::DelegationStatement;
 use hwsign_proto::{PublicKey, RejectCode};
 use sha2::{Digest, Sha256};
 
-use crate::backend::PreparedKey;
+use crate::ecdsa_backend::PreparedKey;
 use crate::registry::RegisteredKey;
 use crate::rejection::Rejection;
 
@@ -253,7 +253,7 @@ mod tests {
     use p256::ecdsa::{Signature, SigningKey};
 
     use super::*;
-    use crate::backend::VerifyBackend;
+    use crate::ecdsa_backend::VerifyBackend;
 
     const NOW: i64 = 1_795_462_200;
     const AUDIENCE: &str = "payments";

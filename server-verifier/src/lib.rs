@@ -35,9 +35,9 @@
 
 pub mod admin;
 pub mod attestation;
-pub mod backend;
 pub mod config;
 pub mod delegation;
+pub mod ecdsa_backend;
 pub mod enrollment;
 mod hosts;
 pub mod layer;
@@ -46,14 +46,15 @@ pub mod policy;
 pub mod registry;
 mod rejection;
 pub mod replay;
-mod routes;
+mod route_rules;
 mod unix_time;
 pub mod verify;
 
-pub use backend::VerifyBackend;
 pub use config::{PolicySettings, PresignPolicy, RouteRule, VerifierConfig};
+pub use ecdsa_backend::VerifyBackend;
 pub use hwsign_proto::RejectCode;
 pub use hwsign_proto::api::KeyLevel;
+pub use hwsign_proto::error::ErrorChain;
 pub use layer::{HwsignLayer, HwsignService, VerifiedDevice, rejection_response};
 pub use policy::{PolicyDecision, PolicyEngine, PolicyError};
 pub use registry::{

@@ -33,15 +33,15 @@ use hwsign_proto::verify_input::{parse_header_signed, parse_presigned};
 use hwsign_proto::{ClaimedSignature, HWS1, RejectCode, RequestParts, SignedHeaders};
 use subtle::ConstantTimeEq;
 
-use crate::backend::{PreparedKey, VerifyBackend};
 use crate::config::{ConfigError, VerifierConfig};
 use crate::delegation::{RequestClaims, StatementCache};
+use crate::ecdsa_backend::{PreparedKey, VerifyBackend};
 use crate::hosts::HostList;
 use crate::policy::{PolicyGate, PolicyRoute};
 use crate::registry::{KeyRegistry, RegisteredKey};
 use crate::rejection::Rejection;
 use crate::replay::{Freshness, ReplayCache, Reservation};
-use crate::routes::{RouteOutcome, route_outcome};
+use crate::route_rules::{RouteOutcome, route_outcome};
 use crate::unix_time;
 
 /// Prepared keys kept per verifier; cleared when full rather than grown without bound.
@@ -468,7 +468,7 @@ impl Verifier {
             )),
             Ok(Freshness::Expired) => Err(window_closed(now, checked.accept_until_unix)),
             Err(error) => {
-                tracing::error!(%error, "replay cache refused; failing closed");
+                tracing::error!(error = %crate::ErrorChain(&error), "replay cache refused; failing closed");
                 Err(Rejection::Replay(error))
             }
         }
@@ -653,7 +653,7 @@ impl Verifier {
                 ));
             }
             Err(error) => {
-                tracing::error!(%error, "key registry failed; failing closed");
+                tracing::error!(error = %crate::ErrorChain(&error), "key registry failed; failing closed");
                 return Err(Rejection::Registry(error));
             }
         };

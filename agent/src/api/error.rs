@@ -4,9 +4,11 @@
 use hwsign_proto::{AgentErrorCode, ProtoError};
 use thiserror::Error;
 
+use crate::audit::{AuditError, Outcome};
 use crate::backends::BackendError;
 use crate::config::RuleRefusal;
 use crate::keystore::CallError;
+use crate::signing::SignError;
 
 /// Why an API call failed.
 #[derive(Debug, Error)]
@@ -51,6 +53,12 @@ pub(crate) enum ApiError {
     /// The request body did not arrive within the body deadline.
     #[error("the request body did not arrive within {0} ms")]
     BodyTimeout(u64),
+    /// The signing use case refused or failed.
+    #[error(transparent)]
+    Signing(#[from] SignError),
+    /// An operation's record could not be written, so its result was not released.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
     /// A bug or an unexpected state.
     #[error("internal error: {0}")]
     Internal(String),
@@ -81,24 +89,64 @@ impl ApiError {
             Self::Unavailable => AgentErrorCode::Unavailable,
             Self::TooManyConnections(_) => AgentErrorCode::TooManyConnections,
             Self::BodyTimeout(_) => AgentErrorCode::RequestTimeout,
-            Self::Internal(_) => AgentErrorCode::Internal,
+            Self::Signing(e) => signing_code(e),
+            Self::Internal(_) | Self::Audit(_) => AgentErrorCode::Internal,
         }
     }
 
     /// What the caller is told. Backend failures and internal errors are summarized: their
     /// details (device paths, token state) go to the log only.
     pub(crate) fn public_message(&self) -> String {
-        match self {
-            Self::Backend(BackendError::Io(_)) | Self::Backend(BackendError::Failed(_)) => {
+        match self.code() {
+            AgentErrorCode::BackendError => {
                 "the backend failed the operation; see the agent's log".to_owned()
             }
-            Self::Internal(_) => "internal error; see the agent's log".to_owned(),
-            Self::Proto(e) => match expected_form(e) {
+            AgentErrorCode::Internal => "internal error; see the agent's log".to_owned(),
+            _ => match proto_cause(self).and_then(expected_form) {
                 Some(form) => format!("{}; {form}", crate::error_chain(self)),
                 None => crate::error_chain(self),
             },
-            other => crate::error_chain(other),
         }
+    }
+}
+
+impl Outcome for ApiError {
+    fn outcome(&self) -> &'static str {
+        self.code().as_str()
+    }
+}
+
+impl Outcome for SignError {
+    fn outcome(&self) -> &'static str {
+        signing_code(self).as_str()
+    }
+}
+
+/// The canonicalizer's refusal in `error`'s chain, if that is what refused.
+fn proto_cause(error: &ApiError) -> Option<&ProtoError> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = cause {
+        if let Some(proto) = e.downcast_ref::<ProtoError>() {
+            return Some(proto);
+        }
+        cause = e.source();
+    }
+    None
+}
+
+fn signing_code(e: &SignError) -> AgentErrorCode {
+    match e {
+        SignError::Proto(_) | SignError::Authority(_) | SignError::HostHeader => {
+            AgentErrorCode::InvalidRequest
+        }
+        SignError::NotPermitted(_) => AgentErrorCode::KeyNotPermitted,
+        SignError::Backend(CallError::Backend(b)) => backend_code(b),
+        SignError::Backend(CallError::Task(_))
+        | SignError::Session(_)
+        | SignError::NoSessionCovers
+        | SignError::Random(_)
+        | SignError::Clock
+        | SignError::Audit(_) => AgentErrorCode::Internal,
     }
 }
 

@@ -11,10 +11,11 @@ use hwsign_proto::attestation::{
 };
 use hwsign_proto::encoding;
 
+use super::ApiError;
 use super::http::{self, Body};
-use super::{ApiError, Context};
 use crate::audit::{Operation, Record};
 use crate::backends::{BackendKey, check_label};
+use crate::context::Context;
 use crate::keystore::KeyStore;
 use crate::peer::Peer;
 
@@ -54,11 +55,7 @@ pub(super) async fn create(
 ) -> Result<Response<Body>, ApiError> {
     let request: CreateKeyRequest = http::parse_json(body)?;
     let result = create_key(ctx, &request).await;
-    let outcome = match &result {
-        Ok(_) => "ok",
-        Err(e) => e.code().as_str(),
-    };
-    let mut record = Record::new(Operation::CreateKey, &peer, outcome);
+    let mut record = Record::new(Operation::CreateKey, &peer);
     record.backend = Some(&request.backend);
     record.label = Some(&request.label);
     if let Ok(key) = &result {
@@ -66,9 +63,7 @@ pub(super) async fn create(
     }
     // A key that exists but is not in the audit log is reported as a failure: the operator
     // must fix the log before the agent hands out keys it cannot account for.
-    ctx.audit
-        .append(&record)
-        .map_err(|e| ApiError::Internal(format!("audit log: {e}")))?;
+    ctx.audit.record_outcome(record, &result)?;
     let key = result?;
     tracing::info!(key_id = %key.id, backend = %key.backend, label = %key.label, "key created");
     Ok(http::json(StatusCode::CREATED, &key))
@@ -174,16 +169,10 @@ pub(super) async fn activate_credential(
             .map_err(ApiError::from),
         Err(refusal) => Err(refusal),
     };
-    let outcome = match &result {
-        Ok(_) => "ok",
-        Err(e) => e.code().as_str(),
-    };
-    let mut record = Record::new(Operation::ActivateCredential, &peer, outcome);
+    let mut record = Record::new(Operation::ActivateCredential, &peer);
     record.key_id = Some(key_id);
     record.backend = Some(backend.name());
-    ctx.audit
-        .append(&record)
-        .map_err(|e| ApiError::Internal(format!("audit log: {e}")))?;
+    ctx.audit.record_outcome(record, &result)?;
     let recovered = zeroize::Zeroizing::new(result?);
     Ok(http::json(
         StatusCode::OK,

@@ -10,7 +10,6 @@ mod sign;
 mod status;
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use ::http::{Method, Request, Response};
 use hyper::body::Incoming;
@@ -20,23 +19,8 @@ use hwsign_proto::keys::check_key_id;
 
 pub(crate) use self::error::ApiError;
 use self::http::Body;
-use crate::audit::AuditLog;
-use crate::config::Config;
-use crate::keystore::KeyStore;
+pub(crate) use crate::context::Context;
 use crate::peer::Peer;
-
-/// What every handler shares.
-#[derive(Debug)]
-pub struct Context {
-    /// The configuration.
-    pub config: Arc<Config>,
-    /// The backends.
-    pub keys: KeyStore,
-    /// The audit log.
-    pub audit: AuditLog,
-    /// When the agent started (for `uptime_secs`).
-    pub started: Instant,
-}
 
 /// The routes of API v1.
 #[derive(Debug, Clone, PartialEq, Eq)]

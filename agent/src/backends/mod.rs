@@ -54,9 +54,10 @@ pub enum BackendError {
     /// An input (nonce, credential blob) is malformed.
     #[error("invalid input: {0}")]
     InvalidInput(String),
-    /// Hardware or token not reachable now (TPM gone, token removed, module missing).
-    #[error("backend unavailable: {0}")]
-    Unavailable(String),
+    /// Hardware or token not reachable now (TPM gone, token removed, module missing). The
+    /// TPM/PKCS#11 error stays reachable as `source()`.
+    #[error("backend unavailable")]
+    Unavailable(#[source] Cause),
     /// The token refused the PIN.
     #[error("PIN incorrect")]
     PinIncorrect,
@@ -66,9 +67,25 @@ pub enum BackendError {
     /// A file of the backend's state could not be read or written.
     #[error("state I/O")]
     Io(#[from] std::io::Error),
-    /// The backend failed the operation.
-    #[error("backend failure: {0}")]
-    Failed(String),
+    /// The backend failed the operation; the TPM/PKCS#11/crypto error is `source()`.
+    #[error("backend failure")]
+    Failed(#[source] Cause),
+}
+
+/// The hardware stack's own error behind a [`BackendError`] (a `TpmError`, a `Pkcs11Error`, ...),
+/// kept whole so that a logged chain shows every cause once.
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+impl BackendError {
+    /// [`BackendError::Unavailable`] with a cause that is only a message.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::Unavailable(message.into().into())
+    }
+
+    /// [`BackendError::Failed`] caused by `cause`.
+    pub fn failed(cause: impl Into<Cause>) -> Self {
+        Self::Failed(cause.into())
+    }
 }
 
 /// One kind of key storage.

@@ -8,7 +8,7 @@ mod write_deadline;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Semaphore, watch};
@@ -65,12 +65,7 @@ impl Agent {
             "agent ready"
         );
         Ok(Self {
-            ctx: Arc::new(Context {
-                config,
-                keys,
-                audit,
-                started: Instant::now(),
-            }),
+            ctx: Arc::new(Context::new(config, keys, audit)),
         })
     }
 

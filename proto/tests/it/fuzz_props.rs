@@ -7,11 +7,12 @@
 //!
 //! The plain tests at the end are the fuzzers' findings, each reduced to its smallest case.
 
+use hwsign_proto::Nonce;
 use hwsign_proto::api::{CreateKeyRequest, HeaderField, SignRequest};
 use hwsign_proto::attestation::{ActivateCredentialRequest, KeyAttestation};
 use hwsign_proto::canonical::RequestParts;
 use hwsign_proto::delegation::DelegationStatement;
-use hwsign_proto::keys::{EMPTY_SHA256, Nonce};
+use hwsign_proto::keys::EMPTY_SHA256;
 use hwsign_proto::limits::{MAX_HEADERS, MAX_QUERY_LEN};
 use hwsign_proto::sign::{self, HeaderSelection, UNSIGNED_PAYLOAD};
 use hwsign_proto::verify_input::{parse_header_signed, parse_presigned};

@@ -1,8 +1,9 @@
 //! HWS1's stricter rules, each with the exact error it must produce.
 
 use anyhow::Result;
+use hwsign_proto::Nonce;
 use hwsign_proto::canonical::{CanonicalRequest, RequestParts, SignedHeaders};
-use hwsign_proto::keys::{EMPTY_SHA256, Nonce};
+use hwsign_proto::keys::EMPTY_SHA256;
 use hwsign_proto::sign::{HeaderSelection, SigningParams, UNSIGNED_PAYLOAD, prepare_headers};
 use hwsign_proto::verify_input::parse_header_signed;
 use hwsign_proto::{Authorization, HWS1, ProtoError, SigningTime};

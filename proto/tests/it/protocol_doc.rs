@@ -19,13 +19,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail, ensure};
 use hwsign_proto::delegation::DelegationStatement;
 use hwsign_proto::host::signed_host;
-use hwsign_proto::keys::{Nonce, PublicKey, sha256_hex};
+use hwsign_proto::keys::{PublicKey, sha256_hex};
 use hwsign_proto::profile::HWS1_DELEGATION_HEADER;
 use hwsign_proto::sign::{
     HeaderSelection, SigningParams, UNSIGNED_PAYLOAD, prepare_headers, prepare_presigned,
 };
 use hwsign_proto::verify_input::{parse_header_signed, parse_presigned};
-use hwsign_proto::{HWS1, RequestParts, SigningTime};
+use hwsign_proto::{HWS1, Nonce, RequestParts, SigningTime};
 use p256::ecdsa::signature::hazmat::PrehashSigner;
 use p256::ecdsa::{Signature, SigningKey};
 use serde_json::{Value, json};

@@ -72,7 +72,7 @@ pub enum AttestationError {
         field: &'static str,
     },
     /// A TPM structure did not parse.
-    #[error("cannot parse {structure}: {source}")]
+    #[error("cannot parse {structure}")]
     Parse {
         /// Which structure.
         structure: Structure,
@@ -83,7 +83,7 @@ pub enum AttestationError {
     #[error(transparent)]
     EkCertificate(#[from] EkCertificateError),
     /// The EK certificate does not chain to a trusted manufacturer root.
-    #[error("EK certificate chain: {0}")]
+    #[error("EK certificate chain")]
     Chain(#[from] ChainError),
     /// The AK's attributes are not those of a TPM-resident restricted signing key.
     #[error("AK attributes refused: {0:?}")]
@@ -127,7 +127,7 @@ pub enum AttestationError {
     #[error("certified name does not match the presented key")]
     CertifiedNameMismatch,
     /// An AK signature does not verify.
-    #[error("{structure}: {source}")]
+    #[error("{structure} refused")]
     Signature {
         /// Which signature.
         structure: Structure,

@@ -165,7 +165,7 @@ impl Enrollment {
                     challenge = %challenge.id,
                     key_id = %challenge.key_id,
                     code = %error.code(),
-                    %error,
+                    error = %crate::ErrorChain(&error),
                     "enrollment evidence refused"
                 );
                 if let Err(cleanup) = self.store.delete_challenge(&challenge.id) {
@@ -261,7 +261,7 @@ impl Enrollment {
                 challenge = %challenge.id,
                 key_id = %challenge.key_id,
                 code = %error.code(),
-                %error,
+                error = %crate::ErrorChain(error),
                 "enrollment activation refused"
             ),
         }

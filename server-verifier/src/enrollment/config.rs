@@ -83,7 +83,7 @@ pub enum EnrollmentConfigError {
     #[error("max_pending_per_token must be 1..={MAX_PENDING_PER_TOKEN}")]
     MaxPendingPerToken,
     /// The trust anchors cannot be read or parsed.
-    #[error("EK trust anchors: {0}")]
+    #[error("EK trust anchors")]
     Anchors(#[from] ChainError),
 }
 

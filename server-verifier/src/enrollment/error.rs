@@ -43,7 +43,7 @@ pub enum EnrollmentError {
     #[error("evidence refused: {0}")]
     EvidenceMismatch(&'static str),
     /// The attestation checks refused the evidence.
-    #[error("evidence refused: {0}")]
+    #[error("evidence refused")]
     Evidence(#[from] AttestationError),
     /// The device's TPM reports a clock state from before one already recorded for it: its state
     /// was restored from a copy, or an old attestation was replayed.
@@ -60,13 +60,13 @@ pub enum EnrollmentError {
     #[error("key {0} is already registered")]
     KeyExists(String),
     /// No credential could be made for this EK.
-    #[error("cannot make a credential for this EK: {0}")]
+    #[error("cannot make a credential for this EK")]
     Credential(#[from] CredentialError),
     /// The enrollment store or the key registry failed; the step fails closed.
     #[error("enrollment store unavailable: {0}")]
     Store(String),
     /// The registry refused or failed.
-    #[error("key registry: {0}")]
+    #[error("key registry")]
     Registry(#[from] RegistryError),
 }
 

@@ -119,10 +119,10 @@ pub fn error_response(error: &EnrollmentError) -> Response {
     // Store failures are logged in full and answered without detail.
     let message = match error {
         EnrollmentError::Store(_) | EnrollmentError::Registry(_) => {
-            tracing::error!(%error, "enrollment unavailable");
+            tracing::error!(error = %crate::ErrorChain(error), "enrollment unavailable");
             "enrollment is unavailable; retry later".to_owned()
         }
-        other => other.to_string(),
+        other => crate::ErrorChain(other).to_string(),
     };
     let body = EnrollErrorResponse {
         error: EnrollErrorDetail {

@@ -69,8 +69,8 @@ impl PolicyGate {
         delegated: bool,
         now_unix: i64,
     ) -> Result<(), Rejection> {
-        let unavailable = |what: &str, error: &dyn std::fmt::Display| {
-            tracing::error!(target: super::LOG_TARGET, %error, "{what}; failing closed");
+        let unavailable = |what: &str, error: &(dyn std::error::Error + 'static)| {
+            tracing::error!(target: super::LOG_TARGET, error = %crate::ErrorChain(error), "{what}; failing closed");
             Rejection::new(
                 RejectCode::VerifierUnavailable,
                 "the device policy cannot be evaluated",

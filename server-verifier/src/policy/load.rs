@@ -47,7 +47,7 @@ impl fmt::Display for PolicyIssue {
 #[non_exhaustive]
 pub enum PolicyError {
     /// The policy directory cannot be listed.
-    #[error("cannot read policy directory {dir}: {source}")]
+    #[error("cannot read policy directory {dir}")]
     ReadDir {
         /// The directory.
         dir: String,
@@ -55,7 +55,7 @@ pub enum PolicyError {
         source: std::io::Error,
     },
     /// A policy file cannot be read.
-    #[error("cannot read policy file {file}: {source}")]
+    #[error("cannot read policy file {file}")]
     Read {
         /// The file.
         file: String,

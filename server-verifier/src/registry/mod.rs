@@ -187,10 +187,10 @@ pub enum RegistryError {
     #[error("registry store is corrupt or incompatible: {0}")]
     Corrupt(String),
     /// The store failed.
-    #[error("registry store failed: {0}")]
+    #[error("registry store failed")]
     Store(#[from] rusqlite::Error),
     /// The registry file cannot be created or opened.
-    #[error("cannot open registry file {path}: {source}")]
+    #[error("cannot open registry file {path}")]
     Io {
         /// The file.
         path: String,

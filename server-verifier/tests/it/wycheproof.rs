@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail, ensure};
 use hwsign_proto::PublicKey;
-use hwsign_verifier::backend::VerifyBackend;
+use hwsign_verifier::ecdsa_backend::VerifyBackend;
 use serde_json::Value;
 
 /// The in-repo file, then `$HWSIGN_VECTORS/wycheproof/...` when the variable is set (it adds

@@ -126,12 +126,12 @@ impl From<Pkcs11Error> for BackendError {
             | Pkcs11Error::Module { .. }
             | Pkcs11Error::UnsafeModule { .. }
             | Pkcs11Error::TokenAbsent { .. }
-            | Pkcs11Error::Pin(_) => BackendError::Unavailable(crate::error_chain(&error)),
+            | Pkcs11Error::Pin(_) => BackendError::Unavailable(Box::new(error)),
             Pkcs11Error::Call { .. } if error.disposition() == Disposition::TokenGone => {
-                BackendError::Unavailable(crate::error_chain(&error))
+                BackendError::Unavailable(Box::new(error))
             }
             Pkcs11Error::Malformed(_) | Pkcs11Error::Call { .. } => {
-                BackendError::Failed(crate::error_chain(&error))
+                BackendError::Failed(Box::new(error))
             }
         }
     }

@@ -173,17 +173,16 @@ impl KeyBackend for SoftwareBackend {
 
     fn create_key(&self, label: &str) -> Result<BackendKey, BackendError> {
         check_label(label)?;
-        let signing_key =
-            SigningKey::try_generate().map_err(|e| BackendError::Failed(format!("CSPRNG: {e}")))?;
+        let signing_key = SigningKey::try_generate().map_err(BackendError::failed)?;
         let public_key = PublicKey::from_verifying_key(*signing_key.verifying_key())
-            .map_err(|e| BackendError::Failed(e.to_string()))?;
+            .map_err(BackendError::failed)?;
         let file = KeyFile {
             signing_key,
             public_key,
             label: label.to_owned(),
             created_unix: crate::unix_time::now(),
         };
-        let bytes = keyfile::encode(&file).map_err(|e| BackendError::Failed(e.to_string()))?;
+        let bytes = keyfile::encode(&file).map_err(BackendError::failed)?;
         let id = file.public_key.key_id();
         write_atomic(&self.dir, &format!("{id}.{EXTENSION}"), &bytes)?;
         drop(bytes);
@@ -217,7 +216,7 @@ impl KeyBackend for SoftwareBackend {
         let signature: Signature = key
             .signing_key
             .sign_prehash(digest)
-            .map_err(|e| BackendError::Failed(e.to_string()))?;
+            .map_err(BackendError::failed)?;
         Ok(signature.to_der().as_bytes().to_vec())
     }
 }

@@ -90,12 +90,12 @@ impl From<TpmError> for BackendError {
     fn from(err: TpmError) -> Self {
         match err {
             TpmError::Connection { .. } | TpmError::Busy { .. } => {
-                BackendError::Unavailable(crate::error_chain(&err))
+                BackendError::Unavailable(Box::new(err))
             }
             TpmError::InvalidInput(msg) => BackendError::InvalidInput(msg),
             TpmError::Io(io) => BackendError::Io(io),
             TpmError::StaleHandle { .. } | TpmError::Command { .. } | TpmError::Unexpected(_) => {
-                BackendError::Failed(crate::error_chain(&err))
+                BackendError::Failed(Box::new(err))
             }
         }
     }

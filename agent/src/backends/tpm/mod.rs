@@ -186,15 +186,15 @@ impl TpmBackend {
         });
         self.jobs
             .send(Message::Job(job))
-            .map_err(|_| BackendError::Unavailable("TPM worker stopped".into()))?;
+            .map_err(|_| BackendError::unavailable("TPM worker stopped"))?;
         match result.recv_timeout(timeout) {
             Ok(result) => result.map_err(BackendError::from),
-            Err(RecvTimeoutError::Timeout) => Err(BackendError::Unavailable(format!(
+            Err(RecvTimeoutError::Timeout) => Err(BackendError::unavailable(format!(
                 "TPM did not answer within {} s",
                 timeout.as_secs()
             ))),
             Err(RecvTimeoutError::Disconnected) => {
-                Err(BackendError::Unavailable("TPM worker stopped".into()))
+                Err(BackendError::unavailable("TPM worker stopped"))
             }
         }
     }

@@ -18,7 +18,7 @@ use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::object::{Attribute, AttributeType, ObjectClass};
 use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
-use hwsign_agent::backends::pkcs11::{Pkcs11Backend, Pkcs11Config};
+use hwsign_agent::backends::pkcs11::{Pkcs11Backend, Pkcs11Config, Pkcs11Error};
 use hwsign_agent::backends::{BackendError, KeyBackend};
 use hwsign_proto::PublicKey;
 use hwsign_proto::api::KeyLevel;
@@ -321,9 +321,15 @@ pub(crate) fn locked_pin(env: &TestEnv) -> Result<()> {
 pub(crate) fn absent_token(env: &TestEnv) -> Result<()> {
     let mut cfg = config(env);
     cfg.token_label = "no-such-token".into();
-    let Err(BackendError::Unavailable(message)) = Pkcs11Backend::open(&cfg) else {
+    let Err(BackendError::Unavailable(cause)) = Pkcs11Backend::open(&cfg) else {
         bail!("open with an absent token did not fail as unavailable");
     };
+    // The token stack's own error survives the trait as a typed cause, not a string.
+    ensure!(
+        cause.downcast_ref::<Pkcs11Error>().is_some(),
+        "cause is not a Pkcs11Error: {cause:?}"
+    );
+    let message = hwsign_agent::error_chain(cause.as_ref());
     assert!(message.contains("no-such-token"), "{message}");
     assert!(
         message.contains(&env.token),
@@ -373,9 +379,10 @@ pub(crate) fn missing_pin_not_available(env: &TestEnv) -> Result<()> {
 pub(crate) fn missing_module(env: &TestEnv) -> Result<()> {
     let mut cfg = config(env);
     cfg.module_path = PathBuf::from("/nonexistent/vendor/libvendor-pkcs11.so");
-    let Err(BackendError::Unavailable(message)) = Pkcs11Backend::open(&cfg) else {
+    let Err(BackendError::Unavailable(cause)) = Pkcs11Backend::open(&cfg) else {
         bail!("missing module did not fail as unavailable");
     };
+    let message = hwsign_agent::error_chain(cause.as_ref());
     assert!(
         message.contains("libvendor-pkcs11.so") && message.contains("not found"),
         "{message}"
@@ -389,9 +396,10 @@ pub(crate) fn missing_module(env: &TestEnv) -> Result<()> {
 
     let mut not_pkcs11 = config(env);
     not_pkcs11.module_path = PathBuf::from("/lib/x86_64-linux-gnu/libz.so.1");
-    let Err(BackendError::Unavailable(message)) = Pkcs11Backend::open(&not_pkcs11) else {
+    let Err(BackendError::Unavailable(cause)) = Pkcs11Backend::open(&not_pkcs11) else {
         bail!("a non-PKCS#11 library did not fail as unavailable");
     };
+    let message = hwsign_agent::error_chain(cause.as_ref());
     assert!(message.contains("cannot load"), "{message}");
     Ok(())
 }
@@ -408,9 +416,10 @@ pub(crate) fn writable_module_refused(env: &TestEnv) -> Result<()> {
     let mut cfg = config(env);
     cfg.module_path = module.clone();
 
-    let Err(BackendError::Unavailable(message)) = Pkcs11Backend::open(&cfg) else {
+    let Err(BackendError::Unavailable(cause)) = Pkcs11Backend::open(&cfg) else {
         bail!("world-writable module directory accepted");
     };
+    let message = hwsign_agent::error_chain(cause.as_ref());
     assert!(message.contains("writable"), "{message}");
     let deferred = Pkcs11Backend::open_or_defer(cfg.clone())?;
     let health = deferred.health();
@@ -419,9 +428,10 @@ pub(crate) fn writable_module_refused(env: &TestEnv) -> Result<()> {
 
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))?;
     fs::set_permissions(&module, fs::Permissions::from_mode(0o666))?;
-    let Err(BackendError::Unavailable(message)) = Pkcs11Backend::open(&cfg) else {
+    let Err(BackendError::Unavailable(cause)) = Pkcs11Backend::open(&cfg) else {
         bail!("world-writable module file accepted");
     };
+    let message = hwsign_agent::error_chain(cause.as_ref());
     assert!(message.contains("writable"), "{message}");
 
     fs::set_permissions(&module, fs::Permissions::from_mode(0o755))?;

@@ -1,0 +1,324 @@
+//! The signing use case behind `POST /v1/sign`: check the key's rule, draw a nonce, build the
+//! canonical request, sign it with the key's backend (or, for a key in delegated mode, with its
+//! current session key), put the decision on the audit record, and only then release the
+//! signature. The HTTP handler ([`crate::api`]) parses and answers; nothing here knows HTTP.
+//!
+//! A key in delegated mode (`mode = "delegated"` in its key rule) signs header-mode requests with
+//! its current session key ([`crate::session`]): the Credential is the session key's id and the
+//! statement travels in `X-Hws-Delegation`, a signed header. Presigned URLs outlive any statement
+//! and are always signed by the key itself.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use hwsign_proto::api::{HeaderField, SignRequest, SignResponse};
+use hwsign_proto::keys::check_payload_hash;
+use hwsign_proto::profile::HWS1_DELEGATION_HEADER;
+use hwsign_proto::scope::check_audience;
+use hwsign_proto::sign::{UNSIGNED_PAYLOAD, prepare_headers, prepare_presigned};
+use hwsign_proto::{
+    HWS1, HeaderSelection, Nonce, PreparedSignature, ProtoError, RequestParts, SigningParams,
+    SigningTime,
+};
+use thiserror::Error;
+
+use crate::audit::{AuditError, Operation, Record};
+use crate::backends::KeyBackend;
+use crate::config::{KeyMode, KeyRule, RuleRefusal};
+use crate::context::Context;
+use crate::keystore::{CallError, KeyStore};
+use crate::peer::Peer;
+use crate::session::{
+    DEFAULT_SESSION_LIFETIME_SECS, PendingSession, Session, SessionError, SessionTiming,
+};
+use crate::unix_time;
+
+/// Why a request was not signed. The wire code of each variant is decided in one place,
+/// `api::error`.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub(crate) enum SignError {
+    /// The described request cannot be canonicalized or signed as described.
+    #[error("invalid request")]
+    Proto(#[from] ProtoError),
+    /// `authority` is not `host[:port]`.
+    #[error("authority must be host[:port] of at most 261 printable characters")]
+    Authority(#[source] ProtoError),
+    /// `headers` names `host`, which is taken from `authority`.
+    #[error("headers must not contain host: it is taken from authority")]
+    HostHeader,
+    /// The key's rule refuses the caller, audience or host.
+    #[error("{0}")]
+    NotPermitted(RuleRefusal),
+    /// The key's backend refused or failed.
+    #[error(transparent)]
+    Backend(#[from] CallError),
+    /// A delegated session key could not be made or used.
+    #[error("delegated session")]
+    Session(#[from] SessionError),
+    /// Sessions kept ending before the request could be dated inside one (a bug or a clock jump).
+    #[error("no delegated session covers the signing time")]
+    NoSessionCovers,
+    /// The operating system's random number generator failed.
+    #[error("CSPRNG")]
+    Random(#[source] getrandom::Error),
+    /// The system clock reads before 1970.
+    #[error("system clock before 1970")]
+    Clock,
+    /// The decision could not be recorded, so nothing is released.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+}
+
+/// What was signed: the response and, for the log, who signed it.
+#[derive(Debug)]
+pub(crate) struct Signed {
+    /// Headers or query parameters to add, the Credential and the date.
+    pub(crate) response: SignResponse,
+    /// The backend holding the key.
+    pub(crate) backend: &'static str,
+    /// Delegated mode: the session key that signed.
+    pub(crate) session_key_id: Option<String>,
+}
+
+/// Signs `request` for `peer`, recording the decision (granted or refused) in the audit log
+/// before the signature is released.
+pub(crate) async fn sign(
+    ctx: &Arc<Context>,
+    peer: Peer,
+    request: &SignRequest,
+) -> Result<Signed, SignError> {
+    let result = sign_unrecorded(ctx, peer, request).await;
+    let mut record = Record::new(Operation::Sign, &peer);
+    record.key_id = Some(&request.key_id);
+    record.audience = Some(&request.audience);
+    record.method = Some(&request.method);
+    record.host = Some(&request.authority);
+    record.path = Some(&request.path);
+    record.presign_expires_secs = request.presign_expires_secs;
+    if let Ok(signed) = &result {
+        record.backend = Some(signed.backend);
+        record.session_key_id = signed.session_key_id.as_deref();
+    }
+    ctx.audit.record_outcome(record, &result)?;
+    result
+}
+
+fn unix_now() -> Result<i64, SignError> {
+    unix_time::seconds(SystemTime::now()).ok_or(SignError::Clock)
+}
+
+async fn sign_unrecorded(
+    ctx: &Arc<Context>,
+    peer: Peer,
+    request: &SignRequest,
+) -> Result<Signed, SignError> {
+    let backend = ctx.keys.backend_for(&request.key_id).await?;
+    let rule = ctx.config.rule_for(&request.key_id);
+    if let Some(rule) = rule {
+        // The rule sees the host that will be signed, so `h:443` cannot slip past a rule for `h`.
+        rule.check(&request.audience, &derived_host(request)?, peer.uid)
+            .map_err(SignError::NotPermitted)?;
+    }
+    let mut random = [0u8; 16];
+    getrandom::fill(&mut random).map_err(SignError::Random)?;
+    let nonce = Nonce::from_random(random);
+    if let Some(rule) = rule.filter(|r| r.mode == KeyMode::Delegated)
+        && request.presign_expires_secs.is_none()
+    {
+        return sign_delegated(ctx, peer, request, rule, &backend, &nonce).await;
+    }
+    let time = SigningTime::from_unix(unix_now()?);
+    let prepared = prepare(request, time, &nonce)?;
+    let digest = prepared.digest();
+    let key_id = request.key_id.clone();
+    let signature = KeyStore::call(&backend, move |b| b.sign_digest(&key_id, &digest)).await?;
+    Ok(Signed {
+        backend: backend.name(),
+        response: response(request, prepared, &signature, time, request.key_id.clone()),
+        session_key_id: None,
+    })
+}
+
+/// Signs with the key's current session key, issuing one first if needed.
+async fn sign_delegated(
+    ctx: &Arc<Context>,
+    peer: Peer,
+    request: &SignRequest,
+    rule: &KeyRule,
+    backend: &Arc<dyn KeyBackend>,
+    nonce: &Nonce,
+) -> Result<Signed, SignError> {
+    // The audience keys the session table: only a valid one gets a slot.
+    check_audience(&request.audience)?;
+    let timing = SessionTiming::for_lifetime(
+        rule.session_lifetime_secs
+            .unwrap_or(DEFAULT_SESSION_LIFETIME_SECS),
+    );
+    // A session handed out at the very end of its window may be over by the time the request
+    // is dated; then the next call finds (or waits for) its successor.
+    for _ in 0..3 {
+        let issue = {
+            let ctx = Arc::clone(ctx);
+            let backend = Arc::clone(backend);
+            let key_id = request.key_id.clone();
+            let audience = request.audience.clone();
+            move || async move { issue_session(&ctx, &backend, &key_id, &audience, timing, peer).await }
+        };
+        let session = ctx
+            .sessions
+            .session(
+                &request.key_id,
+                &request.audience,
+                || unix_now().unwrap_or(0),
+                issue,
+            )
+            .await?;
+        let time = SigningTime::from_unix(unix_now()?);
+        if !session.covers(time.unix()) {
+            continue;
+        }
+        let prepared = prepare_as(
+            request,
+            time,
+            nonce,
+            session.key_id(),
+            &[(HWS1_DELEGATION_HEADER, session.header_value())],
+        )?;
+        let signature = session.sign(prepared.string_to_sign().as_str().as_bytes())?;
+        let session_key_id = session.key_id().to_owned();
+        return Ok(Signed {
+            backend: backend.name(),
+            response: response(request, prepared, &signature, time, session_key_id.clone()),
+            session_key_id: Some(session_key_id),
+        });
+    }
+    Err(SignError::NoSessionCovers)
+}
+
+/// Has the hardware key sign a statement for a new session key, and records that it did: a
+/// statement that is not on record is not used.
+async fn issue_session(
+    ctx: &Context,
+    backend: &Arc<dyn KeyBackend>,
+    key_id: &str,
+    audience: &str,
+    timing: SessionTiming,
+    peer: Peer,
+) -> Result<Arc<Session>, SignError> {
+    let pending = PendingSession::new(key_id, audience, unix_now()?, timing)?;
+    let digest = pending.statement().digest();
+    let device_key = key_id.to_owned();
+    let result = KeyStore::call(backend, move |b| b.sign_digest(&device_key, &digest))
+        .await
+        .map_err(SignError::from);
+    let session_key_id = pending.statement().session_key.key_id();
+    let not_after = pending.statement().not_after.unix();
+    let mut record = Record::new(Operation::IssueDelegation, &peer);
+    record.key_id = Some(key_id);
+    record.audience = Some(audience);
+    record.backend = Some(backend.name());
+    record.session_key_id = Some(&session_key_id);
+    record.not_after = Some(not_after);
+    ctx.audit.record_outcome(record, &result)?;
+    let signature = result?;
+    tracing::info!(
+        key_id,
+        audience,
+        session_key_id = %session_key_id,
+        not_after,
+        "delegation statement issued"
+    );
+    Ok(Arc::new(pending.finish(&signature, timing)))
+}
+
+fn response(
+    request: &SignRequest,
+    prepared: PreparedSignature,
+    signature: &[u8],
+    time: SigningTime,
+    key_id: String,
+) -> SignResponse {
+    let additions = prepared.finish(&HWS1, signature);
+    let fields = additions
+        .into_iter()
+        .map(|(name, value)| HeaderField { name, value })
+        .collect();
+    let (headers, query_params) = if request.presign_expires_secs.is_some() {
+        (Vec::new(), fields)
+    } else {
+        (fields, Vec::new())
+    };
+    SignResponse {
+        headers,
+        query_params,
+        key_id,
+        date: time.to_amz_date(),
+    }
+}
+
+/// The signed host for `request.authority` (docs/PROTOCOL.md §2 "Signed host"): `host[:port]`
+/// lower-cased, `:443` dropped (the agent API describes https requests; an http caller gives the
+/// authority without `:80`, as the client library does). Anything that could smuggle a path,
+/// user info or a second header is refused.
+fn derived_host(request: &SignRequest) -> Result<String, SignError> {
+    hwsign_proto::host::signed_host(None, &request.authority).map_err(SignError::Authority)
+}
+
+/// Builds the canonical request and string to sign (no I/O; time and nonce are inputs).
+pub(crate) fn prepare(
+    request: &SignRequest,
+    time: SigningTime,
+    nonce: &Nonce,
+) -> Result<PreparedSignature, SignError> {
+    prepare_as(request, time, nonce, &request.key_id, &[])
+}
+
+/// [`prepare`] with another Credential (a session key) and headers the signer adds and signs
+/// (`x-hws-delegation`).
+fn prepare_as(
+    request: &SignRequest,
+    time: SigningTime,
+    nonce: &Nonce,
+    credential: &str,
+    added_headers: &[(&str, &str)],
+) -> Result<PreparedSignature, SignError> {
+    let host = derived_host(request)?;
+    check_payload_hash(&request.body_sha256)?;
+    if request
+        .headers
+        .iter()
+        .any(|h| h.name.eq_ignore_ascii_case("host"))
+    {
+        return Err(SignError::HostHeader);
+    }
+    let mut headers: Vec<(&str, &str)> = Vec::with_capacity(request.headers.len() + 1);
+    headers.push(("host", host.as_str()));
+    headers.extend(
+        request
+            .headers
+            .iter()
+            .map(|h| (h.name.as_str(), h.value.as_str())),
+    );
+    let parts = RequestParts {
+        method: &request.method,
+        path: &request.path,
+        query: &request.query,
+        headers: &headers,
+    };
+    parts.check_bounds()?;
+    let params = SigningParams {
+        profile: &HWS1,
+        credential,
+        audience: &request.audience,
+        time,
+        nonce: Some(nonce),
+        added_headers,
+    };
+    let selection = HeaderSelection::ProfileWith(&request.signed_headers);
+    let prepared = match request.presign_expires_secs {
+        Some(expires) => prepare_presigned(&params, &parts, UNSIGNED_PAYLOAD, expires, selection)?,
+        None => prepare_headers(&params, &parts, &request.body_sha256, selection)?,
+    };
+    Ok(prepared)
+}
