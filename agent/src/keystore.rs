@@ -1,7 +1,7 @@
 //! Routes key ids to the backend holding them, and runs backend calls where they belong: a
 //! fast backend (software) is called on the async runtime, a slow one (TPM, token) on tokio's
 //! blocking pool so that a 200 ms TPM signature never stalls other connections. Nothing else:
-//! rules and audit belong to the use cases ([`crate::signing`], `api::keys`), delegated sessions
+//! rules and audit belong to the use cases (the `signing` module, `api::keys`), delegated sessions
 //! to [`crate::session`].
 
 use std::collections::HashMap;

@@ -1,7 +1,7 @@
 //! The signing use case behind `POST /v1/sign`: check the key's rule, draw a nonce, build the
 //! canonical request, sign it with the key's backend (or, for a key in delegated mode, with its
 //! current session key), put the decision on the audit record, and only then release the
-//! signature. The HTTP handler ([`crate::api`]) parses and answers; nothing here knows HTTP.
+//! signature. The HTTP handler (`api::sign`) parses and answers; nothing here knows HTTP.
 //!
 //! A key in delegated mode (`mode = "delegated"` in its key rule) signs header-mode requests with
 //! its current session key ([`crate::session`]): the Credential is the session key's id and the

@@ -11,6 +11,7 @@ use crate::canonical::SignedHeaders;
 use crate::error::ProtoError;
 use crate::limits::{MAX_AUTHORIZATION_LEN, MAX_SIGNATURE_LEN};
 use crate::profile::Profile;
+pub use crate::scope::check_credential;
 use crate::scope::{Scope, parse_credential};
 
 /// A parsed `Authorization` header.
@@ -24,19 +25,6 @@ pub struct Authorization {
     pub signed_headers: SignedHeaders,
     /// The DER signature.
     pub signature: Vec<u8>,
-}
-
-/// Checks a credential: 1–128 printable ASCII characters, no `/`, `,`, `;`, `=` or space.
-pub fn check_credential(credential: &str) -> Result<(), ProtoError> {
-    if credential.is_empty()
-        || credential.len() > 128
-        || !credential
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && !matches!(b, b'/' | b',' | b';' | b'='))
-    {
-        return Err(ProtoError::InvalidKeyId);
-    }
-    Ok(())
 }
 
 impl Authorization {

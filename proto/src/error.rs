@@ -77,7 +77,7 @@ pub enum ProtoError {
     /// repeated names (HWS1): applications disagree on which copy counts.
     #[error("query parameter {0:?} appears more than once")]
     RepeatedQueryParameter(String),
-    /// The authority a signer was given is not `host[:port]` (see [`crate::host::signed_host`]).
+    /// The authority a signer was given is not `host[:port]` (see `host::signed_host`).
     #[error("invalid authority: {0}")]
     InvalidAuthority(&'static str),
     /// The delegation statement is malformed.

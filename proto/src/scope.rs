@@ -4,7 +4,6 @@
 
 use std::fmt;
 
-use crate::authorization::check_credential;
 use crate::error::ProtoError;
 use crate::limits::MAX_AUDIENCE_LEN;
 use crate::time::SigningTime;
@@ -18,6 +17,19 @@ pub fn check_audience(audience: &str) -> Result<(), ProtoError> {
         })
     {
         return Err(ProtoError::InvalidAudience);
+    }
+    Ok(())
+}
+
+/// Checks a credential: 1–128 printable ASCII characters, no `/`, `,`, `;`, `=` or space.
+pub fn check_credential(credential: &str) -> Result<(), ProtoError> {
+    if credential.is_empty()
+        || credential.len() > 128
+        || !credential
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b'/' | b',' | b';' | b'='))
+    {
+        return Err(ProtoError::InvalidKeyId);
     }
     Ok(())
 }

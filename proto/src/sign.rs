@@ -2,7 +2,7 @@
 //! add. The ECDSA signature itself comes from outside (a key backend signs
 //! [`PreparedSignature::digest`]); this module never sees a private key.
 
-use crate::authorization::{Authorization, check_credential};
+use crate::authorization::Authorization;
 use crate::canonical::{CanonicalRequest, RequestParts, SignedHeaders};
 use crate::encoding;
 use crate::error::ProtoError;
@@ -12,6 +12,7 @@ use crate::limits::{
 };
 use crate::nonce::Nonce;
 use crate::profile::{Profile, query_param_name};
+use crate::scope::check_credential;
 use crate::scope::{Scope, check_audience};
 use crate::string_to_sign::StringToSign;
 use crate::time::SigningTime;
