@@ -7,8 +7,10 @@
 
 pub mod agent_raw;
 pub mod http_raw;
+pub mod openai_api;
 pub mod pkcs11_e2e;
 pub mod resources;
+pub mod sdk;
 pub mod tpm;
 pub mod wait;
 
@@ -231,24 +233,11 @@ impl ApiServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         config.hosts = vec![addr.to_string()];
-        let registry = Arc::new(MemoryRegistry::new());
-        let replay = Arc::new(MemoryReplayCache::new(100_000));
-        let verifier = Arc::new(Verifier::new(
-            config,
-            Arc::clone(&registry) as Arc<dyn KeyRegistry>,
-            replay,
-        )?);
+        let (registry, verifier) = memory_verifier(config)?;
         let app = Router::new()
             .fallback(echo)
             .layer(HwsignLayer::new(verifier));
-        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.await;
-                })
-                .await;
-        });
+        let shutdown = serve_until_shutdown(listener, app);
         Ok(Self {
             addr,
             registry,
@@ -280,6 +269,34 @@ impl Drop for ApiServer {
             let _ = shutdown.send(());
         }
     }
+}
+
+/// A verifier with `config`, an empty in-memory registry (returned, to register keys in) and an
+/// in-memory replay cache.
+pub fn memory_verifier(config: VerifierConfig) -> Result<(Arc<MemoryRegistry>, Arc<Verifier>)> {
+    let registry = Arc::new(MemoryRegistry::new());
+    let verifier = Arc::new(Verifier::new(
+        config,
+        Arc::clone(&registry) as Arc<dyn KeyRegistry>,
+        Arc::new(MemoryReplayCache::new(100_000)),
+    )?);
+    Ok((registry, verifier))
+}
+
+/// Serves `app` on `listener` in a task, until the returned sender is used or dropped.
+pub fn serve_until_shutdown(
+    listener: tokio::net::TcpListener,
+    app: Router,
+) -> tokio::sync::oneshot::Sender<()> {
+    let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    shutdown
 }
 
 async fn echo(device: VerifiedDevice, request: Request) -> axum::Json<serde_json::Value> {

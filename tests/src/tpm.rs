@@ -125,14 +125,7 @@ impl EnrollServer {
             .fallback(principal)
             .layer(HwsignLayer::new(verifier))
             .merge(router(Arc::clone(&enrollment)));
-        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.await;
-                })
-                .await;
-        });
+        let shutdown = crate::serve_until_shutdown(listener, app);
         Ok(Self {
             addr,
             registry,
