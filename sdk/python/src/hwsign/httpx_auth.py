@@ -11,11 +11,11 @@ a verifier accepts them. Bodies are hashed without being loaded whole (see :mod:
 from __future__ import annotations
 
 import inspect
-from typing import AsyncGenerator, Generator, List, Optional, Sequence, Union
+from typing import AsyncGenerator, AsyncIterator, Generator, Iterator, List, Optional, Sequence, Union
 
 import httpx
 
-from .agent import AgentClient, AsyncAgentClient
+from .agent import AgentClient, AsyncAgentClient, SignRequest
 from .body import DEFAULT_MAX_SPOOL_BYTES, EMPTY_SHA256, Spool, hash_chunks, sha256_hex
 from .challenge import AsyncChallengeHook, ChallengeHook, challenge_of
 from .describe import apply, describe, resolve_authority, strip_signature_headers
@@ -30,10 +30,10 @@ class _SpoolStream(httpx.SyncByteStream, httpx.AsyncByteStream):
     def __init__(self, spool: Spool) -> None:
         self._spool = spool
 
-    def __iter__(self):  # type: ignore[override]
+    def __iter__(self) -> Iterator[bytes]:
         return self._spool.chunks()
 
-    def __aiter__(self):  # type: ignore[override]
+    def __aiter__(self) -> AsyncIterator[bytes]:
         return self._spool.achunks()
 
     def close(self) -> None:
@@ -151,7 +151,7 @@ class HwsignAuth(httpx.Auth):
         signing = self._describe(request, body_sha256)
         apply(request.headers, await self.async_agent.sign(signing))
 
-    def _describe(self, request: httpx.Request, body_sha256: str):  # type: ignore[no-untyped-def]
+    def _describe(self, request: httpx.Request, body_sha256: str) -> SignRequest:
         strip_signature_headers(request.headers)
         url = request.url
         authority = resolve_authority(
@@ -189,13 +189,13 @@ class HwsignAuth(httpx.Auth):
         if known is not None:
             return known
         stream = request.stream
-        if _rewindable(stream):
-            return hash_chunks(stream)[0]  # type: ignore[arg-type]
+        if isinstance(stream, httpx.SyncByteStream) and _rewindable(stream):
+            return hash_chunks(stream)[0]
         spool = Spool(self._max_spool)
         if isinstance(stream, httpx.AsyncByteStream):
             await spool.afill(stream)
         else:
-            spool.fill(stream)  # type: ignore[arg-type]
+            spool.fill(stream)
         request.stream = _SpoolStream(spool)
         return spool.sha256
 

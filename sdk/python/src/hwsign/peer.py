@@ -26,7 +26,7 @@ def listener_uid(sock: socket.socket) -> int:
         raise AgentUnavailableError("this platform cannot read a Unix socket's peer (SO_PEERCRED)")
     raw = sock.getsockopt(socket.SOL_SOCKET, option, _UCRED.size)
     _pid, uid, _gid = _UCRED.unpack(raw)
-    return uid
+    return int(uid)
 
 
 def trusted_uids(agent_uid: Optional[int], own_uid: Optional[int] = None) -> tuple[int, ...]:

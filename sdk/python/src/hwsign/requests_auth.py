@@ -55,7 +55,7 @@ class HwsignRequestsAuth(AuthBase):
     def __call__(self, request: PreparedRequest) -> PreparedRequest:
         body_sha256 = self._body_sha256(request)
         self._sign(request, body_sha256)
-        request.register_hook("response", self._check_challenge)
+        request.register_hook("response", self._check_challenge)  # type: ignore[no-untyped-call]
         return request
 
     def _sign(self, request: PreparedRequest, body_sha256: str) -> None:
@@ -91,7 +91,7 @@ class HwsignRequestsAuth(AuthBase):
         # A one-shot body (a generator, a pipe): copy it while hashing, send the copy.
         chunks = iter(lambda: body.read(64 * 1024), b"") if hasattr(body, "read") else body
         spool = Spool(self._max_spool).fill(chunks)
-        request.body = spool.chunks()
+        request.body = spool.chunks()  # type: ignore[assignment]  # requests sends iterables chunked
         if "Content-Length" not in request.headers:
             request.headers["Transfer-Encoding"] = "chunked"
         return spool.sha256
