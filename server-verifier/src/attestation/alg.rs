@@ -52,6 +52,9 @@ pub enum HashAlg {
     Sha512,
 }
 
+/// TPM_ALG_SHA1.
+const TPM_ALG_SHA1: u16 = 0x0004;
+
 impl HashAlg {
     /// From a TPM_ALG_ID; SHA-1 and anything else is refused.
     pub fn from_tpm(id: u16, what: &'static str) -> Result<Self, ParseError> {
@@ -59,6 +62,7 @@ impl HashAlg {
             TPM_ALG_SHA256 => Ok(Self::Sha256),
             TPM_ALG_SHA384 => Ok(Self::Sha384),
             TPM_ALG_SHA512 => Ok(Self::Sha512),
+            TPM_ALG_SHA1 => Err(ParseError::Sha1 { what }),
             other => Err(ParseError::Unsupported {
                 what,
                 value: u32::from(other),

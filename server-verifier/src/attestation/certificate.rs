@@ -1,14 +1,19 @@
 //! One X.509 certificate as the attestation code needs it: the exact DER (so the signed
 //! TBSCertificate bytes are the ones that were signed, never a re-encoding), its decoded form, and
 //! verification of a child's signature with its key.
+//!
+//! Certificates are never re-encoded. A PEM block is base64-decoded to the bytes the issuer
+//! signed and those bytes are kept; decoding and re-encoding would re-sort multi-valued names and
+//! turn GeneralizedTime into UTCTime, and then real vendor roots (Nuvoton's, for one) no longer
+//! verify their own signature.
 
 use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 use x509_cert::Certificate;
+use x509_cert::der::Decode;
 use x509_cert::der::asn1::{ObjectIdentifier, UintRef};
-use x509_cert::der::{Decode, Encode};
 use x509_cert::spki::SubjectPublicKeyInfoOwned;
 
 use super::alg::{EccCurve, HashAlg};
@@ -23,6 +28,7 @@ pub(crate) const OID_RSA_ENCRYPTION: ObjectIdentifier =
 /// id-RSAES-OAEP: some TPM vendors label the RSA EK key with it.
 pub(crate) const OID_RSAES_OAEP: ObjectIdentifier =
     ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.7");
+const OID_SHA1_WITH_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.5");
 const OID_SHA256_WITH_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.11");
 const OID_SHA384_WITH_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.12");
 const OID_SHA512_WITH_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.13");
@@ -48,9 +54,23 @@ pub enum CertificateError {
     /// The certificate's key is of a type or curve not supported here.
     #[error("unsupported public key algorithm {0}")]
     UnsupportedKey(String),
-    /// The signature algorithm is not supported (SHA-1 and RSA-PSS are not).
+    /// The signature algorithm is not supported (RSA-PSS and ECDSA with SHA-1 are not).
     #[error("unsupported signature algorithm {0}")]
     UnsupportedSignatureAlgorithm(String),
+    /// The certificate is signed with SHA-1 and the verifier does not accept SHA-1 links
+    /// ([`SignatureAlgorithms::sha1_links`]).
+    #[error("signed with SHA-1 (sha1WithRSAEncryption), which this verifier does not accept")]
+    Sha1NotAccepted,
+}
+
+/// Which certificate signature algorithms a check accepts beyond the SHA-2 family.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SignatureAlgorithms {
+    /// Accept `sha1WithRSAEncryption`. Many real EK chains (Infineon's older intermediates, some
+    /// Nuvoton roots) are signed with it; a collision attack on such a link needs the vendor CA
+    /// to sign a certificate the attacker prepared, which an EK CA signing TPM-made keys in a
+    /// factory does not do. Off by default; the enrollment setting is `ek_sha1_links`.
+    pub sha1_links: bool,
 }
 
 /// A parsed certificate with its original DER.
@@ -96,22 +116,54 @@ impl ParsedCertificate {
         })
     }
 
-    /// Parses every certificate in a PEM bundle; an empty bundle is an error.
+    /// Parses every certificate in a PEM bundle, keeping each one's bytes exactly as the
+    /// base64 encodes them. Text between blocks (comments, `openssl x509 -text` output) is
+    /// ignored; a block of another type, a broken block or an empty bundle is an error that names
+    /// the block.
     pub fn from_pem_bundle(pem: &[u8]) -> Result<Vec<Self>, CertificateError> {
-        let certificates = Certificate::load_pem_chain(pem)
-            .map_err(|e| CertificateError::MalformedPem(e.to_string()))?;
+        let text = std::str::from_utf8(pem).map_err(|e| {
+            CertificateError::MalformedPem(format!("not UTF-8 at byte {}", e.valid_up_to()))
+        })?;
+        let mut certificates = Vec::new();
+        let mut rest = text;
+        while let Some(start) = rest.find("-----BEGIN ") {
+            let block = &rest[start..];
+            let number = certificates.len() + 1;
+            let Some(end_marker) = block.find("-----END ") else {
+                return Err(CertificateError::MalformedPem(format!(
+                    "block {number} has no END line"
+                )));
+            };
+            let end = block[end_marker..]
+                .find('\n')
+                .map_or(block.len(), |newline| end_marker + newline + 1);
+            let (label, der) = x509_cert::der::pem::decode_vec(&block.as_bytes()[..end])
+                .map_err(|e| CertificateError::MalformedPem(format!("block {number}: {e}")))?;
+            if label != "CERTIFICATE" {
+                return Err(CertificateError::MalformedPem(format!(
+                    "block {number} is a {label}, not a CERTIFICATE"
+                )));
+            }
+            certificates.push(Self::from_der(&der).map_err(|e| match e {
+                CertificateError::Malformed(why) => {
+                    CertificateError::Malformed(format!("PEM block {number}: {why}"))
+                }
+                other => other,
+            })?);
+            rest = &block[end..];
+        }
         if certificates.is_empty() {
             return Err(CertificateError::MalformedPem("no certificate".into()));
         }
-        certificates
-            .into_iter()
-            .map(|certificate| {
-                let der = certificate
-                    .to_der()
-                    .map_err(|e| CertificateError::MalformedPem(e.to_string()))?;
-                Self::from_der(&der)
-            })
-            .collect()
+        Ok(certificates)
+    }
+
+    /// The certificates in a file's contents: a PEM bundle, or one DER certificate.
+    pub fn from_file_contents(contents: &[u8]) -> Result<Vec<Self>, CertificateError> {
+        if contents.first() == Some(&0x30) {
+            return Ok(vec![Self::from_der(contents)?]);
+        }
+        Self::from_pem_bundle(contents)
     }
 
     /// The original DER.
@@ -140,8 +192,13 @@ impl ParsedCertificate {
         certified_key(self.certificate.tbs_certificate().subject_public_key_info())
     }
 
-    /// True when `child`'s signature verifies with this certificate's key.
-    pub fn verifies(&self, child: &ParsedCertificate) -> Result<bool, CertificateError> {
+    /// True when `child`'s signature verifies with this certificate's key; SHA-1 is accepted
+    /// only when `accepted` says so.
+    pub fn verifies(
+        &self,
+        child: &ParsedCertificate,
+        accepted: SignatureAlgorithms,
+    ) -> Result<bool, CertificateError> {
         let algorithm = child.certificate.signature_algorithm().oid;
         let Some(tbs) = first_inner_tlv(&child.der) else {
             return Err(CertificateError::Malformed("no TBSCertificate".into()));
@@ -152,6 +209,13 @@ impl ParsedCertificate {
             CertifiedKey::Ecc { curve, point } => VerifyKey::ecc_sec1(curve, &point),
         }
         .map_err(|_| CertificateError::UnsupportedKey("invalid issuer key".into()))?;
+        if algorithm == OID_SHA1_WITH_RSA {
+            if !accepted.sha1_links {
+                return Err(CertificateError::Sha1NotAccepted);
+            }
+            let digest = sha1::Sha1::digest(tbs);
+            return Ok(key.verify_pkcs1_sha1(&digest, signature));
+        }
         let (hash, rsa) = match algorithm {
             OID_SHA256_WITH_RSA => (HashAlg::Sha256, true),
             OID_SHA384_WITH_RSA => (HashAlg::Sha384, true),

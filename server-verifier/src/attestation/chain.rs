@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use thiserror::Error;
 use x509_cert::ext::pkix::{BasicConstraints, KeyUsage};
 
-use super::certificate::{CertificateError, ParsedCertificate};
+use super::certificate::{CertificateError, ParsedCertificate, SignatureAlgorithms};
 
 /// Longest chain tried (leaf, intermediates, root); real EK chains have two or three links.
 const MAX_CHAIN_DEPTH: usize = 6;
@@ -16,6 +16,7 @@ const MAX_CHAIN_DEPTH: usize = 6;
 pub struct TrustAnchors {
     roots: Vec<ParsedCertificate>,
     intermediates: Vec<ParsedCertificate>,
+    accepted: SignatureAlgorithms,
 }
 
 impl TrustAnchors {
@@ -31,40 +32,71 @@ impl TrustAnchors {
         Ok(Self {
             roots,
             intermediates,
+            accepted: SignatureAlgorithms::default(),
         })
     }
 
-    /// From PEM files: every file in `roots` is a root bundle, every one in `intermediates` an
-    /// intermediate bundle.
+    /// From certificate files, each a PEM bundle or one DER certificate: every file in `roots`
+    /// holds roots, every one in `intermediates` intermediates. Certificates keep their original
+    /// bytes.
     pub fn from_pem_files(
         roots: &[impl AsRef<Path>],
         intermediates: &[impl AsRef<Path>],
     ) -> Result<Self, ChainError> {
-        let mut anchors = Self::default();
-        for path in roots {
-            anchors
-                .roots
-                .extend(ParsedCertificate::from_pem_bundle(&read(path.as_ref())?)?);
-        }
-        for path in intermediates {
-            anchors
-                .intermediates
-                .extend(ParsedCertificate::from_pem_bundle(&read(path.as_ref())?)?);
-        }
+        let anchors = Self::load_files(roots, intermediates)?;
         if anchors.roots.is_empty() {
             return Err(ChainError::NoRoots);
         }
         Ok(anchors)
     }
 
+    /// [`Self::from_pem_files`] without requiring a root (the caller adds more).
+    pub(crate) fn load_files(
+        roots: &[impl AsRef<Path>],
+        intermediates: &[impl AsRef<Path>],
+    ) -> Result<Self, ChainError> {
+        let mut anchors = Self::default();
+        for path in roots {
+            anchors.roots.extend(from_file(path.as_ref())?);
+        }
+        for path in intermediates {
+            anchors.intermediates.extend(from_file(path.as_ref())?);
+        }
+        Ok(anchors)
+    }
+
+    /// Adds roots and intermediates (e.g. the curated manufacturer set,
+    /// [`super::manufacturer_roots`]).
+    pub fn extend(&mut self, roots: Vec<ParsedCertificate>, intermediates: Vec<ParsedCertificate>) {
+        self.roots.extend(roots);
+        self.intermediates.extend(intermediates);
+    }
+
+    /// Whether chain links signed with SHA-1 are accepted (default: no).
+    #[must_use]
+    pub fn with_sha1_links(mut self, accept: bool) -> Self {
+        self.accepted.sha1_links = accept;
+        self
+    }
+
     /// The configured roots.
     pub fn roots(&self) -> &[ParsedCertificate] {
         &self.roots
     }
+
+    /// The configured intermediates.
+    pub fn intermediates(&self) -> &[ParsedCertificate] {
+        &self.intermediates
+    }
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, ChainError> {
-    std::fs::read(path).map_err(|e| ChainError::Io(format!("{}: {e}", path.display())))
+fn from_file(path: &Path) -> Result<Vec<ParsedCertificate>, ChainError> {
+    let contents =
+        std::fs::read(path).map_err(|e| ChainError::Io(format!("{}: {e}", path.display())))?;
+    ParsedCertificate::from_file_contents(&contents).map_err(|source| ChainError::File {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 /// Why a certificate chain was refused.
@@ -80,6 +112,23 @@ pub enum ChainError {
     /// A certificate could not be parsed or used.
     #[error(transparent)]
     Certificate(#[from] CertificateError),
+    /// A trust anchor file holds something that is not a certificate.
+    #[error("trust anchor file {path}")]
+    File {
+        /// The file.
+        path: String,
+        /// Why.
+        source: CertificateError,
+    },
+    /// A link of the chain is signed with SHA-1 and `ek_sha1_links` is off.
+    #[error(
+        "{subject} is signed with SHA-1; set ek_sha1_links = true to accept SHA-1 chain links \
+         (docs/ATTESTATION.md, field guide)"
+    )]
+    Sha1Link {
+        /// Subject of the certificate.
+        subject: String,
+    },
     /// No configured root or known intermediate issued this certificate.
     #[error("no trusted issuer for {subject}")]
     UnknownIssuer {
@@ -161,7 +210,7 @@ fn extend_path<'a>(
         if root.certificate().tbs_certificate().subject() != issuer_name {
             continue;
         }
-        match check_link(child, root, cas_below, now) {
+        match check_link(child, root, cas_below, now, anchors.accepted) {
             Ok(()) => return Ok(()),
             Err(error) => failure = error,
         }
@@ -172,7 +221,7 @@ fn extend_path<'a>(
         {
             continue;
         }
-        if let Err(error) = check_link(child, candidate, cas_below, now) {
+        if let Err(error) = check_link(child, candidate, cas_below, now, anchors.accepted) {
             failure = error;
             continue;
         }
@@ -192,6 +241,7 @@ fn check_link(
     issuer: &ParsedCertificate,
     cas_below: usize,
     now: SystemTime,
+    accepted: SignatureAlgorithms,
 ) -> Result<(), ChainError> {
     let tbs = issuer.certificate().tbs_certificate();
     let not_ca = || ChainError::IssuerNotCa {
@@ -217,7 +267,15 @@ fn check_link(
             subject: subject_of(issuer),
         });
     }
-    if !issuer.verifies(child)? {
+    let verified = match issuer.verifies(child, accepted) {
+        Err(CertificateError::Sha1NotAccepted) => {
+            return Err(ChainError::Sha1Link {
+                subject: subject_of(child),
+            });
+        }
+        other => other?,
+    };
+    if !verified {
         return Err(ChainError::BadSignature {
             subject: subject_of(child),
         });

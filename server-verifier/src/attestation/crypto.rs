@@ -61,6 +61,16 @@ impl VerifyKey {
         key.verify(scheme, digest, signature).is_ok()
     }
 
+    /// Verifies an RSASSA-PKCS1-v1_5 signature over a SHA-1 digest (legacy certificate links
+    /// only; TPM structures never accept SHA-1).
+    pub(crate) fn verify_pkcs1_sha1(&self, digest: &[u8], signature: &[u8]) -> bool {
+        let Self::Rsa(key) = self else {
+            return false;
+        };
+        key.verify(Pkcs1v15Sign::new::<sha1::Sha1>(), digest, signature)
+            .is_ok()
+    }
+
     /// Verifies an ECDSA signature given as big-endian `r` and `s` (left-padded here, since TPMs
     /// drop leading zeros). High-S values are accepted: TPMs do not normalize them.
     pub(crate) fn verify_ecdsa(&self, digest: &[u8], r: &[u8], s: &[u8]) -> bool {

@@ -17,6 +17,7 @@ pub mod ek_cert;
 pub mod error;
 pub mod evidence;
 pub mod kdf;
+pub mod manufacturer_roots;
 pub mod public;
 pub mod reader;
 pub mod signature;
@@ -29,4 +30,5 @@ pub use credential::{
 pub use ek_cert::TpmManufacturerInfo;
 pub use error::{AttestationError, AttributeProblem, Structure};
 pub use evidence::{AttestedKey, verify_evidence};
+pub use manufacturer_roots::manufacturer_roots;
 pub use public::TpmPublic;

@@ -37,6 +37,13 @@ pub enum ParseError {
         /// How many bytes were left.
         count: usize,
     },
+    /// A hash field says SHA-1: real AKs made by some tools use it, and attestation never
+    /// accepts it (only vendor certificate chain links may, behind `ek_sha1_links`).
+    #[error("{what} is SHA-1, which attestation signatures and digests never use here")]
+    Sha1 {
+        /// The field.
+        what: &'static str,
+    },
     /// A selector (algorithm, type, curve) this parser does not know or does not accept here.
     #[error("unsupported {what}: 0x{value:04x}")]
     Unsupported {

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::attestation::TrustAnchors;
 use crate::attestation::chain::ChainError;
+use crate::attestation::{TrustAnchors, manufacturer_roots};
 
 /// Default lifetime of a challenge: long enough for a slow TPM and a human, short enough that a
 /// stolen nonce is soon worthless.
@@ -29,11 +29,23 @@ pub const MAX_TOKEN_TTL_SECS: u64 = 30 * 24 * 3600;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EnrollmentConfig {
-    /// PEM files of TPM manufacturer root CAs (each may hold several certificates).
+    /// Files of TPM manufacturer root CAs: PEM bundles or DER certificates. May be empty when
+    /// `builtin_ek_roots` is on.
+    #[serde(default)]
     pub ek_roots: Vec<PathBuf>,
-    /// PEM files of intermediate CAs between the roots and EK certificates.
+    /// Files of intermediate CAs between the roots and EK certificates (PEM or DER).
     #[serde(default)]
     pub ek_intermediates: Vec<PathBuf>,
+    /// Also trust the TPM manufacturers' EK CAs shipped with the verifier
+    /// (`server-verifier/ek-roots/MANIFEST.toml`: Infineon, Nuvoton, STMicroelectronics, Intel,
+    /// Nationz, Alibaba Cloud vTPM). Off by default: a deployment names what it trusts.
+    #[serde(default)]
+    pub builtin_ek_roots: bool,
+    /// Accept chain links signed with SHA-1 (sha1WithRSAEncryption), as many real EK chains
+    /// are (docs/ATTESTATION.md, field guide). Off by default. Attestation signatures made by
+    /// TPM keys never accept SHA-1, whatever this says.
+    #[serde(default)]
+    pub ek_sha1_links: bool,
     /// Seconds a ceremony may take from start to activation.
     #[serde(default = "default_ttl")]
     pub challenge_ttl_secs: u64,
@@ -71,7 +83,10 @@ fn default_true() -> bool {
 #[non_exhaustive]
 pub enum EnrollmentConfigError {
     /// No root configured: no EK certificate could ever be trusted.
-    #[error("ek_roots is empty: configure the TPM manufacturers' root certificates")]
+    #[error(
+        "ek_roots is empty and builtin_ek_roots is off: configure the TPM manufacturers' root \
+         certificates"
+    )]
     NoRoots,
     /// `challenge_ttl_secs` is 0 or above [`MAX_CHALLENGE_TTL_SECS`].
     #[error("challenge_ttl_secs must be 1..={MAX_CHALLENGE_TTL_SECS}")]
@@ -93,6 +108,8 @@ impl EnrollmentConfig {
         Self {
             ek_roots,
             ek_intermediates,
+            builtin_ek_roots: false,
+            ek_sha1_links: false,
             challenge_ttl_secs: DEFAULT_CHALLENGE_TTL_SECS,
             max_pending_challenges: DEFAULT_MAX_PENDING,
             max_pending_per_token: DEFAULT_MAX_PENDING_PER_TOKEN,
@@ -102,7 +119,7 @@ impl EnrollmentConfig {
 
     /// Checks the bounds.
     pub fn validate(&self) -> Result<(), EnrollmentConfigError> {
-        if self.ek_roots.is_empty() {
+        if self.ek_roots.is_empty() && !self.builtin_ek_roots {
             return Err(EnrollmentConfigError::NoRoots);
         }
         if !(1..=MAX_CHALLENGE_TTL_SECS).contains(&self.challenge_ttl_secs) {
@@ -117,12 +134,19 @@ impl EnrollmentConfig {
         Ok(())
     }
 
-    /// Reads the configured PEM files.
+    /// Reads the configured certificate files, adds the shipped set when asked, and applies the
+    /// SHA-1 setting.
     pub fn trust_anchors(&self) -> Result<TrustAnchors, EnrollmentConfigError> {
         self.validate()?;
-        Ok(TrustAnchors::from_pem_files(
-            &self.ek_roots,
-            &self.ek_intermediates,
-        )?)
+        let mut anchors = TrustAnchors::load_files(&self.ek_roots, &self.ek_intermediates)?;
+        if self.builtin_ek_roots {
+            let (roots, intermediates) =
+                manufacturer_roots().map_err(|e| EnrollmentConfigError::Anchors(e.into()))?;
+            anchors.extend(roots, intermediates);
+        }
+        if anchors.roots().is_empty() {
+            return Err(EnrollmentConfigError::NoRoots);
+        }
+        Ok(anchors.with_sha1_links(self.ek_sha1_links))
     }
 }

@@ -588,3 +588,85 @@ unless { context.level == "tpm" && context.boot_state == "unchanged" &&
     ensure!(facts.last_attestation.map(|a| a.boot_state) == Some(BootState::Unchanged));
     Ok(())
 }
+
+/// The field guide's RSA row: a device whose attestation key is RSA-2048 (RSASSA with SHA-256,
+/// as Windows and many TPM 1.2-era tools create them) enrolls end to end on swtpm: evidence,
+/// credential activation by that AK, registration.
+#[test]
+fn field_rsa_2048_ak_enrolls_end_to_end() -> Result<()> {
+    let f = fixture()?;
+    let rsa_ak = 0x8100_0013;
+    f.rig
+        .create_ak(rsa_ak, &["-G", "rsa", "-g", "sha256", "-s", "rsassa"])?;
+    let ak = TpmPublic::parse(&f.rig.public_area(rsa_ak)?)?;
+    ensure!(matches!(ak.key, PublicKeyArea::Rsa { key_bits: 2048, .. }));
+    let now = SystemTime::now();
+    let key_id = key_id_of(&f.rig, KEY)?;
+    let started = start(&f, &token(&f, now)?, &key_id, now)?;
+    let nonce = URL_SAFE_NO_PAD.decode(&started.nonce)?;
+    let request = EvidenceRequest {
+        challenge_id: started.challenge_id.clone(),
+        evidence: KeyAttestation {
+            version: EVIDENCE_VERSION,
+            key_id: key_id.clone(),
+            level: KeyLevel::Tpm,
+            evidence: Evidence::Tpm(f.rig.evidence_with(rsa_ak, KEY, &nonce)?),
+        },
+    };
+    let credential = f.enrollment.submit_evidence(&request, now)?;
+    let secret = f.rig.activate(
+        rsa_ak,
+        EK_RSA,
+        &STANDARD.decode(&credential.credential_blob)?,
+        &STANDARD.decode(&credential.encrypted_secret)?,
+    )?;
+    let done = f.enrollment.activate(
+        &ActivateRequest {
+            challenge_id: started.challenge_id,
+            secret: STANDARD.encode(secret),
+        },
+        now,
+    )?;
+    ensure!(done.key_id == key_id && done.level == KeyLevel::Tpm);
+    let device = f
+        .enrollment
+        .registry()
+        .device(&done.device_id)?
+        .context("no device")?;
+    ensure!(device.ak_public == f.rig.public_area(rsa_ak)?);
+    Ok(())
+}
+
+/// The other side of the legacy-algorithm policy: attestation signatures made with SHA-1 (an
+/// RSA AK whose scheme hash is SHA-1) are refused whatever `ek_sha1_links` says — only chain
+/// links of vendor certificates may use SHA-1.
+#[test]
+fn field_sha1_attestation_signatures_are_refused_even_with_sha1_links_on() -> Result<()> {
+    let f = fixture_with(|config| config.ek_sha1_links = true)?;
+    let sha1_ak = 0x8100_0014;
+    f.rig
+        .create_ak(sha1_ak, &["-G", "rsa", "-g", "sha1", "-s", "rsassa"])?;
+    let now = SystemTime::now();
+    let key_id = key_id_of(&f.rig, KEY)?;
+    let started = start(&f, &token(&f, now)?, &key_id, now)?;
+    let nonce = URL_SAFE_NO_PAD.decode(&started.nonce)?;
+    let request = EvidenceRequest {
+        challenge_id: started.challenge_id.clone(),
+        evidence: KeyAttestation {
+            version: EVIDENCE_VERSION,
+            key_id,
+            level: KeyLevel::Tpm,
+            evidence: Evidence::Tpm(f.rig.evidence_signed_with(sha1_ak, KEY, &nonce, "sha1")?),
+        },
+    };
+    let result = f.enrollment.submit_evidence(&request, now);
+    let error = result.err().context("a SHA-1 AK was accepted")?;
+    let text = hwsign_verifier::ErrorChain(&error).to_string();
+    ensure!(
+        error.code().starts_with("evidence_invalid"),
+        "{} {text}",
+        error.code()
+    );
+    ensure!(text.contains("signature hash is SHA-1"), "{text}");
+    Ok(())
+}

@@ -13,6 +13,7 @@ mod backends;
 mod config;
 mod enrollment;
 mod http_layer;
+mod manufacturer_roots;
 mod registry;
 mod replay_cache;
 mod verify_pipeline;

@@ -223,6 +223,17 @@ impl TpmRig {
 
     /// TPM2_Quote(sha256 PCRs 0–7, nonce) by `signer`. Returns (TPMS_ATTEST, TPMT_SIGNATURE).
     pub(crate) fn quote(&self, signer: u32, nonce: &[u8]) -> Result<(Vec<u8>, Vec<u8>)> {
+        self.quote_signed_with(signer, nonce, "sha256")
+    }
+
+    /// [`Self::quote`] with the signature's hash algorithm (an AK whose scheme fixes SHA-1 needs
+    /// `sha1`).
+    pub(crate) fn quote_signed_with(
+        &self,
+        signer: u32,
+        nonce: &[u8],
+        hash: &str,
+    ) -> Result<(Vec<u8>, Vec<u8>)> {
         self.tool(
             "tpm2_quote",
             &[
@@ -233,7 +244,7 @@ impl TpmRig {
                 "-q",
                 &hex::encode(nonce),
                 "-g",
-                "sha256",
+                hash,
                 "-m",
                 "quote.msg",
                 "-s",
@@ -276,8 +287,19 @@ impl TpmRig {
     /// Evidence as the agent sends it, for `key` certified and quoted by `ak` over `nonce`,
     /// with the RSA EK.
     pub(crate) fn evidence_with(&self, ak: u32, key: u32, nonce: &[u8]) -> Result<TpmEvidence> {
+        self.evidence_signed_with(ak, key, nonce, "sha256")
+    }
+
+    /// [`Self::evidence_with`], the quote signed with `hash`.
+    pub(crate) fn evidence_signed_with(
+        &self,
+        ak: u32,
+        key: u32,
+        nonce: &[u8],
+        hash: &str,
+    ) -> Result<TpmEvidence> {
         let (certify_info, certify_signature) = self.certify(key, ak, nonce)?;
-        let (quote_info, quote_signature) = self.quote(ak, nonce)?;
+        let (quote_info, quote_signature) = self.quote_signed_with(ak, nonce, hash)?;
         Ok(TpmEvidence {
             ek_certificate: STANDARD.encode(self.ek_certificate(EK_RSA_CERT_NV)?),
             ek_certificate_nv_index: EK_RSA_CERT_NV,
