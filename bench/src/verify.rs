@@ -2,6 +2,7 @@
 //! requests signed with fresh nonces, and the raw floor: the same backend's bare ECDSA verify of
 //! the same strings to sign and signatures.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -9,8 +10,8 @@ use hwsign_proto::api::KeyLevel;
 use hwsign_proto::{PublicKey, RequestParts, SigningTime};
 use hwsign_verifier::ecdsa_backend::PreparedKey;
 use hwsign_verifier::{
-    KeyRegistry, MemoryRegistry, MemoryReplayCache, RegisteredKey, SqliteRegistry, Verifier,
-    VerifierConfig, VerifyBackend,
+    KeyRegistry, MemoryRegistry, MemoryReplayCache, PolicySettings, RegisteredKey, SqliteRegistry,
+    Verifier, VerifierConfig, VerifyBackend,
 };
 use tempfile::TempDir;
 
@@ -76,6 +77,17 @@ impl VerifyFixture {
         registry: RegistryKind,
         capacity: usize,
     ) -> Result<Self, BenchError> {
+        Self::with_policies(backend, registry, capacity, None)
+    }
+
+    /// [`Self::new`], deciding every request with the Cedar policies in `policies` (a directory
+    /// of `.cedar` files, e.g. `bench/policies`) when given.
+    pub fn with_policies(
+        backend: VerifyBackend,
+        registry: RegistryKind,
+        capacity: usize,
+        policies: Option<&Path>,
+    ) -> Result<Self, BenchError> {
         let key = signing_key("verify")?;
         let public = public_key(&key)?;
         let dir = tempfile::tempdir()?;
@@ -98,6 +110,7 @@ impl VerifyFixture {
         let mut config = VerifierConfig::new(AUDIENCE, [request.authority]);
         // One key signs every request here: its quota is the whole cache.
         config.replay_quota_per_key = capacity.max(1);
+        config.policy = policies.map(PolicySettings::new);
         let verifier = Verifier::new(config, registry, Arc::new(MemoryReplayCache::new(capacity)))
             .map_err(|e| BenchError::Verifier(e.to_string()))?
             .with_backend(backend);

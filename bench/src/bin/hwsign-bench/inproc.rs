@@ -14,6 +14,57 @@ use crate::Plan;
 use crate::figure::{Figure, Goal};
 use crate::measure::{cpu_per_op, median, us};
 
+/// `policy_overhead`: CPU per `Verifier::verify` with the 20 policies of `bench/policies` ÷
+/// without policies (same backend, registry and request shape; each verifier gets its own fresh
+/// nonces). The policies are realistic: 4 apply to every request (the request passes them), the
+/// rest are scoped to other routes and must still be looked at.
+pub(crate) fn policy_overhead(plan: &Plan, policies: &std::path::Path) -> Result<Figure> {
+    let batch = plan.verify_batch;
+    let total = plan.warmup + plan.rounds * batch;
+    let default = VerifyBackend::default();
+    let plain = VerifyFixture::new(default, RegistryKind::Sqlite, total)?;
+    let governed =
+        VerifyFixture::with_policies(default, RegistryKind::Sqlite, total, Some(policies))?;
+    let plain_requests = plain.signed_requests(total)?;
+    let governed_requests = governed.signed_requests(total)?;
+    let plain_pairs: Vec<Vec<(&str, &str)>> = plain_requests.iter().map(|r| r.pairs()).collect();
+    let governed_pairs: Vec<Vec<(&str, &str)>> =
+        governed_requests.iter().map(|r| r.pairs()).collect();
+    for i in 0..plan.warmup {
+        plain.verify(&plain_pairs[i])?;
+        governed.verify(&governed_pairs[i])?;
+    }
+    let (mut ratios, mut with, mut without) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..plan.rounds {
+        let start = plan.warmup + round * batch;
+        let run_plain = || cpu_per_op(batch, |i| Ok(plain.verify(&plain_pairs[start + i])?));
+        let run_governed =
+            || cpu_per_op(batch, |i| Ok(governed.verify(&governed_pairs[start + i])?));
+        let (t_plain, t_governed) = if round % 2 == 0 {
+            let p = run_plain()?;
+            (p, run_governed()?)
+        } else {
+            let g = run_governed()?;
+            (run_plain()?, g)
+        };
+        ratios.push(t_governed / t_plain);
+        with.push(t_governed);
+        without.push(t_plain);
+    }
+    let (t_with, t_without) = (median(with), median(without));
+    Ok(Figure::measured(
+        "policy_overhead",
+        median(ratios),
+        Goal::AtMost(1.15),
+        format!(
+            "Verifier::verify with 20 Cedar policies {} vs without {} (policy decision {}), one core (thread CPU time)",
+            us(t_with),
+            us(t_without),
+            us(t_with - t_without),
+        ),
+    ))
+}
+
 /// `verify_rate_ratio` for `backend`: verifications/s of `Verifier::verify` (SQLite registry,
 /// in-memory replay cache, a fresh nonce per request) ÷ the backend's bare verify/s.
 pub(crate) fn verify_rate(

@@ -3,8 +3,9 @@
 //! Run through `bench/run` (it builds the release binaries first); see docs/PERFORMANCE.md.
 //!
 //! `hwsign-bench [--quick] [--agent-bin PATH]`; `hwsign-bench echo-server SOCKET RESPONSE` is the
-//! echo floor's child process; `hwsign-bench profile-verify [N]` verifies N requests in a loop
-//! for a profiler (`perf record -g`).
+//! echo floor's child process; `hwsign-bench policy-overhead` measures that figure alone;
+//! `hwsign-bench profile-verify [N]` verifies N requests in a loop for a profiler
+//! (`perf record -g`).
 #![forbid(unsafe_code)]
 
 mod agent_figures;
@@ -118,6 +119,13 @@ fn main() -> ExitCode {
                 "usage: hwsign-bench echo-server SOCKET RESPONSE"
             )),
         },
+        Some("policy-overhead") => {
+            let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+            inproc::policy_overhead(&Plan::full(), &policies).map(|figure| {
+                println!("{figure}");
+                figure.passes()
+            })
+        }
         Some("profile-verify") => {
             inproc::profile_verify(args.get(1).and_then(|n| n.parse().ok()).unwrap_or(50_000))
                 .map(|()| true)
@@ -190,6 +198,15 @@ fn report(args: &Args) -> Result<bool> {
             )],
         );
     }
+    let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    emit(
+        &mut figures,
+        vec![or_unavailable(
+            "policy_overhead",
+            Goal::AtMost(1.15),
+            inproc::policy_overhead(&plan, &policies),
+        )],
+    );
     emit(
         &mut figures,
         inproc::sign_vs_sigv4a(&plan).unwrap_or_else(|e| {
