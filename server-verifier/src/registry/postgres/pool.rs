@@ -1,0 +1,149 @@
+//! PostgreSQL connections owned by worker threads, serving registry calls over a bounded channel.
+//!
+//! The registry trait is synchronous and is called from inside tokio tasks, where the blocking
+//! `postgres` client must not run (it drives its own runtime and panics inside another). So each
+//! connection lives on a plain thread of its own; a call sends its work to the pool and waits
+//! for the answer for at most [`REQUEST_TIMEOUT`]. A worker whose connection failed drops it and
+//! connects again for its next call: a restarted PostgreSQL is used again without a restart of
+//! the verifier. The queue is bounded; a full queue is an error, not a wait.
+
+use std::collections::HashMap;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use postgres::{Client, Config, NoTls, Statement};
+
+use crate::registry::RegistryError;
+
+/// How long a caller waits for its answer (connecting included).
+pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+/// Calls waiting for a worker, at most.
+const QUEUE_BOUND: usize = 1024;
+
+/// One worker's connection and the statements it prepared.
+pub(super) struct Session {
+    pub(super) client: Client,
+    statements: HashMap<&'static str, Statement>,
+}
+
+impl Session {
+    /// `sql`, prepared once per connection.
+    pub(super) fn statement(&mut self, sql: &'static str) -> Result<Statement, postgres::Error> {
+        if let Some(statement) = self.statements.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = self.client.prepare(sql)?;
+        self.statements.insert(sql, statement.clone());
+        Ok(statement)
+    }
+}
+
+/// Work for a worker: given its session (or why it has none), answers the caller; returns true
+/// when the session should be dropped (its connection failed).
+type Job = Box<dyn FnOnce(Result<&mut Session, postgres::Error>) -> bool + Send>;
+
+/// Worker threads, each owning one connection.
+pub(super) struct Pool {
+    jobs: SyncSender<Job>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool").finish_non_exhaustive()
+    }
+}
+
+/// Opens one connection (also used by the listener and for migrations).
+pub(super) fn connect(config: &Config) -> Result<Client, postgres::Error> {
+    config.connect(NoTls)
+}
+
+fn unavailable(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> RegistryError {
+    RegistryError::Unavailable(error.into())
+}
+
+impl Pool {
+    /// Starts `workers` threads connecting with `config` (lazily, on their first call).
+    pub(super) fn start(config: &Config, workers: usize) -> Result<Self, RegistryError> {
+        let (jobs, queue) = mpsc::sync_channel::<Job>(QUEUE_BOUND);
+        let queue = Arc::new(Mutex::new(queue));
+        for index in 0..workers.max(1) {
+            let config = config.clone();
+            let queue = Arc::clone(&queue);
+            std::thread::Builder::new()
+                .name(format!("hwsign-pg-{index}"))
+                .spawn(move || work(&config, &queue))
+                .map_err(|e| unavailable(e))?;
+        }
+        Ok(Self { jobs })
+    }
+
+    /// Runs `work` on a worker's connection and returns its answer. Errors that are not the
+    /// database's answer to the statement (connection lost, timeout) drop the connection.
+    pub(super) fn run<R: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Session) -> Result<R, RegistryError> + Send + 'static,
+    ) -> Result<R, RegistryError> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        let job: Job = Box::new(move |session| {
+            let result = match session {
+                Ok(session) => work(session),
+                Err(error) => Err(unavailable(error)),
+            };
+            let broken = matches!(result, Err(RegistryError::Unavailable(_)));
+            // The caller may have given up; nothing to do then.
+            let _ = reply.send(result);
+            broken
+        });
+        match self.jobs.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                return Err(unavailable(format!(
+                    "{QUEUE_BOUND} registry calls already waiting for PostgreSQL"
+                )));
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                return Err(unavailable("the PostgreSQL workers stopped"));
+            }
+        }
+        match answer.recv_timeout(REQUEST_TIMEOUT) {
+            Ok(result) => result,
+            Err(RecvTimeoutError::Timeout) => Err(unavailable(format!(
+                "PostgreSQL did not answer within {} s",
+                REQUEST_TIMEOUT.as_secs()
+            ))),
+            Err(RecvTimeoutError::Disconnected) => Err(unavailable("a PostgreSQL worker stopped")),
+        }
+    }
+}
+
+/// A worker: takes calls until the pool is dropped.
+fn work(config: &Config, queue: &Mutex<Receiver<Job>>) {
+    let mut session: Option<Session> = None;
+    loop {
+        let job = match queue.lock() {
+            Ok(queue) => queue.recv(),
+            Err(_) => return,
+        };
+        let Ok(job) = job else {
+            return;
+        };
+        if session.as_ref().is_some_and(|s| s.client.is_closed()) {
+            session = None;
+        }
+        let broken = match &mut session {
+            Some(session) => job(Ok(session)),
+            None => match connect(config) {
+                Ok(client) => job(Ok(session.insert(Session {
+                    client,
+                    statements: HashMap::new(),
+                }))),
+                Err(error) => job(Err(error)),
+            },
+        };
+        if broken {
+            session = None;
+        }
+    }
+}
