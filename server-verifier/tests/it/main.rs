@@ -12,6 +12,8 @@ mod attestation_props;
 mod backends;
 mod config;
 mod enrollment;
+mod fleet_registry;
+mod fleet_replay;
 mod http_layer;
 mod registry;
 mod replay_cache;

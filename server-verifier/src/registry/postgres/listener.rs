@@ -86,7 +86,9 @@ impl ChangeWatch {
 }
 
 /// Starts the listener thread.
-pub(super) fn spawn(config: Config, watch: Arc<ChangeWatch>) -> std::io::Result<()> {
+pub(super) fn spawn(mut config: Config, watch: Arc<ChangeWatch>) -> std::io::Result<()> {
+    // Named apart from the workers, for operators reading pg_stat_activity.
+    config.application_name("hwsign-verifier-listener");
     std::thread::Builder::new()
         .name("hwsign-pg-listen".into())
         .spawn(move || listen(&config, &watch))

@@ -189,7 +189,7 @@ impl PostgresRegistry {
                 .execute(&statement, &params)
                 .map_err(unavailable)?;
             if changed == 0 {
-                return Err(missing(id));
+                return Err(missing(id.clone()));
             }
             Ok(())
         })
@@ -239,7 +239,9 @@ impl KeyRegistry for PostgresRegistry {
             );
             match result {
                 Ok(_) => Ok(()),
-                Err(e) if is_unique_violation(&e) => Err(RegistryError::KeyExists(key.key_id)),
+                Err(e) if is_unique_violation(&e) => {
+                    Err(RegistryError::KeyExists(key.key_id.clone()))
+                }
                 Err(e) => Err(unavailable(e)),
             }
         })
@@ -293,7 +295,9 @@ impl KeyRegistry for PostgresRegistry {
             );
             match result {
                 Ok(_) => Ok(()),
-                Err(e) if is_unique_violation(&e) => Err(RegistryError::DeviceExists(device.id)),
+                Err(e) if is_unique_violation(&e) => {
+                    Err(RegistryError::DeviceExists(device.id.clone()))
+                }
                 Err(e) => Err(unavailable(e)),
             }
         })
@@ -357,7 +361,7 @@ impl KeyRegistry for PostgresRegistry {
                 )
                 .map_err(unavailable)?;
             if changed == 0 {
-                return Err(RegistryError::UnknownDevice(device_id));
+                return Err(RegistryError::UnknownDevice(device_id.clone()));
             }
             Ok(())
         })
@@ -386,7 +390,7 @@ impl KeyRegistry for PostgresRegistry {
         let device_id = device_id.to_owned();
         self.pool.run(move |session| {
             if !device_known(session, &device_id)? {
-                return Err(RegistryError::UnknownDevice(device_id));
+                return Err(RegistryError::UnknownDevice(device_id.clone()));
             }
             session
                 .client

@@ -39,9 +39,66 @@ impl Session {
     }
 }
 
-/// Work for a worker: given its session (or why it has none), answers the caller; returns true
-/// when the session should be dropped (its connection failed).
-type Job = Box<dyn FnOnce(Result<&mut Session, postgres::Error>) -> bool + Send>;
+/// A worker's connection, made on first use and again after it failed.
+pub(super) struct Slot {
+    config: Config,
+    session: Option<Session>,
+    /// Whether the session was used before the current call (so may have died meanwhile).
+    reused: bool,
+}
+
+impl Slot {
+    fn session(&mut self) -> Result<&mut Session, postgres::Error> {
+        if self.session.as_ref().is_some_and(|s| s.client.is_closed()) {
+            self.session = None;
+        }
+        self.reused = self.session.is_some();
+        let session = match self.session.take() {
+            Some(session) => session,
+            None => Session {
+                client: connect(&self.config)?,
+                statements: HashMap::new(),
+            },
+        };
+        Ok(self.session.insert(session))
+    }
+
+    /// Runs `work` on the session; once more on a new connection when the reused one turned out
+    /// closed before the call reached the server (the database restarted while it sat idle).
+    fn call<R>(
+        &mut self,
+        work: &impl Fn(&mut Session) -> Result<R, RegistryError>,
+    ) -> Result<R, RegistryError> {
+        let mut result = self.session().map_err(unavailable).and_then(work);
+        if self.reused && result.as_ref().err().is_some_and(is_closed) {
+            self.session = None;
+            result = self.session().map_err(unavailable).and_then(work);
+        }
+        if matches!(result, Err(RegistryError::Unavailable(_))) {
+            self.session = None;
+        }
+        result
+    }
+}
+
+/// Whether `error` says the connection was already gone before the call: closed, or ended by
+/// the server while it sat idle (a FATAL message such as 57P01 `admin_shutdown` waiting to be
+/// read). Nothing of the call reached a server that could act on it, so it may be retried.
+fn is_closed(error: &RegistryError) -> bool {
+    let RegistryError::Unavailable(cause) = error else {
+        return false;
+    };
+    let Some(error) = cause.downcast_ref::<postgres::Error>() else {
+        return false;
+    };
+    error.is_closed()
+        || error
+            .as_db_error()
+            .is_some_and(|db| db.parsed_severity() == Some(postgres::error::Severity::Fatal))
+}
+
+/// Work for a worker.
+type Job = Box<dyn FnOnce(&mut Slot) + Send>;
 
 /// Worker threads, each owning one connection.
 pub(super) struct Pool {
@@ -79,22 +136,16 @@ impl Pool {
         Ok(Self { jobs })
     }
 
-    /// Runs `work` on a worker's connection and returns its answer. Errors that are not the
-    /// database's answer to the statement (connection lost, timeout) drop the connection.
+    /// Runs `work` on a worker's connection and returns its answer. A failure that is not the
+    /// database's answer to the statement (connection lost, timeout) drops the connection.
     pub(super) fn run<R: Send + 'static>(
         &self,
-        work: impl FnOnce(&mut Session) -> Result<R, RegistryError> + Send + 'static,
+        work: impl Fn(&mut Session) -> Result<R, RegistryError> + Send + 'static,
     ) -> Result<R, RegistryError> {
         let (reply, answer) = mpsc::sync_channel(1);
-        let job: Job = Box::new(move |session| {
-            let result = match session {
-                Ok(session) => work(session),
-                Err(error) => Err(unavailable(error)),
-            };
-            let broken = matches!(result, Err(RegistryError::Unavailable(_)));
+        let job: Job = Box::new(move |slot| {
             // The caller may have given up; nothing to do then.
-            let _ = reply.send(result);
-            broken
+            let _ = reply.send(slot.call(&work));
         });
         match self.jobs.try_send(job) {
             Ok(()) => {}
@@ -120,7 +171,11 @@ impl Pool {
 
 /// A worker: takes calls until the pool is dropped.
 fn work(config: &Config, queue: &Mutex<Receiver<Job>>) {
-    let mut session: Option<Session> = None;
+    let mut slot = Slot {
+        config: config.clone(),
+        session: None,
+        reused: false,
+    };
     loop {
         let job = match queue.lock() {
             Ok(queue) => queue.recv(),
@@ -129,21 +184,6 @@ fn work(config: &Config, queue: &Mutex<Receiver<Job>>) {
         let Ok(job) = job else {
             return;
         };
-        if session.as_ref().is_some_and(|s| s.client.is_closed()) {
-            session = None;
-        }
-        let broken = match &mut session {
-            Some(session) => job(Ok(session)),
-            None => match connect(config) {
-                Ok(client) => job(Ok(session.insert(Session {
-                    client,
-                    statements: HashMap::new(),
-                }))),
-                Err(error) => job(Err(error)),
-            },
-        };
-        if broken {
-            session = None;
-        }
+        job(&mut slot);
     }
 }
