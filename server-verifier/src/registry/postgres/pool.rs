@@ -131,7 +131,7 @@ impl Pool {
             std::thread::Builder::new()
                 .name(format!("hwsign-pg-{index}"))
                 .spawn(move || work(&config, &queue))
-                .map_err(|e| unavailable(e))?;
+                .map_err(unavailable)?;
         }
         Ok(Self { jobs })
     }
