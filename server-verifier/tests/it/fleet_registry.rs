@@ -7,24 +7,27 @@ use crate::registry::{exercise, exercise_facts, sample_facts};
 use crate::verify_support;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use hwsign_verifier::registry::{CachedRegistry, open_registry};
 use hwsign_verifier::{KeyLevel, KeyRegistry, MemoryRegistry, RegistryError, SqliteRegistry};
 use verify_support::TestKey;
 
 /// Polls `check` every 10 ms until it holds, for at most `limit`.
-pub(crate) fn eventually(limit: Duration, mut check: impl FnMut() -> Result<bool>) -> Result<()> {
-    let deadline = Instant::now() + limit;
+#[cfg(any(feature = "postgres", feature = "redis"))]
+pub(crate) fn eventually(
+    limit: std::time::Duration,
+    mut check: impl FnMut() -> Result<bool>,
+) -> Result<()> {
+    let deadline = std::time::Instant::now() + limit;
     loop {
         if check()? {
             return Ok(());
         }
-        if Instant::now() >= deadline {
-            bail!("condition still false after {limit:?}");
+        if std::time::Instant::now() >= deadline {
+            anyhow::bail!("condition still false after {limit:?}");
         }
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
 
@@ -92,6 +95,8 @@ fn fleet_sqlite_cache_follows_other_connections() -> Result<()> {
 #[cfg(feature = "postgres")]
 mod postgres {
     use super::*;
+
+    use std::time::Duration;
 
     use hwsign_test_support::postgres::Postgres;
     use hwsign_verifier::registry::PostgresRegistry;
