@@ -76,8 +76,6 @@ impl VerifyFixture {
         registry: RegistryKind,
         capacity: usize,
     ) -> Result<Self, BenchError> {
-        let key = signing_key("verify")?;
-        let public = public_key(&key)?;
         let dir = tempfile::tempdir()?;
         let registry: Arc<dyn KeyRegistry> = match registry {
             RegistryKind::Sqlite => Arc::new(
@@ -86,6 +84,19 @@ impl VerifyFixture {
             ),
             RegistryKind::Memory => Arc::new(MemoryRegistry::new()),
         };
+        Self::on_registry(backend, registry, capacity, dir)
+    }
+
+    /// A verifier with `backend` on `registry` (e.g. a cached PostgreSQL registry from
+    /// `open_registry`), whose replay cache holds `capacity` nonces; `dir` lives as long.
+    pub fn on_registry(
+        backend: VerifyBackend,
+        registry: Arc<dyn KeyRegistry>,
+        capacity: usize,
+        dir: TempDir,
+    ) -> Result<Self, BenchError> {
+        let key = signing_key("verify")?;
+        let public = public_key(&key)?;
         registry
             .add(RegisteredKey::new(
                 public.clone(),
