@@ -349,3 +349,68 @@ mod redis {
         Ok(())
     }
 }
+
+/// The fleet form end to end in one verifier: the cached PostgreSQL registry and the Redis replay
+/// cache, both opened by URL. A replay is refused; a revocation made through another replica's
+/// registry is refused (`device_revoked`); PostgreSQL down → `verifier_unavailable`, back →
+/// served again by the same verifier.
+#[cfg(all(feature = "redis", feature = "postgres"))]
+#[test]
+fn fleet_verifier_on_postgres_and_redis() -> Result<()> {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use hwsign_test_support::postgres::Postgres;
+    use hwsign_test_support::redis::Redis;
+    use hwsign_verifier::registry::open_registry;
+    use hwsign_verifier::{KeyLevel, RejectCode, Verifier, VerifierConfig};
+
+    use crate::fleet_registry::eventually;
+    use crate::verify_support::{self, SignOptions, T0, TestKey, TestRequest, at, sign};
+
+    let mut pg = Postgres::start()?;
+    let redis = Redis::start()?;
+    let registry = open_registry(&pg.url())?;
+    let other_replica = open_registry(&pg.url())?;
+    let key = TestKey::from_seed("fleet-verifier")?;
+    other_replica.add(key.registered("laptop", KeyLevel::Software))?;
+    let verifier = Verifier::new(
+        VerifierConfig::new(verify_support::AUDIENCE, ["api.example.com"]),
+        Arc::clone(&registry),
+        open_replay_cache(&redis.url(), 0)?,
+    )?;
+    let signed = || {
+        sign(
+            &key,
+            &TestRequest::new("GET", "/v1/a", "", "api.example.com"),
+            &SignOptions {
+                time: T0,
+                ..SignOptions::default()
+            },
+        )
+    };
+    let verdict = |request: &TestRequest| {
+        request
+            .with_parts(|p| verifier.verify(p, &request.body_sha256(), at(0)))
+            .map(|p| p.key_id)
+            .map_err(|r| r.code())
+    };
+    let limit = Duration::from_secs(5);
+    eventually(limit, || Ok(verdict(&signed()?) == Ok(key.id.clone())))?;
+    let request = signed()?;
+    assert_eq!(verdict(&request), Ok(key.id.clone()));
+    assert_eq!(verdict(&request), Err(RejectCode::ReplayedNonce));
+
+    pg.stop()?;
+    assert_eq!(verdict(&signed()?), Err(RejectCode::VerifierUnavailable));
+    pg.start_again()?;
+    eventually(Duration::from_secs(15), || {
+        Ok(verdict(&signed()?) == Ok(key.id.clone()))
+    })?;
+
+    other_replica.revoke(&key.id)?;
+    eventually(limit, || {
+        Ok(verdict(&signed()?) == Err(RejectCode::DeviceRevoked))
+    })?;
+    Ok(())
+}
