@@ -69,8 +69,12 @@ fn server_user() -> Result<Option<(Uid, Gid)>> {
 impl Postgres {
     /// Creates a cluster and starts it.
     pub fn start() -> Result<Self> {
-        let dir = tempfile::tempdir()?;
         let run_as = server_user()?;
+        // The server's user must reach the dir: under root's own TMPDIR it might not, so /tmp.
+        let dir = match run_as {
+            Some(_) if Path::new("/tmp").is_dir() => tempfile::tempdir_in("/tmp")?,
+            _ => tempfile::tempdir()?,
+        };
         if let Some((uid, gid)) = run_as {
             chown(dir.path(), Some(uid), Some(gid))?;
         }
