@@ -17,7 +17,7 @@ mod memory;
 mod open;
 mod parsed_keys;
 #[cfg(feature = "postgres")]
-mod postgres;
+pub(crate) mod postgres;
 mod sqlite;
 
 use hwsign_proto::PublicKey;

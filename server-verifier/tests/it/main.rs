@@ -12,6 +12,7 @@ mod attestation_props;
 mod backends;
 mod config;
 mod enrollment;
+mod fleet_enrollment;
 mod fleet_registry;
 mod fleet_replay;
 mod http_layer;

@@ -15,7 +15,7 @@
 //! [`CachedRegistry`]: super::CachedRegistry
 
 mod listener;
-mod pool;
+pub(crate) mod pool;
 mod schema;
 
 use std::str::FromStr;
@@ -66,7 +66,7 @@ fn is_unique_violation(error: &postgres::Error) -> bool {
 }
 
 /// The connection settings of `url`, with the verifier's bounds added where the URL sets none.
-fn config_for(url: &str) -> Result<Config, RegistryError> {
+pub(crate) fn config_for(url: &str) -> Result<Config, RegistryError> {
     let mut config = Config::from_str(url)
         .map_err(|_| RegistryError::InvalidUrl("not a valid postgres:// URL"))?;
     if config.get_connect_timeout().is_none() {

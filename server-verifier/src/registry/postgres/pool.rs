@@ -17,19 +17,19 @@ use postgres::{Client, Config, NoTls, Statement};
 use crate::registry::RegistryError;
 
 /// How long a caller waits for its answer (connecting included).
-pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 /// Calls waiting for a worker, at most.
 const QUEUE_BOUND: usize = 1024;
 
 /// One worker's connection and the statements it prepared.
-pub(super) struct Session {
-    pub(super) client: Client,
+pub(crate) struct Session {
+    pub(crate) client: Client,
     statements: HashMap<&'static str, Statement>,
 }
 
 impl Session {
     /// `sql`, prepared once per connection.
-    pub(super) fn statement(&mut self, sql: &'static str) -> Result<Statement, postgres::Error> {
+    pub(crate) fn statement(&mut self, sql: &'static str) -> Result<Statement, postgres::Error> {
         if let Some(statement) = self.statements.get(sql) {
             return Ok(statement.clone());
         }
@@ -40,7 +40,7 @@ impl Session {
 }
 
 /// A worker's connection, made on first use and again after it failed.
-pub(super) struct Slot {
+pub(crate) struct Slot {
     config: Config,
     session: Option<Session>,
     /// Whether the session was used before the current call (so may have died meanwhile).
@@ -101,7 +101,7 @@ fn is_closed(error: &RegistryError) -> bool {
 type Job = Box<dyn FnOnce(&mut Slot) + Send>;
 
 /// Worker threads, each owning one connection.
-pub(super) struct Pool {
+pub(crate) struct Pool {
     jobs: SyncSender<Job>,
 }
 
@@ -112,7 +112,7 @@ impl std::fmt::Debug for Pool {
 }
 
 /// Opens one connection (also used by the listener and for migrations).
-pub(super) fn connect(config: &Config) -> Result<Client, postgres::Error> {
+pub(crate) fn connect(config: &Config) -> Result<Client, postgres::Error> {
     config.connect(NoTls)
 }
 
@@ -122,7 +122,7 @@ fn unavailable(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Re
 
 impl Pool {
     /// Starts `workers` threads connecting with `config` (lazily, on their first call).
-    pub(super) fn start(config: &Config, workers: usize) -> Result<Self, RegistryError> {
+    pub(crate) fn start(config: &Config, workers: usize) -> Result<Self, RegistryError> {
         let (jobs, queue) = mpsc::sync_channel::<Job>(QUEUE_BOUND);
         let queue = Arc::new(Mutex::new(queue));
         for index in 0..workers.max(1) {
@@ -138,7 +138,7 @@ impl Pool {
 
     /// Runs `work` on a worker's connection and returns its answer. A failure that is not the
     /// database's answer to the statement (connection lost, timeout) drops the connection.
-    pub(super) fn run<R: Send + 'static>(
+    pub(crate) fn run<R: Send + 'static>(
         &self,
         work: impl Fn(&mut Session) -> Result<R, RegistryError> + Send + 'static,
     ) -> Result<R, RegistryError> {

@@ -70,7 +70,10 @@ pub(super) fn migrate(client: &mut Client) -> Result<(), RegistryError> {
     let version: Option<i32> = tx
         .query_opt("SELECT max(version) FROM hwsign_schema", &[])
         .map_err(unavailable)?
-        .and_then(|row| row.get(0));
+        .map(|row| row.try_get::<_, Option<i32>>(0))
+        .transpose()
+        .map_err(unavailable)?
+        .flatten();
     match version {
         None => {
             tx.batch_execute(SCHEMA_V1).map_err(unavailable)?;
