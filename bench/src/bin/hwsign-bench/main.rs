@@ -126,7 +126,14 @@ fn main() -> ExitCode {
             } else {
                 Plan::full()
             };
-            let figures = fleet::figures(&plan);
+            let mut figures = fleet::figures(&plan);
+            // The same ratio with the in-memory registry, for comparison in the same run.
+            let name = "info.verify_rate_ratio_memory_registry";
+            figures.push(or_unavailable(
+                name,
+                Goal::AtLeast(0.9),
+                inproc::verify_rate(&plan, VerifyBackend::default(), RegistryKind::Memory, name),
+            ));
             for figure in &figures {
                 println!("{figure}");
             }
