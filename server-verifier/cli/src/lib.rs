@@ -58,17 +58,23 @@ enum Command {
     Policy(policy::PolicyCommand),
 }
 
-/// Where the keys are: an SQLite file (`--db`) or a registry URL (`--registry`).
+/// Where the keys (and enrollment tokens) are: an SQLite file (`--db`) or a registry URL
+/// (`--registry`).
 #[derive(Debug, clap::Args)]
 #[group(required = true, multiple = false)]
-struct RegistryArgs {
+pub(crate) struct RegistryArgs {
     /// The registry file (SQLite).
     #[arg(long)]
-    db: Option<PathBuf>,
+    pub(crate) db: Option<PathBuf>,
     /// The registry URL: sqlite:PATH or postgres://USER@HOST:PORT/DATABASE (a fleet's shared
     /// registry; every verifier using it sees the change within a second).
     #[arg(long)]
-    registry: Option<String>,
+    pub(crate) registry: Option<String>,
+}
+
+/// The scheme of a URL that may carry a password, for error messages.
+pub(crate) fn scheme(url: &str) -> &str {
+    url.split(':').next().unwrap_or_default()
 }
 
 #[derive(Debug, Subcommand)]
@@ -148,7 +154,7 @@ fn open(args: &RegistryArgs, create: bool) -> anyhow::Result<Arc<dyn KeyRegistry
         (Some(db), _) => open_file(db, create),
         (None, Some(url)) => {
             // The URL may carry a password: name only its scheme in errors.
-            let scheme = url.split(':').next().unwrap_or_default();
+            let scheme = scheme(url);
             if let Some(path) = url.strip_prefix("sqlite:") {
                 return open_file(Path::new(path.strip_prefix("//").unwrap_or(path)), create);
             }

@@ -73,7 +73,22 @@ fn fleet_cli_revocation_reaches_a_running_verifier_sqlite() -> Result<()> {
 #[test]
 fn fleet_cli_revocation_reaches_a_running_verifier_postgres() -> Result<()> {
     let pg = Postgres::start()?;
-    revocation_reaches_the_running_verifier(&pg.url())
+    revocation_reaches_the_running_verifier(&pg.url())?;
+    // Enrollment tokens in the same database, seen by the library's store.
+    let created = run(&["tokens", "create", "--registry", &pg.url(), "--label", "pg"])?;
+    ensure!(created.status.success(), "{}", stderr(&created));
+    let store = hwsign_verifier::enrollment::open_enrollment_store(&pg.url())?;
+    let tokens = store.list_tokens()?;
+    ensure!(tokens.len() == 1 && tokens[0].label == "pg", "{tokens:?}");
+    let revoked = run(&["tokens", "revoke", "--registry", &pg.url(), &tokens[0].id])?;
+    ensure!(revoked.status.success(), "{}", stderr(&revoked));
+    let listed = run(&["tokens", "list", "--registry", &pg.url()])?;
+    ensure!(
+        String::from_utf8_lossy(&listed.stdout).contains("revoked"),
+        "{}",
+        stderr(&listed)
+    );
+    Ok(())
 }
 
 #[test]
