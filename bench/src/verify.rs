@@ -88,8 +88,6 @@ impl VerifyFixture {
         capacity: usize,
         policies: Option<&Path>,
     ) -> Result<Self, BenchError> {
-        let key = signing_key("verify")?;
-        let public = public_key(&key)?;
         let dir = tempfile::tempdir()?;
         let registry: Arc<dyn KeyRegistry> = match registry {
             RegistryKind::Sqlite => Arc::new(
@@ -98,6 +96,29 @@ impl VerifyFixture {
             ),
             RegistryKind::Memory => Arc::new(MemoryRegistry::new()),
         };
+        Self::on_registry_with(backend, registry, capacity, dir, policies)
+    }
+
+    /// A verifier with `backend` on `registry` (e.g. a cached PostgreSQL registry from
+    /// `open_registry`), whose replay cache holds `capacity` nonces; `dir` lives as long.
+    pub fn on_registry(
+        backend: VerifyBackend,
+        registry: Arc<dyn KeyRegistry>,
+        capacity: usize,
+        dir: TempDir,
+    ) -> Result<Self, BenchError> {
+        Self::on_registry_with(backend, registry, capacity, dir, None)
+    }
+
+    fn on_registry_with(
+        backend: VerifyBackend,
+        registry: Arc<dyn KeyRegistry>,
+        capacity: usize,
+        dir: TempDir,
+        policies: Option<&Path>,
+    ) -> Result<Self, BenchError> {
+        let key = signing_key("verify")?;
+        let public = public_key(&key)?;
         registry
             .add(RegisteredKey::new(
                 public.clone(),

@@ -62,5 +62,7 @@ pub use registry::{
     RegistryError, SqliteRegistry,
 };
 pub use rejection::Rejection;
-pub use replay::{Freshness, MemoryReplayCache, ReplayCache, ReplayError, Reservation};
+pub use replay::{
+    Freshness, MemoryReplayCache, ReplayCache, ReplayError, Reservation, open_replay_cache,
+};
 pub use verify::{Clock, Reserved, SignatureChecked, SystemClock, VerifiedPrincipal, Verifier};

@@ -3,6 +3,8 @@
 
 pub mod binaries;
 pub mod ports;
+pub mod postgres;
+pub mod redis;
 pub mod softhsm;
 pub mod swtpm;
 pub mod tpm2_pkcs11;

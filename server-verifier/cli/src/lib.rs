@@ -10,12 +10,14 @@ mod policy;
 mod tokens;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use hwsign_verifier::admin::add_key_file;
 use hwsign_verifier::config::ANY_HOST;
-use hwsign_verifier::{KeyLevel, KeyRegistry, SqliteRegistry, VerifierConfig};
+use hwsign_verifier::registry::open_registry;
+use hwsign_verifier::{KeyLevel, KeyRegistry, VerifierConfig};
 
 /// The command line.
 #[derive(Debug, Parser)]
@@ -56,13 +58,32 @@ enum Command {
     Policy(policy::PolicyCommand),
 }
 
+/// Where the keys (and enrollment tokens) are: an SQLite file (`--db`) or a registry URL
+/// (`--registry`).
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+pub(crate) struct RegistryArgs {
+    /// The registry file (SQLite).
+    #[arg(long)]
+    pub(crate) db: Option<PathBuf>,
+    /// The registry URL: sqlite:PATH or postgres://USER@HOST:PORT/DATABASE (a fleet's shared
+    /// registry; every verifier using it sees the change within a second).
+    #[arg(long)]
+    pub(crate) registry: Option<String>,
+}
+
+/// The scheme of a URL that may carry a password, for error messages.
+pub(crate) fn scheme(url: &str) -> &str {
+    url.split(':').next().unwrap_or_default()
+}
+
 #[derive(Debug, Subcommand)]
 enum KeysCommand {
     /// Register a public key; prints its key id.
     Add {
-        /// The registry file (created if absent).
-        #[arg(long)]
-        db: PathBuf,
+        /// The registry (an SQLite file is created if absent).
+        #[command(flatten)]
+        registry: RegistryArgs,
         /// PEM SubjectPublicKeyInfo of a P-256 key.
         #[arg(long)]
         public_key: PathBuf,
@@ -79,17 +100,17 @@ enum KeysCommand {
     /// cannot be re-activated or added again; give the device a new key
     /// (`hwsign keys create`) and add that.
     Revoke {
-        /// The registry file.
-        #[arg(long)]
-        db: PathBuf,
+        /// The registry.
+        #[command(flatten)]
+        registry: RegistryArgs,
         /// The key id (hk1_...).
         key_id: String,
     },
     /// List keys, tab-separated: id, level, status, added (UTC), label.
     List {
-        /// The registry file.
-        #[arg(long)]
-        db: PathBuf,
+        /// The registry.
+        #[command(flatten)]
+        registry: RegistryArgs,
     },
 }
 
@@ -128,11 +149,28 @@ fn human_time(unix: i64) -> String {
     }
 }
 
-fn open(db: &Path, create: bool) -> anyhow::Result<SqliteRegistry> {
+fn open(args: &RegistryArgs, create: bool) -> anyhow::Result<Arc<dyn KeyRegistry>> {
+    match (&args.db, &args.registry) {
+        (Some(db), _) => open_file(db, create),
+        (None, Some(url)) => {
+            // The URL may carry a password: name only its scheme in errors.
+            let scheme = scheme(url);
+            if let Some(path) = url.strip_prefix("sqlite:") {
+                return open_file(Path::new(path.strip_prefix("//").unwrap_or(path)), create);
+            }
+            open_registry(url).with_context(|| format!("opening the {scheme} registry"))
+        }
+        (None, None) => anyhow::bail!("--db or --registry is required"),
+    }
+}
+
+fn open_file(db: &Path, create: bool) -> anyhow::Result<Arc<dyn KeyRegistry>> {
     if !create && !db.exists() {
         anyhow::bail!("no registry at {}", db.display());
     }
-    SqliteRegistry::open(db).with_context(|| format!("opening registry {}", db.display()))
+    let registry = hwsign_verifier::SqliteRegistry::open(db)
+        .with_context(|| format!("opening registry {}", db.display()))?;
+    Ok(Arc::new(registry))
 }
 
 /// Runs one parsed command line.
@@ -172,13 +210,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Policy(command) => policy::run(command)?,
         Command::Keys(KeysCommand::Add {
-            db,
+            registry,
             public_key,
             label,
             level,
         }) => {
-            let registry = open(&db, true)?;
-            let key_id = add_key_file(&registry, &public_key, &label, level)?;
+            let registry = open(&registry, true)?;
+            let key_id = add_key_file(registry.as_ref(), &public_key, &label, level)?;
             if level == KeyLevel::Tpm {
                 eprintln!(
                     "warning: --level tpm is your claim, not checked: nothing attested that \
@@ -187,15 +225,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
             println!("{key_id}");
         }
-        Command::Keys(KeysCommand::Revoke { db, key_id }) => {
-            open(&db, false)?.revoke(&key_id)?;
+        Command::Keys(KeysCommand::Revoke { registry, key_id }) => {
+            open(&registry, false)?.revoke(&key_id)?;
             eprintln!(
                 "revoked {key_id} (permanent: it cannot be re-activated or added again; \
                  register a new key for the device)"
             );
         }
-        Command::Keys(KeysCommand::List { db }) => {
-            for key in open(&db, false)?.list()? {
+        Command::Keys(KeysCommand::List { registry }) => {
+            for key in open(&registry, false)?.list()? {
                 let status = if key.revoked { "revoked" } else { "active" };
                 println!(
                     "{}\t{}\t{status}\t{}\t{}",

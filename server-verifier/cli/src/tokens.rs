@@ -1,19 +1,24 @@
-//! `hwsign-verifier tokens …`: one-time enrollment tokens in the registry's SQLite file.
+//! `hwsign-verifier tokens …`: one-time enrollment tokens in the registry's SQLite file or its
+//! PostgreSQL database.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::SystemTime;
 
 use anyhow::Context as _;
 use clap::Subcommand;
-use hwsign_verifier::enrollment::{DEFAULT_TOKEN_TTL_SECS, EnrollmentStore, create_token};
+use hwsign_verifier::enrollment::{
+    DEFAULT_TOKEN_TTL_SECS, EnrollmentStore, create_token, open_enrollment_store,
+};
+
+use crate::{RegistryArgs, scheme};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum TokensCommand {
     /// Issue a one-time enrollment token; it is printed once and only its hash is stored.
     Create {
-        /// The registry file (created if absent).
-        #[arg(long)]
-        db: PathBuf,
+        /// The registry (an SQLite file is created if absent).
+        #[command(flatten)]
+        registry: RegistryArgs,
         /// Lifetime in seconds (at most 30 days).
         #[arg(long, default_value_t = DEFAULT_TOKEN_TTL_SECS)]
         ttl_secs: u64,
@@ -23,43 +28,54 @@ pub(crate) enum TokensCommand {
     },
     /// List tokens: id, status, expires (unix seconds), label. Never the tokens themselves.
     List {
-        /// The registry file.
-        #[arg(long)]
-        db: PathBuf,
+        /// The registry.
+        #[command(flatten)]
+        registry: RegistryArgs,
     },
     /// Revoke an unused token by its id (the part between `hwt1_` and `.`).
     Revoke {
-        /// The registry file.
-        #[arg(long)]
-        db: PathBuf,
+        /// The registry.
+        #[command(flatten)]
+        registry: RegistryArgs,
         /// The token id.
         id: String,
     },
 }
 
-fn open(db: &Path, create: bool) -> anyhow::Result<EnrollmentStore> {
+fn open(args: &RegistryArgs, create: bool) -> anyhow::Result<EnrollmentStore> {
+    let db = match (&args.db, &args.registry) {
+        (Some(db), _) => db.clone(),
+        (None, Some(url)) => match url.strip_prefix("sqlite:") {
+            Some(path) => PathBuf::from(path.strip_prefix("//").unwrap_or(path)),
+            None => {
+                return open_enrollment_store(url)
+                    .with_context(|| format!("opening the {} enrollment store", scheme(url)));
+            }
+        },
+        (None, None) => anyhow::bail!("--db or --registry is required"),
+    };
     if !create && !db.exists() {
         anyhow::bail!("no registry at {}", db.display());
     }
-    EnrollmentStore::open(db).with_context(|| format!("opening {}", db.display()))
+    EnrollmentStore::open(&db).with_context(|| format!("opening {}", db.display()))
 }
 
 pub(crate) fn run(command: TokensCommand) -> anyhow::Result<()> {
     let now = SystemTime::now();
     match command {
         TokensCommand::Create {
-            db,
+            registry,
             ttl_secs,
             label,
         } => {
-            let store = open(&db, true)?;
+            let store = open(&registry, true)?;
             let (id, token) = create_token(&store, &label, ttl_secs, now)?;
             println!("{}", token.as_str());
             eprintln!("token {id} valid for {ttl_secs} s; it is shown only now");
         }
-        TokensCommand::List { db } => {
+        TokensCommand::List { registry } => {
             let now = unix_seconds(now);
-            for token in open(&db, false)?.list_tokens()? {
+            for token in open(&registry, false)?.list_tokens()? {
                 let status = if token.revoked {
                     "revoked"
                 } else if token.used_unix.is_some() {
@@ -75,8 +91,8 @@ pub(crate) fn run(command: TokensCommand) -> anyhow::Result<()> {
                 );
             }
         }
-        TokensCommand::Revoke { db, id } => {
-            open(&db, false)?
+        TokensCommand::Revoke { registry, id } => {
+            open(&registry, false)?
                 .revoke_token(&id)
                 .with_context(|| format!("revoking token {id}"))?;
             eprintln!("revoked token {id}");

@@ -4,6 +4,9 @@
 #[path = "../../tests/it/verify_support/mod.rs"]
 mod verify_support;
 
+#[path = "cli/fleet.rs"]
+mod fleet;
+
 use std::path::Path;
 use std::process::{Command, Output};
 

@@ -30,6 +30,8 @@ mod ceremony;
 mod config;
 mod error;
 mod http;
+#[cfg(feature = "postgres")]
+mod postgres_store;
 mod store;
 pub mod token;
 
@@ -43,6 +45,30 @@ pub use http::{MAX_ACTIVATE_BODY, MAX_EVIDENCE_BODY, MAX_START_BODY, error_respo
 pub use store::{Challenge, ChallengeState, EnrollmentStore, NONCE_LEN, TokenInfo};
 
 use std::time::SystemTime;
+
+/// Opens the enrollment store named by `url`: `sqlite:PATH` (the file, usually the key
+/// registry's) or `postgres://…` (cargo feature `postgres`; a fleet's replicas then share every
+/// ceremony, whichever replica each step reaches).
+pub fn open_enrollment_store(url: &str) -> Result<EnrollmentStore, EnrollmentError> {
+    if let Some(path) = url.strip_prefix("sqlite:") {
+        let path = path.strip_prefix("//").unwrap_or(path);
+        if path.is_empty() {
+            return Err(EnrollmentError::Store("sqlite: needs a file path".into()));
+        }
+        return EnrollmentStore::open(std::path::Path::new(path));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        #[cfg(feature = "postgres")]
+        return EnrollmentStore::connect(url);
+        #[cfg(not(feature = "postgres"))]
+        return Err(EnrollmentError::Store(
+            "postgres:// enrollment stores need the `postgres` cargo feature".into(),
+        ));
+    }
+    Err(EnrollmentError::Store(
+        "expected an enrollment store URL sqlite:PATH or postgres://…".into(),
+    ))
+}
 
 /// Issues a token valid for `ttl_secs` from `now` and stores its hash; returns the token text
 /// (shown once: only its hash is kept) and its id.

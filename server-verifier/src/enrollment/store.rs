@@ -73,7 +73,7 @@ pub enum ChallengeState {
 }
 
 impl ChallengeState {
-    fn as_str(self) -> &'static str {
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             Self::Started => "started",
             Self::Verifying => "verifying",
@@ -81,7 +81,7 @@ impl ChallengeState {
         }
     }
 
-    fn parse(text: &str) -> Result<Self, EnrollmentError> {
+    pub(super) fn parse(text: &str) -> Result<Self, EnrollmentError> {
         match text {
             "started" => Ok(Self::Started),
             "verifying" => Ok(Self::Verifying),
@@ -116,10 +116,19 @@ pub struct Challenge {
     pub expires_unix: i64,
 }
 
-/// The enrollment tables.
+/// The enrollment tables: in SQLite ([`EnrollmentStore::open`]) or, for a fleet whose replicas
+/// must all see every ceremony, in PostgreSQL ([`EnrollmentStore::connect`], cargo feature
+/// `postgres`).
 #[derive(Debug)]
 pub struct EnrollmentStore {
-    conn: Mutex<Connection>,
+    backend: Backend,
+}
+
+#[derive(Debug)]
+enum Backend {
+    Sqlite(Mutex<Connection>),
+    #[cfg(feature = "postgres")]
+    Postgres(super::postgres_store::PostgresEnrollment),
 }
 
 impl EnrollmentStore {
@@ -185,14 +194,30 @@ impl EnrollmentStore {
         }
         tx.commit()?;
         Ok(Self {
-            conn: Mutex::new(conn),
+            backend: Backend::Sqlite(Mutex::new(conn)),
+        })
+    }
+
+    /// Opens the enrollment tables in the PostgreSQL database at `url` (a libpq URL), creating
+    /// or migrating them; every replica of a fleet then sees every ceremony, whichever replica
+    /// each step reaches.
+    #[cfg(feature = "postgres")]
+    pub fn connect(url: &str) -> Result<Self, EnrollmentError> {
+        Ok(Self {
+            backend: Backend::Postgres(super::postgres_store::PostgresEnrollment::connect(url)?),
         })
     }
 
     fn conn(&self) -> Result<MutexGuard<'_, Connection>, EnrollmentError> {
-        self.conn
-            .lock()
-            .map_err(|_| EnrollmentError::Store("lock poisoned".into()))
+        match &self.backend {
+            Backend::Sqlite(conn) => conn
+                .lock()
+                .map_err(|_| EnrollmentError::Store("lock poisoned".into())),
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(_) => Err(EnrollmentError::Store(
+                "not an SQLite enrollment store".into(),
+            )),
+        }
     }
 
     /// Stores a newly issued token.
@@ -203,6 +228,10 @@ impl EnrollmentStore {
         created_unix: i64,
         expires_unix: i64,
     ) -> Result<(), EnrollmentError> {
+        #[cfg(feature = "postgres")]
+        if let Backend::Postgres(pg) = &self.backend {
+            return pg.add_token(token, label, created_unix, expires_unix);
+        }
         self.conn()?.execute(
             "INSERT INTO enrollment_tokens (id, secret_sha256, label, created_unix, expires_unix) \
              VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -219,6 +248,10 @@ impl EnrollmentStore {
 
     /// Every token, oldest first.
     pub fn list_tokens(&self) -> Result<Vec<TokenInfo>, EnrollmentError> {
+        #[cfg(feature = "postgres")]
+        if let Backend::Postgres(pg) = &self.backend {
+            return pg.list_tokens();
+        }
         let conn = self.conn()?;
         let mut statement = conn.prepare(
             "SELECT id, label, created_unix, expires_unix, used_unix, revoked \
@@ -239,6 +272,10 @@ impl EnrollmentStore {
 
     /// The label of token `id`.
     pub fn token_label(&self, id: &str) -> Result<String, EnrollmentError> {
+        #[cfg(feature = "postgres")]
+        if let Backend::Postgres(pg) = &self.backend {
+            return pg.token_label(id);
+        }
         self.conn()?
             .query_row(
                 "SELECT label FROM enrollment_tokens WHERE id = ?1",
@@ -251,6 +288,10 @@ impl EnrollmentStore {
 
     /// Revokes an unused token. Unknown ids are [`EnrollmentError::InvalidToken`].
     pub fn revoke_token(&self, id: &str) -> Result<(), EnrollmentError> {
+        #[cfg(feature = "postgres")]
+        if let Backend::Postgres(pg) = &self.backend {
+            return pg.revoke_token(id);
+        }
         let changed = self.conn()?.execute(
             "UPDATE enrollment_tokens SET revoked = 1 WHERE id = ?1",
             params![id],
@@ -276,6 +317,10 @@ impl EnrollmentStore {
         max_pending: usize,
         max_per_token: usize,
     ) -> Result<Challenge, EnrollmentError> {
+        #[cfg(feature = "postgres")]
+        if let Backend::Postgres(pg) = &self.backend {
+            return pg.create_challenge(token, key_id, now, ttl_secs, max_pending, max_per_token);
+        }
         let mut conn = self.conn()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute(
@@ -361,6 +406,10 @@ impl EnrollmentStore {
     /// whatever the evidence turns out to be, so one token buys one look at the verifier's
     /// checks. The challenge moves to `verifying`.
     pub fn begin_evidence(&self, id: &str, now: i64) -> Result<Challenge, EnrollmentError> {
+        #[cfg(feature = "postgres")]
+        if let Backend::Postgres(pg) = &self.backend {
+            return pg.begin_evidence(id, now);
+        }
         let mut conn = self.conn()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut challenge = load(&tx, id)?.ok_or(EnrollmentError::ChallengeUnknown)?;
@@ -418,6 +467,10 @@ impl EnrollmentStore {
         ak_name: &[u8],
         pending: &str,
     ) -> Result<(), EnrollmentError> {
+        #[cfg(feature = "postgres")]
+        if let Backend::Postgres(pg) = &self.backend {
+            return pg.credential_issued(id, secret_sha256, ak_name, pending);
+        }
         let changed = self.conn()?.execute(
             "UPDATE enrollment_challenges \
              SET state = 'credential_issued', secret_sha256 = ?2, ak_name = ?3, pending = ?4 \
@@ -432,6 +485,10 @@ impl EnrollmentStore {
 
     /// Forgets a challenge (refused evidence).
     pub fn delete_challenge(&self, id: &str) -> Result<(), EnrollmentError> {
+        #[cfg(feature = "postgres")]
+        if let Backend::Postgres(pg) = &self.backend {
+            return pg.delete_challenge(id);
+        }
         self.conn()?.execute(
             "DELETE FROM enrollment_challenges WHERE id = ?1",
             params![id],
@@ -442,6 +499,10 @@ impl EnrollmentStore {
     /// Step 3: removes and returns a challenge whose credential was issued. One try only: a wrong
     /// secret ends the ceremony.
     pub fn take_for_activation(&self, id: &str, now: i64) -> Result<Challenge, EnrollmentError> {
+        #[cfg(feature = "postgres")]
+        if let Backend::Postgres(pg) = &self.backend {
+            return pg.take_for_activation(id, now);
+        }
         let mut conn = self.conn()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let challenge = load(&tx, id)?.ok_or(EnrollmentError::ChallengeUnknown)?;
@@ -466,6 +527,10 @@ impl EnrollmentStore {
 
     /// Pending ceremonies (for tests and monitoring).
     pub fn pending_challenges(&self) -> Result<usize, EnrollmentError> {
+        #[cfg(feature = "postgres")]
+        if let Backend::Postgres(pg) = &self.backend {
+            return pg.pending_challenges();
+        }
         let count: i64 =
             self.conn()?
                 .query_row("SELECT COUNT(*) FROM enrollment_challenges", [], |r| {

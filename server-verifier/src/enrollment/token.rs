@@ -36,6 +36,7 @@ impl std::fmt::Debug for IssuedToken {
 }
 
 /// A presented token, split.
+#[derive(Clone)]
 pub struct PresentedToken {
     /// The row id.
     pub id: String,

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{DeviceClock, DeviceFacts, DeviceRecord, KeyRegistry, RegisteredKey, RegistryError};
 
@@ -18,12 +19,22 @@ struct State {
 #[derive(Debug, Default)]
 pub struct MemoryRegistry {
     state: RwLock<State>,
+    /// Bumped by every write (its change version).
+    writes: AtomicU64,
 }
 
 impl MemoryRegistry {
     /// An empty registry.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    fn write(&self) -> Result<std::sync::RwLockWriteGuard<'_, State>, RegistryError> {
+        let state = self.state.write().map_err(|_| RegistryError::Poisoned)?;
+        // Bumped before the change is made and seen after it: a reader that saw the old version
+        // cannot store an answer under a version that outlives the change.
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        Ok(state)
     }
 }
 
@@ -46,7 +57,7 @@ impl KeyRegistry for MemoryRegistry {
 
     fn add(&self, key: RegisteredKey) -> Result<(), RegistryError> {
         key.validate()?;
-        let mut state = self.state.write().map_err(|_| RegistryError::Poisoned)?;
+        let mut state = self.write()?;
         if state.keys.contains_key(&key.key_id) {
             return Err(RegistryError::KeyExists(key.key_id));
         }
@@ -61,7 +72,7 @@ impl KeyRegistry for MemoryRegistry {
     }
 
     fn revoke(&self, key_id: &str) -> Result<(), RegistryError> {
-        let mut state = self.state.write().map_err(|_| RegistryError::Poisoned)?;
+        let mut state = self.write()?;
         let key = state
             .keys
             .get_mut(key_id)
@@ -82,7 +93,7 @@ impl KeyRegistry for MemoryRegistry {
 
     fn add_device(&self, device: DeviceRecord) -> Result<(), RegistryError> {
         device.validate()?;
-        let mut state = self.state.write().map_err(|_| RegistryError::Poisoned)?;
+        let mut state = self.write()?;
         if state.devices.contains_key(&device.id) {
             return Err(RegistryError::DeviceExists(device.id));
         }
@@ -100,7 +111,7 @@ impl KeyRegistry for MemoryRegistry {
         device_id: &str,
         clock: DeviceClock,
     ) -> Result<(), RegistryError> {
-        let mut state = self.state.write().map_err(|_| RegistryError::Poisoned)?;
+        let mut state = self.write()?;
         let device = state
             .devices
             .get_mut(device_id)
@@ -110,7 +121,7 @@ impl KeyRegistry for MemoryRegistry {
     }
 
     fn revoke_device(&self, device_id: &str) -> Result<(), RegistryError> {
-        let mut state = self.state.write().map_err(|_| RegistryError::Poisoned)?;
+        let mut state = self.write()?;
         let device = state
             .devices
             .get_mut(device_id)
@@ -127,13 +138,17 @@ impl KeyRegistry for MemoryRegistry {
         if baseline.len() > super::MAX_BASELINE_PCRS {
             return Err(RegistryError::Invalid("too many PCR values"));
         }
-        let mut state = self.state.write().map_err(|_| RegistryError::Poisoned)?;
+        let mut state = self.write()?;
         let device = state
             .devices
             .get_mut(device_id)
             .ok_or_else(|| RegistryError::UnknownDevice(device_id.to_owned()))?;
         device.pcr_baseline = baseline.to_vec();
         Ok(())
+    }
+
+    fn change_version(&self) -> Result<Option<u64>, RegistryError> {
+        Ok(Some(self.writes.load(Ordering::SeqCst)))
     }
 
     fn device_facts(&self, device_id: &str) -> Result<Option<DeviceFacts>, RegistryError> {
@@ -143,7 +158,7 @@ impl KeyRegistry for MemoryRegistry {
 
     fn put_device_facts(&self, device_id: &str, facts: &DeviceFacts) -> Result<(), RegistryError> {
         facts.validate()?;
-        let mut state = self.state.write().map_err(|_| RegistryError::Poisoned)?;
+        let mut state = self.write()?;
         if !state.devices.contains_key(device_id) {
             return Err(RegistryError::UnknownDevice(device_id.to_owned()));
         }

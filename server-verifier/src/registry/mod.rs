@@ -1,22 +1,37 @@
 //! Which keys (and, after TPM enrollment, which devices) the verifier accepts.
 //!
 //! [`KeyRegistry`] is synchronous: lookups are local (SQLite file, memory) and short, and the
-//! verifier calls it once per request. Implementations for fleets (PostgreSQL) plug in behind the
-//! same trait. Every error is reported, never papered over: the verifier turns any registry
-//! error into `verifier_unavailable` (fail closed).
+//! verifier calls it once per request. A fleet's registry lives in PostgreSQL
+//! ([`PostgresRegistry`], cargo feature `postgres`) behind the same trait. Every error is
+//! reported, never papered over: the verifier turns any registry error into
+//! `verifier_unavailable` (fail closed).
+//!
+//! [`open_registry`] opens a registry from a URL (`memory:`, `sqlite:PATH`, `postgres://…`),
+//! behind a [`CachedRegistry`] that answers repeated lookups from memory for as long as the
+//! registry's change signal ([`KeyRegistry::change_version`]) says nothing changed.
 
+mod cache;
+mod encoding;
 mod facts;
 mod memory;
+mod open;
+mod parsed_keys;
+#[cfg(feature = "postgres")]
+pub(crate) mod postgres;
 mod sqlite;
 
 use hwsign_proto::PublicKey;
 use hwsign_proto::api::KeyLevel;
 use thiserror::Error;
 
+pub use cache::{CacheStats, CachedRegistry, KEY_CACHE_CAPACITY};
 pub use facts::{
     AttestationRecord, BootState, DeviceFacts, Fact, MAX_FACT_STRING_LEN, PostureReport,
 };
 pub use memory::MemoryRegistry;
+pub use open::open_registry;
+#[cfg(feature = "postgres")]
+pub use postgres::{PG_SCHEMA_VERSION, PostgresRegistry};
 pub use sqlite::{SCHEMA_VERSION, SqliteRegistry};
 
 /// Longest key label.
@@ -203,6 +218,13 @@ pub enum RegistryError {
     /// This registry does not implement the operation.
     #[error("this registry does not support {0}")]
     Unsupported(&'static str),
+    /// The store could not be reached or did not answer in time (PostgreSQL down, restarting,
+    /// overloaded); a later call may succeed.
+    #[error("registry store unavailable")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The registry URL is not one this build can open.
+    #[error("invalid registry URL: {0}")]
+    InvalidUrl(&'static str),
 }
 
 /// Keys and devices the verifier accepts.
@@ -248,6 +270,15 @@ pub trait KeyRegistry: Send + Sync + std::fmt::Debug {
     ) -> Result<(), RegistryError> {
         let _ = (device_id, baseline);
         Err(RegistryError::Unsupported("changing a PCR baseline"))
+    }
+
+    /// A value that changes whenever the answer of [`KeyRegistry::lookup`] may have changed, in
+    /// this process or any other sharing the store: a cache in front of the registry
+    /// ([`CachedRegistry`]) may reuse an answer for as long as this value stays the same.
+    /// `None` when the registry cannot tell right now (no change signal, or its notification
+    /// channel is down): the cache is then bypassed, never trusted. The default is `None`.
+    fn change_version(&self) -> Result<Option<u64>, RegistryError> {
+        Ok(None)
     }
 
     /// Replaces the facts kept about an enrolled device. The device must exist.

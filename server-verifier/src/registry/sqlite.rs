@@ -1,26 +1,23 @@
 //! The embedded registry: one SQLite file (WAL mode, created 0600), its schema versioned through
 //! `PRAGMA user_version` so later releases can migrate it in place.
 
-use std::collections::HashMap;
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
-use hwsign_proto::PublicKey;
 use hwsign_proto::api::KeyLevel;
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
+use super::encoding::{facts_from_json, facts_to_json, pcrs_from_blob, pcrs_to_blob};
+use super::parsed_keys::ParsedKeys;
 use super::{DeviceClock, DeviceFacts, DeviceRecord, KeyRegistry, RegisteredKey, RegistryError};
 
 /// The schema version this code writes and reads.
 pub const SCHEMA_VERSION: i64 = 2;
-
-/// Parsed public keys kept in memory; a key id is a hash of its key, so an entry never goes stale
-/// (it is still checked against the stored bytes). Cleared when full rather than grown.
-const KEY_CACHE_CAPACITY: usize = 65_536;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE devices (
@@ -56,9 +53,6 @@ CREATE TABLE device_facts (
 ) STRICT;
 ";
 
-/// Largest stored facts document read back.
-const MAX_FACTS_JSON: usize = 64 * 1024;
-
 const KEY_COLUMNS: &str = "k.key_id, k.label, k.spki, k.level, k.device_id, \
      k.revoked OR COALESCE(d.revoked, 0), k.added_unix";
 
@@ -66,7 +60,12 @@ const KEY_COLUMNS: &str = "k.key_id, k.label, k.spki, k.level, k.device_id, \
 #[derive(Debug)]
 pub struct SqliteRegistry {
     conn: Mutex<Connection>,
-    keys: Mutex<HashMap<String, PublicKey>>,
+    keys: ParsedKeys,
+    /// Changes seen: writes through this connection (which `PRAGMA data_version` does not
+    /// report) and changes of `data_version` (commits by other connections).
+    changes: AtomicU64,
+    /// The `data_version` last read.
+    data_version: AtomicI64,
 }
 
 impl SqliteRegistry {
@@ -106,7 +105,9 @@ impl SqliteRegistry {
         migrate(&mut conn)?;
         Ok(Self {
             conn: Mutex::new(conn),
-            keys: Mutex::new(HashMap::new()),
+            keys: ParsedKeys::default(),
+            changes: AtomicU64::new(0),
+            data_version: AtomicI64::new(0),
         })
     }
 
@@ -114,25 +115,12 @@ impl SqliteRegistry {
         self.conn.lock().map_err(|_| RegistryError::Poisoned)
     }
 
-    fn public_key(&self, key_id: &str, spki: &[u8]) -> Result<PublicKey, RegistryError> {
-        let mut cache = self.keys.lock().map_err(|_| RegistryError::Poisoned)?;
-        if let Some(key) = cache.get(key_id)
-            && key.spki_der() == spki
-        {
-            return Ok(key.clone());
-        }
-        let key = PublicKey::from_spki_der(spki)
-            .map_err(|_| RegistryError::Corrupt(format!("stored key {key_id} does not parse")))?;
-        if key.key_id() != key_id {
-            return Err(RegistryError::Corrupt(format!(
-                "stored key {key_id} does not match its id"
-            )));
-        }
-        if cache.len() >= KEY_CACHE_CAPACITY {
-            cache.clear();
-        }
-        cache.insert(key_id.to_owned(), key.clone());
-        Ok(key)
+    /// The connection, for a write: counted while the lock is held, so no reader can see the
+    /// new count without the write it counts.
+    fn write_conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>, RegistryError> {
+        let conn = self.conn()?;
+        self.changes.fetch_add(1, Ordering::SeqCst);
+        Ok(conn)
     }
 
     fn key_from_row(&self, row: &Row<'_>) -> Result<RegisteredKey, RegistryError> {
@@ -140,7 +128,7 @@ impl SqliteRegistry {
         let spki: Vec<u8> = row.get(2)?;
         let level: String = row.get(3)?;
         Ok(RegisteredKey {
-            public_key: self.public_key(&key_id, &spki)?,
+            public_key: self.keys.get(&key_id, &spki)?,
             label: row.get(1)?,
             level: KeyLevel::from_str(&level).map_err(RegistryError::Corrupt)?,
             device_id: row.get(4)?,
@@ -184,26 +172,6 @@ fn is_unique_violation(error: &rusqlite::Error) -> bool {
     )
 }
 
-fn pcrs_to_blob(pcrs: &[[u8; 32]]) -> Vec<u8> {
-    pcrs.concat()
-}
-
-fn pcrs_from_blob(blob: &[u8]) -> Result<Vec<[u8; 32]>, RegistryError> {
-    let chunks = blob.chunks_exact(32);
-    if !chunks.remainder().is_empty() {
-        return Err(RegistryError::Corrupt(
-            "PCR baseline is not a multiple of 32 bytes".into(),
-        ));
-    }
-    Ok(chunks
-        .map(|chunk| {
-            let mut pcr = [0u8; 32];
-            pcr.copy_from_slice(chunk);
-            pcr
-        })
-        .collect())
-}
-
 fn device_from_row(row: &Row<'_>) -> Result<DeviceRecord, RegistryError> {
     let blob: Vec<u8> = row.get(7)?;
     let firmware: i64 = row.get(6)?;
@@ -240,7 +208,7 @@ impl KeyRegistry for SqliteRegistry {
 
     fn add(&self, key: RegisteredKey) -> Result<(), RegistryError> {
         key.validate()?;
-        let conn = self.conn()?;
+        let conn = self.write_conn()?;
         if let Some(device) = &key.device_id {
             let known: Option<i64> = conn
                 .query_row(
@@ -274,7 +242,7 @@ impl KeyRegistry for SqliteRegistry {
     }
 
     fn revoke(&self, key_id: &str) -> Result<(), RegistryError> {
-        let conn = self.conn()?;
+        let conn = self.write_conn()?;
         let changed = conn.execute(
             "UPDATE keys SET revoked = 1 WHERE key_id = ?1",
             params![key_id],
@@ -301,7 +269,7 @@ impl KeyRegistry for SqliteRegistry {
 
     fn add_device(&self, device: DeviceRecord) -> Result<(), RegistryError> {
         device.validate()?;
-        let conn = self.conn()?;
+        let conn = self.write_conn()?;
         let result = conn.execute(
             "INSERT INTO devices (id, ek_cert_sha256, ak_public, reset_count, restart_count, \
              clock, firmware_version, pcr_baseline, enrolled_unix, revoked) \
@@ -344,7 +312,7 @@ impl KeyRegistry for SqliteRegistry {
         device_id: &str,
         clock: DeviceClock,
     ) -> Result<(), RegistryError> {
-        let conn = self.conn()?;
+        let conn = self.write_conn()?;
         let changed = conn.execute(
             "UPDATE devices SET reset_count = ?2, restart_count = ?3, clock = ?4 WHERE id = ?1",
             params![
@@ -361,7 +329,7 @@ impl KeyRegistry for SqliteRegistry {
     }
 
     fn revoke_device(&self, device_id: &str) -> Result<(), RegistryError> {
-        let conn = self.conn()?;
+        let conn = self.write_conn()?;
         let changed = conn.execute(
             "UPDATE devices SET revoked = 1 WHERE id = ?1",
             params![device_id],
@@ -380,7 +348,7 @@ impl KeyRegistry for SqliteRegistry {
         if baseline.len() > super::MAX_BASELINE_PCRS {
             return Err(RegistryError::Invalid("too many PCR values"));
         }
-        let conn = self.conn()?;
+        let conn = self.write_conn()?;
         let changed = conn.execute(
             "UPDATE devices SET pcr_baseline = ?2 WHERE id = ?1",
             params![device_id, pcrs_to_blob(baseline)],
@@ -389,6 +357,19 @@ impl KeyRegistry for SqliteRegistry {
             return Err(RegistryError::UnknownDevice(device_id.to_owned()));
         }
         Ok(())
+    }
+
+    /// Commits by other connections (other processes, `hwsign-verifier keys revoke`) change
+    /// `PRAGMA data_version`; this connection's own writes are counted apart.
+    fn change_version(&self) -> Result<Option<u64>, RegistryError> {
+        let conn = self.conn()?;
+        let data_version: i64 = conn
+            .prepare_cached("PRAGMA data_version")?
+            .query_row([], |row| row.get(0))?;
+        if self.data_version.swap(data_version, Ordering::SeqCst) != data_version {
+            self.changes.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(Some(self.changes.load(Ordering::SeqCst)))
     }
 
     fn device_facts(&self, device_id: &str) -> Result<Option<DeviceFacts>, RegistryError> {
@@ -400,23 +381,11 @@ impl KeyRegistry for SqliteRegistry {
         let Some(text) = text else {
             return Ok(None);
         };
-        if text.len() > MAX_FACTS_JSON {
-            return Err(RegistryError::Corrupt(format!(
-                "facts of device {device_id} are too large"
-            )));
-        }
-        serde_json::from_str(&text)
-            .map(Some)
-            .map_err(|e| RegistryError::Corrupt(format!("facts of device {device_id}: {e}")))
+        facts_from_json(device_id, &text).map(Some)
     }
 
     fn put_device_facts(&self, device_id: &str, facts: &DeviceFacts) -> Result<(), RegistryError> {
-        facts.validate()?;
-        let text = serde_json::to_string(facts)
-            .map_err(|e| RegistryError::Corrupt(format!("encoding device facts: {e}")))?;
-        if text.len() > MAX_FACTS_JSON {
-            return Err(RegistryError::Invalid("device facts are too large"));
-        }
+        let text = facts_to_json(facts)?;
         let conn = self.conn()?;
         let known: Option<i64> = conn
             .query_row(

@@ -7,12 +7,13 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use anyhow::Result;
+use hwsign_verifier::registry::{AttestationRecord, BootState, DeviceFacts, Fact, PostureReport};
 use hwsign_verifier::{
     DeviceClock, DeviceRecord, KeyLevel, KeyRegistry, MemoryRegistry, RegistryError, SqliteRegistry,
 };
 use verify_support::{T0, TestKey};
 
-fn device(id: &str) -> DeviceRecord {
+pub(crate) fn device(id: &str) -> DeviceRecord {
     DeviceRecord {
         id: id.into(),
         ek_cert_sha256: "0f".repeat(32),
@@ -29,8 +30,8 @@ fn device(id: &str) -> DeviceRecord {
     }
 }
 
-/// Behaviour every registry must have.
-fn exercise(registry: &dyn KeyRegistry) -> Result<()> {
+/// Behaviour every registry must have (memory, SQLite, PostgreSQL, each behind a cache too).
+pub(crate) fn exercise(registry: &dyn KeyRegistry) -> Result<()> {
     let a = TestKey::from_seed("a")?;
     let b = TestKey::from_seed("b")?;
     let c = TestKey::from_seed("c")?;
@@ -205,56 +206,13 @@ fn sqlite_detects_a_tampered_key_row() -> Result<()> {
 /// migrated in place, its keys and devices kept.
 #[test]
 fn policy_device_facts_persist_and_version_1_files_migrate() -> Result<()> {
-    use hwsign_verifier::registry::{
-        AttestationRecord, BootState, DeviceFacts, Fact, PostureReport,
-    };
-    let facts = DeviceFacts {
-        tpm_manufacturer: Some("id:00001014".into()),
-        tpm_model: Some("swtpm".into()),
-        last_attestation: Some(AttestationRecord {
-            at_unix: T0,
-            boot_state: BootState::Changed,
-            quoted_pcrs: vec![[9u8; 32]; 8],
-        }),
-        posture: Some(PostureReport {
-            received_unix: T0 + 1,
-            disk_encrypted: Some(Fact::attested(true)),
-            screen_lock: Some(Fact::claimed(false)),
-            firmware_hsi: Some(Fact::claimed(2)),
-            os_name: Some(Fact::claimed("Debian GNU/Linux".into())),
-            ..PostureReport::default()
-        }),
-    };
+    let facts = sample_facts();
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("keys.db");
     let memory = MemoryRegistry::new();
     let sqlite = SqliteRegistry::open(&path)?;
     for registry in [&memory as &dyn KeyRegistry, &sqlite] {
-        assert!(matches!(
-            registry.put_device_facts("tpm-1", &facts),
-            Err(RegistryError::UnknownDevice(_))
-        ));
-        registry.add_device(device("tpm-1"))?;
-        assert_eq!(registry.device_facts("tpm-1")?, None);
-        registry.put_device_facts("tpm-1", &facts)?;
-        assert_eq!(registry.device_facts("tpm-1")?, Some(facts.clone()));
-        let mut bad = facts.clone();
-        bad.tpm_model = Some("x\u{7}".into());
-        assert!(matches!(
-            registry.put_device_facts("tpm-1", &bad),
-            Err(RegistryError::Invalid(_))
-        ));
-        // A baseline can be replaced (an approved boot chain), for a known device only.
-        registry.set_pcr_baseline("tpm-1", &[[9u8; 32]; 8])?;
-        assert_eq!(
-            registry.device("tpm-1")?.map(|d| d.pcr_baseline),
-            Some(vec![[9u8; 32]; 8])
-        );
-        assert!(matches!(
-            registry.set_pcr_baseline("tpm-2", &[]),
-            Err(RegistryError::UnknownDevice(_))
-        ));
-        registry.set_pcr_baseline("tpm-1", &device("tpm-1").pcr_baseline)?;
+        exercise_facts(registry, &facts)?;
     }
     drop(sqlite);
     assert_eq!(
@@ -283,5 +241,56 @@ fn policy_device_facts_persist_and_version_1_files_migrate() -> Result<()> {
     assert!(registry.lookup(&a.id)?.is_some());
     assert_eq!(registry.device_facts("tpm-1")?, None);
     registry.put_device_facts("tpm-1", &DeviceFacts::default())?;
+    Ok(())
+}
+
+/// Facts with every kind of field set.
+pub(crate) fn sample_facts() -> DeviceFacts {
+    DeviceFacts {
+        tpm_manufacturer: Some("id:00001014".into()),
+        tpm_model: Some("swtpm".into()),
+        last_attestation: Some(AttestationRecord {
+            at_unix: T0,
+            boot_state: BootState::Changed,
+            quoted_pcrs: vec![[9u8; 32]; 8],
+        }),
+        posture: Some(PostureReport {
+            received_unix: T0 + 1,
+            disk_encrypted: Some(Fact::attested(true)),
+            screen_lock: Some(Fact::claimed(false)),
+            firmware_hsi: Some(Fact::claimed(2)),
+            os_name: Some(Fact::claimed("Debian GNU/Linux".into())),
+            ..PostureReport::default()
+        }),
+    }
+}
+
+/// Device facts and baselines, in any registry that keeps them (device `tpm-1` not yet enrolled).
+pub(crate) fn exercise_facts(registry: &dyn KeyRegistry, facts: &DeviceFacts) -> Result<()> {
+    assert!(matches!(
+        registry.put_device_facts("tpm-1", facts),
+        Err(RegistryError::UnknownDevice(_))
+    ));
+    registry.add_device(device("tpm-1"))?;
+    assert_eq!(registry.device_facts("tpm-1")?, None);
+    registry.put_device_facts("tpm-1", facts)?;
+    assert_eq!(registry.device_facts("tpm-1")?, Some(facts.clone()));
+    let mut bad = facts.clone();
+    bad.tpm_model = Some("x\u{7}".into());
+    assert!(matches!(
+        registry.put_device_facts("tpm-1", &bad),
+        Err(RegistryError::Invalid(_))
+    ));
+    // A baseline can be replaced (an approved boot chain), for a known device only.
+    registry.set_pcr_baseline("tpm-1", &[[9u8; 32]; 8])?;
+    assert_eq!(
+        registry.device("tpm-1")?.map(|d| d.pcr_baseline),
+        Some(vec![[9u8; 32]; 8])
+    );
+    assert!(matches!(
+        registry.set_pcr_baseline("tpm-2", &[]),
+        Err(RegistryError::UnknownDevice(_))
+    ));
+    registry.set_pcr_baseline("tpm-1", &device("tpm-1").pcr_baseline)?;
     Ok(())
 }

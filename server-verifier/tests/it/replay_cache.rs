@@ -15,8 +15,9 @@ fn put(
     put_limited(cache, key_id, nonce, expires_unix, now_unix, usize::MAX)
 }
 
-fn put_limited(
-    cache: &MemoryReplayCache,
+/// `check_and_remember` on any replay cache (the fleet tests share it).
+pub(crate) fn put_limited(
+    cache: &dyn ReplayCache,
     key_id: &str,
     nonce: &str,
     expires_unix: i64,

@@ -73,9 +73,25 @@ pub(crate) fn verify_rate(
     registry: RegistryKind,
     name: &str,
 ) -> Result<Figure> {
+    let fixture = VerifyFixture::new(backend, registry, verify_requests(plan))?;
+    verify_rate_of(plan, &fixture, name, &format!("{registry:?}"))
+}
+
+/// How many requests [`verify_rate_of`] verifies (its fixture's replay cache must hold them).
+pub(crate) fn verify_requests(plan: &Plan) -> usize {
+    plan.warmup + plan.rounds * plan.verify_batch
+}
+
+/// The verify rate ratio of a ready fixture whose registry is described by `registry`.
+pub(crate) fn verify_rate_of(
+    plan: &Plan,
+    fixture: &VerifyFixture,
+    name: &str,
+    registry: &str,
+) -> Result<Figure> {
+    let backend = fixture.verifier.backend();
     let batch = plan.verify_batch;
-    let total = plan.warmup + plan.rounds * batch;
-    let fixture = VerifyFixture::new(backend, registry, total)?;
+    let total = verify_requests(plan);
     let requests = fixture.signed_requests(total)?;
     let pairs: Vec<Vec<(&str, &str)>> = requests.iter().map(|r| r.pairs()).collect();
     for (request, headers) in requests.iter().zip(&pairs).take(plan.warmup) {
@@ -123,7 +139,7 @@ pub(crate) fn verify_rate(
         median(ratios),
         Goal::AtLeast(0.9),
         format!(
-            "backend={} registry={registry:?}: Verifier::verify {} ({:.0}/s) vs raw verify {} ({:.0}/s), one core (thread CPU time); of the overhead {}, parsing + string to sign {}",
+            "backend={} registry={registry}: Verifier::verify {} ({:.0}/s) vs raw verify {} ({:.0}/s), one core (thread CPU time); of the overhead {}, parsing + string to sign {}",
             backend.name(),
             us(t_full),
             1.0 / t_full,

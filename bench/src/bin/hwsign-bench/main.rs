@@ -1,9 +1,10 @@
-//! `hwsign-bench`: measures every figure of issue 5 in one run and prints one line per figure,
+//! `hwsign-bench`: measures every figure of issues 5 and 11 in one run and prints one line per figure,
 //! `name value goal pass|FAIL`, each followed by a `#` line with the absolute numbers behind it.
 //! Run through `bench/run` (it builds the release binaries first); see docs/PERFORMANCE.md.
 //!
 //! `hwsign-bench [--quick] [--agent-bin PATH]`; `hwsign-bench echo-server SOCKET RESPONSE` is the
-//! echo floor's child process; `hwsign-bench policy-overhead` measures that figure alone;
+//! echo floor's child process; `hwsign-bench fleet [--quick]` measures only the fleet figures
+//! (PostgreSQL, Redis); `hwsign-bench policy-overhead` measures that figure alone;
 //! `hwsign-bench profile-verify [N]` verifies N requests in a loop for a profiler
 //! (`perf record -g`).
 #![forbid(unsafe_code)]
@@ -13,6 +14,7 @@ mod agent_proc;
 mod delegated;
 mod echo;
 mod figure;
+mod fleet;
 mod inproc;
 mod measure;
 #[cfg(feature = "tpm")]
@@ -126,6 +128,27 @@ fn main() -> ExitCode {
                 figure.passes()
             })
         }
+        Some("fleet") => {
+            let plan = if args.get(1).is_some_and(|a| a == "--quick") {
+                Plan::quick()
+            } else {
+                Plan::full()
+            };
+            let mut figures = fleet::figures(&plan);
+            // The same ratio with the in-memory registry, for comparison in the same run.
+            let name = "info.verify_rate_ratio_memory_registry";
+            figures.push(or_unavailable(
+                name,
+                Goal::AtLeast(0.9),
+                inproc::verify_rate(&plan, VerifyBackend::default(), RegistryKind::Memory, name),
+            ));
+            for figure in &figures {
+                println!("{figure}");
+            }
+            Ok(figures
+                .iter()
+                .all(|f| f.passes() || f.name.starts_with("info.")))
+        }
         Some("profile-verify") => {
             inproc::profile_verify(args.get(1).and_then(|n| n.parse().ok()).unwrap_or(50_000))
                 .map(|()| true)
@@ -187,6 +210,7 @@ fn report(args: &Args) -> Result<bool> {
             inproc::verify_rate(&plan, default, RegistryKind::Memory, name),
         )],
     );
+    emit(&mut figures, fleet::figures(&plan));
     for backend in VerifyBackend::available().iter().filter(|b| **b != default) {
         let name = format!("info.verify_rate_ratio_{}", backend.name());
         emit(

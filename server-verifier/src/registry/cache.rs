@@ -1,0 +1,161 @@
+//! A per-process cache of key lookups in front of any registry, that never outlives a change.
+//!
+//! Each answer is stored with the registry's [`change_version`](KeyRegistry::change_version) read
+//! *before* the lookup, and reused only while the registry still reports that same version. A
+//! change committed after the version was read moves the version on (PostgreSQL: a notification;
+//! SQLite: `PRAGMA data_version`), so an answer read before the change is never reused after the
+//! registry reports it. When the registry cannot tell (`None`: no change signal, or its
+//! notification channel is down), every lookup goes to the registry.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use super::{DeviceClock, DeviceFacts, DeviceRecord, KeyRegistry, RegisteredKey, RegistryError};
+
+/// Most keys a [`CachedRegistry`] holds; when full it is cleared rather than grown.
+pub const KEY_CACHE_CAPACITY: usize = 65_536;
+
+/// Lookup counts of a [`CachedRegistry`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Lookups answered from the cache.
+    pub hits: u64,
+    /// Lookups that went to the registry (not cached, or changed since).
+    pub misses: u64,
+    /// Lookups that went to the registry because it could not vouch for the cache.
+    pub bypassed: u64,
+}
+
+/// A [`KeyRegistry`] answering repeated lookups from memory while the registry behind it reports
+/// no change. Writes go through to the registry and clear the cache.
+#[derive(Debug)]
+pub struct CachedRegistry {
+    inner: Arc<dyn KeyRegistry>,
+    entries: RwLock<HashMap<String, (u64, RegisteredKey)>>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    bypassed: AtomicU64,
+}
+
+impl CachedRegistry {
+    /// A cache in front of `inner`.
+    pub fn new(inner: Arc<dyn KeyRegistry>) -> Self {
+        Self {
+            inner,
+            entries: RwLock::new(HashMap::new()),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            bypassed: AtomicU64::new(0),
+        }
+    }
+
+    /// The registry behind the cache.
+    pub fn inner(&self) -> &Arc<dyn KeyRegistry> {
+        &self.inner
+    }
+
+    /// How lookups were answered so far.
+    pub fn stats(&self) -> CacheStats {
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            bypassed: self.bypassed.load(Ordering::Relaxed),
+        }
+    }
+
+    fn clear(&self) {
+        if let Ok(mut entries) = self.entries.write() {
+            entries.clear();
+        }
+    }
+
+    /// Runs a write on the registry, then forgets every cached answer (this process sees its own
+    /// write at once, before the change signal comes round).
+    fn write<T>(&self, op: impl FnOnce(&dyn KeyRegistry) -> T) -> T {
+        let result = op(self.inner.as_ref());
+        self.clear();
+        result
+    }
+}
+
+impl KeyRegistry for CachedRegistry {
+    fn lookup(&self, key_id: &str) -> Result<Option<RegisteredKey>, RegistryError> {
+        let Some(version) = self.inner.change_version()? else {
+            self.bypassed.fetch_add(1, Ordering::Relaxed);
+            return self.inner.lookup(key_id);
+        };
+        {
+            let entries = self.entries.read().map_err(|_| RegistryError::Poisoned)?;
+            if let Some((seen, key)) = entries.get(key_id)
+                && *seen == version
+            {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(Some(key.clone()));
+            }
+        }
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        let found = self.inner.lookup(key_id)?;
+        // Only keys that exist are kept: ids nobody registered must not push real keys out.
+        if let Some(key) = &found {
+            let mut entries = self.entries.write().map_err(|_| RegistryError::Poisoned)?;
+            if entries.len() >= KEY_CACHE_CAPACITY && !entries.contains_key(key_id) {
+                entries.clear();
+            }
+            entries.insert(key_id.to_owned(), (version, key.clone()));
+        }
+        Ok(found)
+    }
+
+    fn add(&self, key: RegisteredKey) -> Result<(), RegistryError> {
+        self.write(|r| r.add(key))
+    }
+
+    fn revoke(&self, key_id: &str) -> Result<(), RegistryError> {
+        self.write(|r| r.revoke(key_id))
+    }
+
+    fn list(&self) -> Result<Vec<RegisteredKey>, RegistryError> {
+        self.inner.list()
+    }
+
+    fn add_device(&self, device: DeviceRecord) -> Result<(), RegistryError> {
+        self.write(|r| r.add_device(device))
+    }
+
+    fn device(&self, device_id: &str) -> Result<Option<DeviceRecord>, RegistryError> {
+        self.inner.device(device_id)
+    }
+
+    fn update_device_clock(
+        &self,
+        device_id: &str,
+        clock: DeviceClock,
+    ) -> Result<(), RegistryError> {
+        self.write(|r| r.update_device_clock(device_id, clock))
+    }
+
+    fn revoke_device(&self, device_id: &str) -> Result<(), RegistryError> {
+        self.write(|r| r.revoke_device(device_id))
+    }
+
+    fn device_facts(&self, device_id: &str) -> Result<Option<DeviceFacts>, RegistryError> {
+        self.inner.device_facts(device_id)
+    }
+
+    fn set_pcr_baseline(
+        &self,
+        device_id: &str,
+        baseline: &[[u8; 32]],
+    ) -> Result<(), RegistryError> {
+        self.write(|r| r.set_pcr_baseline(device_id, baseline))
+    }
+
+    fn put_device_facts(&self, device_id: &str, facts: &DeviceFacts) -> Result<(), RegistryError> {
+        self.write(|r| r.put_device_facts(device_id, facts))
+    }
+
+    fn change_version(&self) -> Result<Option<u64>, RegistryError> {
+        self.inner.change_version()
+    }
+}
