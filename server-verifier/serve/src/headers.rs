@@ -9,7 +9,7 @@
 use http::HeaderMap;
 use http::header::{
     CONNECTION, EXPECT, HeaderName, HeaderValue, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE,
-    TRAILER, TRANSFER_ENCODING, UPGRADE,
+    TRAILER, TRANSFER_ENCODING, UPGRADE, VIA,
 };
 use hwsign_verifier::VerifiedPrincipal;
 
@@ -30,6 +30,9 @@ pub const VERIFIED_DELEGATED: HeaderName = HeaderName::from_static("x-hws-verifi
 /// `SignedHeaders`). A header not listed may have been added or changed on the way.
 pub const VERIFIED_SIGNED_HEADERS: HeaderName =
     HeaderName::from_static("x-hws-verified-signed-headers");
+
+/// This hop in `Via`.
+const VIA_SELF: &str = "1.1 hwsign-verifier";
 
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
@@ -88,6 +91,8 @@ pub(crate) fn for_upstream(headers: &mut HeaderMap, principal: &VerifiedPrincipa
         if principal.delegated { "true" } else { "false" },
     );
     set(VERIFIED_SIGNED_HEADERS, &principal.signed_headers.join(";"));
+    // RFC 9110 §7.6.3: a proxy adds itself to Via.
+    headers.append(VIA, HeaderValue::from_static(VIA_SELF));
 }
 
 /// Removes every field whose name starts with `x-hws-verified-`.
@@ -144,6 +149,7 @@ mod tests {
         assert_eq!(headers[VERIFIED_DELEGATED], "true");
         assert_eq!(headers[VERIFIED_SIGNED_HEADERS], "host;x-hws-date");
         assert_eq!(headers["x-hws-date"], "20261130T000000Z");
+        assert_eq!(headers[VIA], "1.1 hwsign-verifier");
         let mut with_device = HeaderMap::new();
         for_upstream(&mut with_device, &principal(Some("dev1")));
         assert_eq!(with_device[VERIFIED_DEVICE], "dev1");
