@@ -79,6 +79,9 @@ impl Histogram {
 /// The proxy's metrics, shared by every connection.
 #[derive(Debug, Default)]
 pub(crate) struct Metrics {
+    /// Accepted requests: the hot path, a lone atomic (no lock shared by the worker threads).
+    accepted: AtomicU64,
+    /// Refusals and upstream failures by (outcome, code).
     requests: Mutex<BTreeMap<(Outcome, &'static str), u64>>,
     verify: Histogram,
     upstream: Histogram,
@@ -88,6 +91,10 @@ pub(crate) struct Metrics {
 impl Metrics {
     /// Counts a request that ended with `outcome` and `code`.
     pub(crate) fn count(&self, outcome: Outcome, code: Option<RejectCode>) {
+        if outcome == Outcome::Accepted {
+            self.accepted.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         let code = code.map_or("ok", RejectCode::as_str);
         if let Ok(mut table) = self.requests.lock() {
             *table.entry((outcome, code)).or_insert(0) += 1;
@@ -115,7 +122,10 @@ impl Metrics {
         out.push_str("# HELP hws_requests_total Requests answered, by outcome and wire code.\n");
         out.push_str("# TYPE hws_requests_total counter\n");
         let mut table = self.requests.lock().map(|t| t.clone()).unwrap_or_default();
-        table.entry((Outcome::Accepted, "ok")).or_insert(0);
+        table.insert(
+            (Outcome::Accepted, "ok"),
+            self.accepted.load(Ordering::Relaxed),
+        );
         for ((outcome, code), value) in table {
             let _ = writeln!(
                 out,
