@@ -44,6 +44,9 @@ pub enum RejectCode {
     WrongHost,
     /// The key holds its quota of live nonces in the replay cache; retry later (429).
     RateLimited,
+    /// A verifying proxy (`hwsign-verifier serve`) accepted the request but could not get an
+    /// answer from its upstream (502). The nonce stays used: sign again to retry.
+    UpstreamUnavailable,
 }
 
 impl RejectCode {
@@ -67,6 +70,7 @@ impl RejectCode {
             Self::VerifierUnavailable => "verifier_unavailable",
             Self::WrongHost => "wrong_host",
             Self::RateLimited => "rate_limited",
+            Self::UpstreamUnavailable => "upstream_unavailable",
         }
     }
 
@@ -78,6 +82,7 @@ impl RejectCode {
             Self::RateLimited => 429,
             Self::DeviceRevoked | Self::PolicyDenied => 403,
             Self::VerifierUnavailable => 503,
+            Self::UpstreamUnavailable => 502,
             _ => 401,
         }
     }

@@ -206,6 +206,20 @@ pub enum ConfigError {
     Policy(#[from] crate::policy::PolicyError),
 }
 
+/// Reads a configuration file of at most 1 MiB as text (for the verifier's configuration and
+/// those that embed it, such as `hwsign-verifier serve`'s).
+pub fn read_config_file(path: &Path) -> Result<String, ConfigError> {
+    let read_error = |source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    };
+    let size = std::fs::metadata(path).map_err(read_error)?.len();
+    if size > MAX_CONFIG_FILE_BYTES {
+        return Err(ConfigError::TooLarge(path.display().to_string()));
+    }
+    std::fs::read_to_string(path).map_err(read_error)
+}
+
 impl VerifierConfig {
     /// Defaults for `audience` serving `hosts`: ±300 s, 10 MiB bodies, no route rules,
     /// presigned URLs up to 15 minutes, 10,000 live nonces per key.
@@ -241,16 +255,7 @@ impl VerifierConfig {
 
     /// Reads, parses and validates a TOML file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let read_error = |source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        };
-        let size = std::fs::metadata(path).map_err(read_error)?.len();
-        if size > MAX_CONFIG_FILE_BYTES {
-            return Err(ConfigError::TooLarge(path.display().to_string()));
-        }
-        let text = std::fs::read_to_string(path).map_err(read_error)?;
-        Self::from_toml_str(&text)
+        Self::from_toml_str(&read_config_file(path)?)
     }
 
     /// Checks every field's bounds.

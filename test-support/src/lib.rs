@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod binaries;
+pub mod nginx;
 pub mod ports;
 pub mod postgres;
 pub mod redis;

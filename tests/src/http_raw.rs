@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// A parsed response.
 #[derive(Debug, Clone)]
@@ -69,27 +69,40 @@ pub fn to_raw(request: &http::Request<Vec<u8>>) -> Result<Vec<u8>> {
 /// Writes `bytes` to `addr` and reads the whole response (30 s bound).
 pub async fn send_raw(addr: SocketAddr, bytes: &[u8]) -> Result<RawResponse> {
     tokio::time::timeout(Duration::from_secs(30), async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await?;
-        // A server may answer and close before the whole request is sent (413 before the body is
-        // read): then the write fails, and the answer is still there to read, as curl reads it.
-        if let Err(error) = stream.write_all(bytes).await
-            && !matches!(
-                error.kind(),
-                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
-            )
-        {
-            return Err(error.into());
-        }
-        let mut response = Vec::new();
-        if let Err(error) = stream.read_to_end(&mut response).await
-            && response.is_empty()
-        {
-            return Err(error.into());
-        }
-        parse_response(&response)
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        exchange(stream, bytes).await
     })
     .await
     .context("response timed out")?
+}
+
+/// Writes `bytes` to an open connection (plain or TLS) and reads the whole response.
+pub async fn exchange<S>(mut stream: S, bytes: &[u8]) -> Result<RawResponse>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    // A server may answer and close before the whole request is sent (413 before the body is
+    // read): then the write fails, and the answer is still there to read, as curl reads it.
+    if let Err(error) = async {
+        stream.write_all(bytes).await?;
+        stream.flush().await
+    }
+    .await
+        && !matches!(
+            error.kind(),
+            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+        )
+    {
+        return Err(error.into());
+    }
+    let mut response = Vec::new();
+    // A peer that closes without a TLS close_notify still delivered what it sent.
+    if let Err(error) = stream.read_to_end(&mut response).await
+        && response.is_empty()
+    {
+        return Err(error.into());
+    }
+    parse_response(&response)
 }
 
 fn parse_response(bytes: &[u8]) -> Result<RawResponse> {

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod agent_raw;
+pub mod fleet;
 pub mod http_raw;
 pub mod openai_api;
 pub mod pkcs11_e2e;
@@ -154,22 +155,9 @@ impl AgentProcess {
 
     /// SIGTERM, wait for exit (SIGKILL after 15 s); returns whether it exited successfully.
     pub fn stop(&mut self) -> Result<bool> {
-        let Some(mut child) = self.child.take() else {
-            return Ok(true);
-        };
-        let pid = Pid::from_raw(i32::try_from(child.id())?);
-        let _ = kill(pid, Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(status) = child.try_wait()? {
-                return Ok(status.success());
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Ok(false);
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        match self.child.take() {
+            Some(mut child) => stop_child(&mut child, Duration::from_secs(15)),
+            None => Ok(true),
         }
     }
 
@@ -192,6 +180,24 @@ impl AgentProcess {
 impl Drop for AgentProcess {
     fn drop(&mut self) {
         let _ = self.stop();
+    }
+}
+
+/// Stops a child: SIGTERM, then SIGKILL after `grace`; whether it exited successfully.
+pub(crate) fn stop_child(child: &mut Child, grace: Duration) -> Result<bool> {
+    let pid = Pid::from_raw(i32::try_from(child.id())?);
+    let _ = kill(pid, Signal::SIGTERM);
+    let deadline = Instant::now() + grace;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status.success());
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok(false);
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -1,5 +1,5 @@
 //! `hwsign-verifier`: administer the verifier's key registry, enrollment tokens and device
-//! policies.
+//! policies, and run the verifying proxy (`serve`).
 //!
 //! The binary (`src/main.rs`) parses the command line and calls [`run`]. This crate, not the
 //! `hwsign-verifier` library, carries the command line's dependencies (clap, anyhow), so a server
@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 mod policy;
+mod serve;
 mod tokens;
 
 use std::path::{Path, PathBuf};
@@ -53,6 +54,16 @@ enum Command {
     },
     /// Print the man page (roff).
     Man,
+    /// Run the verifying reverse proxy in front of an API (server-verifier/serve/serve.example.toml
+    /// documents the configuration) until SIGTERM or SIGINT.
+    Serve {
+        /// The TOML configuration.
+        #[arg(long)]
+        config: PathBuf,
+        /// Only check the configuration, then exit (0 when valid).
+        #[arg(long)]
+        check_config: bool,
+    },
     /// Device policies (Cedar): validate, check a request, print the schema.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
@@ -209,6 +220,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
         Command::Policy(command) => policy::run(command)?,
+        Command::Serve {
+            config,
+            check_config,
+        } => serve::run(&config, check_config)?,
         Command::Keys(KeysCommand::Add {
             registry,
             public_key,

@@ -468,3 +468,90 @@ fn policy_validate_and_check_commands() -> Result<()> {
     assert!(stderr(&invalid).contains("levle"), "{}", stderr(&invalid));
     Ok(())
 }
+
+const INSTALLED_BINARY: &str = "/usr/local/bin/hwsign-verifier";
+
+fn serve_unit() -> Result<String> {
+    Ok(std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../systemd/system/hwsign-verifier-serve.service"),
+    )?)
+}
+
+/// The proxy's system unit passes `systemd-analyze verify` without a warning (with ExecStart
+/// pointing at the freshly built binary: verify insists that the command exists).
+#[test]
+fn the_serve_unit_verifies() -> Result<()> {
+    let text = serve_unit()?;
+    ensure!(text.contains(&format!("ExecStart={INSTALLED_BINARY} serve ")));
+    let dir = tempfile::tempdir()?;
+    let unit = "hwsign-verifier-serve.service";
+    std::fs::write(
+        dir.path().join(unit),
+        text.replace(INSTALLED_BINARY, env!("CARGO_BIN_EXE_hwsign-verifier")),
+    )?;
+    let output = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(format!("./{unit}"))
+        .current_dir(dir.path())
+        .output()
+        .context("running systemd-analyze (scripts/test installs systemd)")?;
+    ensure!(output.status.success(), "{}", stderr(&output));
+    ensure!(
+        stderr(&output).trim().is_empty(),
+        "warnings: {}",
+        stderr(&output)
+    );
+    Ok(())
+}
+
+#[test]
+fn the_serve_unit_stays_hardened() -> Result<()> {
+    let text = serve_unit()?;
+    for line in [
+        "Type=notify",
+        "User=hwsign-verifier",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ProtectHome=yes",
+        "PrivateTmp=yes",
+        "PrivateDevices=yes",
+        "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
+        "CapabilityBoundingSet=",
+        "SystemCallFilter=@system-service",
+        "MemoryDenyWriteExecute=yes",
+        "StateDirectory=hwsign-verifier",
+    ] {
+        ensure!(text.lines().any(|l| l == line), "the unit lacks {line}");
+    }
+    Ok(())
+}
+
+/// `serve --check-config` accepts the sample configuration and refuses an invalid one.
+#[test]
+fn serve_check_config() -> Result<()> {
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../serve/serve.example.toml");
+    let output = run(&[
+        "serve",
+        "--config",
+        &sample.to_string_lossy(),
+        "--check-config",
+    ])?;
+    ensure!(output.status.success(), "{}", stderr(&output));
+    ensure!(stdout(&output).contains("configuration OK"));
+    let invalid = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../serve/tests/fixtures/config/invalid-upstream-path.toml");
+    let output = run(&[
+        "serve",
+        "--config",
+        &invalid.to_string_lossy(),
+        "--check-config",
+    ])?;
+    ensure!(!output.status.success());
+    ensure!(
+        stderr(&output).contains("must be http://host[:port] with no path"),
+        "{}",
+        stderr(&output)
+    );
+    Ok(())
+}

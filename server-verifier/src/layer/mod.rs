@@ -117,7 +117,12 @@ where
     }
 }
 
-async fn authenticate<B>(
+/// Verifies one request the way [`HwsignLayer`] does, for servers that are not tower services
+/// (`hwsign-verifier serve`): the declared length against the body limit, the signature and the
+/// nonce before the body, the body read under the limit and the request's deadline, then
+/// [`Verifier::finish`]. Returns the principal and the complete body; answer a refusal with
+/// [`rejection_response`].
+pub async fn authenticate<B>(
     verifier: &Verifier,
     head: &http::request::Parts,
     body: B,

@@ -2,11 +2,12 @@
 //! `name value goal pass|FAIL`, each followed by a `#` line with the absolute numbers behind it.
 //! Run through `bench/run` (it builds the release binaries first); see docs/PERFORMANCE.md.
 //!
-//! `hwsign-bench [--quick] [--agent-bin PATH]`; `hwsign-bench echo-server SOCKET RESPONSE` is the
-//! echo floor's child process; `hwsign-bench fleet [--quick]` measures only the fleet figures
-//! (PostgreSQL, Redis); `hwsign-bench policy-overhead` measures that figure alone;
-//! `hwsign-bench profile-verify [N]` verifies N requests in a loop for a profiler
-//! (`perf record -g`).
+//! `hwsign-bench [--quick] [--agent-bin PATH] [--verifier-bin PATH]`; `hwsign-bench echo-server
+//! SOCKET RESPONSE` is the echo floor's child process, `hwsign-bench plain-proxy UPSTREAM` the
+//! serve floor's; `hwsign-bench serve-cpu [--quick] [--verifier-bin PATH]` measures only
+//! `serve_cpu_ratio`; `hwsign-bench fleet [--quick]` only the fleet figures (PostgreSQL, Redis);
+//! `hwsign-bench policy-overhead` only `policy_overhead`; `hwsign-bench profile-verify [N]`
+//! verifies N requests in a loop for a profiler (`perf record -g`).
 #![forbid(unsafe_code)]
 
 mod agent_figures;
@@ -17,6 +18,7 @@ mod figure;
 mod fleet;
 mod inproc;
 mod measure;
+mod serve_cpu;
 #[cfg(feature = "tpm")]
 mod tpm;
 
@@ -48,6 +50,11 @@ pub struct Plan {
     pub tpm_signs: usize,
     /// Rounds of (raw, agent) TPM batches.
     pub tpm_rounds: usize,
+    /// Requests per proxy per round of `serve_cpu_ratio` (a round must cost the proxies many
+    /// 10 ms ticks of CPU).
+    pub serve_batch: usize,
+    /// Rounds of (serve, plain proxy) batches.
+    pub serve_rounds: usize,
 }
 
 impl Plan {
@@ -61,6 +68,8 @@ impl Plan {
             concurrency_per_client: 50,
             tpm_signs: 120,
             tpm_rounds: 4,
+            serve_batch: 4_000,
+            serve_rounds: 5,
         }
     }
 
@@ -76,6 +85,8 @@ impl Plan {
             concurrency_per_client: 60,
             tpm_signs: 600,
             tpm_rounds: 6,
+            serve_batch: 10_000,
+            serve_rounds: 7,
         }
     }
 }
@@ -83,11 +94,13 @@ impl Plan {
 struct Args {
     quick: bool,
     agent_bin: PathBuf,
+    verifier_bin: PathBuf,
 }
 
 fn parse_args(args: &[String]) -> Result<Args> {
     let mut quick = false;
     let mut agent_bin = None;
+    let mut verifier_bin = None;
     let mut rest = args.iter();
     while let Some(arg) = rest.next() {
         match arg.as_str() {
@@ -95,19 +108,33 @@ fn parse_args(args: &[String]) -> Result<Args> {
             "--agent-bin" => {
                 agent_bin = Some(PathBuf::from(rest.next().context("--agent-bin PATH")?))
             }
+            "--verifier-bin" => {
+                verifier_bin = Some(PathBuf::from(rest.next().context("--verifier-bin PATH")?))
+            }
             other => bail!(
-                "unknown argument {other:?} (usage: hwsign-bench [--quick] [--agent-bin PATH])"
+                "unknown argument {other:?} (usage: hwsign-bench [--quick] [--agent-bin PATH] [--verifier-bin PATH])"
             ),
         }
     }
-    let agent_bin = match agent_bin {
-        Some(path) => path,
-        None => std::env::current_exe()?
+    let sibling = |name: &str| -> Result<PathBuf> {
+        Ok(std::env::current_exe()?
             .parent()
             .context("no directory of the executable")?
-            .join("hwsign-agent"),
+            .join(name))
     };
-    Ok(Args { quick, agent_bin })
+    let agent_bin = match agent_bin {
+        Some(path) => path,
+        None => sibling("hwsign-agent")?,
+    };
+    let verifier_bin = match verifier_bin {
+        Some(path) => path,
+        None => sibling("hwsign-verifier")?,
+    };
+    Ok(Args {
+        quick,
+        agent_bin,
+        verifier_bin,
+    })
 }
 
 fn main() -> ExitCode {
@@ -149,6 +176,13 @@ fn main() -> ExitCode {
                 .iter()
                 .all(|f| f.passes() || f.name.starts_with("info.")))
         }
+        Some("plain-proxy") => match args.get(1) {
+            Some(upstream) => serve_cpu::plain_proxy(upstream).map(|()| true),
+            None => Err(anyhow::anyhow!(
+                "usage: hwsign-bench plain-proxy UPSTREAM_ADDR"
+            )),
+        },
+        Some("serve-cpu") => parse_args(&args[1..]).and_then(|a| serve_cpu_only(&a)),
         Some("profile-verify") => {
             inproc::profile_verify(args.get(1).and_then(|n| n.parse().ok()).unwrap_or(50_000))
                 .map(|()| true)
@@ -163,6 +197,22 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `hwsign-bench serve-cpu [--quick] [--verifier-bin PATH]`: only `serve_cpu_ratio`.
+fn serve_cpu_only(args: &Args) -> Result<bool> {
+    let plan = if args.quick {
+        Plan::quick()
+    } else {
+        Plan::full()
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let figure = runtime.block_on(serve_cpu::figure(&plan, &args.verifier_bin))?;
+    println!("{figure}");
+    Ok(figure.passes())
 }
 
 /// A figure, or the same figure failing with the error that prevented it.
@@ -260,6 +310,14 @@ fn report(args: &Args) -> Result<bool> {
             .map(|(name, goal)| Figure::unavailable(name, goal, reason.clone()))
             .collect()
         }),
+    );
+    emit(
+        &mut figures,
+        vec![or_unavailable(
+            "serve_cpu_ratio",
+            Goal::AtMost(1.3),
+            runtime.block_on(serve_cpu::figure(&plan, &args.verifier_bin)),
+        )],
     );
     let (strict, delegated) = tpm_phase(&runtime, &plan, &args.agent_bin, &mut figures);
     emit(&mut figures, vec![delegated::figure(strict, delegated)]);

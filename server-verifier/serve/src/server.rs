@@ -1,0 +1,315 @@
+//! The server core (mini-redis's shape): accept loops bounded by a semaphore, one task per
+//! connection, a watch channel that tells every connection to finish, and a bounded wait for
+//! them at shutdown.
+//!
+//! Per connection: the TLS handshake and each request head must arrive within
+//! `header_read_timeout_secs`; a connection lives at most `max_connection_secs`, then it is
+//! closed after its current response. At shutdown the listeners stop accepting, every
+//! connection finishes its in-flight request and closes, and whatever is still running after
+//! `shutdown_grace_secs` is cut.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hwsign_verifier::Verifier;
+use hwsign_verifier::enrollment::{Enrollment, router};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+
+use crate::admin::Admin;
+use crate::config::{Limits, ServeConfig};
+use crate::error::ServeError;
+use crate::metrics::Metrics;
+use crate::proxy::{Peer, Proxy, Upstream};
+use crate::{stores, tls};
+
+/// Pause after a failed `accept` (out of file descriptors): the error is transient.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The sockets the proxy serves: the main listener and, if configured, the admin listener.
+#[derive(Debug)]
+pub struct Listeners {
+    /// Clients (or the TLS terminator in front).
+    pub main: TcpListener,
+    /// `/healthz`, `/readyz`, `/metrics`.
+    pub admin: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds `config.listen` and `config.admin.listen`.
+    pub async fn bind(config: &ServeConfig) -> Result<Self, ServeError> {
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::Bind { addr, source })
+        };
+        let main = bind(config.listen).await?;
+        let admin = match &config.admin {
+            Some(admin) => Some(bind(admin.listen).await?),
+            None => None,
+        };
+        Ok(Self { main, admin })
+    }
+}
+
+/// Serves `config` on `listeners` until `shutdown` completes, then drains (bounded by
+/// `limits.shutdown_grace_secs`) and returns.
+pub async fn run(
+    config: ServeConfig,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    config.validate().map_err(ServeError::Config)?;
+    let registry =
+        stores::open_registry(&config.registry).map_err(|source| ServeError::Registry {
+            url: config.registry.clone(),
+            source,
+        })?;
+    let replay = stores::open_replay_cache(&config.replay_cache, config.replay_cache_capacity)
+        .map_err(|source| ServeError::Replay {
+            url: config.replay_cache.clone(),
+            source,
+        })?;
+    let verifier = Arc::new(
+        Verifier::new(
+            config.verifier.clone(),
+            Arc::clone(&registry),
+            Arc::clone(&replay),
+        )
+        .map_err(ServeError::Verifier)?,
+    );
+    let enrollment = match &config.enrollment {
+        Some(settings) => {
+            let store = stores::open_enrollment_store(&config.registry)
+                .map_err(ServeError::EnrollmentStore)?;
+            let anchors = settings
+                .trust_anchors()
+                .map_err(ServeError::EnrollmentAnchors)?;
+            let enrollment =
+                Enrollment::new(store, Arc::clone(&registry), anchors, settings.clone());
+            Some(router(Arc::new(enrollment)))
+        }
+        None => None,
+    };
+    let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
+    let upstream_uri = config.upstream_uri().map_err(ServeError::Config)?;
+    let limits = config.limits.clone();
+    let upstream = Upstream {
+        scheme: upstream_uri
+            .scheme()
+            .cloned()
+            .unwrap_or(http::uri::Scheme::HTTP),
+        authority: upstream_uri.authority().cloned().ok_or_else(|| {
+            ServeError::Config(crate::config::ServeConfigError::Upstream(
+                config.upstream.clone(),
+            ))
+        })?,
+        connect_timeout: Duration::from_secs(limits.upstream_connect_timeout_secs),
+        timeout: Duration::from_secs(limits.upstream_timeout_secs),
+    };
+    let metrics = Arc::new(Metrics::default());
+    let trusted = config.trusted_proxies().map_err(ServeError::Config)?;
+    let proxy = Arc::new(Proxy::new(
+        verifier,
+        upstream,
+        trusted,
+        Arc::clone(&metrics),
+        enrollment,
+    ));
+    let admin = Arc::new(Admin {
+        registry,
+        replay,
+        metrics: Arc::clone(&metrics),
+    });
+
+    let (stop, stopped) = watch::channel(false);
+    let mut loops = JoinSet::new();
+    let main_addr = listeners.main.local_addr().ok();
+    tracing::info!(
+        listen = ?main_addr,
+        tls = tls.is_some(),
+        upstream = %config.upstream,
+        "hwsign-verifier serve listening"
+    );
+    {
+        let proxy = Arc::clone(&proxy);
+        let metrics = Arc::clone(&metrics);
+        let tls = tls.clone();
+        loops.spawn(accept_loop(
+            listeners.main,
+            limits.clone(),
+            stopped.clone(),
+            move |stream, peer, limits, stopped| {
+                let proxy = Arc::clone(&proxy);
+                let metrics = Arc::clone(&metrics);
+                let tls = tls.clone();
+                async move {
+                    metrics.connection(1);
+                    serve_client(stream, peer, tls, proxy, &limits, stopped).await;
+                    metrics.connection(-1);
+                }
+            },
+        ));
+    }
+    if let Some(listener) = listeners.admin {
+        tracing::info!(listen = ?listener.local_addr().ok(), "admin listener");
+        loops.spawn(accept_loop(
+            listener,
+            limits.clone(),
+            stopped.clone(),
+            move |stream, _peer, limits, stopped| {
+                let admin = Arc::clone(&admin);
+                async move {
+                    let service = service_fn(move |request: hyper::Request<Incoming>| {
+                        let admin = Arc::clone(&admin);
+                        async move { Ok::<_, Infallible>(admin.handle(request).await) }
+                    });
+                    serve_http(stream, service, &limits, stopped).await;
+                }
+            },
+        ));
+    }
+
+    shutdown.await;
+    tracing::info!("shutting down: no new connections, finishing requests in flight");
+    let _ = stop.send(true);
+    // Each loop drains its own connections, bounded by the grace period.
+    while loops.join_next().await.is_some() {}
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Accepts connections until told to stop, at most `limits.max_connections` at once, each on
+/// its own task; then waits for them, cutting the rest after the shutdown grace.
+async fn accept_loop<F, Fut>(
+    listener: TcpListener,
+    limits: Limits,
+    mut stopped: watch::Receiver<bool>,
+    connection: F,
+) where
+    F: Fn(TcpStream, SocketAddr, Limits, watch::Receiver<bool>) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let mut connections = JoinSet::new();
+    loop {
+        // Reap finished connections so the set stays as large as what is open.
+        while connections.try_join_next().is_some() {}
+        let permit = tokio::select! {
+            permit = Arc::clone(&permits).acquire_owned() => permit,
+            _ = stopped.wait_for(|stop| *stop) => break,
+        };
+        let Ok(permit) = permit else { break };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stopped.wait_for(|stop| *stop) => break,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let work = connection(stream, peer, limits.clone(), stopped.clone());
+                connections.spawn(async move {
+                    work.await;
+                    drop(permit);
+                });
+            }
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+            }
+        }
+    }
+    drop(listener);
+    let grace = Duration::from_secs(limits.shutdown_grace_secs);
+    let drained = tokio::time::timeout(grace, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            open = connections.len(),
+            "connections still open after the shutdown grace; cutting them"
+        );
+        connections.shutdown().await;
+    }
+}
+
+/// A client connection on the main listener: TLS (bounded handshake) if configured, then HTTP.
+async fn serve_client(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    proxy: Arc<Proxy>,
+    limits: &Limits,
+    stopped: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let service = |scheme: &'static str| {
+        let proxy = Arc::clone(&proxy);
+        service_fn(move |request: hyper::Request<Incoming>| {
+            let proxy = Arc::clone(&proxy);
+            let peer = Peer { addr: peer, scheme };
+            async move { Ok::<_, Infallible>(proxy.handle(request, peer).await) }
+        })
+    };
+    match tls {
+        None => serve_http(stream, service("http"), limits, stopped).await,
+        Some(acceptor) => {
+            let handshake = Duration::from_secs(limits.header_read_timeout_secs);
+            match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => serve_http(stream, service("https"), limits, stopped).await,
+                Ok(Err(error)) => tracing::debug!(%error, %peer, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+            }
+        }
+    }
+}
+
+/// HTTP/1.1 on one connection until it closes, its lifetime ends or shutdown is signalled;
+/// then the current response finishes (bounded by the shutdown grace) and the connection closes.
+async fn serve_http<S, Svc>(
+    io: S,
+    service: Svc,
+    limits: &Limits,
+    mut stopped: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    Svc: hyper::service::Service<
+            hyper::Request<Incoming>,
+            Response = axum::response::Response,
+            Error = Infallible,
+        > + Send
+        + 'static,
+    Svc::Future: Send + 'static,
+{
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(limits.header_read_timeout_secs))
+        .serve_connection(TokioIo::new(io), service);
+    let mut connection = std::pin::pin!(connection);
+    let lifetime = tokio::time::sleep(Duration::from_secs(limits.max_connection_secs));
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(error) = result {
+                tracing::debug!(%error, "connection ended with an error");
+            }
+            return;
+        }
+        _ = stopped.wait_for(|stop| *stop) => {}
+        () = lifetime => {}
+    }
+    connection.as_mut().graceful_shutdown();
+    let grace = Duration::from_secs(limits.shutdown_grace_secs);
+    if tokio::time::timeout(grace, connection).await.is_err() {
+        tracing::debug!("connection cut after the grace period");
+    }
+}
