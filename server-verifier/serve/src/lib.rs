@@ -36,7 +36,6 @@ mod headers;
 mod metrics;
 mod proxy;
 mod server;
-mod stores;
 mod tls;
 
 pub use config::{ServeConfig, ServeConfigError};

@@ -31,7 +31,7 @@ use crate::config::{Limits, ServeConfig};
 use crate::error::ServeError;
 use crate::metrics::Metrics;
 use crate::proxy::{Peer, Proxy, Upstream};
-use crate::{stores, tls};
+use crate::tls;
 
 /// Pause after a failed `accept` (out of file descriptors): the error is transient.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -71,15 +71,20 @@ pub async fn run(
 ) -> Result<(), ServeError> {
     config.validate().map_err(ServeError::Config)?;
     let registry =
-        stores::open_registry(&config.registry).map_err(|source| ServeError::Registry {
-            url: config.registry.clone(),
-            source,
+        hwsign_verifier::registry::open_registry(&config.registry).map_err(|source| {
+            ServeError::Registry {
+                url: config.registry.clone(),
+                source,
+            }
         })?;
-    let replay = stores::open_replay_cache(&config.replay_cache, config.replay_cache_capacity)
-        .map_err(|source| ServeError::Replay {
-            url: config.replay_cache.clone(),
-            source,
-        })?;
+    let replay = hwsign_verifier::replay::open_replay_cache(
+        &config.replay_cache,
+        config.replay_cache_capacity,
+    )
+    .map_err(|source| ServeError::Replay {
+        url: config.replay_cache.clone(),
+        source,
+    })?;
     let verifier = Arc::new(
         Verifier::new(
             config.verifier.clone(),
@@ -90,7 +95,7 @@ pub async fn run(
     );
     let enrollment = match &config.enrollment {
         Some(settings) => {
-            let store = stores::open_enrollment_store(&config.registry)
+            let store = hwsign_verifier::enrollment::open_enrollment_store(&config.registry)
                 .map_err(ServeError::EnrollmentStore)?;
             let anchors = settings
                 .trust_anchors()

@@ -5,6 +5,7 @@ mod delegation_support;
 mod adversarial;
 mod delegation_software;
 mod delegation_tpm;
+mod fleet_redis;
 mod fleet_serve;
 mod pkcs11_softhsm;
 mod pkcs11_tpm2;
