@@ -18,6 +18,7 @@ use crate::client::AgentClient;
 use crate::describe::{self, SigningIdentity, Target};
 use crate::digest::{BodyDigest, body_sha256_from_reader};
 use crate::error::ClientError;
+use crate::reattest::{AttestRequest, AttestationChallenge};
 
 /// Which key signs, for which API, covering which optional headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -189,6 +190,23 @@ impl Signer {
             headers,
             body,
         )?)
+    }
+
+    /// Evidence for the verifier's attest endpoint: the agent's attestation of this signer's key
+    /// over the nonce of an `attestation_required` refusal. Post it as JSON to
+    /// [`crate::reattest::ATTEST_PATH`] on the verifier, then sign the request again.
+    pub async fn attest_request(
+        &self,
+        challenge: &AttestationChallenge,
+    ) -> Result<AttestRequest, ClientError> {
+        let evidence = self
+            .agent
+            .attestation(&self.config.key_id, &challenge.nonce)
+            .await?;
+        Ok(AttestRequest {
+            nonce: challenge.nonce.clone(),
+            evidence,
+        })
     }
 
     pub(crate) async fn sign_target(

@@ -44,6 +44,11 @@ pub enum RejectCode {
     WrongHost,
     /// The key holds its quota of live nonces in the replay cache; retry later (429).
     RateLimited,
+    /// The device policy needs fresher TPM evidence than the device's last attestation: the
+    /// answer carries a nonce (`WWW-Authenticate: HWS1 error="attestation_required",
+    /// nonce="…"`); the device attests over it at the verifier's attest endpoint
+    /// ([`crate::reattestation::ATTEST_PATH`]) and signs the request again (401).
+    AttestationRequired,
 }
 
 impl RejectCode {
@@ -67,6 +72,7 @@ impl RejectCode {
             Self::VerifierUnavailable => "verifier_unavailable",
             Self::WrongHost => "wrong_host",
             Self::RateLimited => "rate_limited",
+            Self::AttestationRequired => "attestation_required",
         }
     }
 

@@ -22,6 +22,7 @@ pub mod keys;
 pub mod limits;
 pub mod nonce;
 pub mod profile;
+pub mod reattestation;
 pub mod scope;
 pub mod sign;
 pub mod string_to_sign;

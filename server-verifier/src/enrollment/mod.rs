@@ -29,7 +29,7 @@
 mod ceremony;
 mod config;
 mod error;
-mod http;
+pub(crate) mod http;
 mod store;
 pub mod token;
 

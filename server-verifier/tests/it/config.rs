@@ -180,7 +180,9 @@ fn policy_schema_invalid_policy_is_refused_at_load_with_line_and_reason() -> Res
     assert_eq!(issues[0].file, "typo.cedar");
     assert_eq!(issues[0].line, Some(4), "{error}");
     assert!(issues[0].reason.contains("levle"), "{error}");
-    assert!(error.to_string().contains("typo.cedar:4:"), "{error}");
+    // The message names the layer; the chain below it carries the file and line.
+    let chain = hwsign_verifier::ErrorChain(&error).to_string();
+    assert!(chain.contains("typo.cedar:4:"), "{chain}");
 
     // An optional fact read without `has` is a type error too (unknown must not pass).
     std::fs::write(

@@ -7,6 +7,7 @@ mod delegation_software;
 mod delegation_tpm;
 mod pkcs11_softhsm;
 mod pkcs11_tpm2;
+mod policy_attestation;
 mod software;
 mod tpm_enroll;
 mod tpm_refusals;
