@@ -8,7 +8,7 @@ use anyhow::{Context, Result, ensure};
 use hwsign_client::Signer;
 use hwsign_client::middleware::SigningMiddleware;
 use hwsign_client::reattest::{ATTEST_PATH, AttestationChallenge};
-use hwsign_e2e::tpm::{EnrollServer, enroll_with_cli, start_agent};
+use hwsign_e2e::tpm::{EnrollServer, agent_config, enroll_with_cli};
 use hwsign_e2e::{AUDIENCE, AgentProcess, RawResponse, refusal_code, send_raw, to_raw};
 use hwsign_test_support::swtpm::Swtpm;
 use hwsign_verifier::KeyRegistry;
@@ -49,14 +49,27 @@ struct Setup {
 
 impl Setup {
     async fn start(policy: &str) -> Result<Self> {
+        Self::start_with(policy, None).await
+    }
+
+    /// With `schedule`, the agent also re-attests every that many seconds on its own
+    /// (`[reattestation]` pointing at the verifier).
+    async fn start_with(policy: &str, schedule: Option<u64>) -> Result<Self> {
         let policies = tempfile::tempdir()?;
         std::fs::write(policies.path().join("admin.cedar"), policy)?;
         let swtpm = Swtpm::start_tcp()?;
-        let agent = start_agent(&swtpm)?;
         let server = EnrollServer::start_configured(&swtpm, |config| {
             config.policy = Some(hwsign_verifier::PolicySettings::new(policies.path()));
         })
         .await?;
+        let mut config = agent_config(&swtpm);
+        if let Some(interval) = schedule {
+            config.push_str(&format!(
+                "\n[reattestation]\nverifier = \"{}\"\ninterval_secs = {interval}\n",
+                server.base_url()
+            ));
+        }
+        let agent = AgentProcess::start_with(&config, &[])?;
         let key_id = enroll_with_cli(&agent, &server, &server.token()?)?;
         let device_id = server.device_of(&key_id)?;
         Ok(Self {
@@ -352,5 +365,34 @@ async fn policy_tpm_boot_chain_change_is_refused_until_approved() -> Result<()> 
     // Routes the policy does not restrict still work.
     setup.accepted("/v1/items").await?;
     setup.approve_baseline()?;
+    setup.accepted("/admin/users").await
+}
+
+/// The agent's own schedule (`[reattestation]` with the verifier's URL): with no client
+/// involved, the agent asks for a nonce, quotes over it and posts the evidence every interval,
+/// so a device whose attestation went stale is fresh again by itself and its requests pass
+/// without any `attestation_required` round.
+#[tokio::test(flavor = "multi_thread")]
+async fn policy_agent_reattests_on_its_own_schedule() -> Result<()> {
+    let setup = Setup::start_with(HOURLY_POLICY, Some(1)).await?;
+    setup.age_attestation(2 * 3600)?;
+    let aged = setup.attested_at()?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while setup.attested_at()? <= aged + 3600 {
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "the agent did not re-attest on its schedule:\n{}",
+            setup.agent.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    ensure!(
+        setup
+            .agent
+            .log()
+            .contains("scheduled re-attestation accepted"),
+        "{}",
+        setup.agent.log()
+    );
     setup.accepted("/admin/users").await
 }
