@@ -43,6 +43,7 @@ pub(crate) mod fsutil;
 pub(crate) mod keystore;
 pub mod logging;
 pub(crate) mod peer;
+pub(crate) mod posture;
 pub(crate) mod reattestation;
 pub(crate) mod server;
 pub(crate) mod session;

@@ -1,7 +1,8 @@
 //! The agent's own re-attestation schedule (`[reattestation]`, docs/POLICY.md
 //! "Re-attestation"): right after start and then every `interval_secs`, each TPM key (or each
-//! configured key) asks the verifier for a nonce (`POST /hws/v1/attest/challenge`), has the TPM
-//! quote over it, and posts the evidence (`POST /hws/v1/attest`). A failure is logged and
+//! configured key) asks the verifier for a nonce (`POST /hws/v1/attest/challenge`), reads the
+//! device's posture, has the TPM quote over `SHA-256(nonce ‖ SHA-256(posture JSON))`, and posts
+//! the evidence with the posture (`POST /hws/v1/attest`). A failure is logged and
 //! retried at the next tick; the on-demand flow (`attestation_required`) keeps working either
 //! way.
 
@@ -14,6 +15,7 @@ use bytes::Bytes;
 use http::{Method, Request, Uri, header};
 use http_body_util::{BodyExt as _, Full, Limited};
 use hwsign_proto::attestation::{EVIDENCE_VERSION, KeyAttestation};
+use hwsign_proto::posture::bound_nonce;
 use hwsign_proto::reattestation::{
     ATTEST_PATH, AttestChallengeRequest, AttestChallengeResponse, AttestRequest, AttestResponse,
     CHALLENGE_PATH,
@@ -125,6 +127,10 @@ async fn attest_one(
     let nonce = URL_SAFE_NO_PAD
         .decode(&challenge.nonce)
         .map_err(|_| ReattestError::Protocol("the nonce is not base64url".into()))?;
+    // The posture report rides along, bound into the quote.
+    let posture = serde_json::to_string(&crate::posture::collect(&ctx.config.posture).await)
+        .map_err(|e| ReattestError::Protocol(e.to_string()))?;
+    let nonce = bound_nonce(&nonce, posture.as_bytes());
     let (backend, key) = ctx
         .keys
         .describe(key_id)
@@ -142,6 +148,7 @@ async fn attest_one(
             level: key.level,
             evidence,
         },
+        posture: Some(posture),
     };
     post(verifier, ATTEST_PATH, &request).await
 }

@@ -21,6 +21,7 @@ pub mod host;
 pub mod keys;
 pub mod limits;
 pub mod nonce;
+pub mod posture;
 pub mod profile;
 pub mod reattestation;
 pub mod scope;

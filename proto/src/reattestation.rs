@@ -41,8 +41,12 @@ pub struct AttestChallengeResponse {
 pub struct AttestRequest {
     /// The nonce the evidence was made over, as issued.
     pub nonce: String,
-    /// What the agent's `GET /v1/keys/{id}/attestation?nonce=` returned.
+    /// What the agent's `GET /v1/keys/{id}/attestation?nonce=` returned: over the nonce, or,
+    /// with `posture`, over [`crate::posture::bound_nonce`] of the nonce and this exact text.
     pub evidence: KeyAttestation,
+    /// The agent's posture report ([`crate::posture::Posture`] as JSON), bound into the quote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub posture: Option<String>,
 }
 
 /// `POST /hws/v1/attest` answer.

@@ -2,7 +2,9 @@
 #![forbid(unsafe_code)]
 
 pub mod binaries;
+pub mod dbus;
 pub mod ports;
+pub mod posture_standins;
 pub mod softhsm;
 pub mod swtpm;
 pub mod tpm2_pkcs11;

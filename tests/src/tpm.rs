@@ -88,6 +88,20 @@ impl EnrollServer {
         .await
     }
 
+    /// Trusts the local CAs of every swtpm in `swtpms` (several devices on one verifier);
+    /// `configure` adjusts the verifier's configuration.
+    pub async fn start_for(
+        swtpms: &[&Swtpm],
+        configure: impl FnOnce(&mut VerifierConfig),
+    ) -> Result<Self> {
+        Self::start_inner(
+            swtpms.iter().map(|s| s.ca_root_pem()).collect(),
+            swtpms.iter().map(|s| s.ca_intermediate_pem()).collect(),
+            configure,
+        )
+        .await
+    }
+
     /// Trusts the given EK roots and intermediates.
     pub async fn start_trusting(
         roots: Vec<PathBuf>,

@@ -8,6 +8,7 @@
 pub mod check;
 mod error;
 pub mod paths;
+mod posture;
 mod reattestation;
 mod rules;
 
@@ -20,6 +21,7 @@ use serde::Deserialize;
 use crate::fsutil::OpenTrustedError;
 
 pub use error::ConfigError;
+pub use posture::PostureConfig;
 pub use reattestation::{
     DEFAULT_INTERVAL_SECS, MAX_INTERVAL_SECS, MAX_REATTESTATION_KEYS, ReattestationSchedule,
 };
@@ -64,6 +66,8 @@ pub struct Config {
     pub socket_group: Option<u32>,
     /// The agent's own re-attestation schedule; `None`: attest only when asked.
     pub reattestation: Option<ReattestationSchedule>,
+    /// Where the device's posture is read.
+    pub posture: PostureConfig,
 }
 
 /// `socket_group = "hwsign"` or `socket_group = 990`.
@@ -301,6 +305,8 @@ struct FileConfig {
     audit_log: Option<PathBuf>,
     socket_group: Option<GroupSpec>,
     reattestation: Option<ReattestationSchedule>,
+    #[serde(default)]
+    posture: PostureConfig,
 }
 
 impl Config {
@@ -374,6 +380,7 @@ impl Config {
                 .map(GroupSpec::resolve)
                 .transpose()?,
             reattestation: file.reattestation,
+            posture: file.posture,
         };
         config.validate()?;
         Ok(config)
@@ -400,6 +407,7 @@ impl Config {
             key_rules: Vec::new(),
             socket_group: None,
             reattestation: None,
+            posture: PostureConfig::default(),
         }
     }
 

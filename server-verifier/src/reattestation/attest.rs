@@ -8,6 +8,7 @@ use std::time::SystemTime;
 
 use hwsign_proto::attestation::{EVIDENCE_VERSION, Evidence};
 use hwsign_proto::keys::check_key_id;
+use hwsign_proto::posture::{MAX_POSTURE_JSON, Posture, bound_nonce};
 use hwsign_proto::reattestation::{
     AttestChallengeRequest, AttestChallengeResponse, AttestRequest, AttestResponse,
 };
@@ -17,9 +18,46 @@ use super::config::{ReattestationConfig, ReattestationConfigError};
 use crate::attestation::{ClockState, TrustAnchors, verify_evidence};
 use crate::enrollment::{Enrollment, EnrollmentError, device_id_for};
 use crate::registry::{
-    AttestationRecord, BootState, DeviceClock, DeviceRecord, KeyRegistry, RegisteredKey,
+    AttestationRecord, BootState, DeviceClock, DeviceRecord, Fact, KeyRegistry, PostureReport,
+    RegisteredKey,
 };
 use crate::unix_time::seconds_or_zero as unix;
+
+/// A posture report as sent: bounded, strict JSON, strings within bounds.
+fn parse_posture(text: &str) -> Result<Posture, EnrollmentError> {
+    if text.len() > MAX_POSTURE_JSON {
+        return Err(EnrollmentError::Malformed(format!(
+            "the posture report exceeds {MAX_POSTURE_JSON} bytes"
+        )));
+    }
+    let posture: Posture = serde_json::from_str(text).map_err(|e| {
+        EnrollmentError::Malformed(format!(
+            "posture report: invalid JSON ({:?}) at line {} column {}",
+            e.classify(),
+            e.line(),
+            e.column()
+        ))
+    })?;
+    claimed_report(posture.clone(), 0)
+        .validate()
+        .map_err(|_| EnrollmentError::Malformed("posture report strings out of bounds".into()))?;
+    Ok(posture)
+}
+
+/// The agent's report as device facts: every value is software's claim (the quote binds the
+/// report to the device and the time, it does not make a fact true).
+fn claimed_report(posture: Posture, received_unix: i64) -> PostureReport {
+    PostureReport {
+        received_unix,
+        disk_encrypted: posture.disk_encrypted.map(Fact::claimed),
+        screen_lock: posture.screen_lock.map(Fact::claimed),
+        firmware_hsi: posture.firmware_hsi.map(Fact::claimed),
+        managed: posture.managed.map(Fact::claimed),
+        os_name: posture.os_name.map(Fact::claimed),
+        os_version: posture.os_version.map(Fact::claimed),
+        kernel: posture.kernel.map(Fact::claimed),
+    }
+}
 
 /// The re-attestation service: one per verifier process, shared by the attest endpoint and
 /// (through [`Reattestation::challenges`]) the verifier that asks for fresh evidence.
@@ -157,9 +195,15 @@ impl Reattestation {
         if device.id != pending.device_id {
             return Err(EnrollmentError::EvidenceMismatch("device_mismatch"));
         }
+        // A posture report is bound into the quote: SHA-256(nonce ‖ SHA-256(report)).
+        let posture = request.posture.as_deref().map(parse_posture).transpose()?;
+        let qualifying = match &request.posture {
+            Some(text) => bound_nonce(&pending.nonce, text.as_bytes()).to_vec(),
+            None => pending.nonce.to_vec(),
+        };
         // Every enrollment check but the credential activation, which the AK passed when it
         // enrolled: the AK must be that one, so the clock values it signs are the TPM's own.
-        let attested = verify_evidence(evidence, &pending.nonce, &self.anchors, now, None)?;
+        let attested = verify_evidence(evidence, &qualifying, &self.anchors, now, None)?;
         if device_id_for(&attested.ek_certificate_fingerprint_sha256) != device.id {
             return Err(EnrollmentError::EvidenceMismatch("device_mismatch"));
         }
@@ -201,6 +245,9 @@ impl Reattestation {
             boot_state,
             quoted_pcrs: attested.pcrs_sha256,
         });
+        if let Some(posture) = posture {
+            facts.posture = Some(claimed_report(posture, at_unix));
+        }
         self.registry.put_device_facts(&device.id, &facts)?;
         Ok(AttestResponse {
             device_id: device.id,

@@ -8,6 +8,8 @@ mod delegation_tpm;
 mod pkcs11_softhsm;
 mod pkcs11_tpm2;
 mod policy_attestation;
+mod policy_posture;
+mod policy_support;
 mod software;
 mod tpm_enroll;
 mod tpm_refusals;

@@ -5,202 +5,11 @@
 //! itself.
 
 use anyhow::{Context, Result, ensure};
-use hwsign_client::Signer;
-use hwsign_client::middleware::SigningMiddleware;
-use hwsign_client::reattest::{ATTEST_PATH, AttestationChallenge};
-use hwsign_e2e::tpm::{EnrollServer, agent_config, enroll_with_cli};
-use hwsign_e2e::{AUDIENCE, AgentProcess, RawResponse, refusal_code, send_raw, to_raw};
-use hwsign_test_support::swtpm::Swtpm;
+use hwsign_client::reattest::AttestationChallenge;
+use hwsign_e2e::refusal_code;
 use hwsign_verifier::KeyRegistry;
 
-/// "Re-attest every hour" and an unchanged boot chain for /admin (docs/POLICY.md).
-const HOURLY_POLICY: &str = r#"
-@id("baseline")
-permit(principal, action, resource);
-
-@id("admin-fresh-unchanged-boot")
-forbid(principal, action, resource in Hws::Route::"/admin")
-unless {
-  context.level == "tpm" &&
-  context.boot_state == "unchanged" &&
-  context has attestation_age_secs && context.attestation_age_secs < 3600
-};
-"#;
-
-/// An unchanged boot chain for /admin, whatever the attestation's age.
-const BOOT_POLICY: &str = r#"
-@id("baseline")
-permit(principal, action, resource);
-
-@id("admin-tpm-unchanged-boot")
-forbid(principal, action, resource in Hws::Route::"/admin")
-unless { context.level == "tpm" && context.boot_state == "unchanged" };
-"#;
-
-/// A swtpm, the agent on it, a verifier with a device policy, and an enrolled key.
-struct Setup {
-    server: EnrollServer,
-    agent: AgentProcess,
-    swtpm: Swtpm,
-    key_id: String,
-    device_id: String,
-    _policies: tempfile::TempDir,
-}
-
-impl Setup {
-    async fn start(policy: &str) -> Result<Self> {
-        Self::start_with(policy, None).await
-    }
-
-    /// With `schedule`, the agent also re-attests every that many seconds on its own
-    /// (`[reattestation]` pointing at the verifier).
-    async fn start_with(policy: &str, schedule: Option<u64>) -> Result<Self> {
-        let policies = tempfile::tempdir()?;
-        std::fs::write(policies.path().join("admin.cedar"), policy)?;
-        let swtpm = Swtpm::start_tcp()?;
-        let server = EnrollServer::start_configured(&swtpm, |config| {
-            config.policy = Some(hwsign_verifier::PolicySettings::new(policies.path()));
-        })
-        .await?;
-        let mut config = agent_config(&swtpm);
-        if let Some(interval) = schedule {
-            config.push_str(&format!(
-                "\n[reattestation]\nverifier = \"{}\"\ninterval_secs = {interval}\n",
-                server.base_url()
-            ));
-        }
-        let agent = AgentProcess::start_with(&config, &[])?;
-        let key_id = enroll_with_cli(&agent, &server, &server.token()?)?;
-        let device_id = server.device_of(&key_id)?;
-        Ok(Self {
-            server,
-            agent,
-            swtpm,
-            key_id,
-            device_id,
-            _policies: policies,
-        })
-    }
-
-    fn signer(&self) -> Signer {
-        Signer::new(self.agent.client(), self.key_id.clone(), AUDIENCE)
-    }
-
-    /// A reqwest client whose requests the middleware signs; with `reattest`, it also answers
-    /// `attestation_required`.
-    fn client(&self, reattest: bool) -> reqwest_middleware::ClientWithMiddleware {
-        let middleware = SigningMiddleware::new(self.signer());
-        let middleware = if reattest {
-            middleware.with_reattestation()
-        } else {
-            middleware
-        };
-        reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
-            .with(middleware)
-            .build()
-    }
-
-    /// A signed GET sent as raw HTTP (no re-attestation).
-    async fn raw_get(&self, path: &str) -> Result<RawResponse> {
-        let mut request = http::Request::get(self.server.url(path)).body(Vec::new())?;
-        self.signer().sign_request(&mut request).await?;
-        send_raw(self.server.addr, &to_raw(&request)?).await
-    }
-
-    /// A signed GET that must be accepted at level `tpm`.
-    async fn accepted(&self, path: &str) -> Result<()> {
-        let response = self.raw_get(path).await?;
-        ensure!(response.status == 200, "{path}: {}", describe(&response));
-        ensure!(response.json()?["level"] == "tpm");
-        Ok(())
-    }
-
-    /// Stops the agent, extends PCR 4 (boot manager code) on its swtpm (which serves one
-    /// connection), and starts the agent again.
-    fn change_boot_chain(&mut self) -> Result<()> {
-        ensure!(
-            self.agent.stop()?,
-            "agent did not stop cleanly:\n{}",
-            self.agent.log()
-        );
-        let output = self
-            .swtpm
-            .tool("tpm2_pcrextend")
-            .arg(format!("4:sha256={}", "42".repeat(32)))
-            .output()?;
-        ensure!(output.status.success(), "tpm2_pcrextend: {output:?}");
-        self.agent.restart(&[])
-    }
-
-    /// `hwsign-verifier policy approve-baseline` for the device.
-    fn approve_baseline(&self) -> Result<()> {
-        let db = self.server.db().display().to_string();
-        let approved = hwsign_e2e::tpm::hwsign_verifier(&[
-            "policy",
-            "approve-baseline",
-            "--db",
-            &db,
-            "--device",
-            &self.device_id,
-        ])?;
-        ensure!(
-            approved.status.success(),
-            "{}",
-            String::from_utf8_lossy(&approved.stderr)
-        );
-        Ok(())
-    }
-
-    /// When the device last attested, as the registry records it.
-    fn attested_at(&self) -> Result<i64> {
-        Ok(self
-            .server
-            .registry
-            .device_facts(&self.device_id)?
-            .and_then(|f| f.last_attestation)
-            .context("no attestation recorded")?
-            .at_unix)
-    }
-
-    /// Moves the device's last attestation `secs` into the past (as if that much time passed
-    /// since it attested).
-    fn age_attestation(&self, secs: i64) -> Result<()> {
-        let mut facts = self
-            .server
-            .registry
-            .device_facts(&self.device_id)?
-            .context("no facts")?;
-        let attestation = facts.last_attestation.as_mut().context("no attestation")?;
-        attestation.at_unix -= secs;
-        self.server
-            .registry
-            .put_device_facts(&self.device_id, &facts)?;
-        Ok(())
-    }
-
-    /// POSTs `body` to the attest endpoint; the status and JSON answer.
-    async fn post_attest(&self, body: &serde_json::Value) -> Result<(u16, serde_json::Value)> {
-        self.server.post(ATTEST_PATH, body).await
-    }
-}
-
-fn nonce_of(response: &RawResponse) -> Result<String> {
-    let header = response
-        .header("www-authenticate")
-        .context("no WWW-Authenticate")?;
-    let (_, rest) = header.split_once("nonce=\"").context("no nonce")?;
-    let (nonce, _) = rest.split_once('"').context("unterminated nonce")?;
-    Ok(nonce.to_owned())
-}
-
-fn describe(response: &RawResponse) -> String {
-    format!(
-        "{} {:?} {}",
-        response.status,
-        response.header("www-authenticate"),
-        String::from_utf8_lossy(&response.body)
-    )
-}
+use super::policy_support::{BOOT_POLICY, DeviceOptions, HOURLY_POLICY, Setup, describe, nonce_of};
 
 /// An attestation older than the policy allows is answered `401 attestation_required` with a
 /// nonce; a client without re-attestation gets exactly that; the client library with
@@ -374,7 +183,14 @@ async fn policy_tpm_boot_chain_change_is_refused_until_approved() -> Result<()> 
 /// without any `attestation_required` round.
 #[tokio::test(flavor = "multi_thread")]
 async fn policy_agent_reattests_on_its_own_schedule() -> Result<()> {
-    let setup = Setup::start_with(HOURLY_POLICY, Some(1)).await?;
+    let setup = Setup::start_with(
+        HOURLY_POLICY,
+        &[DeviceOptions {
+            schedule: Some(1),
+            ..DeviceOptions::default()
+        }],
+    )
+    .await?;
     setup.age_attestation(2 * 3600)?;
     let aged = setup.attested_at()?;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
