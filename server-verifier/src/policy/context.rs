@@ -151,7 +151,7 @@ fn device_entity(request: &PolicyRequest<'_>) -> Value {
 }
 
 /// The context; with `fresh`, as if the device had attested at `now` (its recorded boot state
-/// kept): what a re-attestation could change.
+/// and posture values kept, their ages 0): what a re-attestation could change.
 fn context_json(request: &PolicyRequest<'_>, fresh: bool) -> Value {
     let mut context = Map::new();
     context.insert("level".into(), json!(request.key.level.as_str()));
@@ -201,10 +201,13 @@ fn context_json(request: &PolicyRequest<'_>, fresh: bool) -> Value {
         put("os_name", report.os_name.as_ref().map(fact));
         put("os_version", report.os_version.as_ref().map(fact));
         put("kernel", report.kernel.as_ref().map(fact));
-        context.insert(
-            "posture_age_secs".into(),
-            json!(request.now_unix.saturating_sub(report.received_unix).max(0)),
-        );
+        // A re-attestation brings a new report (the client library and the agent send one).
+        let age = if fresh {
+            0
+        } else {
+            request.now_unix.saturating_sub(report.received_unix).max(0)
+        };
+        context.insert("posture_age_secs".into(), json!(age));
     }
     context.insert("posture".into(), Value::Object(posture));
     Value::Object(context)

@@ -94,8 +94,9 @@ impl PolicyEngine {
         Ok(decision)
     }
 
-    /// Whether `request` would be allowed were the device's last attestation made now (same
-    /// boot state): true means a re-attestation, not a refusal, is the answer. Not logged.
+    /// Whether `request` would be allowed were the device's last attestation (and posture
+    /// report) made now, with the same boot state and posture values: true means a
+    /// re-attestation, not a refusal, is the answer. Not logged.
     pub fn allowed_if_attested_now(
         &self,
         request: &PolicyRequest<'_>,

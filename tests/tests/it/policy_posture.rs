@@ -20,6 +20,14 @@ permit(principal, action, resource);
 forbid(principal, action, resource in Hws::Route::"/vault")
 unless { context.posture has disk_encrypted && context.posture.disk_encrypted.value };
 
+@id("hr-encrypted-and-locking")
+forbid(principal, action, resource in Hws::Route::"/hr")
+unless {
+  context.posture has disk_encrypted && context.posture.disk_encrypted.value &&
+  context.posture has screen_lock && context.posture.screen_lock.value &&
+  context has posture_age_secs && context.posture_age_secs < 3600
+};
+
 @id("secrets-attested-disk-encryption")
 forbid(principal, action, resource in Hws::Route::"/secrets")
 unless {
@@ -184,4 +192,41 @@ async fn policy_posture_report_replayed_from_another_device_is_refused() -> Resu
         "{posture:?}"
     );
     refused(&setup, plain, "/vault").await
+}
+
+/// "Disk encrypted and screen lock on", with a report less than an hour old (docs/POLICY.md):
+/// a stale report is not refused but answered `attestation_required`; the client library
+/// re-attests, which sends a fresh report bound into the quote, and the retry passes.
+#[tokio::test(flavor = "multi_thread")]
+async fn policy_posture_stale_report_is_renewed_by_reattestation() -> Result<()> {
+    let setup = Setup::start_with(POSTURE_POLICY, &[with_disk(true)]).await?;
+    attest_with_posture(&setup, &setup.device).await?;
+    setup.accepted("/hr").await?;
+
+    setup.age_attestation(2 * 3600)?;
+    let stale = setup
+        .facts_of(&setup.device)?
+        .posture
+        .context("no posture")?;
+    let response = setup.raw_get("/hr").await?;
+    ensure!(
+        response.status == 401
+            && refusal_code(&response).as_deref() == Some("attestation_required"),
+        "{}",
+        describe(&response)
+    );
+    let url = setup.server.url("/hr");
+    let answer = setup.client(true).get(&url).send().await?;
+    ensure!(answer.status() == 200, "{answer:?}");
+    let fresh = setup
+        .facts_of(&setup.device)?
+        .posture
+        .context("no posture")?;
+    ensure!(
+        fresh.received_unix >= stale.received_unix + 2 * 3600 - 5,
+        "posture not renewed: {} -> {}",
+        stale.received_unix,
+        fresh.received_unix
+    );
+    Ok(())
 }

@@ -203,12 +203,15 @@ impl Setup {
             .at_unix)
     }
 
-    /// Moves the first device's last attestation `secs` into the past (as if that much time
-    /// passed since it attested).
+    /// Moves the first device's last attestation (and the posture report that came with it)
+    /// `secs` into the past, as if that much time passed since it attested.
     pub(crate) fn age_attestation(&self, secs: i64) -> Result<()> {
         let mut facts = self.facts_of(&self.device)?;
         let attestation = facts.last_attestation.as_mut().context("no attestation")?;
         attestation.at_unix -= secs;
+        if let Some(posture) = facts.posture.as_mut() {
+            posture.received_unix -= secs;
+        }
         self.server
             .registry
             .put_device_facts(&self.device_id, &facts)?;
