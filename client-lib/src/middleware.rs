@@ -84,18 +84,23 @@ impl SigningMiddleware {
         post.headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         *post.body_mut() = Some(body.into());
-        let answer = next.run(post, extensions).await?;
+        let mut answer = next.run(post, extensions).await?;
         let status = answer.status();
         if status.is_success() {
             return Ok(());
         }
-        let bytes = answer.bytes().await.unwrap_or_default();
-        let code = serde_json::from_slice::<serde_json::Value>(
-            &bytes[..bytes.len().min(MAX_ATTEST_ERROR_BODY)],
-        )
-        .ok()
-        .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
-        .unwrap_or_default();
+        // At most MAX_ATTEST_ERROR_BODY bytes of the refusal are read.
+        let mut bytes = Vec::new();
+        while bytes.len() < MAX_ATTEST_ERROR_BODY {
+            match answer.chunk().await {
+                Ok(Some(chunk)) => bytes.extend_from_slice(&chunk),
+                _ => break,
+            }
+        }
+        let code = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
+            .unwrap_or_default();
         Err(reqwest_middleware::Error::middleware(
             ClientError::AttestationRefused {
                 status: status.as_u16(),

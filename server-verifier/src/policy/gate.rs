@@ -7,7 +7,7 @@ use hwsign_proto::RejectCode;
 
 use super::{PolicyEngine, PolicyRequest, PolicySettings, covers};
 use crate::enrollment::EnrollmentError;
-use crate::reattestation::AttestationChallenges;
+use crate::reattestation::{AttestationChallenges, NonceOrigin};
 use crate::registry::{KeyRegistry, RegisteredKey};
 use crate::rejection::Rejection;
 
@@ -145,7 +145,7 @@ fn attestation_required(
     now_unix: i64,
 ) -> Rejection {
     let device_id = key.device_id.as_deref().unwrap_or(&key.key_id);
-    match challenges.issue(&key.key_id, device_id, now_unix) {
+    match challenges.issue(&key.key_id, device_id, NonceOrigin::Refusal, now_unix) {
         Ok(issued) => {
             tracing::info!(
                 target: super::LOG_TARGET,

@@ -13,7 +13,7 @@ use hwsign_proto::reattestation::{
     AttestChallengeRequest, AttestChallengeResponse, AttestRequest, AttestResponse,
 };
 
-use super::challenges::{AttestationChallenges, PendingNonce};
+use super::challenges::{AttestationChallenges, NonceOrigin, PendingNonce};
 use super::config::{ReattestationConfig, ReattestationConfigError};
 use crate::attestation::{ClockState, TrustAnchors, verify_evidence};
 use crate::enrollment::{Enrollment, EnrollmentError, device_id_for};
@@ -116,7 +116,9 @@ impl Reattestation {
         now: SystemTime,
     ) -> Result<AttestChallengeResponse, EnrollmentError> {
         let (key, device) = self.enrolled(&request.key_id)?;
-        let issued = self.challenges.issue(&key.key_id, &device.id, unix(now))?;
+        let issued =
+            self.challenges
+                .issue(&key.key_id, &device.id, NonceOrigin::Challenge, unix(now))?;
         Ok(AttestChallengeResponse {
             nonce: issued.nonce,
             expires_unix: issued.expires_unix,

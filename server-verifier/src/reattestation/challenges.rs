@@ -1,5 +1,8 @@
 //! The nonces the verifier issued for re-attestation: single use, short lived, bound to the key
-//! and device they were issued for, bounded in total and per device.
+//! and device they were issued for, bounded in total and per device — separately for nonces
+//! handed out with an `attestation_required` refusal (to a request whose signature verified)
+//! and nonces anyone may ask for at `POST /hws/v1/attest/challenge`, so strangers asking for
+//! nonces cannot evict or crowd out the ones signed requests were given.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, PoisonError};
@@ -20,6 +23,24 @@ pub struct PendingNonce {
     pub device_id: String,
     /// Last second the nonce may be redeemed.
     pub expires_unix: i64,
+}
+
+/// Who a nonce was issued to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NonceOrigin {
+    /// With an `attestation_required` refusal, to a request the device's key signed.
+    Refusal,
+    /// At the unauthenticated challenge endpoint (a device attesting on its own schedule).
+    Challenge,
+}
+
+impl NonceOrigin {
+    fn index(self) -> usize {
+        match self {
+            Self::Refusal => 0,
+            Self::Challenge => 1,
+        }
+    }
 }
 
 /// A nonce just issued.
@@ -70,37 +91,42 @@ impl Table {
 /// nonce only costs another `attestation_required`).
 #[derive(Debug)]
 pub struct AttestationChallenges {
-    table: Mutex<Table>,
+    /// One table per [`NonceOrigin`].
+    tables: [Mutex<Table>; 2],
     ttl_secs: i64,
     max_pending: usize,
     max_per_device: usize,
 }
 
 impl AttestationChallenges {
-    /// A table whose nonces live `ttl_secs`, at most `max_pending` at once and
-    /// `max_per_device` per device.
+    /// Tables whose nonces live `ttl_secs`, at most `max_pending` at once and `max_per_device`
+    /// per device, for each origin.
     pub fn new(ttl_secs: u64, max_pending: usize, max_per_device: usize) -> Self {
         Self {
-            table: Mutex::new(Table::default()),
+            tables: [Mutex::new(Table::default()), Mutex::new(Table::default())],
             ttl_secs: i64::try_from(ttl_secs).unwrap_or(i64::MAX),
             max_pending: max_pending.max(1),
             max_per_device: max_per_device.max(1),
         }
     }
 
-    /// Issues a nonce for `key_id` of `device_id`. The device's oldest pending nonce makes way
-    /// when it holds its quota; `too_many_challenges` when the table is full of live nonces.
+    /// Issues a nonce for `key_id` of `device_id`. The device's oldest pending nonce of the
+    /// same origin makes way when it holds its quota; `too_many_challenges` when that origin's
+    /// table is full of live nonces.
     pub fn issue(
         &self,
         key_id: &str,
         device_id: &str,
+        origin: NonceOrigin,
         now_unix: i64,
     ) -> Result<IssuedNonce, EnrollmentError> {
         let mut nonce = [0u8; NONCE_LEN];
         getrandom::fill(&mut nonce)
             .map_err(|e| EnrollmentError::Store(format!("no randomness for a nonce: {e}")))?;
         let expires_unix = now_unix.saturating_add(self.ttl_secs);
-        let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut table = self.tables[origin.index()]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let oldest = table
             .by_device
             .get(device_id)
@@ -147,9 +173,15 @@ impl AttestationChallenges {
             .ok()
             .and_then(|b| <[u8; NONCE_LEN]>::try_from(b).ok())
             .ok_or(EnrollmentError::ChallengeUnknown)?;
-        let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
-        let pending = table
-            .remove(&bytes)
+        let pending = self
+            .tables
+            .iter()
+            .find_map(|table| {
+                table
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&bytes)
+            })
             .ok_or(EnrollmentError::ChallengeUnknown)?;
         if pending.expires_unix < now_unix {
             return Err(EnrollmentError::ChallengeExpired);
@@ -157,13 +189,18 @@ impl AttestationChallenges {
         Ok(pending)
     }
 
-    /// Nonces pending now (expired ones included until purged).
+    /// Nonces pending now, of every origin (expired ones included until purged).
     pub fn pending(&self) -> usize {
-        self.table
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .by_nonce
-            .len()
+        self.tables
+            .iter()
+            .map(|table| {
+                table
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .by_nonce
+                    .len()
+            })
+            .sum()
     }
 }
 
@@ -171,10 +208,12 @@ impl AttestationChallenges {
 mod tests {
     use super::*;
 
+    const CHALLENGE: NonceOrigin = NonceOrigin::Challenge;
+
     #[test]
     fn nonces_are_single_use_and_expire() {
         let table = AttestationChallenges::new(10, 8, 2);
-        let issued = table.issue("hk1_a", "tpm-a", 100).unwrap();
+        let issued = table.issue("hk1_a", "tpm-a", CHALLENGE, 100).unwrap();
         assert_eq!(issued.expires_unix, 110);
         let taken = table.take(&issued.nonce, 105);
         assert!(matches!(taken, Ok(ref p) if p.key_id == "hk1_a" && p.device_id == "tpm-a"));
@@ -182,7 +221,7 @@ mod tests {
             table.take(&issued.nonce, 105),
             Err(EnrollmentError::ChallengeUnknown)
         ));
-        let late = table.issue("hk1_a", "tpm-a", 100).unwrap();
+        let late = table.issue("hk1_a", "tpm-a", CHALLENGE, 100).unwrap();
         assert!(matches!(
             table.take(&late.nonce, 111),
             Err(EnrollmentError::ChallengeExpired)
@@ -196,22 +235,44 @@ mod tests {
     #[test]
     fn one_device_cannot_hold_every_slot() {
         let table = AttestationChallenges::new(10, 3, 2);
-        let first = table.issue("hk1_a", "tpm-a", 0).unwrap();
-        table.issue("hk1_a", "tpm-a", 0).unwrap();
-        table.issue("hk1_a", "tpm-a", 0).unwrap();
+        let first = table.issue("hk1_a", "tpm-a", CHALLENGE, 0).unwrap();
+        table.issue("hk1_a", "tpm-a", CHALLENGE, 0).unwrap();
+        table.issue("hk1_a", "tpm-a", CHALLENGE, 0).unwrap();
         // The device's oldest nonce made way; the table still has room for another device.
         assert_eq!(table.pending(), 2);
         assert!(matches!(
             table.take(&first.nonce, 0),
             Err(EnrollmentError::ChallengeUnknown)
         ));
-        table.issue("hk1_b", "tpm-b", 0).unwrap();
+        table.issue("hk1_b", "tpm-b", CHALLENGE, 0).unwrap();
         assert!(matches!(
-            table.issue("hk1_c", "tpm-c", 0),
+            table.issue("hk1_c", "tpm-c", CHALLENGE, 0),
             Err(EnrollmentError::TooManyChallenges)
         ));
         // Expired nonces are purged when the table is full.
-        assert!(table.issue("hk1_c", "tpm-c", 11).is_ok());
+        assert!(table.issue("hk1_c", "tpm-c", CHALLENGE, 11).is_ok());
         assert_eq!(table.pending(), 1);
+    }
+
+    #[test]
+    fn strangers_asking_for_nonces_cannot_evict_a_refusal_nonce() {
+        let table = AttestationChallenges::new(10, 2, 1);
+        let refusal = table
+            .issue("hk1_a", "tpm-a", NonceOrigin::Refusal, 0)
+            .unwrap();
+        // The challenge endpoint's quota for the device and its whole table, used up.
+        table.issue("hk1_a", "tpm-a", CHALLENGE, 0).unwrap();
+        table.issue("hk1_a", "tpm-a", CHALLENGE, 0).unwrap();
+        table.issue("hk1_b", "tpm-b", CHALLENGE, 0).unwrap();
+        assert!(matches!(
+            table.issue("hk1_c", "tpm-c", CHALLENGE, 0),
+            Err(EnrollmentError::TooManyChallenges)
+        ));
+        assert!(
+            table
+                .issue("hk1_c", "tpm-c", NonceOrigin::Refusal, 0)
+                .is_ok()
+        );
+        assert!(table.take(&refusal.nonce, 1).is_ok());
     }
 }

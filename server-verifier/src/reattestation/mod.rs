@@ -44,7 +44,7 @@ mod config;
 mod http;
 
 pub use attest::Reattestation;
-pub use challenges::{AttestationChallenges, IssuedNonce, PendingNonce};
+pub use challenges::{AttestationChallenges, IssuedNonce, NonceOrigin, PendingNonce};
 pub use config::{
     DEFAULT_MAX_PENDING, DEFAULT_MAX_PENDING_PER_DEVICE, DEFAULT_NONCE_TTL_SECS, MAX_GOLDEN_SETS,
     MAX_NONCE_TTL_SECS, ReattestationConfig, ReattestationConfigError,
