@@ -9,7 +9,8 @@
 //! [`keystore`] (key id → backend, blocking calls off the runtime) and [`session`] (delegated
 //! session keys) →
 //! [`backends`] (the [`backends::KeyBackend`] implementations).
-//! [`context`] holds what they share.
+//! [`context`] holds what they share; [`reattestation`] runs the agent's own re-attestation
+//! schedule when `[reattestation]` is configured.
 //!
 //! Embedding the agent (the `hwsign` CLI's demo, tests):
 //! ```no_run
@@ -42,6 +43,8 @@ pub(crate) mod fsutil;
 pub(crate) mod keystore;
 pub mod logging;
 pub(crate) mod peer;
+pub(crate) mod posture;
+pub(crate) mod reattestation;
 pub(crate) mod server;
 pub(crate) mod session;
 pub(crate) mod signing;

@@ -14,6 +14,7 @@ use hwsign_proto::attestation::{
 };
 use hwsign_proto::encoding;
 use hwsign_proto::keys::check_key_id;
+use hwsign_proto::posture::{POSTURE_PATH, Posture};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -190,6 +191,12 @@ impl AgentClient {
             encoding::encode(nonce.as_bytes())
         );
         self.get(&path).await
+    }
+
+    /// `GET /v1/posture`: the device's posture as the agent reads it now (unknown facts left
+    /// out).
+    pub async fn posture(&self) -> Result<Posture, ClientError> {
+        self.get(POSTURE_PATH).await
     }
 
     /// `POST /v1/keys/{id}/activate-credential` (TPM enrollment): the TPM decrypts the

@@ -84,6 +84,15 @@ pub enum ClientError {
         /// The limit.
         limit: usize,
     },
+    /// The verifier asked for a fresh attestation and refused the evidence (or its attest
+    /// endpoint failed); the request was not retried.
+    #[error("the verifier refused the re-attestation (HTTP {status}, {code})")]
+    AttestationRefused {
+        /// The attest endpoint's status.
+        status: u16,
+        /// Its `error.code` (`evidence_invalid:<reason>`, `challenge_expired`, …), or empty.
+        code: String,
+    },
     /// A blocking client was used from inside an async runtime, where it would deadlock.
     #[error("the blocking hwsign client cannot be used inside an async runtime; use AgentClient")]
     BlockingInsideRuntime,

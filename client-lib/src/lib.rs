@@ -5,6 +5,7 @@
 //!   agent's socket, with keep-alive connections reused and one transparent reconnect.
 //! - [`Signer`]: signs an `http::Request` (or its parts) — the body is hashed here, never sent to
 //!   the agent; large bodies are hashed as a stream ([`body_sha256_from_reader`]).
+//! - [`reattest`]: answering a verifier's `attestation_required` with fresh TPM evidence.
 //! - Adapters: [`layer::SigningLayer`] (feature `tower`), [`middleware::SigningMiddleware`]
 //!   (feature `reqwest`), and [`blocking::BlockingAgentClient`] (feature `blocking`).
 //!
@@ -35,6 +36,7 @@ mod error;
 pub mod layer;
 #[cfg(feature = "reqwest")]
 pub mod middleware;
+pub mod reattest;
 mod signer;
 mod transport;
 

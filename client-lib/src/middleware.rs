@@ -6,26 +6,107 @@
 //! Bodies must be in memory (`.body(Vec<u8>)`, `.json(..)`); a streaming body cannot be hashed
 //! without consuming it and is refused with [`RequestError::StreamingBody`] — sign such requests
 //! with [`Signer::sign_parts`] and a digest from [`crate::body_sha256_from_reader`].
+//!
+//! With [`SigningMiddleware::with_reattestation`], a `401 attestation_required` answer is
+//! handled here: the agent's evidence over the answer's nonce is posted to the verifier's attest
+//! endpoint on the same origin, and the request is signed again and sent once more.
 
-use http::Extensions;
+use http::header::CONTENT_TYPE;
+use http::{Extensions, HeaderValue, Method};
+use hwsign_proto::reattestation::ATTEST_PATH;
 use reqwest::{Request, Response};
 use reqwest_middleware::{Middleware, Next};
 
 use crate::describe::Target;
 use crate::digest::BodyDigest;
 use crate::error::{ClientError, RequestError};
+use crate::reattest::{AttestationChallenge, attestation_challenge};
 use crate::signer::Signer;
+
+/// Longest attest endpoint answer read for its error code.
+const MAX_ATTEST_ERROR_BODY: usize = 4096;
 
 /// Signs each request (and each retry) with a [`Signer`].
 #[derive(Debug, Clone)]
 pub struct SigningMiddleware {
     signer: Signer,
+    /// The attest endpoint's path, when `attestation_required` is answered here.
+    attest_path: Option<String>,
 }
 
 impl SigningMiddleware {
     /// Signs with `signer`.
     pub fn new(signer: Signer) -> Self {
-        Self { signer }
+        Self {
+            signer,
+            attest_path: None,
+        }
+    }
+
+    /// Also answers `401 attestation_required`: posts the agent's evidence over the answer's
+    /// nonce to [`ATTEST_PATH`] on the request's origin, then signs the request again and sends
+    /// it once more (only requests whose body can be cloned; others get the 401 back).
+    pub fn with_reattestation(self) -> Self {
+        self.with_attest_path(ATTEST_PATH)
+    }
+
+    /// [`Self::with_reattestation`] with the attest endpoint at `path` on the request's origin
+    /// (a verifier mounted under a prefix).
+    pub fn with_attest_path(mut self, path: impl Into<String>) -> Self {
+        self.attest_path = Some(path.into());
+        self
+    }
+
+    /// Posts evidence over `challenge` to the attest endpoint on `origin`'s origin.
+    async fn reattest(
+        &self,
+        origin: &Request,
+        path: &str,
+        challenge: &AttestationChallenge,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> reqwest_middleware::Result<()> {
+        let evidence = self
+            .signer
+            .attest_request(challenge)
+            .await
+            .map_err(reqwest_middleware::Error::middleware)?;
+        let body = serde_json::to_vec(&evidence).map_err(|e| {
+            reqwest_middleware::Error::middleware(ClientError::Protocol(format!(
+                "cannot encode the evidence: {e}"
+            )))
+        })?;
+        let mut url = origin.url().clone();
+        url.set_path(path);
+        url.set_query(None);
+        url.set_fragment(None);
+        let mut post = Request::new(Method::POST, url);
+        post.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        *post.body_mut() = Some(body.into());
+        let mut answer = next.run(post, extensions).await?;
+        let status = answer.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        // At most MAX_ATTEST_ERROR_BODY bytes of the refusal are read.
+        let mut bytes = Vec::new();
+        while bytes.len() < MAX_ATTEST_ERROR_BODY {
+            match answer.chunk().await {
+                Ok(Some(chunk)) => bytes.extend_from_slice(&chunk),
+                _ => break,
+            }
+        }
+        let code = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
+            .unwrap_or_default();
+        Err(reqwest_middleware::Error::middleware(
+            ClientError::AttestationRefused {
+                status: status.as_u16(),
+                code,
+            },
+        ))
     }
 
     /// Signs `request` in place.
@@ -68,9 +149,25 @@ impl Middleware for SigningMiddleware {
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> reqwest_middleware::Result<Response> {
+        let again = self
+            .attest_path
+            .as_ref()
+            .and_then(|path| Some((path, request.try_clone()?)));
         self.sign(&mut request)
             .await
             .map_err(reqwest_middleware::Error::middleware)?;
-        next.run(request, extensions).await
+        let response = next.clone().run(request, extensions).await?;
+        let Some((path, mut again)) = again else {
+            return Ok(response);
+        };
+        let Some(challenge) = attestation_challenge(response.status(), response.headers()) else {
+            return Ok(response);
+        };
+        self.reattest(&again, path, &challenge, extensions, next.clone())
+            .await?;
+        self.sign(&mut again)
+            .await
+            .map_err(reqwest_middleware::Error::middleware)?;
+        next.run(again, extensions).await
     }
 }

@@ -9,15 +9,19 @@
 
 use std::sync::Arc;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::request::Parts;
 use http::{HeaderMap, Method, Request, Uri};
 use hwsign_proto::api::{SignRequest, SignResponse};
+use hwsign_proto::posture::bound_nonce;
 use tokio::io::AsyncRead;
 
 use crate::client::AgentClient;
 use crate::describe::{self, SigningIdentity, Target};
 use crate::digest::{BodyDigest, body_sha256_from_reader};
 use crate::error::ClientError;
+use crate::reattest::{AttestRequest, AttestationChallenge};
 
 /// Which key signs, for which API, covering which optional headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -189,6 +193,32 @@ impl Signer {
             headers,
             body,
         )?)
+    }
+
+    /// Evidence for the verifier's attest endpoint: the agent's posture report and its
+    /// attestation of this signer's key over `SHA-256(nonce ‖ SHA-256(posture JSON))`
+    /// ([`hwsign_proto::posture::bound_nonce`]), for the nonce of an `attestation_required`
+    /// refusal (or of `POST /hws/v1/attest/challenge`). Post it as JSON to
+    /// [`crate::reattest::ATTEST_PATH`] on the verifier, then sign the request again.
+    pub async fn attest_request(
+        &self,
+        challenge: &AttestationChallenge,
+    ) -> Result<AttestRequest, ClientError> {
+        let nonce = URL_SAFE_NO_PAD
+            .decode(&challenge.nonce)
+            .map_err(|_| ClientError::Protocol("the verifier's nonce is not base64url".into()))?;
+        let posture = serde_json::to_string(&self.agent.posture().await?)
+            .map_err(|e| ClientError::Protocol(format!("cannot encode the posture: {e}")))?;
+        let bound = bound_nonce(&nonce, posture.as_bytes());
+        let evidence = self
+            .agent
+            .attestation(&self.config.key_id, &URL_SAFE_NO_PAD.encode(bound))
+            .await?;
+        Ok(AttestRequest {
+            nonce: challenge.nonce.clone(),
+            evidence,
+            posture: Some(posture),
+        })
     }
 
     pub(crate) async fn sign_target(

@@ -47,6 +47,11 @@ pub enum RejectCode {
     /// A verifying proxy (`hwsign-verifier serve`) accepted the request but could not get an
     /// answer from its upstream (502). The nonce stays used: sign again to retry.
     UpstreamUnavailable,
+    /// The device policy needs fresher TPM evidence than the device's last attestation: the
+    /// answer carries a nonce (`WWW-Authenticate: HWS1 error="attestation_required",
+    /// nonce="…"`); the device attests over it at the verifier's attest endpoint
+    /// ([`crate::reattestation::ATTEST_PATH`]) and signs the request again (401).
+    AttestationRequired,
 }
 
 impl RejectCode {
@@ -71,6 +76,7 @@ impl RejectCode {
             Self::WrongHost => "wrong_host",
             Self::RateLimited => "rate_limited",
             Self::UpstreamUnavailable => "upstream_unavailable",
+            Self::AttestationRequired => "attestation_required",
         }
     }
 

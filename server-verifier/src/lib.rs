@@ -43,6 +43,7 @@ mod hosts;
 pub mod layer;
 mod path_spellings;
 pub mod policy;
+pub mod reattestation;
 pub mod registry;
 mod rejection;
 pub mod replay;

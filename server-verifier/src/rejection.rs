@@ -28,6 +28,13 @@ pub enum Rejection {
     /// The replay cache could not answer; the verifier fails closed (`verifier_unavailable`).
     #[error("replay protection is unavailable")]
     Replay(#[source] ReplayError),
+    /// The device policy needs fresher TPM evidence: the device attests over `nonce` at the
+    /// attest endpoint and signs the request again (`attestation_required`).
+    #[error("the device policy needs a fresher attestation of this device")]
+    AttestationRequired {
+        /// The re-attestation nonce issued for the device, base64url.
+        nonce: String,
+    },
     /// A rule of the protocol or of this verifier's configuration refused the request.
     #[error("{detail}")]
     Refused {
@@ -52,6 +59,7 @@ impl Rejection {
         match self {
             Self::Parse(error) => parse_code(error),
             Self::Registry(_) | Self::Replay(_) => RejectCode::VerifierUnavailable,
+            Self::AttestationRequired { .. } => RejectCode::AttestationRequired,
             Self::Refused { code, .. } => *code,
         }
     }
@@ -64,7 +72,17 @@ impl Rejection {
         match self {
             Self::Parse(error) => Cow::Owned(error.to_string()),
             Self::Refused { detail, .. } => Cow::Borrowed(detail),
-            Self::Registry(_) | Self::Replay(_) => Cow::Owned(self.to_string()),
+            Self::Registry(_) | Self::Replay(_) | Self::AttestationRequired { .. } => {
+                Cow::Owned(self.to_string())
+            }
+        }
+    }
+
+    /// The re-attestation nonce an `attestation_required` refusal carries.
+    pub fn attestation_nonce(&self) -> Option<&str> {
+        match self {
+            Self::AttestationRequired { nonce } => Some(nonce),
+            _ => None,
         }
     }
 }

@@ -38,6 +38,7 @@ use crate::delegation::{RequestClaims, StatementCache};
 use crate::ecdsa_backend::{PreparedKey, VerifyBackend};
 use crate::hosts::HostList;
 use crate::policy::{PolicyGate, PolicyRoute};
+use crate::reattestation::AttestationChallenges;
 use crate::registry::{KeyRegistry, RegisteredKey};
 use crate::rejection::Rejection;
 use crate::replay::{Freshness, ReplayCache, Reservation};
@@ -200,6 +201,7 @@ pub struct Verifier {
     prepared: RwLock<HashMap<String, Arc<PreparedKey>>>,
     statements: StatementCache,
     policy: Option<PolicyGate>,
+    reattestation: Option<Arc<AttestationChallenges>>,
 }
 
 fn unix_seconds(now: SystemTime) -> Result<i64, Rejection> {
@@ -259,7 +261,17 @@ impl Verifier {
             backend: VerifyBackend::default(),
             prepared: RwLock::new(HashMap::new()),
             statements: StatementCache::default(),
+            reattestation: None,
         })
+    }
+
+    /// The same verifier answering a request its device policy refuses, and would allow were
+    /// the device's attestation fresh, with `attestation_required` and a nonce from
+    /// `challenges` (share them with the [`Reattestation`](crate::reattestation::Reattestation)
+    /// service behind the attest endpoint).
+    pub fn with_reattestation(mut self, challenges: Arc<AttestationChallenges>) -> Self {
+        self.reattestation = Some(challenges);
+        self
     }
 
     /// The same verifier with another signature backend.
@@ -548,7 +560,14 @@ impl Verifier {
             ));
         }
         if let (Some(gate), Some(route)) = (&self.policy, &checked.policy_route) {
-            gate.check(self.registry.as_ref(), &key, route, checked.delegated, now)?;
+            gate.check(
+                self.registry.as_ref(),
+                &key,
+                route,
+                checked.delegated,
+                now,
+                self.reattestation.as_deref(),
+            )?;
         }
         Ok(VerifiedPrincipal {
             key_id: key.key_id,

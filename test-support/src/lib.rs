@@ -2,9 +2,11 @@
 #![forbid(unsafe_code)]
 
 pub mod binaries;
+pub mod dbus;
 pub mod nginx;
 pub mod ports;
 pub mod postgres;
+pub mod posture_standins;
 pub mod redis;
 pub mod softhsm;
 pub mod swtpm;

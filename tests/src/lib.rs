@@ -354,10 +354,9 @@ pub fn expect_refusal(response: &RawResponse, status: u16, code: &str) -> Result
 /// names the same code.
 pub fn refusal_code(response: &RawResponse) -> Option<String> {
     let header = response.header("www-authenticate")?;
-    let code = header
-        .strip_prefix("HWS1 error=\"")?
-        .strip_suffix('"')?
-        .to_owned();
+    // `HWS1 error="<code>"`, possibly followed by parameters (`, nonce="…"`).
+    let (code, _) = header.strip_prefix("HWS1 error=\"")?.split_once('"')?;
+    let code = code.to_owned();
     let body: serde_json::Value = serde_json::from_slice(&response.body).ok()?;
     (body["error"]["code"] == code.as_str()).then_some(code)
 }

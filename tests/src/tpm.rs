@@ -22,6 +22,7 @@ use hwsign_test_support::swtpm::Swtpm;
 use hwsign_verifier::enrollment::{
     Enrollment, EnrollmentConfig, EnrollmentStore, create_token, router,
 };
+use hwsign_verifier::reattestation::{Reattestation, ReattestationConfig};
 use hwsign_verifier::{
     HwsignLayer, KeyRegistry, MemoryReplayCache, RouteRule, SqliteRegistry, VerifiedDevice,
     Verifier, VerifierConfig,
@@ -43,8 +44,10 @@ pub fn start_agent(swtpm: &Swtpm) -> Result<AgentProcess> {
     AgentProcess::start_with(&agent_config(swtpm), &[])
 }
 
-/// An API on 127.0.0.1: `/enroll/*` (enrollment router, unauthenticated) and every other path
-/// behind the HWS1 verifier, answering with the verified principal as JSON.
+/// An API on 127.0.0.1: `/enroll/*` (enrollment router) and `/hws/v1/attest*` (re-attestation
+/// router), both unauthenticated, and every other path behind the HWS1 verifier (which asks for
+/// re-attestation when the device policy needs it), answering with the verified principal as
+/// JSON.
 #[derive(Debug)]
 pub struct EnrollServer {
     /// Where it listens.
@@ -53,6 +56,8 @@ pub struct EnrollServer {
     pub registry: Arc<SqliteRegistry>,
     /// The enrollment service.
     pub enrollment: Arc<Enrollment>,
+    /// The re-attestation service.
+    pub reattestation: Arc<Reattestation>,
     db: PathBuf,
     _dir: TempDir,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
@@ -78,6 +83,20 @@ impl EnrollServer {
         Self::start_inner(
             vec![swtpm.ca_root_pem()],
             vec![swtpm.ca_intermediate_pem()],
+            configure,
+        )
+        .await
+    }
+
+    /// Trusts the local CAs of every swtpm in `swtpms` (several devices on one verifier);
+    /// `configure` adjusts the verifier's configuration.
+    pub async fn start_for(
+        swtpms: &[&Swtpm],
+        configure: impl FnOnce(&mut VerifierConfig),
+    ) -> Result<Self> {
+        Self::start_inner(
+            swtpms.iter().map(|s| s.ca_root_pem()).collect(),
+            swtpms.iter().map(|s| s.ca_intermediate_pem()).collect(),
             configure,
         )
         .await
@@ -116,24 +135,43 @@ impl EnrollServer {
         let addr = listener.local_addr()?;
         let mut verifier_config = VerifierConfig::new(AUDIENCE, [addr.to_string()]);
         configure(&mut verifier_config);
-        let verifier = Arc::new(Verifier::new(
-            verifier_config,
-            Arc::clone(&registry) as Arc<dyn KeyRegistry>,
-            Arc::new(MemoryReplayCache::new(100_000)),
+        let reattestation = Arc::new(Reattestation::new(
+            &enrollment,
+            &ReattestationConfig::default(),
         )?);
+        let verifier = Arc::new(
+            Verifier::new(
+                verifier_config,
+                Arc::clone(&registry) as Arc<dyn KeyRegistry>,
+                Arc::new(MemoryReplayCache::new(100_000)),
+            )?
+            .with_reattestation(Arc::clone(reattestation.challenges())),
+        );
         let app = Router::new()
             .fallback(principal)
             .layer(HwsignLayer::new(verifier))
-            .merge(router(Arc::clone(&enrollment)));
+            .merge(router(Arc::clone(&enrollment)))
+            .merge(hwsign_verifier::reattestation::router(Arc::clone(
+                &reattestation,
+            )));
         let shutdown = crate::serve_until_shutdown(listener, app);
         Ok(Self {
             addr,
             registry,
             enrollment,
+            reattestation,
             db,
             _dir: dir,
             shutdown: Some(shutdown),
         })
+    }
+
+    /// The device `key_id` was enrolled into.
+    pub fn device_of(&self, key_id: &str) -> Result<String> {
+        self.registry
+            .lookup(key_id)?
+            .and_then(|k| k.device_id)
+            .context("the key belongs to no device")
     }
 
     /// The SQLite file (for `hwsign-verifier --db`).

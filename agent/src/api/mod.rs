@@ -6,6 +6,7 @@
 mod error;
 pub(crate) mod http;
 mod keys;
+mod posture;
 mod sign;
 mod status;
 
@@ -26,6 +27,7 @@ use crate::peer::Peer;
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Route {
     Status,
+    Posture,
     Keys,
     Sign,
     Attestation(String),
@@ -38,6 +40,7 @@ impl Route {
         let segments: Vec<&str> = rest.split('/').collect();
         match segments.as_slice() {
             ["", "status"] => Some(Self::Status),
+            ["", "posture"] => Some(Self::Posture),
             ["", "keys"] => Some(Self::Keys),
             ["", "sign"] => Some(Self::Sign),
             ["", "keys", id, "attestation"] => Some(Self::Attestation((*id).to_owned())),
@@ -50,7 +53,7 @@ impl Route {
 
     fn allowed(&self) -> &'static str {
         match self {
-            Self::Status | Self::Attestation(_) => "GET",
+            Self::Status | Self::Posture | Self::Attestation(_) => "GET",
             Self::Keys => "GET, POST",
             Self::Sign | Self::ActivateCredential(_) => "POST",
         }
@@ -103,6 +106,7 @@ async fn dispatch(
     let method = request.method().clone();
     match (&route, method) {
         (Route::Status, Method::GET) => Ok(status::status(ctx).await),
+        (Route::Posture, Method::GET) => Ok(posture::posture(ctx).await),
         (Route::Keys, Method::GET) => Ok(keys::list(ctx).await),
         (Route::Keys, Method::POST) => {
             let body = http::read_body(request, limit, deadline).await?;

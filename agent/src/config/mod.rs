@@ -8,6 +8,8 @@
 pub mod check;
 mod error;
 pub mod paths;
+mod posture;
+mod reattestation;
 mod rules;
 
 use std::io::Read as _;
@@ -19,6 +21,10 @@ use serde::Deserialize;
 use crate::fsutil::OpenTrustedError;
 
 pub use error::ConfigError;
+pub use posture::PostureConfig;
+pub use reattestation::{
+    DEFAULT_INTERVAL_SECS, MAX_INTERVAL_SECS, MAX_REATTESTATION_KEYS, ReattestationSchedule,
+};
 pub use rules::{KeyMode, KeyRule, RuleRefusal};
 
 /// Largest configuration file read.
@@ -58,6 +64,10 @@ pub struct Config {
     /// agent binds itself (the socket is then 0660 with this group), and the only group that
     /// may have write access to the socket's directory. `None`: socket 0600, no group write.
     pub socket_group: Option<u32>,
+    /// The agent's own re-attestation schedule; `None`: attest only when asked.
+    pub reattestation: Option<ReattestationSchedule>,
+    /// Where the device's posture is read.
+    pub posture: PostureConfig,
 }
 
 /// `socket_group = "hwsign"` or `socket_group = 990`.
@@ -294,6 +304,9 @@ struct FileConfig {
     key_rules: Vec<KeyRule>,
     audit_log: Option<PathBuf>,
     socket_group: Option<GroupSpec>,
+    reattestation: Option<ReattestationSchedule>,
+    #[serde(default)]
+    posture: PostureConfig,
 }
 
 impl Config {
@@ -366,6 +379,8 @@ impl Config {
                 .as_ref()
                 .map(GroupSpec::resolve)
                 .transpose()?,
+            reattestation: file.reattestation,
+            posture: file.posture,
         };
         config.validate()?;
         Ok(config)
@@ -391,6 +406,8 @@ impl Config {
             },
             key_rules: Vec::new(),
             socket_group: None,
+            reattestation: None,
+            posture: PostureConfig::default(),
         }
     }
 
@@ -434,6 +451,9 @@ impl Config {
         }
         self.limits.validate()?;
         self.backends.validate()?;
+        if let Some(schedule) = &self.reattestation {
+            schedule.validate()?;
+        }
         let mut seen = std::collections::BTreeSet::new();
         for rule in &self.key_rules {
             rule.validate()?;

@@ -89,6 +89,13 @@ impl Agent {
             stop: watch::channel(false).0,
             tasks: JoinSet::new(),
         };
+        if let Some(schedule) = config.reattestation.clone() {
+            server.tasks.spawn(crate::reattestation::run(
+                Arc::clone(&server.ctx),
+                schedule,
+                server.stop.subscribe(),
+            ));
+        }
         tokio::pin!(shutdown);
         loop {
             tokio::select! {

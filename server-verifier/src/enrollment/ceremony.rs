@@ -116,6 +116,16 @@ impl Enrollment {
         &self.registry
     }
 
+    /// The EK roots and intermediates evidence must chain to.
+    pub fn trust_anchors(&self) -> &TrustAnchors {
+        &self.anchors
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EnrollmentConfig {
+        &self.config
+    }
+
     /// Step 1: a valid, unused, unexpired token buys a challenge for `key_id`.
     pub fn start(
         &self,

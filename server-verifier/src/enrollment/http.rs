@@ -40,36 +40,49 @@ pub fn router(enrollment: Arc<Enrollment>) -> Router {
 }
 
 async fn start(State(enrollment): State<Arc<Enrollment>>, body: Body) -> Response {
-    step(enrollment, body, MAX_START_BODY, |e, request, now| {
-        e.start(&request, now)
-    })
+    step(
+        enrollment,
+        body,
+        MAX_START_BODY,
+        |e: &Enrollment, request, now| e.start(&request, now),
+    )
     .await
 }
 
 async fn evidence(State(enrollment): State<Arc<Enrollment>>, body: Body) -> Response {
-    step(enrollment, body, MAX_EVIDENCE_BODY, |e, request, now| {
-        e.submit_evidence(&request, now)
-    })
+    step(
+        enrollment,
+        body,
+        MAX_EVIDENCE_BODY,
+        |e: &Enrollment, request, now| e.submit_evidence(&request, now),
+    )
     .await
 }
 
 async fn activate(State(enrollment): State<Arc<Enrollment>>, body: Body) -> Response {
-    step(enrollment, body, MAX_ACTIVATE_BODY, |e, request, now| {
-        e.activate(&request, now)
-    })
+    step(
+        enrollment,
+        body,
+        MAX_ACTIVATE_BODY,
+        |e: &Enrollment, request, now| e.activate(&request, now),
+    )
     .await
 }
 
-async fn step<Req, Resp, F>(
-    enrollment: Arc<Enrollment>,
+/// One JSON step of a ceremony: reads the body (at most `limit` bytes), parses it strictly,
+/// runs `run` on a blocking thread (SQLite, RSA) with the time, and answers with its JSON or
+/// its refusal. Shared by enrollment and re-attestation.
+pub(crate) async fn step<S, Req, Resp, F>(
+    service: Arc<S>,
     body: Body,
     limit: usize,
     run: F,
 ) -> Response
 where
+    S: Send + Sync + 'static,
     Req: DeserializeOwned + Send + 'static,
     Resp: Serialize + Send + 'static,
-    F: FnOnce(&Enrollment, Req, SystemTime) -> Result<Resp, EnrollmentError> + Send + 'static,
+    F: FnOnce(&S, Req, SystemTime) -> Result<Resp, EnrollmentError> + Send + 'static,
 {
     let result = async {
         let bytes = Limited::new(body, limit)
@@ -86,9 +99,9 @@ where
                 e.column()
             ))
         })?;
-        tokio::task::spawn_blocking(move || run(&enrollment, request, SystemTime::now()))
+        tokio::task::spawn_blocking(move || run(&service, request, SystemTime::now()))
             .await
-            .map_err(|e| EnrollmentError::Store(format!("enrollment task failed: {e}")))?
+            .map_err(|e| EnrollmentError::Store(format!("ceremony task failed: {e}")))?
     }
     .await;
     match result {

@@ -29,7 +29,7 @@
 mod ceremony;
 mod config;
 mod error;
-mod http;
+pub(crate) mod http;
 #[cfg(feature = "postgres")]
 mod postgres_store;
 mod store;

@@ -22,7 +22,12 @@ struct ErrorDetail<'a> {
     message: &'a str,
 }
 
-fn error_response(status: StatusCode, code: RejectCode, message: &str) -> Response {
+fn error_response(
+    status: StatusCode,
+    code: RejectCode,
+    message: &str,
+    nonce: Option<&str>,
+) -> Response {
     let body = serde_json::to_vec(&ErrorBody {
         error: ErrorDetail {
             code: code.as_str(),
@@ -35,19 +40,32 @@ fn error_response(status: StatusCode, code: RejectCode, message: &str) -> Respon
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    // Codes are fixed snake_case ASCII, always a valid header value.
-    if let Ok(challenge) = HeaderValue::from_str(&format!("HWS1 error=\"{code}\"")) {
+    // Codes are fixed snake_case ASCII and nonces base64url, always a valid header value.
+    let challenge = match nonce {
+        Some(nonce) => format!(
+            "HWS1 error=\"{code}\", {}=\"{nonce}\"",
+            hwsign_proto::reattestation::NONCE_PARAM
+        ),
+        None => format!("HWS1 error=\"{code}\""),
+    };
+    if let Ok(challenge) = HeaderValue::from_str(&challenge) {
         headers.insert(WWW_AUTHENTICATE, challenge);
     }
     response
 }
 
 /// The HTTP answer to a rejection: status from [`RejectCode::http_status`],
-/// `WWW-Authenticate: HWS1 error="<code>"` and `{"error":{"code":"<code>","message":"..."}}`.
+/// `WWW-Authenticate: HWS1 error="<code>"` (with `, nonce="<nonce>"` for
+/// `attestation_required`) and `{"error":{"code":"<code>","message":"..."}}`.
 pub fn rejection_response(rejection: &Rejection) -> Response {
     let status = StatusCode::from_u16(rejection.code().http_status())
         .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    error_response(status, rejection.code(), &rejection.detail())
+    error_response(
+        status,
+        rejection.code(),
+        &rejection.detail(),
+        rejection.attestation_nonce(),
+    )
 }
 
 impl IntoResponse for Rejection {
@@ -82,6 +100,7 @@ impl IntoResponse for NotVerified {
             StatusCode::INTERNAL_SERVER_ERROR,
             RejectCode::VerifierUnavailable,
             "this route is not protected by the verifier",
+            None,
         )
     }
 }

@@ -150,7 +150,9 @@ fn device_entity(request: &PolicyRequest<'_>) -> Value {
     })
 }
 
-fn context_json(request: &PolicyRequest<'_>) -> Value {
+/// The context; with `fresh`, as if the device had attested at `now` (its recorded boot state
+/// and posture values kept, their ages 0): what a re-attestation could change.
+fn context_json(request: &PolicyRequest<'_>, fresh: bool) -> Value {
     let mut context = Map::new();
     context.insert("level".into(), json!(request.key.level.as_str()));
     context.insert("level_rank".into(), json!(level_rank(request.key.level)));
@@ -178,10 +180,12 @@ fn context_json(request: &PolicyRequest<'_>) -> Value {
         json!(attestation.map_or("unknown", |a| a.boot_state.as_str())),
     );
     if let Some(attestation) = attestation {
-        context.insert(
-            "attestation_age_secs".into(),
-            json!(request.now_unix.saturating_sub(attestation.at_unix).max(0)),
-        );
+        let age = if fresh {
+            0
+        } else {
+            request.now_unix.saturating_sub(attestation.at_unix).max(0)
+        };
+        context.insert("attestation_age_secs".into(), json!(age));
     }
     let mut posture = Map::new();
     if let Some(report) = request.device.and(facts).and_then(|f| f.posture.as_ref()) {
@@ -197,20 +201,25 @@ fn context_json(request: &PolicyRequest<'_>) -> Value {
         put("os_name", report.os_name.as_ref().map(fact));
         put("os_version", report.os_version.as_ref().map(fact));
         put("kernel", report.kernel.as_ref().map(fact));
-        context.insert(
-            "posture_age_secs".into(),
-            json!(request.now_unix.saturating_sub(report.received_unix).max(0)),
-        );
+        // A re-attestation brings a new report (the client library and the agent send one).
+        let age = if fresh {
+            0
+        } else {
+            request.now_unix.saturating_sub(report.received_unix).max(0)
+        };
+        context.insert("posture_age_secs".into(), json!(age));
     }
     context.insert("posture".into(), Value::Object(posture));
     Value::Object(context)
 }
 
-/// The Cedar request for `request` with the route spelled `path`.
+/// The Cedar request for `request` with the route spelled `path`; with `fresh`, as if the
+/// device had just attested.
 pub(super) fn build(
     schema: &Schema,
     request: &PolicyRequest<'_>,
     path: &str,
+    fresh: bool,
 ) -> Result<CedarRequest, PolicyError> {
     // Methods are case-sensitive (RFC 9110): `get` is not GET, and is decided as `OTHER`.
     let action_name = if METHODS.contains(&request.method) {
@@ -225,7 +234,7 @@ pub(super) fn build(
     entities.extend(route_entities(path));
     let entities = Entities::from_json_value(Value::Array(entities), Some(schema))
         .map_err(|e| PolicyError::Request(format!("entities: {e}")))?;
-    let context = Context::from_json_value(context_json(request), Some((schema, &action)))
+    let context = Context::from_json_value(context_json(request, fresh), Some((schema, &action)))
         .map_err(|e| PolicyError::Request(format!("context: {e}")))?;
     let request = Request::new(principal, action, resource, context, Some(schema))
         .map_err(|e| PolicyError::Request(e.to_string()))?;

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use hwsign_proto::RejectCode;
 
 use super::{PolicyEngine, PolicyRequest, PolicySettings, covers};
+use crate::enrollment::EnrollmentError;
+use crate::reattestation::{AttestationChallenges, NonceOrigin};
 use crate::registry::{KeyRegistry, RegisteredKey};
 use crate::rejection::Rejection;
 
@@ -61,6 +63,9 @@ impl PolicyGate {
 
     /// Decides a verified request: `policy_denied` when the policies refuse it,
     /// `verifier_unavailable` when the registry or the request cannot be read (fail closed).
+    /// With `reattest`, a refused request of an enrolled TPM device that the policies would
+    /// allow were its attestation made now is answered `attestation_required` with a nonce
+    /// issued from `reattest`.
     pub fn check(
         &self,
         registry: &dyn KeyRegistry,
@@ -68,6 +73,7 @@ impl PolicyGate {
         route: &PolicyRoute,
         delegated: bool,
         now_unix: i64,
+        reattest: Option<&AttestationChallenges>,
     ) -> Result<(), Rejection> {
         let unavailable = |what: &str, error: &(dyn std::error::Error + 'static)| {
             tracing::error!(target: super::LOG_TARGET, error = %crate::ErrorChain(error), "{what}; failing closed");
@@ -104,6 +110,17 @@ impl PolicyGate {
         if decision.allowed {
             return Ok(());
         }
+        let attestable = device.as_ref().is_some_and(|d| !d.revoked)
+            && key.level == hwsign_proto::api::KeyLevel::Tpm
+            && facts.as_ref().is_some_and(|f| f.last_attestation.is_some());
+        if let (Some(challenges), true) = (reattest, attestable)
+            && self
+                .engine
+                .allowed_if_attested_now(&request)
+                .map_err(|e| unavailable("policy request failed", &e))?
+        {
+            return Err(attestation_required(challenges, key, now_unix));
+        }
         let detail = if self.reveal_reasons {
             format!(
                 "refused by the device policy ({})",
@@ -117,5 +134,39 @@ impl PolicyGate {
             "refused by the device policy".to_owned()
         };
         Err(Rejection::new(RejectCode::PolicyDenied, detail))
+    }
+}
+
+/// `attestation_required` with a fresh nonce for `key`'s device; `rate_limited` when too many
+/// nonces are pending.
+fn attestation_required(
+    challenges: &AttestationChallenges,
+    key: &RegisteredKey,
+    now_unix: i64,
+) -> Rejection {
+    let device_id = key.device_id.as_deref().unwrap_or(&key.key_id);
+    match challenges.issue(&key.key_id, device_id, NonceOrigin::Refusal, now_unix) {
+        Ok(issued) => {
+            tracing::info!(
+                target: super::LOG_TARGET,
+                device = %device_id,
+                key_id = %key.key_id,
+                "fresher attestation required; nonce issued"
+            );
+            Rejection::AttestationRequired {
+                nonce: issued.nonce,
+            }
+        }
+        Err(EnrollmentError::TooManyChallenges) => Rejection::new(
+            RejectCode::RateLimited,
+            "too many re-attestations are pending; retry later",
+        ),
+        Err(error) => {
+            tracing::error!(target: super::LOG_TARGET, error = %crate::ErrorChain(&error), "cannot issue a re-attestation nonce; failing closed");
+            Rejection::new(
+                RejectCode::VerifierUnavailable,
+                "the device policy cannot be evaluated",
+            )
+        }
     }
 }

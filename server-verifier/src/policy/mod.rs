@@ -89,6 +89,26 @@ impl PolicyEngine {
     /// percent-decoded, dot segments resolved) and every spelling must be allowed, so an
     /// encoded path cannot escape a rule written for the plain one. Logs the decision.
     pub fn decide(&self, request: &PolicyRequest<'_>) -> Result<PolicyDecision, PolicyError> {
+        let decision = self.evaluate(request, false)?;
+        log_decision(request, &decision);
+        Ok(decision)
+    }
+
+    /// Whether `request` would be allowed were the device's last attestation (and posture
+    /// report) made now, with the same boot state and posture values: true means a
+    /// re-attestation, not a refusal, is the answer. Not logged.
+    pub fn allowed_if_attested_now(
+        &self,
+        request: &PolicyRequest<'_>,
+    ) -> Result<bool, PolicyError> {
+        Ok(self.evaluate(request, true)?.allowed)
+    }
+
+    fn evaluate(
+        &self,
+        request: &PolicyRequest<'_>,
+        fresh: bool,
+    ) -> Result<PolicyDecision, PolicyError> {
         let mut permits = BTreeSet::new();
         let mut refusals = BTreeSet::new();
         let mut errors = Vec::new();
@@ -97,7 +117,7 @@ impl PolicyEngine {
                 refusals.insert(ROUTE_TOO_DEEP.to_owned());
                 continue;
             }
-            let cedar_request = context::build(&self.schema, request, &path)?;
+            let cedar_request = context::build(&self.schema, request, &path, fresh)?;
             let response = self.authorizer.is_authorized(
                 &cedar_request.request,
                 &self.policies,
@@ -124,13 +144,11 @@ impl PolicyEngine {
         }
         let allowed = refusals.is_empty() && errors.is_empty();
         let determining = if allowed { permits } else { refusals };
-        let decision = PolicyDecision {
+        Ok(PolicyDecision {
             allowed,
             determining: determining.into_iter().collect(),
             errors,
-        };
-        log_decision(request, &decision);
-        Ok(decision)
+        })
     }
 }
 
