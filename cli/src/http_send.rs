@@ -34,18 +34,25 @@ pub(crate) async fn file_body(path: &Path) -> anyhow::Result<(SendBody, u64)> {
         .await
         .with_context(|| format!("opening {}", path.display()))?;
     let length = file.metadata().await?.len();
-    let body = FileBody {
-        file,
-        remaining: length,
-        buffer: vec![0u8; 64 * 1024].into_boxed_slice(),
-    };
-    Ok((body.boxed(), length))
+    Ok((FileBody::new(file, length).boxed(), length))
 }
 
-struct FileBody {
+/// `length` bytes of a file, read in chunks while they are sent.
+pub(crate) struct FileBody {
     file: tokio::fs::File,
     remaining: u64,
     buffer: Box<[u8]>,
+}
+
+impl FileBody {
+    /// The next `length` bytes of `file`, from its current position.
+    pub(crate) fn new(file: tokio::fs::File, length: u64) -> Self {
+        Self {
+            file,
+            remaining: length,
+            buffer: vec![0u8; 64 * 1024].into_boxed_slice(),
+        }
+    }
 }
 
 impl Body for FileBody {
