@@ -9,8 +9,10 @@ pub mod agent_raw;
 pub mod http_raw;
 pub mod openai_api;
 pub mod pkcs11_e2e;
+pub mod proxy;
 pub mod resources;
 pub mod sdk;
+pub mod tls_front;
 pub mod tpm;
 pub mod wait;
 

@@ -77,10 +77,17 @@ impl ApiState {
 impl OpenAiApi {
     /// Starts the API for [`AUDIENCE`], serving exactly `127.0.0.1:<port>`.
     pub async fn start() -> Result<Self> {
+        Self::start_for_hosts(&[]).await
+    }
+
+    /// Starts the API for [`AUDIENCE`], serving `127.0.0.1:<port>` and `extra_hosts` (the
+    /// authority of a TLS front in front of it).
+    pub async fn start_for_hosts(extra_hosts: &[String]) -> Result<Self> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let mut config = VerifierConfig::any_host(AUDIENCE);
         config.hosts = vec![addr.to_string()];
+        config.hosts.extend(extra_hosts.iter().cloned());
         let (registry, verifier) = memory_verifier(config)?;
         let app = Router::new()
             .route("/v1/chat/completions", post(chat_completions))

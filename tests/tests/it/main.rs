@@ -7,6 +7,7 @@ mod delegation_software;
 mod delegation_tpm;
 mod pkcs11_softhsm;
 mod pkcs11_tpm2;
+mod proxy;
 mod sdk_node;
 mod sdk_python;
 mod software;
