@@ -51,7 +51,7 @@ enum Command {
     Keys(keys::KeysCommand),
     /// Print the headers that sign a request (one `Name: value` per line); send them with it.
     Sign(sign::SignArgs),
-    /// Sign a request and send it (curl-like; plain http:// only), print the response.
+    /// Sign a request and send it (curl-like; http:// or https://), print the response.
     Request(request::RequestArgs),
     /// Show hwsign end to end, self-contained (no hardware, no running agent needed).
     ///

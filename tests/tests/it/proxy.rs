@@ -372,3 +372,49 @@ async fn proxy_on_a_unix_socket_serves_only_allowed_uids() -> Result<()> {
     );
     Ok(())
 }
+
+/// `hwsign request` (item 4 of issue 16, beside the proxy's HTTPS): https:// through rustls with
+/// `--cacert`, accepted by the verifier behind the TLS front; refused without the test CA.
+#[tokio::test(flavor = "multi_thread")]
+async fn proxy_cli_request_speaks_https_with_a_cacert() -> Result<()> {
+    let pki = TestPki::generate()?;
+    let (listener, tls) = TlsFront::bind(&pki).await?;
+    let front_addr = listener.local_addr()?;
+    let agent = AgentProcess::start()?;
+    let api = OpenAiApi::start_for_hosts(&[front_addr.to_string()]).await?;
+    let front = TlsFront::serve(listener, tls, api.addr)?;
+    let (key, public) = create_key(&agent.client(), "software", "cli").await?;
+    api.register(&public, KeyLevel::Software)?;
+    let url = format!("{}/v1/chat/completions", front.url());
+    let ca = pki.ca_path().display().to_string();
+    let request = |extra: &[&str]| {
+        let mut command = Command::new(hwsign_test_support::binaries::bin_path("hwsign")?);
+        command.arg("--socket").arg(agent.socket()).args([
+            "request",
+            "--key",
+            &key,
+            "--audience",
+            AUDIENCE,
+            "-H",
+            "content-type: application/json",
+            "-d",
+            CHAT,
+        ]);
+        command.args(extra).arg(&url);
+        anyhow::Ok(command.output()?)
+    };
+    let accepted = request(&["--cacert", &ca])?;
+    let refused = request(&[])?;
+    let stdout = String::from_utf8_lossy(&accepted.stdout);
+    ensure!(
+        accepted.status.success() && stdout.contains("200 OK") && stdout.contains(&key),
+        "{stdout}{}",
+        String::from_utf8_lossy(&accepted.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    ensure!(
+        !refused.status.success() && stderr.contains("certificate"),
+        "{stderr}"
+    );
+    Ok(())
+}

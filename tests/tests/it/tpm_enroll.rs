@@ -252,3 +252,54 @@ unless { context.level == "tpm" && context.boot_state == "unchanged" };
     accepted_as_tpm(&server, &signer, "/admin/users").await?;
     Ok(())
 }
+
+/// `hwsign enroll` over HTTPS: the ceremony through a rustls TLS front with a test CA given by
+/// `--cacert`; without it the server's certificate is not trusted and nothing is enrolled; plain
+/// http:// to a host that is not loopback is refused before anything is sent.
+#[tokio::test(flavor = "multi_thread")]
+async fn tpm_enroll_over_https_with_the_cli() -> Result<()> {
+    use hwsign_e2e::tls_front::{TestPki, TlsFront};
+    let swtpm = Swtpm::start_tcp()?;
+    let agent = start_agent(&swtpm)?;
+    let server = EnrollServer::start(&swtpm, tpm_only("/admin/")?).await?;
+    let pki = TestPki::generate()?;
+    let (listener, tls) = TlsFront::bind(&pki).await?;
+    let front = TlsFront::serve(listener, tls, server.addr)?;
+    let ca = pki.ca_path().display().to_string();
+
+    let token = token_from_cli(&server)?;
+    let untrusted = hwsign_e2e::tpm::enroll_with_cli_at(&agent, &front.url(), &[], &token);
+    let error = format!(
+        "{:#}",
+        untrusted
+            .err()
+            .context("enrolled without trusting the CA")?
+    );
+    ensure!(error.contains("certificate"), "{error}");
+    let key_id =
+        hwsign_e2e::tpm::enroll_with_cli_at(&agent, &front.url(), &["--cacert", &ca], &token)?;
+    let key = server
+        .registry
+        .lookup(&key_id)?
+        .context("key not registered")?;
+    ensure!(key.level == KeyLevel::Tpm);
+
+    let output = hwsign_e2e::tpm::hwsign(
+        &agent,
+        &[
+            "enroll",
+            "--server",
+            "http://192.0.2.1:8080",
+            "--token",
+            "hwt1_x",
+            "--key",
+            &key_id,
+        ],
+    )?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    ensure!(
+        !output.status.success() && stderr.contains("--insecure-http"),
+        "{stderr}"
+    );
+    Ok(())
+}
