@@ -156,22 +156,9 @@ impl AgentProcess {
 
     /// SIGTERM, wait for exit (SIGKILL after 15 s); returns whether it exited successfully.
     pub fn stop(&mut self) -> Result<bool> {
-        let Some(mut child) = self.child.take() else {
-            return Ok(true);
-        };
-        let pid = Pid::from_raw(i32::try_from(child.id())?);
-        let _ = kill(pid, Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(status) = child.try_wait()? {
-                return Ok(status.success());
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Ok(false);
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        match self.child.take() {
+            Some(child) => terminate(child),
+            None => Ok(true),
         }
     }
 
@@ -194,6 +181,24 @@ impl AgentProcess {
 impl Drop for AgentProcess {
     fn drop(&mut self) {
         let _ = self.stop();
+    }
+}
+
+/// SIGTERM to `child`, wait for its exit (SIGKILL after 15 s); whether it exited successfully.
+pub fn terminate(mut child: Child) -> Result<bool> {
+    let pid = Pid::from_raw(i32::try_from(child.id())?);
+    let _ = kill(pid, Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status.success());
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok(false);
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -6,8 +6,6 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use tempfile::TempDir;
 
 /// A running `hwsign proxy`.
@@ -94,21 +92,9 @@ impl ProxyProcess {
 
     /// SIGTERM, and whether it exited successfully within 15 s.
     pub fn stop(&mut self) -> Result<bool> {
-        let Some(mut child) = self.child.take() else {
-            return Ok(true);
-        };
-        let _ = kill(Pid::from_raw(i32::try_from(child.id())?), Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(status) = child.try_wait()? {
-                return Ok(status.success());
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Ok(false);
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        match self.child.take() {
+            Some(child) => crate::terminate(child),
+            None => Ok(true),
         }
     }
 }

@@ -214,7 +214,7 @@ impl ProxySettings {
             .into_iter()
             .map(check_upstream)
             .collect::<Result<Vec<_>, _>>()?;
-        upstreams.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        upstreams.sort_by_key(|upstream| std::cmp::Reverse(upstream.prefix.len()));
         for pair in upstreams.windows(2) {
             if pair[0].prefix == pair[1].prefix {
                 return Err(ConfigError::DuplicatePrefix(pair[0].prefix.clone()));

@@ -262,3 +262,83 @@ fn upstream_uri(upstream: &Upstream, uri: &Uri) -> Result<Uri, Refusal> {
     parts.path_and_query = Some(path_and_query.parse().map_err(|_| Refusal::NoUpstream)?);
     Uri::from_parts(parts).map_err(|_| Refusal::NoUpstream)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::config::{ProxyFile, ProxySettings, UpstreamFile};
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_are_removed() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("connection", "keep-alive, x-private"),
+            ("keep-alive", "timeout=5"),
+            ("x-private", "1"),
+            ("transfer-encoding", "chunked"),
+            ("content-type", "application/json"),
+        ] {
+            headers.insert(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+        strip_hop_by_hop(&mut headers);
+        let left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["content-type"]);
+    }
+
+    #[test]
+    fn the_route_prefix_is_replaced_by_the_upstream_base_path()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let settings = ProxySettings::check(ProxyFile {
+            listen: Some("127.0.0.1:1".to_owned()),
+            allowed_uids: Vec::new(),
+            max_body_bytes: None,
+            memory_body_bytes: None,
+            max_connections: None,
+            cacert: Vec::new(),
+            upstreams: vec![UpstreamFile {
+                prefix: Some("/openai/".to_owned()),
+                url: "https://api.example.com:8443/base".to_owned(),
+                key: "hk1_a".to_owned(),
+                audience: "a".to_owned(),
+                signed_headers: Vec::new(),
+                forward_authorization_as: None,
+            }],
+        })?;
+        let caller: Uri = "/openai/v1/chat?x=1".parse()?;
+        let upstream = settings.route(caller.path()).ok_or("no route")?;
+        let uri = upstream_uri(upstream, &caller).map_err(|e| e.to_string())?;
+        assert_eq!(
+            uri.to_string(),
+            "https://api.example.com:8443/base/v1/chat?x=1"
+        );
+        assert!(settings.route("/other").is_none());
+        Ok(())
+    }
+
+    #[test]
+    fn refusal_codes_are_documented_in_operations_md() -> Result<(), Box<dyn std::error::Error>> {
+        let doc = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docs/OPERATIONS.md"
+        ))?;
+        let refusals = [
+            Refusal::AbsoluteTarget,
+            Refusal::NoUpstream,
+            Refusal::BodyTooLarge(SpoolError::TooLarge(1)),
+            Refusal::Body(SpoolError::File(std::io::Error::other("x"))),
+            Refusal::Unsignable(ClientError::NoSocketPath),
+            Refusal::Signing(ClientError::NoSocketPath),
+            Refusal::Connect(ConnectError::Url("x".to_owned())),
+        ];
+        for refusal in refusals {
+            let (status, code) = refusal.wire();
+            let row = format!("| {} | `{code}` |", status.as_u16());
+            assert!(doc.contains(&row), "OPERATIONS.md lacks {row}");
+        }
+        assert!(doc.contains("| 502 | `proxy_upstream_failed` |"));
+        Ok(())
+    }
+}

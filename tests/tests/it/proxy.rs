@@ -33,6 +33,36 @@ async fn openai_setup(extra: &[&str]) -> Result<(AgentProcess, OpenAiApi, String
     Ok((agent, api, key, proxy))
 }
 
+/// The OpenAI-shaped API behind a rustls TLS front with a test CA, and an agent whose key it
+/// knows.
+struct HttpsSetup {
+    pki: TestPki,
+    agent: AgentProcess,
+    _api: OpenAiApi,
+    front: TlsFront,
+    key: String,
+}
+
+impl HttpsSetup {
+    async fn start() -> Result<Self> {
+        let pki = TestPki::generate()?;
+        let (listener, tls) = TlsFront::bind(&pki).await?;
+        let front_addr = listener.local_addr()?;
+        let agent = AgentProcess::start()?;
+        let api = OpenAiApi::start_for_hosts(&[front_addr.to_string()]).await?;
+        let front = TlsFront::serve(listener, tls, api.addr)?;
+        let (key, public) = create_key(&agent.client(), "software", "https").await?;
+        api.register(&public, KeyLevel::Software)?;
+        Ok(Self {
+            pki,
+            agent,
+            _api: api,
+            front,
+            key,
+        })
+    }
+}
+
 fn chat_content(body: &serde_json::Value) -> Result<serde_json::Value> {
     let content = body["choices"][0]["message"]["content"]
         .as_str()
@@ -264,14 +294,13 @@ async fn proxy_spools_a_large_body_to_a_file_and_forwards_it_whole() -> Result<(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn proxy_reaches_an_https_upstream_through_rustls_with_a_test_ca() -> Result<()> {
-    let pki = TestPki::generate()?;
-    let (listener, tls) = TlsFront::bind(&pki).await?;
-    let front_addr = listener.local_addr()?;
-    let agent = AgentProcess::start()?;
-    let api = OpenAiApi::start_for_hosts(&[front_addr.to_string()]).await?;
-    let front = TlsFront::serve(listener, tls, api.addr)?;
-    let (key, public) = create_key(&agent.client(), "software", "proxy").await?;
-    api.register(&public, KeyLevel::Software)?;
+    let HttpsSetup {
+        pki,
+        agent,
+        _api,
+        front,
+        key,
+    } = HttpsSetup::start().await?;
     let args = |cacert: bool| {
         let mut args: Vec<String> = [
             "--upstream",
@@ -377,14 +406,13 @@ async fn proxy_on_a_unix_socket_serves_only_allowed_uids() -> Result<()> {
 /// `--cacert`, accepted by the verifier behind the TLS front; refused without the test CA.
 #[tokio::test(flavor = "multi_thread")]
 async fn proxy_cli_request_speaks_https_with_a_cacert() -> Result<()> {
-    let pki = TestPki::generate()?;
-    let (listener, tls) = TlsFront::bind(&pki).await?;
-    let front_addr = listener.local_addr()?;
-    let agent = AgentProcess::start()?;
-    let api = OpenAiApi::start_for_hosts(&[front_addr.to_string()]).await?;
-    let front = TlsFront::serve(listener, tls, api.addr)?;
-    let (key, public) = create_key(&agent.client(), "software", "cli").await?;
-    api.register(&public, KeyLevel::Software)?;
+    let HttpsSetup {
+        pki,
+        agent,
+        _api,
+        front,
+        key,
+    } = HttpsSetup::start().await?;
     let url = format!("{}/v1/chat/completions", front.url());
     let ca = pki.ca_path().display().to_string();
     let request = |extra: &[&str]| {
