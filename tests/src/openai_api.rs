@@ -240,6 +240,11 @@ fn event_stream(events: Vec<String>) -> Body {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
     });
+    channel_body(receiver)
+}
+
+/// A body that sends what `receiver` yields, one data frame per item, as it comes.
+pub fn channel_body(receiver: tokio::sync::mpsc::Receiver<Bytes>) -> Body {
     Body::new(EventBody(receiver))
 }
 

@@ -20,14 +20,7 @@ async fn openai_setup(extra: &[&str]) -> Result<(AgentProcess, OpenAiApi, String
     let api = OpenAiApi::start().await?;
     let (key, public) = create_key(&agent.client(), "software", "proxy").await?;
     api.register(&public, KeyLevel::Software)?;
-    let mut args = vec![
-        "--upstream".to_owned(),
-        format!("http://{}", api.addr),
-        "--key".to_owned(),
-        key.clone(),
-        "--audience".to_owned(),
-        AUDIENCE.to_owned(),
-    ];
+    let mut args = upstream_args(&format!("http://{}", api.addr), &key);
     args.extend(extra.iter().map(|s| (*s).to_owned()));
     let proxy = ProxyProcess::start(agent.socket(), &ProxyProcess::free_listen()?, &args)?;
     Ok((agent, api, key, proxy))
@@ -61,6 +54,14 @@ impl HttpsSetup {
             key,
         })
     }
+}
+
+/// `--upstream <url> --key <key> --audience AUDIENCE`.
+fn upstream_args(url: &str, key: &str) -> Vec<String> {
+    ["--upstream", url, "--key", key, "--audience", AUDIENCE]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect()
 }
 
 fn chat_content(body: &serde_json::Value) -> Result<serde_json::Value> {
@@ -254,17 +255,7 @@ async fn proxy_spools_a_large_body_to_a_file_and_forwards_it_whole() -> Result<(
     let (key, public) = create_key(&agent.client(), "software", "proxy").await?;
     api.register(&public, KeyLevel::Software)?;
     let listen = ProxyProcess::free_listen()?;
-    let args: Vec<String> = [
-        "--upstream",
-        &api.url(""),
-        "--key",
-        &key,
-        "--audience",
-        AUDIENCE,
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
+    let args = upstream_args(&api.url(""), &key);
     let proxy = ProxyProcess::start(agent.socket(), &listen, &args)?;
     // 3 MiB: above the 1 MiB in-memory threshold, below the 64 MiB bound.
     let body = vec![b'z'; 3 * 1024 * 1024 + 7];
@@ -302,17 +293,7 @@ async fn proxy_reaches_an_https_upstream_through_rustls_with_a_test_ca() -> Resu
         key,
     } = HttpsSetup::start().await?;
     let args = |cacert: bool| {
-        let mut args: Vec<String> = [
-            "--upstream",
-            &front.url(),
-            "--key",
-            &key,
-            "--audience",
-            AUDIENCE,
-        ]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
+        let mut args = upstream_args(&front.url(), &key);
         if cacert {
             args.push("--cacert".to_owned());
             args.push(pki.ca_path().display().to_string());
@@ -359,17 +340,7 @@ async fn proxy_on_a_unix_socket_serves_only_allowed_uids() -> Result<()> {
     api.register(&public, KeyLevel::Software)?;
     let dir = tempfile::tempdir()?;
     let start = |name: &str, extra: &[&str]| {
-        let mut args: Vec<String> = [
-            "--upstream",
-            &format!("http://{}", api.addr),
-            "--key",
-            &key,
-            "--audience",
-            AUDIENCE,
-        ]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
+        let mut args = upstream_args(&format!("http://{}", api.addr), &key);
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         let listen = format!("unix:{}", dir.path().join(name).display());
         ProxyProcess::start(agent.socket(), &listen, &args)
@@ -444,5 +415,87 @@ async fn proxy_cli_request_speaks_https_with_a_cacert() -> Result<()> {
         !refused.status.success() && stderr.contains("certificate"),
         "{stderr}"
     );
+    Ok(())
+}
+
+/// Reads from `stream` until `needle` has arrived; a guard of 30 s turns a hang into a failure.
+async fn read_until(
+    stream: &mut tokio::net::TcpStream,
+    seen: &mut String,
+    needle: &str,
+) -> Result<()> {
+    use tokio::io::AsyncReadExt as _;
+    let mut buffer = [0u8; 4096];
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while !seen.contains(needle) {
+            let read = stream.read(&mut buffer).await?;
+            anyhow::ensure!(read > 0, "connection closed before {needle:?}: {seen}");
+            seen.push_str(&String::from_utf8_lossy(&buffer[..read]));
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("{needle:?} did not arrive through the proxy: {seen}"))?
+}
+
+/// Server-sent events pass the proxy one by one: the first event reaches the caller while the
+/// upstream has not produced the second yet (a buffering proxy would hang here).
+#[tokio::test(flavor = "multi_thread")]
+async fn proxy_streams_events_as_the_upstream_sends_them() -> Result<()> {
+    use std::sync::{Arc, Mutex, PoisonError};
+
+    use axum::response::IntoResponse as _;
+    use hwsign_verifier::{
+        HwsignLayer, KeyRegistry as _, RegisteredKey, VerifiedDevice, VerifierConfig,
+    };
+    use tokio::io::AsyncWriteExt as _;
+
+    let agent = AgentProcess::start()?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let mut config = VerifierConfig::any_host(AUDIENCE);
+    config.hosts = vec![addr.to_string()];
+    let (registry, verifier) = hwsign_e2e::memory_verifier(config)?;
+    let (key, public) = create_key(&agent.client(), "software", "stream").await?;
+    registry.add(RegisteredKey::new(public, "stream", KeyLevel::Software, 0))?;
+    let (events, receiver) = tokio::sync::mpsc::channel::<axum::body::Bytes>(4);
+    let receiver = Arc::new(Mutex::new(Some(receiver)));
+    let app = axum::Router::new()
+        .route(
+            "/events",
+            axum::routing::get(move |_device: VerifiedDevice| {
+                let receiver = receiver
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take();
+                async move {
+                    match receiver {
+                        Some(receiver) => (
+                            [(http::header::CONTENT_TYPE, "text/event-stream")],
+                            hwsign_e2e::openai_api::channel_body(receiver),
+                        )
+                            .into_response(),
+                        None => http::StatusCode::CONFLICT.into_response(),
+                    }
+                }
+            }),
+        )
+        .layer(HwsignLayer::new(verifier));
+    let _server = hwsign_e2e::serve_until_shutdown(listener, app);
+    let args = upstream_args(&format!("http://{addr}"), &key);
+    let proxy = ProxyProcess::start(agent.socket(), &ProxyProcess::free_listen()?, &args)?;
+
+    events.send("data: one\n\n".into()).await?;
+    let mut stream = tokio::net::TcpStream::connect(&proxy.listen).await?;
+    stream
+        .write_all(b"GET /events HTTP/1.1\r\nHost: caller.invalid\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut seen = String::new();
+    read_until(&mut stream, &mut seen, "data: one").await?;
+    ensure!(seen.starts_with("HTTP/1.1 200"), "{seen}\n{}", proxy.log());
+    ensure!(!seen.contains("data: two"), "{seen}");
+    events.send("data: two\n\n".into()).await?;
+    drop(events);
+    read_until(&mut stream, &mut seen, "data: two").await?;
     Ok(())
 }
