@@ -499,3 +499,69 @@ async fn proxy_streams_events_as_the_upstream_sends_them() -> Result<()> {
     read_until(&mut stream, &mut seen, "data: two").await?;
     Ok(())
 }
+
+/// Several upstreams from a TOML config: each path prefix goes to its own API, signed with its
+/// own key; a path no prefix matches is refused; a config with an unknown field does not start.
+#[tokio::test(flavor = "multi_thread")]
+async fn proxy_routes_prefixes_to_the_upstreams_of_its_config() -> Result<()> {
+    let agent = AgentProcess::start()?;
+    let mut upstreams = String::new();
+    let mut apis = Vec::new();
+    for name in ["alpha", "beta"] {
+        let api = OpenAiApi::start().await?;
+        let (key, public) = create_key(&agent.client(), "software", name).await?;
+        api.register(&public, KeyLevel::Software)?;
+        upstreams.push_str(&format!(
+            "[[upstream]]\nprefix = \"/{name}\"\nurl = \"http://{}\"\nkey = \"{key}\"\naudience = \"{AUDIENCE}\"\n\n",
+            api.addr
+        ));
+        apis.push((name, api, key));
+    }
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("proxy.toml");
+    std::fs::write(&config, format!("max_body_bytes = 65536\n\n{upstreams}"))?;
+    let config_arg = config.display().to_string();
+    let proxy = ProxyProcess::start(
+        agent.socket(),
+        &ProxyProcess::free_listen()?,
+        &["--config".to_owned(), config_arg.clone()],
+    )?;
+    for (name, _api, key) in &apis {
+        let answer = curl(&[
+            "-H",
+            "content-type: application/json",
+            "-d",
+            CHAT,
+            &proxy.url(&format!("/{name}/v1/chat/completions")),
+        ])?;
+        ensure!(answer.status == 200, "{name}: {answer:?}\n{}", proxy.log());
+        ensure!(
+            chat_content(&answer.json()?)?["key_id"] == key.as_str(),
+            "{name}: {answer:?}"
+        );
+    }
+    let unrouted = curl(&["-d", CHAT, &proxy.url("/gamma/v1/chat/completions")])?;
+    ensure!(
+        unrouted.status == 404 && unrouted.json()?["error"]["code"] == "proxy_no_upstream",
+        "{unrouted:?}"
+    );
+
+    std::fs::write(&config, format!("surprise = true\n{upstreams}"))?;
+    let output = Command::new(hwsign_test_support::binaries::bin_path("hwsign")?)
+        .arg("--socket")
+        .arg(agent.socket())
+        .args([
+            "proxy",
+            "--listen",
+            &ProxyProcess::free_listen()?,
+            "--config",
+            &config_arg,
+        ])
+        .output()?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    ensure!(
+        !output.status.success() && stderr.contains("surprise"),
+        "{stderr}"
+    );
+    Ok(())
+}
