@@ -1,8 +1,11 @@
 //! `hwsign enroll`: the device side of TPM enrollment (docs/ATTESTATION.md). Evidence and
 //! credential activation come from the local agent; the three ceremony steps go to the server
-//! over plain HTTP (https is not supported by this command yet).
+//! over HTTPS (rustls; plain HTTP only to a loopback host, or with `--insecure-http`: the
+//! one-time token would travel in clear).
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use clap::Args;
@@ -12,17 +15,27 @@ use hwsign_proto::enrollment::{
     ACTIVATE_PATH, ActivateRequest, ActivateResponse, EVIDENCE_PATH, EnrollErrorResponse,
     EvidenceRequest, EvidenceResponse, START_PATH, StartRequest, StartResponse,
 };
+use rustls::ClientConfig;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use zeroize::Zeroizing;
 
 use super::http_send::{bytes_body, send, set_host};
+use crate::https::is_loopback_host;
 
 #[derive(Debug, Args)]
 pub(crate) struct EnrollArgs {
-    /// The verifier's base URL (plain http://), e.g. http://verifier.internal:8080
+    /// The verifier's base URL, e.g. https://verifier.internal:8443 (http:// only to a loopback
+    /// host unless --insecure-http).
     #[arg(long, value_name = "URL")]
     server: String,
+    /// Trust this CA certificate (PEM) for the server, beside the webpki roots (repeatable).
+    #[arg(long, value_name = "FILE")]
+    cacert: Vec<PathBuf>,
+    /// Allow plain http:// to a host that is not loopback (the token and the ceremony travel
+    /// unencrypted).
+    #[arg(long)]
+    insecure_http: bool,
     /// The one-time token from `hwsign-verifier tokens create`.
     #[arg(long, value_name = "TOKEN")]
     token: String,
@@ -44,9 +57,8 @@ pub(crate) struct EnrollArgs {
 
 pub(crate) async fn run(agent: &AgentClient, args: EnrollArgs) -> anyhow::Result<ExitCode> {
     let base = args.server.trim_end_matches('/').to_owned();
-    if !base.starts_with("http://") {
-        bail!("--server must be a plain http:// URL (https is not supported by this command yet)");
-    }
+    check_server_url(&base, args.insecure_http)?;
+    let tls = crate::https::client_config(&args.cacert)?;
     let token = Zeroizing::new(args.token);
     let key_id = match (args.key, args.create, args.label) {
         (Some(key), _, _) => key,
@@ -63,6 +75,7 @@ pub(crate) async fn run(agent: &AgentClient, args: EnrollArgs) -> anyhow::Result
 
     let started: StartResponse = post(
         &base,
+        &tls,
         START_PATH,
         &StartRequest {
             token: token.to_string(),
@@ -76,6 +89,7 @@ pub(crate) async fn run(agent: &AgentClient, args: EnrollArgs) -> anyhow::Result
         .context("getting attestation evidence from the agent")?;
     let credential: EvidenceResponse = post(
         &base,
+        &tls,
         EVIDENCE_PATH,
         &EvidenceRequest {
             challenge_id: started.challenge_id.clone(),
@@ -89,6 +103,7 @@ pub(crate) async fn run(agent: &AgentClient, args: EnrollArgs) -> anyhow::Result
         .context("activating the server's credential in the TPM")?;
     let done: ActivateResponse = post(
         &base,
+        &tls,
         ACTIVATE_PATH,
         &ActivateRequest {
             challenge_id: started.challenge_id,
@@ -117,8 +132,26 @@ pub(crate) struct StepRefused {
     pub message: String,
 }
 
+/// A server URL enrollment may use: https://, or http:// to a loopback host, or http:// to any
+/// host when `insecure_http`.
+fn check_server_url(base: &str, insecure_http: bool) -> anyhow::Result<()> {
+    let uri: http::Uri = base
+        .parse()
+        .with_context(|| format!("--server {base:?} is not a URL"))?;
+    let host = uri.host().context("--server has no host")?;
+    match uri.scheme_str() {
+        Some("https") => Ok(()),
+        Some("http") if insecure_http || is_loopback_host(host) => Ok(()),
+        Some("http") => bail!(
+            "--server {base}: refusing plain http:// to a host that is not loopback (the one-time token would travel in clear); use https://, or pass --insecure-http"
+        ),
+        _ => bail!("--server {base:?}: expected an https:// URL"),
+    }
+}
+
 async fn post<B: Serialize, T: DeserializeOwned>(
     base: &str,
+    tls: &Arc<ClientConfig>,
     path: &'static str,
     body: &B,
 ) -> anyhow::Result<T> {
@@ -130,7 +163,7 @@ async fn post<B: Serialize, T: DeserializeOwned>(
         .body(bytes_body(serde_json::to_vec(body)?))
         .with_context(|| format!("building a request to {url}"))?;
     set_host(&mut request)?;
-    let response = send(request).await?;
+    let response = send(request, tls).await?;
     let status = response.status();
     let bytes = response.into_body();
     if status.is_success() {
@@ -146,5 +179,22 @@ async fn post<B: Serialize, T: DeserializeOwned>(
         }
         .into()),
         Err(_) => bail!("{path}: the server answered {status}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_server_url;
+
+    #[test]
+    fn plain_http_is_only_for_loopback_unless_insecure() {
+        assert!(check_server_url("https://verifier.example", false).is_ok());
+        assert!(check_server_url("http://127.0.0.1:8080", false).is_ok());
+        assert!(check_server_url("http://[::1]:8080", false).is_ok());
+        assert!(check_server_url("http://localhost:8080", false).is_ok());
+        assert!(check_server_url("http://verifier.example", false).is_err());
+        assert!(check_server_url("http://10.0.0.1:8080", false).is_err());
+        assert!(check_server_url("http://verifier.example", true).is_ok());
+        assert!(check_server_url("ftp://verifier.example", true).is_err());
     }
 }

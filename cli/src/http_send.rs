@@ -1,9 +1,10 @@
-//! Sending one request over plain HTTP/1.1 on TCP with hyper's connection API: just what the CLI
-//! needs, no TLS, no pooling, no redirects.
+//! Sending one request over HTTP/1.1 (plain, or TLS with rustls: [`crate::https`]) with hyper's
+//! connection API: just what the CLI needs, no pooling, no redirects.
 
 use std::io;
 use std::path::Path;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use anyhow::{Context as _, bail};
@@ -12,8 +13,10 @@ use http::{HeaderValue, Request, Response, Uri, header};
 use http_body_util::{BodyExt, Full, Limited, combinators::BoxBody};
 use hyper::body::{Body, Frame, SizeHint};
 use hyper_util::rt::TokioIo;
+use rustls::ClientConfig;
 use tokio::io::{AsyncRead, ReadBuf};
-use tokio::net::TcpStream;
+
+use crate::https::connect;
 
 /// Request bodies the CLI sends.
 pub(crate) type SendBody = BoxBody<Bytes, io::Error>;
@@ -34,18 +37,25 @@ pub(crate) async fn file_body(path: &Path) -> anyhow::Result<(SendBody, u64)> {
         .await
         .with_context(|| format!("opening {}", path.display()))?;
     let length = file.metadata().await?.len();
-    let body = FileBody {
-        file,
-        remaining: length,
-        buffer: vec![0u8; 64 * 1024].into_boxed_slice(),
-    };
-    Ok((body.boxed(), length))
+    Ok((FileBody::new(file, length).boxed(), length))
 }
 
-struct FileBody {
+/// `length` bytes of a file, read in chunks while they are sent.
+pub(crate) struct FileBody {
     file: tokio::fs::File,
     remaining: u64,
     buffer: Box<[u8]>,
+}
+
+impl FileBody {
+    /// The next `length` bytes of `file`, from its current position.
+    pub(crate) fn new(file: tokio::fs::File, length: u64) -> Self {
+        Self {
+            file,
+            remaining: length,
+            buffer: vec![0u8; 64 * 1024].into_boxed_slice(),
+        }
+    }
 }
 
 impl Body for FileBody {
@@ -91,18 +101,18 @@ impl Body for FileBody {
     }
 }
 
-/// Sets `Host` from an absolute `http://` URI, as it will be signed and sent.
+/// Sets `Host` from an absolute `http://` or `https://` URI, as it will be signed and sent.
 pub(crate) fn set_host(request: &mut Request<SendBody>) -> anyhow::Result<()> {
     let uri = request.uri();
-    if uri.scheme_str() != Some("http") {
-        bail!(
-            "only plain http:// URLs can be sent by this command (https is not supported yet); use `hwsign sign` to get the headers and your own HTTP client"
-        );
-    }
+    let default_port = match uri.scheme_str() {
+        Some("http") => 80,
+        Some("https") => 443,
+        _ => bail!("only http:// and https:// URLs can be sent"),
+    };
     let authority = uri.authority().context("the URL has no host")?;
     let host = match authority.port_u16() {
-        Some(80) | None => authority.host().to_owned(),
-        Some(port) => format!("{}:{port}", authority.host()),
+        Some(port) if port != default_port => format!("{}:{port}", authority.host()),
+        _ => authority.host().to_owned(),
     };
     request
         .headers_mut()
@@ -110,17 +120,14 @@ pub(crate) fn set_host(request: &mut Request<SendBody>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Sends `request` (absolute `http://` URI, signed) and reads the whole response, bounded.
-pub(crate) async fn send(mut request: Request<SendBody>) -> anyhow::Result<Response<Bytes>> {
+/// Sends `request` (absolute `http://` or `https://` URI, signed; TLS trusts `tls`'s roots) and
+/// reads the whole response, bounded.
+pub(crate) async fn send(
+    mut request: Request<SendBody>,
+    tls: &Arc<ClientConfig>,
+) -> anyhow::Result<Response<Bytes>> {
     let uri = request.uri().clone();
-    let authority = uri.authority().context("the URL has no host")?;
-    let address = (
-        authority.host().trim_matches(['[', ']']),
-        authority.port_u16().unwrap_or(80),
-    );
-    let stream = TcpStream::connect(address)
-        .await
-        .with_context(|| format!("connecting to {authority}"))?;
+    let stream = connect(&uri, tls).await?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .context("HTTP handshake")?;

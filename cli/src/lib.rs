@@ -9,7 +9,9 @@
 mod demo;
 mod enroll;
 mod http_send;
+mod https;
 mod keys;
+mod proxy;
 mod request;
 mod sign;
 mod status;
@@ -49,7 +51,7 @@ enum Command {
     Keys(keys::KeysCommand),
     /// Print the headers that sign a request (one `Name: value` per line); send them with it.
     Sign(sign::SignArgs),
-    /// Sign a request and send it (curl-like; plain http:// only), print the response.
+    /// Sign a request and send it (curl-like; http:// or https://), print the response.
     Request(request::RequestArgs),
     /// Show hwsign end to end, self-contained (no hardware, no running agent needed).
     ///
@@ -57,6 +59,9 @@ enum Command {
     /// temporary directory; sends a signed request; shows three refusals with their codes;
     /// cleans up.
     Demo,
+    /// Run a local signing reverse proxy: requests to it are signed and forwarded to the
+    /// configured upstream(s), answers stream back (loopback or Unix socket only).
+    Proxy(proxy::ProxyArgs),
     /// Enroll a TPM key with a verifier (one-time token from `hwsign-verifier tokens create`).
     Enroll(enroll::EnrollArgs),
     /// Print a shell completion script, e.g.
@@ -90,6 +95,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keys(command) => keys::run(&agent_client(cli.socket)?, command, cli.json).await,
         Command::Sign(args) => sign::run(agent_client(cli.socket)?, args, cli.json).await,
         Command::Request(args) => request::run(agent_client(cli.socket)?, args).await,
+        Command::Proxy(args) => proxy::run_command(agent_client(cli.socket)?, args).await,
         Command::Enroll(args) => enroll::run(&agent_client(cli.socket)?, args).await,
     }
 }

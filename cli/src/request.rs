@@ -34,7 +34,10 @@ pub(crate) struct RequestArgs {
     /// Also sign this header (repeatable); it must be given with -H.
     #[arg(long = "sign-header", value_name = "NAME")]
     sign_headers: Vec<String>,
-    /// Plain http:// URL (https is not supported by this command yet).
+    /// Trust this CA certificate (PEM) for https://, beside the webpki roots (repeatable).
+    #[arg(long, value_name = "FILE")]
+    cacert: Vec<PathBuf>,
+    /// http:// or https:// URL.
     url: String,
 }
 
@@ -74,7 +77,8 @@ pub(crate) async fn run(agent: AgentClient, args: RequestArgs) -> anyhow::Result
     let signer = Signer::new(agent, args.key, args.audience).with_signed_headers(args.sign_headers);
     let (mut parts, body) = request.into_parts();
     signer.sign_parts(&mut parts, &digest).await?;
-    let response = http_send::send(Request::from_parts(parts, body)).await?;
+    let tls = crate::https::client_config(&args.cacert)?;
+    let response = http_send::send(Request::from_parts(parts, body), &tls).await?;
 
     println!("{:?} {}", response.version(), response.status());
     for (name, value) in response.headers() {
@@ -112,6 +116,7 @@ mod tests {
             data_file: file,
             data: data.map(str::to_owned),
             sign_headers: vec!["content-type".to_owned()],
+            cacert: Vec::new(),
             url: env.url("/v1/transfers?currency=EUR"),
         }
     }

@@ -10,8 +10,10 @@ pub mod fleet;
 pub mod http_raw;
 pub mod openai_api;
 pub mod pkcs11_e2e;
+pub mod proxy;
 pub mod resources;
 pub mod sdk;
+pub mod tls_front;
 pub mod tpm;
 pub mod wait;
 
@@ -199,6 +201,11 @@ pub(crate) fn stop_child(child: &mut Child, grace: Duration) -> Result<bool> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// SIGTERM to `child`, wait for its exit (SIGKILL after 15 s); whether it exited successfully.
+pub fn terminate(mut child: Child) -> Result<bool> {
+    stop_child(&mut child, Duration::from_secs(15))
 }
 
 /// Creates a key on the agent and returns it with its public key.

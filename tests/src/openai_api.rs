@@ -77,10 +77,17 @@ impl ApiState {
 impl OpenAiApi {
     /// Starts the API for [`AUDIENCE`], serving exactly `127.0.0.1:<port>`.
     pub async fn start() -> Result<Self> {
+        Self::start_for_hosts(&[]).await
+    }
+
+    /// Starts the API for [`AUDIENCE`], serving `127.0.0.1:<port>` and `extra_hosts` (the
+    /// authority of a TLS front in front of it).
+    pub async fn start_for_hosts(extra_hosts: &[String]) -> Result<Self> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let mut config = VerifierConfig::any_host(AUDIENCE);
         config.hosts = vec![addr.to_string()];
+        config.hosts.extend(extra_hosts.iter().cloned());
         let (registry, verifier) = memory_verifier(config)?;
         let app = Router::new()
             .route("/v1/chat/completions", post(chat_completions))
@@ -233,6 +240,11 @@ fn event_stream(events: Vec<String>) -> Body {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
     });
+    channel_body(receiver)
+}
+
+/// A body that sends what `receiver` yields, one data frame per item, as it comes.
+pub fn channel_body(receiver: tokio::sync::mpsc::Receiver<Bytes>) -> Body {
     Body::new(EventBody(receiver))
 }
 

@@ -323,13 +323,21 @@ pub fn token_from_cli(server: &EnrollServer) -> Result<String> {
 
 /// `hwsign enroll --server … --token … --create --label …`: the enrolled key id.
 pub fn enroll_with_cli(agent: &AgentProcess, server: &EnrollServer, token: &str) -> Result<String> {
-    let base = server.base_url();
-    let output = hwsign(
-        agent,
-        &[
-            "enroll", "--server", &base, "--token", token, "--create", "--label", "laptop",
-        ],
-    )?;
+    enroll_with_cli_at(agent, &server.base_url(), &[], token)
+}
+
+/// `hwsign enroll --server <base> <extra> --token … --create --label …` (e.g. an https:// base
+/// with `--cacert`): the enrolled key id.
+pub fn enroll_with_cli_at(
+    agent: &AgentProcess,
+    base: &str,
+    extra: &[&str],
+    token: &str,
+) -> Result<String> {
+    let mut args = vec!["enroll", "--server", base];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--token", token, "--create", "--label", "laptop"]);
+    let output = hwsign(agent, &args)?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     ensure!(
         output.status.success(),

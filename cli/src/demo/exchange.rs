@@ -86,7 +86,8 @@ impl SignedRequest {
             .uri(self.uri.clone())
             .body(http_send::bytes_body(self.body.clone()))?;
         *request.headers_mut() = self.headers.clone();
-        let response = http_send::send(request)
+        let tls = crate::https::client_config(&[])?;
+        let response = http_send::send(request, &tls)
             .await
             .context("sending to the demo API")?;
         let status = response.status();

@@ -12,6 +12,7 @@ mod pkcs11_tpm2;
 mod policy_attestation;
 mod policy_posture;
 mod policy_support;
+mod proxy;
 mod sdk_node;
 mod sdk_python;
 mod software;
