@@ -36,8 +36,17 @@ struct Entry {
     subject: String,
     not_after: String,
     source: String,
+    #[serde(default)]
+    published: Option<String>,
     sha256: String,
 }
+
+/// Where shipped certificates may come from: public repositories pinned at a commit.
+const SOURCES: &[&str] = &[
+    "https://github.com/keylime/keylime/blob/",
+    "https://github.com/loicsikidi/tpm-ca-certificates/blob/",
+    "https://github.com/google/go-tpm-tools/blob/",
+];
 
 fn dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("ek-roots")
@@ -118,10 +127,18 @@ fn manufacturer_roots_directory_manifest_and_embedded_list_agree() -> Result<()>
             entry.file
         );
         ensure!(
-            entry
-                .source
-                .starts_with("https://github.com/keylime/keylime/blob/")
+            SOURCES.iter().any(|s| entry.source.starts_with(s)),
+            "{}: source {}",
+            entry.file,
+            entry.source
         );
+        if let Some(published) = &entry.published {
+            ensure!(
+                published.starts_with("https://"),
+                "{}: published",
+                entry.file
+            );
+        }
         ensure!(!entry.subject.is_empty() && !entry.not_after.is_empty());
         ensure!(!entry.signature_algorithm.is_empty());
     }
@@ -239,6 +256,56 @@ fn manufacturer_roots_sha1_links_are_refused_by_default_and_accepted_when_set() 
     // A SHA-256 chain is unaffected by the setting: STMicroelectronics 04I → STM root → GlobalSign.
     let trust = trust.with_sha1_links(false);
     verify_chain(&load("STM_RSA_04I.pem")?, &[], &trust, when())?;
+    Ok(())
+}
+
+#[test]
+fn manufacturer_roots_cover_every_vendor_named_and_their_chains_verify() -> Result<()> {
+    let vendors: BTreeSet<&str> = SHIPPED.iter().map(|c| c.vendor).collect();
+    for vendor in [
+        "Infineon",
+        "Nuvoton",
+        "STMicroelectronics",
+        "Intel",
+        "AMD",
+        "Google Cloud vTPM",
+        "Microsoft",
+    ] {
+        ensure!(vendors.contains(vendor), "no {vendor} certificate shipped");
+    }
+    let (_, intermediates) = manufacturer_roots()?;
+    // Each chain below is SHA-256/384 throughout, so it verifies with the default setting; the
+    // only trust anchor given is the one the chain must end at.
+    for (leaf, through) in [
+        // Google Compute Engine vTPM EK CA → Google's EK root.
+        (
+            "GOOGLE_tpm_ek_intermediate_3.pem",
+            "GOOGLE_tpm_ek_root_1.pem",
+        ),
+        // Google Cloud's EK/AK CA (Shielded VM) → its root.
+        (
+            "GOOGLE_gcp_ek_ak_ca_intermediate_v3.pem",
+            "GOOGLE_gcp_ek_ak_ca_root.pem",
+        ),
+        // AMD Pluton EK CA → Microsoft Pluton Policy CA A → Microsoft Pluton Root CA 2021 (P-384).
+        (
+            "AMD_Pluton_Factory_DEVICE_EK_ICA_DFID0001.pem",
+            "MSFT_Microsoft_Pluton_Root_CA_2021.pem",
+        ),
+        // AMD Pluton per-product EK CA → AMD Pluton Global Factory ICA (an anchor: its RSA root
+        // "AMD Root CA R4" is not published beside it).
+        (
+            "AMD_Pluton_Per_Product_Factory_FIPS_EK_ICA_DFID00B20F00.pem",
+            "AMD_Pluton_Global_Factory_ICA.pem",
+        ),
+        // AMD fTPM EK CA → AMDTPM RSA root.
+        ("AMD_PRG_RPL_EK_ICA.pem", "AMDTPM_RSA.pem"),
+    ] {
+        let mut trust = TrustAnchors::default();
+        trust.extend(vec![load(through)?], intermediates.clone());
+        verify_chain(&load(leaf)?, &[], &trust, when())
+            .with_context(|| format!("{leaf} through {through}"))?;
+    }
     Ok(())
 }
 
