@@ -1,7 +1,7 @@
 //! TPMS_ATTEST: what TPM2_Certify and TPM2_Quote sign.
 
 use super::alg::MAX_DIGEST_SIZE;
-use super::reader::{ParseError, Reader};
+use super::reader::{ParseError, ParseFailure, Reader};
 
 /// TPM_GENERATED_VALUE: the TPM puts it in front of everything it signs itself, so a restricted
 /// key never signs outside data that could pass for an attestation.
@@ -85,15 +85,22 @@ pub struct TpmAttest {
 impl TpmAttest {
     /// Parses a marshalled TPMS_ATTEST; the whole buffer must be that one structure. The magic
     /// value is returned as found (the checks refuse a wrong one with their own error).
-    pub fn parse(bytes: &[u8]) -> Result<Self, ParseError> {
+    pub fn parse(bytes: &[u8]) -> Result<Self, ParseFailure> {
         if bytes.len() > MAX_ATTEST_SIZE {
-            return Err(ParseError::SizeTooLarge {
-                what: "TPMS_ATTEST",
-                size: bytes.len(),
-                max: MAX_ATTEST_SIZE,
-            });
+            return Err(ParseFailure::at(
+                0,
+                ParseError::SizeTooLarge {
+                    what: "TPMS_ATTEST",
+                    size: bytes.len(),
+                    max: MAX_ATTEST_SIZE,
+                },
+            ));
         }
         let mut reader = Reader::new(bytes);
+        Self::read(&mut reader).map_err(|error| reader.locate(error))
+    }
+
+    fn read(reader: &mut Reader<'_>) -> Result<Self, ParseError> {
         let magic = reader.u32("TPMS_ATTEST.magic")?;
         let attest_type = reader.u16("TPMS_ATTEST.type")?;
         let qualified_signer = reader
@@ -119,7 +126,7 @@ impl TpmAttest {
                     .to_vec(),
             },
             TPM_ST_ATTEST_QUOTE => Attested::Quote {
-                pcr_select: read_pcr_selection(&mut reader)?,
+                pcr_select: read_pcr_selection(reader)?,
                 pcr_digest: reader
                     .tpm2b(MAX_DIGEST_SIZE, "TPMS_QUOTE_INFO.pcrDigest")?
                     .to_vec(),

@@ -6,7 +6,7 @@ use thiserror::Error;
 use super::chain::ChainError;
 use super::clock::ClockError;
 use super::ek_cert::EkCertificateError;
-use super::reader::ParseError;
+use super::reader::ParseFailure;
 use super::signature::SignatureError;
 
 /// Which attestation structure an error is about.
@@ -76,8 +76,8 @@ pub enum AttestationError {
     Parse {
         /// Which structure.
         structure: Structure,
-        /// Why.
-        source: ParseError,
+        /// Where and why.
+        source: ParseFailure,
     },
     /// The EK certificate is unusable or does not certify the EK.
     #[error(transparent)]
@@ -149,7 +149,7 @@ pub enum AttestationError {
 }
 
 impl AttestationError {
-    pub(crate) fn parse(structure: Structure) -> impl FnOnce(ParseError) -> Self {
+    pub(crate) fn parse(structure: Structure) -> impl FnOnce(ParseFailure) -> Self {
         move |source| Self::Parse { structure, source }
     }
 

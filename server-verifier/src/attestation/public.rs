@@ -4,7 +4,7 @@ use super::alg::{
     EccCurve, HashAlg, MAX_DIGEST_SIZE, TPM_ALG_AES, TPM_ALG_ECC, TPM_ALG_ECDAA, TPM_ALG_NULL,
     TPM_ALG_RSA,
 };
-use super::reader::{ParseError, Reader};
+use super::reader::{ParseError, ParseFailure, Reader};
 
 /// Largest RSA modulus accepted (4096 bits).
 const MAX_RSA_KEY_BYTES: usize = 512;
@@ -104,26 +104,32 @@ pub struct TpmPublic {
 
 impl TpmPublic {
     /// Parses a marshalled TPMT_PUBLIC; the whole buffer must be that one structure.
-    pub fn parse(bytes: &[u8]) -> Result<Self, ParseError> {
+    pub fn parse(bytes: &[u8]) -> Result<Self, ParseFailure> {
         if bytes.len() > MAX_PUBLIC_SIZE {
-            return Err(ParseError::SizeTooLarge {
-                what: "TPMT_PUBLIC",
-                size: bytes.len(),
-                max: MAX_PUBLIC_SIZE,
-            });
+            return Err(ParseFailure::at(
+                0,
+                ParseError::SizeTooLarge {
+                    what: "TPMT_PUBLIC",
+                    size: bytes.len(),
+                    max: MAX_PUBLIC_SIZE,
+                },
+            ));
         }
         let mut reader = Reader::new(bytes);
-        let public = Self::read(&mut reader)?;
-        reader.finish("TPMT_PUBLIC")?;
-        Ok(public)
+        Self::read(&mut reader)
+            .and_then(|public| reader.finish("TPMT_PUBLIC").map(|()| public))
+            .map_err(|error| reader.locate(error))
     }
 
     /// Parses a TPM2B_PUBLIC (the form `tpm2_create -u` writes): size prefix, then TPMT_PUBLIC.
-    pub fn parse_tpm2b(bytes: &[u8]) -> Result<Self, ParseError> {
+    /// Offsets in errors count from the size prefix.
+    pub fn parse_tpm2b(bytes: &[u8]) -> Result<Self, ParseFailure> {
         let mut reader = Reader::new(bytes);
-        let inner = reader.tpm2b(MAX_PUBLIC_SIZE, "TPM2B_PUBLIC")?;
-        reader.finish("TPM2B_PUBLIC")?;
-        Self::parse(inner)
+        let inner = reader
+            .tpm2b(MAX_PUBLIC_SIZE, "TPM2B_PUBLIC")
+            .and_then(|inner| reader.finish("TPM2B_PUBLIC").map(|()| inner))
+            .map_err(|error| reader.locate(error))?;
+        Self::parse(inner).map_err(|failure| failure.shifted(2))
     }
 
     fn read(reader: &mut Reader<'_>) -> Result<Self, ParseError> {

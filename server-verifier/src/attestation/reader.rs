@@ -70,17 +70,58 @@ pub enum ParseError {
     },
 }
 
+/// A [`ParseError`] with where it happened: the byte offset, from the start of the structure
+/// given to the parser, of the field being read (for a size prefix too large, of the prefix; for
+/// trailing bytes, of the first one). With the field name inside the error, an operator can
+/// point at the exact bytes of a vendor quirk.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("at byte {offset}")]
+pub struct ParseFailure {
+    /// Offset of the field from the start of the structure.
+    pub offset: usize,
+    /// What was wrong there.
+    #[source]
+    pub error: ParseError,
+}
+
+impl ParseFailure {
+    /// `error` at `offset`.
+    pub fn at(offset: usize, error: ParseError) -> Self {
+        Self { offset, error }
+    }
+
+    /// The same failure seen from a structure that embeds this one `by` bytes in.
+    pub fn shifted(self, by: usize) -> Self {
+        Self {
+            offset: self.offset.saturating_add(by),
+            error: self.error,
+        }
+    }
+}
+
 /// Reads TPM marshalled data from a byte slice.
 #[derive(Debug, Clone)]
 pub struct Reader<'a> {
     bytes: &'a [u8],
     position: usize,
+    /// Where the field read last (or being read) starts.
+    field_start: usize,
 }
 
 impl<'a> Reader<'a> {
     /// Starts at the beginning of `bytes`.
     pub fn new(bytes: &'a [u8]) -> Self {
-        Self { bytes, position: 0 }
+        Self {
+            bytes,
+            position: 0,
+            field_start: 0,
+        }
+    }
+
+    /// `error` located at the field read last: what a parser returns when a read fails or a value
+    /// read is refused.
+    pub fn locate(&self, error: ParseError) -> ParseFailure {
+        ParseFailure::at(self.field_start, error)
     }
 
     /// Bytes not yet read.
@@ -100,6 +141,7 @@ impl<'a> Reader<'a> {
 
     /// Takes `len` bytes.
     pub fn take(&mut self, len: usize, what: &'static str) -> Result<&'a [u8], ParseError> {
+        self.field_start = self.position;
         let available = self.remaining();
         if len > available {
             return Err(ParseError::Truncated {
@@ -151,11 +193,15 @@ impl<'a> Reader<'a> {
 
     /// A TPM2B: u16 size then that many bytes, refused above `max`.
     pub fn tpm2b(&mut self, max: usize, what: &'static str) -> Result<&'a [u8], ParseError> {
+        let prefix = self.position;
         let size = usize::from(self.u16(what)?);
         if size > max {
             return Err(ParseError::SizeTooLarge { what, size, max });
         }
-        self.take(size, what)
+        let content = self.take(size, what)?;
+        // A later refusal of this value points at its size prefix, where the TPM2B starts.
+        self.field_start = prefix;
+        Ok(content)
     }
 
     /// A TPMI_YES_NO.
@@ -171,7 +217,8 @@ impl<'a> Reader<'a> {
     }
 
     /// Fails unless every byte was consumed.
-    pub fn finish(&self, what: &'static str) -> Result<(), ParseError> {
+    pub fn finish(&mut self, what: &'static str) -> Result<(), ParseError> {
+        self.field_start = self.position;
         match self.remaining() {
             0 => Ok(()),
             count => Err(ParseError::TrailingBytes { what, count }),

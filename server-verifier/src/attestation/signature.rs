@@ -5,7 +5,7 @@ use thiserror::Error;
 use super::alg::{HashAlg, TPM_ALG_ECDSA, TPM_ALG_RSASSA};
 use super::crypto::VerifyKey;
 use super::public::{PublicKeyArea, TpmPublic};
-use super::reader::{ParseError, Reader};
+use super::reader::{ParseError, ParseFailure, Reader};
 
 /// Bound for an ECC signature component (P-521 would be 66).
 const MAX_ECC_COMPONENT: usize = 66;
@@ -35,8 +35,12 @@ pub enum TpmSignature {
 
 impl TpmSignature {
     /// Parses a marshalled TPMT_SIGNATURE; the whole buffer must be that one structure.
-    pub fn parse(bytes: &[u8]) -> Result<Self, ParseError> {
+    pub fn parse(bytes: &[u8]) -> Result<Self, ParseFailure> {
         let mut reader = Reader::new(bytes);
+        Self::read(&mut reader).map_err(|error| reader.locate(error))
+    }
+
+    fn read(reader: &mut Reader<'_>) -> Result<Self, ParseError> {
         let algorithm = reader.u16("TPMT_SIGNATURE.sigAlg")?;
         let signature = match algorithm {
             TPM_ALG_ECDSA => Self::Ecdsa {

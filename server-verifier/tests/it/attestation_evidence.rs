@@ -10,7 +10,7 @@ use attestation_support::{AK, KEY, TpmRig, nonce};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use hwsign_proto::attestation::TpmEvidence;
-use hwsign_verifier::attestation::reader::ParseError;
+use hwsign_verifier::attestation::reader::{ParseError, ParseFailure};
 use hwsign_verifier::attestation::{
     AttestationError, AttributeProblem, Structure, TpmPublic, verify_evidence,
 };
@@ -158,7 +158,10 @@ fn tampered_evidence_is_refused_with_its_reason() -> Result<()> {
             matches!(
                 result,
                 Err(AttestationError::Parse {
-                    source: ParseError::Truncated { .. },
+                    source: ParseFailure {
+                        error: ParseError::Truncated { .. },
+                        ..
+                    },
                     ..
                 })
             ),
