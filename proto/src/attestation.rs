@@ -37,9 +37,11 @@ pub enum Evidence {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TpmEvidence {
-    /// DER EK certificate as read from NV.
+    /// DER EK certificate as read from NV; empty when the TPM has none (the verifier then needs
+    /// the EK registered by an administrator).
     pub ek_certificate: String,
-    /// The NV index it was read from (0x01c00002 RSA-2048, 0x01c0000a ECC P-256, 0x01c00016 P-384).
+    /// The NV index it was read from (0x01c00002 RSA-2048, 0x01c0000a ECC P-256, 0x01c00016 P-384);
+    /// without a certificate, the index of the EK template used (0x01c00002: RSA-2048).
     pub ek_certificate_nv_index: u32,
     /// Intermediate certificates (DER) the agent knows of; may be empty.
     #[serde(default)]

@@ -114,9 +114,34 @@ impl EnrollServer {
         .await
     }
 
+    /// Trusts `swtpm`'s local CA and also EKs registered in `registered_eks` (TPMs without an EK
+    /// certificate); `route_rules` as given.
+    pub async fn start_with_registered_eks(
+        swtpm: &Swtpm,
+        registered_eks: PathBuf,
+        route_rules: Vec<RouteRule>,
+    ) -> Result<Self> {
+        Self::start_enrolling(
+            vec![swtpm.ca_root_pem()],
+            vec![swtpm.ca_intermediate_pem()],
+            |enrollment| enrollment.registered_eks = Some(registered_eks),
+            |config| config.route_rules = route_rules,
+        )
+        .await
+    }
+
     async fn start_inner(
         roots: Vec<PathBuf>,
         intermediates: Vec<PathBuf>,
+        configure: impl FnOnce(&mut VerifierConfig),
+    ) -> Result<Self> {
+        Self::start_enrolling(roots, intermediates, |_| {}, configure).await
+    }
+
+    async fn start_enrolling(
+        roots: Vec<PathBuf>,
+        intermediates: Vec<PathBuf>,
+        configure_enrollment: impl FnOnce(&mut EnrollmentConfig),
         configure: impl FnOnce(&mut VerifierConfig),
     ) -> Result<Self> {
         let dir = tempfile::Builder::new()
@@ -124,7 +149,8 @@ impl EnrollServer {
             .tempdir()?;
         let db = dir.path().join("verifier.db");
         let registry = Arc::new(SqliteRegistry::open(&db)?);
-        let config = EnrollmentConfig::new(roots, intermediates);
+        let mut config = EnrollmentConfig::new(roots, intermediates);
+        configure_enrollment(&mut config);
         let enrollment = Arc::new(Enrollment::new(
             EnrollmentStore::open(&db)?,
             Arc::clone(&registry) as Arc<dyn KeyRegistry>,

@@ -6,6 +6,7 @@
 //! that links the library does not build them.
 #![forbid(unsafe_code)]
 
+mod ek;
 mod policy;
 mod serve;
 mod tokens;
@@ -40,6 +41,9 @@ enum Command {
     /// One-time TPM enrollment tokens.
     #[command(subcommand)]
     Tokens(tokens::TokensCommand),
+    /// EK public keys registered for TPMs without an EK certificate.
+    #[command(subcommand)]
+    Ek(ek::EkCommand),
     /// Check a verifier configuration file (`VerifierConfig::load`, e.g.
     /// server-verifier/verifier.example.toml): prints the file read, warnings, and exits 1 on an
     /// error.
@@ -188,6 +192,7 @@ fn open_file(db: &Path, create: bool) -> anyhow::Result<Arc<dyn KeyRegistry>> {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Tokens(command) => tokens::run(command)?,
+        Command::Ek(command) => ek::run(command)?,
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(

@@ -238,6 +238,13 @@ impl ParsedCertificate {
     }
 }
 
+/// The key in a DER SubjectPublicKeyInfo (a PEM `PUBLIC KEY` block's content).
+pub fn certified_key_of_spki(der: &[u8]) -> Result<CertifiedKey, CertificateError> {
+    let spki = SubjectPublicKeyInfoOwned::from_der(der)
+        .map_err(|e| CertificateError::Malformed(e.to_string()))?;
+    certified_key(&spki)
+}
+
 fn certified_key(spki: &SubjectPublicKeyInfoOwned) -> Result<CertifiedKey, CertificateError> {
     let key_bytes = spki.subject_public_key.raw_bytes();
     match spki.algorithm.oid {

@@ -7,6 +7,7 @@ use thiserror::Error;
 use x509_cert::ext::pkix::{BasicConstraints, KeyUsage};
 
 use super::certificate::{CertificateError, ParsedCertificate, SignatureAlgorithms};
+use super::registered_ek::RegisteredEks;
 
 /// Longest chain tried (leaf, intermediates, root); real EK chains have two or three links.
 const MAX_CHAIN_DEPTH: usize = 6;
@@ -17,6 +18,7 @@ pub struct TrustAnchors {
     roots: Vec<ParsedCertificate>,
     intermediates: Vec<ParsedCertificate>,
     accepted: SignatureAlgorithms,
+    registered_eks: Option<RegisteredEks>,
 }
 
 impl TrustAnchors {
@@ -33,6 +35,7 @@ impl TrustAnchors {
             roots,
             intermediates,
             accepted: SignatureAlgorithms::default(),
+            registered_eks: None,
         })
     }
 
@@ -77,6 +80,19 @@ impl TrustAnchors {
     pub fn with_sha1_links(mut self, accept: bool) -> Self {
         self.accepted.sha1_links = accept;
         self
+    }
+
+    /// Where EKs without a certificate are registered ([`RegisteredEks`]); without it, evidence
+    /// with no EK certificate is refused.
+    #[must_use]
+    pub fn with_registered_eks(mut self, registered: Option<RegisteredEks>) -> Self {
+        self.registered_eks = registered;
+        self
+    }
+
+    /// The registered EKs, if configured.
+    pub fn registered_eks(&self) -> Option<&RegisteredEks> {
+        self.registered_eks.as_ref()
     }
 
     /// The configured roots.

@@ -8,9 +8,9 @@ use x509_cert::der::{Tag, Tagged as _};
 use x509_cert::ext::pkix::name::GeneralName;
 use x509_cert::ext::pkix::{ExtendedKeyUsage, SubjectAltName};
 
-use super::certificate::{CertificateError, CertifiedKey, ParsedCertificate};
-use super::crypto::{sec1_uncompressed, strip_leading_zeros};
-use super::public::{PublicKeyArea, TpmPublic};
+use super::certificate::{CertificateError, ParsedCertificate};
+use super::public::TpmPublic;
+use super::registered_ek::certified_key_of;
 
 /// tcg-at-tpmManufacturer.
 const OID_TPM_MANUFACTURER: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.23.133.2.1");
@@ -114,31 +114,7 @@ impl EkCertificate {
     /// Checks that the certificate certifies exactly the key in `ek_public`.
     pub fn check_certifies(&self, ek_public: &TpmPublic) -> Result<(), EkCertificateError> {
         let certified = self.certificate.certified_key()?;
-        let matches = match (&certified, &ek_public.key) {
-            (
-                CertifiedKey::Rsa { modulus, exponent },
-                PublicKeyArea::Rsa {
-                    modulus: tpm_modulus,
-                    ..
-                },
-            ) => {
-                strip_leading_zeros(tpm_modulus) == modulus.as_slice()
-                    && ek_public.rsa_exponent() == Some(*exponent)
-            }
-            (
-                CertifiedKey::Ecc { curve, point },
-                PublicKeyArea::Ecc {
-                    curve: tpm_curve,
-                    x,
-                    y,
-                    ..
-                },
-            ) => {
-                curve == tpm_curve
-                    && sec1_uncompressed(*curve, x, y).is_ok_and(|tpm_point| &tpm_point == point)
-            }
-            _ => false,
-        };
+        let matches = certified_key_of(ek_public).is_some_and(|key| key == certified);
         if matches {
             Ok(())
         } else {

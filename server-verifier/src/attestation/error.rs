@@ -82,6 +82,16 @@ pub enum AttestationError {
     /// The EK certificate is unusable or does not certify the EK.
     #[error(transparent)]
     EkCertificate(#[from] EkCertificateError),
+    /// The evidence carries no EK certificate and its EK is not registered
+    /// (`hwsign-verifier ek add`), or no registered-EK directory is configured.
+    #[error("no EK certificate, and EK {fingerprint} is not registered")]
+    EkNotRegistered {
+        /// The EK's fingerprint, what `hwsign-verifier ek list` shows once it is registered.
+        fingerprint: String,
+    },
+    /// The registered-EK directory could not be read.
+    #[error("registered EKs unavailable")]
+    RegisteredEks(#[source] super::registered_ek::LookupFailed),
     /// The EK certificate does not chain to a trusted manufacturer root.
     #[error("EK certificate chain")]
     Chain(#[from] ChainError),

@@ -19,6 +19,7 @@ use super::clock::ClockState;
 use super::ek_cert::{EkCertificate, TpmManufacturerInfo};
 use super::error::{AttestationError, Structure};
 use super::public::{PublicKeyArea, TpmPublic};
+use super::registered_ek::{certified_key_of, ek_fingerprint};
 use super::signature::TpmSignature;
 
 /// Largest base64 evidence field decoded (certificates are the largest, a few KiB).
@@ -39,9 +40,13 @@ pub struct AttestedKey {
     pub ak_name: Vec<u8>,
     /// The EK public area (what MakeCredential encrypts to).
     pub ek_public: TpmPublic,
-    /// Lower-case hex SHA-256 of the EK certificate DER.
+    /// What identifies the EK, and the device id is derived from: lower-case hex SHA-256 of the
+    /// EK certificate DER, or for an EK without certificate, its registered
+    /// [fingerprint](super::registered_ek::ek_fingerprint).
     pub ek_certificate_fingerprint_sha256: String,
-    /// Manufacturer attributes from the EK certificate.
+    /// How the EK is known to be a TPM's.
+    pub ek_provenance: EkProvenance,
+    /// Manufacturer attributes from the EK certificate (empty for a registered EK).
     pub manufacturer: TpmManufacturerInfo,
     /// The later of the two attestations' clock states, to remember for the device.
     pub clock: ClockState,
@@ -49,6 +54,18 @@ pub struct AttestedKey {
     pub firmware_version: u64,
     /// The quoted sha256 PCR 0–7 values (the device's baseline).
     pub pcrs_sha256: Vec<[u8; 32]>,
+}
+
+/// How an EK is known to belong to a real TPM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EkProvenance {
+    /// Its certificate chains to a configured manufacturer root.
+    Certificate,
+    /// It has no certificate; an administrator registered its public key.
+    Registered {
+        /// The registration's label.
+        label: String,
+    },
 }
 
 /// Verifies TPM evidence made over `nonce`. `previous` is the clock state recorded for this device
@@ -63,30 +80,64 @@ pub fn verify_evidence(
     now: SystemTime,
     previous: Option<ClockState>,
 ) -> Result<AttestedKey, AttestationError> {
-    // The EK: certificate, chain, and the public area it certifies.
-    let ek_certificate =
-        EkCertificate::from_der(&decode(&evidence.ek_certificate, "ek_certificate")?)?;
-    if evidence.ek_chain.len() > MAX_DEVICE_INTERMEDIATES {
-        return Err(AttestationError::Encoding { field: "ek_chain" });
-    }
-    let device_intermediates = evidence
-        .ek_chain
-        .iter()
-        .map(|der| {
-            let der = decode(der, "ek_chain")?;
-            ParsedCertificate::from_der(&der)
-                .map_err(|e| AttestationError::Chain(super::chain::ChainError::Certificate(e)))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    verify_chain(
-        ek_certificate.certificate(),
-        &device_intermediates,
-        anchors,
-        now,
-    )?;
-    let ek_public = TpmPublic::parse(&decode(&evidence.ek_public, "ek_public")?)
-        .map_err(AttestationError::parse(Structure::EkPublic))?;
-    ek_certificate.check_certifies(&ek_public)?;
+    // The EK: certificate, chain, and the public area it certifies — or, for a TPM without an EK
+    // certificate, a public key an administrator registered.
+    let (ek_public, ek_identity, ek_provenance, manufacturer) =
+        if evidence.ek_certificate.is_empty() {
+            let ek_public = TpmPublic::parse(&decode(&evidence.ek_public, "ek_public")?)
+                .map_err(AttestationError::parse(Structure::EkPublic))?;
+            let fingerprint = certified_key_of(&ek_public)
+                .map(|key| ek_fingerprint(&key))
+                .ok_or(AttestationError::Encoding { field: "ek_public" })?;
+            let registered = match anchors.registered_eks() {
+                Some(registered) => registered
+                    .find(&ek_public)
+                    .map_err(|e| AttestationError::RegisteredEks(e.into()))?,
+                None => None,
+            };
+            let Some(registered) = registered else {
+                return Err(AttestationError::EkNotRegistered { fingerprint });
+            };
+            (
+                ek_public,
+                registered.fingerprint,
+                EkProvenance::Registered {
+                    label: registered.label,
+                },
+                TpmManufacturerInfo::default(),
+            )
+        } else {
+            let ek_certificate =
+                EkCertificate::from_der(&decode(&evidence.ek_certificate, "ek_certificate")?)?;
+            if evidence.ek_chain.len() > MAX_DEVICE_INTERMEDIATES {
+                return Err(AttestationError::Encoding { field: "ek_chain" });
+            }
+            let device_intermediates = evidence
+                .ek_chain
+                .iter()
+                .map(|der| {
+                    let der = decode(der, "ek_chain")?;
+                    ParsedCertificate::from_der(&der).map_err(|e| {
+                        AttestationError::Chain(super::chain::ChainError::Certificate(e))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            verify_chain(
+                ek_certificate.certificate(),
+                &device_intermediates,
+                anchors,
+                now,
+            )?;
+            let ek_public = TpmPublic::parse(&decode(&evidence.ek_public, "ek_public")?)
+                .map_err(AttestationError::parse(Structure::EkPublic))?;
+            ek_certificate.check_certifies(&ek_public)?;
+            (
+                ek_public,
+                ek_certificate.certificate().fingerprint_sha256(),
+                EkProvenance::Certificate,
+                ek_certificate.manufacturer_info().clone(),
+            )
+        };
 
     // The AK and the key.
     let ak_public = TpmPublic::parse(&decode(&evidence.ak_public, "ak_public")?)
@@ -154,8 +205,9 @@ pub fn verify_evidence(
         ak_name: ak_public.name(),
         ak_public,
         ek_public,
-        ek_certificate_fingerprint_sha256: ek_certificate.certificate().fingerprint_sha256(),
-        manufacturer: ek_certificate.manufacturer_info().clone(),
+        ek_certificate_fingerprint_sha256: ek_identity,
+        ek_provenance,
+        manufacturer,
         clock: certify_clock.max(quote_clock),
         firmware_version: quote.firmware_version,
         pcrs_sha256: pcrs,

@@ -20,6 +20,7 @@ pub mod kdf;
 pub mod manufacturer_roots;
 pub mod public;
 pub mod reader;
+pub mod registered_ek;
 pub mod signature;
 
 pub use chain::TrustAnchors;
@@ -29,6 +30,7 @@ pub use credential::{
 };
 pub use ek_cert::TpmManufacturerInfo;
 pub use error::{AttestationError, AttributeProblem, Structure};
-pub use evidence::{AttestedKey, verify_evidence};
+pub use evidence::{AttestedKey, EkProvenance, verify_evidence};
 pub use manufacturer_roots::manufacturer_roots;
 pub use public::TpmPublic;
+pub use registered_ek::{RegisteredEk, RegisteredEkError, RegisteredEks};

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::attestation::chain::ChainError;
-use crate::attestation::{TrustAnchors, manufacturer_roots};
+use crate::attestation::{RegisteredEks, TrustAnchors, manufacturer_roots};
 
 /// Default lifetime of a challenge: long enough for a slow TPM and a human, short enough that a
 /// stolen nonce is soon worthless.
@@ -46,6 +46,11 @@ pub struct EnrollmentConfig {
     /// TPM keys never accept SHA-1, whatever this says.
     #[serde(default)]
     pub ek_sha1_links: bool,
+    /// Directory of EK public keys registered with `hwsign-verifier ek add`, for TPMs that carry
+    /// no EK certificate (many firmware TPMs, Azure and Amazon vTPMs). Unset: evidence without an
+    /// EK certificate is refused (`evidence_invalid:ek_unregistered`).
+    #[serde(default)]
+    pub registered_eks: Option<PathBuf>,
     /// Seconds a ceremony may take from start to activation.
     #[serde(default = "default_ttl")]
     pub challenge_ttl_secs: u64,
@@ -84,8 +89,8 @@ fn default_true() -> bool {
 pub enum EnrollmentConfigError {
     /// No root configured: no EK certificate could ever be trusted.
     #[error(
-        "ek_roots is empty and builtin_ek_roots is off: configure the TPM manufacturers' root \
-         certificates"
+        "ek_roots is empty, builtin_ek_roots is off and no registered_eks directory is set: \
+         configure the TPM manufacturers' root certificates"
     )]
     NoRoots,
     /// `challenge_ttl_secs` is 0 or above [`MAX_CHALLENGE_TTL_SECS`].
@@ -110,6 +115,7 @@ impl EnrollmentConfig {
             ek_intermediates,
             builtin_ek_roots: false,
             ek_sha1_links: false,
+            registered_eks: None,
             challenge_ttl_secs: DEFAULT_CHALLENGE_TTL_SECS,
             max_pending_challenges: DEFAULT_MAX_PENDING,
             max_pending_per_token: DEFAULT_MAX_PENDING_PER_TOKEN,
@@ -119,7 +125,7 @@ impl EnrollmentConfig {
 
     /// Checks the bounds.
     pub fn validate(&self) -> Result<(), EnrollmentConfigError> {
-        if self.ek_roots.is_empty() && !self.builtin_ek_roots {
+        if self.ek_roots.is_empty() && !self.builtin_ek_roots && self.registered_eks.is_none() {
             return Err(EnrollmentConfigError::NoRoots);
         }
         if !(1..=MAX_CHALLENGE_TTL_SECS).contains(&self.challenge_ttl_secs) {
@@ -144,9 +150,11 @@ impl EnrollmentConfig {
                 manufacturer_roots().map_err(|e| EnrollmentConfigError::Anchors(e.into()))?;
             anchors.extend(roots, intermediates);
         }
-        if anchors.roots().is_empty() {
+        if anchors.roots().is_empty() && self.registered_eks.is_none() {
             return Err(EnrollmentConfigError::NoRoots);
         }
-        Ok(anchors.with_sha1_links(self.ek_sha1_links))
+        Ok(anchors
+            .with_sha1_links(self.ek_sha1_links)
+            .with_registered_eks(self.registered_eks.clone().map(RegisteredEks::new)))
     }
 }

@@ -90,6 +90,8 @@ impl EnrollmentError {
             Self::ChallengeState => "challenge_state".into(),
             Self::TooManyChallenges => "too_many_challenges".into(),
             Self::EvidenceMismatch(reason) => format!("evidence_invalid:{reason}"),
+            // The registered-EK directory could not be read: nothing was decided (fail closed).
+            Self::Evidence(AttestationError::RegisteredEks(_)) => "unavailable".into(),
             Self::Evidence(error) => format!("evidence_invalid:{}", evidence_reason(error)),
             Self::ClockRollback(_) => "evidence_invalid:clock_rollback".into(),
             Self::Credential(_) => "evidence_invalid:ek_unusable".into(),
@@ -110,6 +112,7 @@ impl EnrollmentError {
             Self::ChallengeState | Self::KeyExists(_) => 409,
             Self::TooManyChallenges => 429,
             Self::Store(_) | Self::Registry(_) => 503,
+            Self::Evidence(AttestationError::RegisteredEks(_)) => 503,
             _ => 403,
         }
     }
@@ -125,6 +128,8 @@ pub fn evidence_reason(error: &AttestationError) -> &'static str {
     match error {
         AttestationError::Encoding { .. } | AttestationError::Parse { .. } => "malformed",
         AttestationError::EkCertificate(_) => "ek_certificate",
+        AttestationError::EkNotRegistered { .. } => "ek_unregistered",
+        AttestationError::RegisteredEks(_) => "unavailable",
         AttestationError::Chain(_) => "ek_untrusted",
         AttestationError::AkAttributes(problem) => ak_reason(*problem),
         AttestationError::AkNotUnderEk => "ak_not_under_ek",

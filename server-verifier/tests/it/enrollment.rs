@@ -670,3 +670,120 @@ fn field_sha1_attestation_signatures_are_refused_even_with_sha1_links_on() -> Re
     ensure!(text.contains("signature hash is SHA-1"), "{text}");
     Ok(())
 }
+
+/// A TPM without an EK certificate (some firmware TPMs, Azure and Amazon vTPMs): refused with
+/// `ek_unregistered` until an administrator registers its EK public key, then enrolled with the
+/// full ceremony (credential activation by that EK) at level `tpm`, its device id derived from
+/// the registered key. A different EK's registration does not help it.
+#[test]
+fn field_tpm_without_ek_certificate_enrolls_only_once_its_ek_is_registered() -> Result<()> {
+    let eks_dir = tempfile::tempdir()?;
+    let eks = hwsign_verifier::attestation::RegisteredEks::new(eks_dir.path().join("eks"));
+    let f = fixture_with(|config| config.registered_eks = Some(eks.dir().to_owned()))?;
+    let now = SystemTime::now();
+    let key_id = key_id_of(&f.rig, KEY)?;
+    let without_certificate = |started: &StartResponse| -> Result<EvidenceRequest> {
+        let mut request = evidence_for(&f, KEY, started)?;
+        let Evidence::Tpm(evidence) = &mut request.evidence.evidence else {
+            anyhow::bail!("not TPM evidence");
+        };
+        evidence.ek_certificate.clear();
+        Ok(request)
+    };
+
+    // Not registered: refused, and the message names the EK's fingerprint.
+    let started = start(&f, &token(&f, now)?, &key_id, now)?;
+    let refused = f
+        .enrollment
+        .submit_evidence(&without_certificate(&started)?, now)
+        .err()
+        .context("an unregistered EK without certificate was accepted")?;
+    ensure!(
+        refused.code() == "evidence_invalid:ek_unregistered",
+        "{}",
+        refused.code()
+    );
+
+    // Another TPM's EK registered: still refused.
+    let other = TpmRig::new()?;
+    other.tool(
+        "tpm2_readpublic",
+        &["-c", "0x81010001", "-f", "pem", "-o", "ek.pem"],
+    )?;
+    eks.add(&other.read("ek.pem")?, "another laptop")?;
+    let started = start(&f, &token(&f, now)?, &key_id, now)?;
+    ensure!(
+        code(
+            f.enrollment
+                .submit_evidence(&without_certificate(&started)?, now)
+        ) == "evidence_invalid:ek_unregistered"
+    );
+
+    // This TPM's EK, read on the device with tpm2-tools, registered: the ceremony completes.
+    f.rig.tool(
+        "tpm2_readpublic",
+        &["-c", "0x81010001", "-f", "pem", "-o", "ek.pem"],
+    )?;
+    let registered = eks.add(&f.rig.read("ek.pem")?, "rig laptop (no EK certificate)")?;
+    ensure!(
+        eks.add(&f.rig.read("ek.pem")?, "again").is_err(),
+        "registered twice"
+    );
+    let started = start(&f, &token(&f, now)?, &key_id, now)?;
+    let credential = f
+        .enrollment
+        .submit_evidence(&without_certificate(&started)?, now)?;
+    let done = f.enrollment.activate(
+        &ActivateRequest {
+            challenge_id: started.challenge_id,
+            secret: activate_in_tpm(&f, &credential)?,
+        },
+        now,
+    )?;
+    ensure!(done.key_id == key_id && done.level == KeyLevel::Tpm);
+    ensure!(
+        done.device_id == hwsign_verifier::enrollment::device_id_for(&registered.fingerprint),
+        "device id {} not derived from the registered EK",
+        done.device_id
+    );
+    let listed = eks.list()?;
+    ensure!(listed.len() == 2 && listed.iter().any(|e| e.label == registered.label));
+
+    // Removed: the next enrollment without certificate is refused again.
+    eks.remove(&registered.fingerprint)?;
+    let started = start(&f, &token(&f, now)?, &key_id, now)?;
+    ensure!(
+        code(
+            f.enrollment
+                .submit_evidence(&without_certificate(&started)?, now)
+        ) == "evidence_invalid:ek_unregistered"
+    );
+    Ok(())
+}
+
+/// Registered-EK input is checked: not PEM, a certificate instead of a key, a bad label.
+#[test]
+fn field_registered_ek_input_is_checked() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let eks = hwsign_verifier::attestation::RegisteredEks::new(dir.path());
+    let rig = TpmRig::new()?;
+    rig.tool(
+        "tpm2_readpublic",
+        &["-c", "0x81010001", "-f", "pem", "-o", "ek.pem"],
+    )?;
+    let pem = rig.read("ek.pem")?;
+    let message = |result: Result<_, hwsign_verifier::attestation::RegisteredEkError>| {
+        result.err().map(|e| e.to_string()).unwrap_or_default()
+    };
+    ensure!(message(eks.add(b"not a key", "x")).contains("not a PEM public key"));
+    ensure!(
+        message(eks.add(&std::fs::read(rig.tpm.ca_root_pem())?, "x"))
+            .contains("not a PEM public key")
+    );
+    ensure!(message(eks.add(&pem, "")).contains("label"));
+    ensure!(message(eks.add(&pem, "two\nlines")).contains("label"));
+    ensure!(eks.remove("not-a-fingerprint").is_err());
+    let added = eks.add(&pem, "ok")?;
+    ensure!(added.fingerprint.len() == 64);
+    Ok(())
+}

@@ -167,3 +167,108 @@ async fn tpm_thousand_signs_through_the_agent_leave_no_handle() -> Result<()> {
     ensure!(handles.len() == 1, "transient objects left: {handles:?}");
     Ok(())
 }
+
+/// Removes every EK certificate swtpm_setup wrote into NV (platform hierarchy, empty auth on
+/// swtpm), leaving the TPM as firmware TPMs and cloud vTPMs ship: an EK, no certificate.
+fn remove_ek_certificates(swtpm: &Swtpm) -> Result<()> {
+    let listed = swtpm.tool("tpm2_getcap").arg("handles-nv-index").output()?;
+    ensure!(listed.status.success(), "tpm2_getcap: {listed:?}");
+    let mut removed = 0;
+    for line in String::from_utf8(listed.stdout)?.lines() {
+        let handle = line.trim_start_matches("- ").trim();
+        let Ok(value) = u32::from_str_radix(handle.trim_start_matches("0x"), 16) else {
+            continue;
+        };
+        if (0x01c0_0002..=0x01c0_0016).contains(&value) {
+            let output = swtpm
+                .tool("tpm2_nvundefine")
+                .args(["-C", "p", handle])
+                .output()?;
+            ensure!(
+                output.status.success(),
+                "tpm2_nvundefine {handle}: {output:?}"
+            );
+            removed += 1;
+        }
+    }
+    ensure!(removed >= 1, "swtpm had no EK certificate to remove");
+    Ok(())
+}
+
+/// A TPM without an EK certificate, through the real agent, CLI and verifier: `hwsign enroll`
+/// is refused with `ek_unregistered` until the administrator registers the EK public key (read on
+/// the device with `tpm2_createek`, registered with `hwsign-verifier ek add`); then the full
+/// ceremony runs (credential activation by that EK) and the key signs at level `tpm`.
+#[tokio::test(flavor = "multi_thread")]
+async fn tpm_without_ek_certificate_enrolls_after_its_ek_is_registered() -> Result<()> {
+    let swtpm = Swtpm::start_tcp()?;
+    remove_ek_certificates(&swtpm)?;
+    let eks = tempfile::tempdir()?;
+    let eks_dir = eks.path().join("registered-eks");
+    // The administrator reads the EK public key on the device at provisioning (before the agent
+    // holds the TPM connection); it is registered below, after a first refused attempt.
+    let ek_pem = eks.path().join("ek.pem");
+    let ek_pem_arg = ek_pem.display().to_string();
+    let created = swtpm
+        .tool("tpm2_createek")
+        .args(["-G", "rsa", "-c", "-", "-f", "pem", "-u", &ek_pem_arg])
+        .output()?;
+    ensure!(created.status.success(), "tpm2_createek: {created:?}");
+    let flushed = swtpm.tool("tpm2_flushcontext").arg("-t").output()?;
+    ensure!(flushed.status.success(), "tpm2_flushcontext: {flushed:?}");
+    let agent = start_agent(&swtpm)?;
+    let server =
+        EnrollServer::start_with_registered_eks(&swtpm, eks_dir.clone(), tpm_only("/admin/")?)
+            .await?;
+
+    // Not registered yet: the CLI reports the refusal with its code.
+    let token = token_from_cli(&server)?;
+    let output = hwsign_e2e::tpm::hwsign(
+        &agent,
+        &[
+            "enroll",
+            "--server",
+            &server.base_url(),
+            "--token",
+            &token,
+            "--create",
+            "--label",
+            "laptop",
+        ],
+    )?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    ensure!(
+        !output.status.success() && stderr.contains("ek_unregistered"),
+        "{stderr}"
+    );
+
+    let dir_arg = eks_dir.display().to_string();
+    let added = hwsign_e2e::tpm::hwsign_verifier(&[
+        "ek",
+        "add",
+        "--dir",
+        &dir_arg,
+        "--label",
+        "asset 4711",
+        &ek_pem_arg,
+    ])?;
+    ensure!(added.status.success(), "ek add: {added:?}");
+    let added = String::from_utf8(added.stdout)?;
+    let mut fields = added.trim().split('\t');
+    let fingerprint = fields.next().context("no fingerprint")?.to_owned();
+    let device_id = fields.next().context("no device id")?.to_owned();
+    let listed = hwsign_e2e::tpm::hwsign_verifier(&["ek", "list", "--dir", &dir_arg])?;
+    ensure!(String::from_utf8(listed.stdout)?.contains("asset 4711"));
+
+    // Now the ceremony completes, and the device is the one `ek add` announced.
+    let token = token_from_cli(&server)?;
+    let key_id = enroll_with_cli(&agent, &server, &token)?;
+    ensure!(
+        server.device_of(&key_id)? == device_id,
+        "device id is not derived from the registered EK {fingerprint}"
+    );
+    let signer = Signer::new(agent.client(), key_id.clone(), AUDIENCE);
+    let json = accepted_as_tpm(&server, &signer, "/admin/users").await?;
+    ensure!(json["key_id"] == key_id.as_str(), "{json}");
+    Ok(())
+}

@@ -24,14 +24,17 @@ pub(crate) fn tpm_evidence(
     ak_public: &Public,
     key_public: &Public,
 ) -> Result<TpmEvidence, TpmError> {
-    let certificate = output.ek.certificate.as_ref().ok_or_else(|| {
-        TpmError::Unexpected(
-            "no EK certificate in NV (0x01c00002, 0x01c0000a, 0x01c00016); the TPM cannot be attested"
-                .into(),
-        )
-    })?;
+    // A TPM without an EK certificate in NV (0x01c00002, 0x01c0000a, 0x01c00016) sends none: the
+    // verifier then accepts its EK only if an administrator registered it
+    // (`hwsign-verifier ek add`), and refuses it with `evidence_invalid:ek_unregistered` otherwise.
+    let ek_certificate = output
+        .ek
+        .certificate
+        .as_ref()
+        .map(|certificate| STANDARD.encode(certificate))
+        .unwrap_or_default();
     Ok(TpmEvidence {
-        ek_certificate: STANDARD.encode(certificate),
+        ek_certificate,
         ek_certificate_nv_index: output.ek.nv_index,
         ek_chain: Vec::new(),
         ek_public: STANDARD.encode(marshall_public(&output.ek_public)?),
