@@ -24,6 +24,7 @@ pub mod nonce;
 pub mod posture;
 pub mod profile;
 pub mod reattestation;
+pub mod rfc9421;
 pub mod scope;
 pub mod sign;
 pub mod string_to_sign;
