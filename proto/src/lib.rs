@@ -25,6 +25,7 @@ pub mod posture;
 pub mod profile;
 pub mod reattestation;
 pub mod rfc9421;
+pub mod rfc9421_request;
 pub mod scope;
 pub mod sign;
 pub mod string_to_sign;
