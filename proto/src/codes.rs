@@ -143,6 +143,12 @@ pub enum AgentErrorCode {
     RequestTimeout,
     /// A bug or an unexpected state; details are in the agent's log (500).
     Internal,
+    /// No FIDO2 security key is present (plugged in, or reachable) (503).
+    NoSecurityKey,
+    /// Nobody touched the security key within the agent's touch timeout (408).
+    TouchTimeout,
+    /// The security key or its user refused the operation (403).
+    OperationDenied,
 }
 
 impl AgentErrorCode {
@@ -167,6 +173,9 @@ impl AgentErrorCode {
             Self::TooManyConnections => "too_many_connections",
             Self::RequestTimeout => "request_timeout",
             Self::Internal => "internal",
+            Self::NoSecurityKey => "no_security_key",
+            Self::TouchTimeout => "touch_timeout",
+            Self::OperationDenied => "operation_denied",
         }
     }
 
@@ -180,11 +189,12 @@ impl AgentErrorCode {
             Self::PermissionDenied
             | Self::KeyNotPermitted
             | Self::PinIncorrect
-            | Self::PinLocked => 403,
-            Self::RequestTimeout => 408,
+            | Self::PinLocked
+            | Self::OperationDenied => 403,
+            Self::RequestTimeout | Self::TouchTimeout => 408,
             Self::TooManyConnections => 429,
             Self::Unsupported => 501,
-            Self::BackendUnavailable | Self::Unavailable => 503,
+            Self::BackendUnavailable | Self::Unavailable | Self::NoSecurityKey => 503,
             Self::BackendError | Self::Internal => 500,
         }
     }
