@@ -52,6 +52,24 @@ pub enum RejectCode {
     /// nonce="…"`); the device attests over it at the verifier's attest endpoint
     /// ([`crate::reattestation::ATTEST_PATH`]) and signs the request again (401).
     AttestationRequired,
+    /// `HWS1-WEBAUTHN-ES256`: the `X-Hws-WebAuthn` header, client data or authenticator data is
+    /// malformed, over its bound, or of the wrong type (401).
+    WebauthnInvalid,
+    /// `HWS1-WEBAUTHN-ES256`: the client data's origin is not one the verifier accepts for the
+    /// credential's RP, the assertion was made cross-origin, or `rpIdHash` is another RP's (401).
+    WebauthnOrigin,
+    /// `HWS1-WEBAUTHN-ES256`: the assertion does not have the user-present flag (401).
+    WebauthnUserPresence,
+    /// `HWS1-WEBAUTHN-ES256`: the route or key demands user verification and the assertion does
+    /// not have the user-verified flag (401).
+    WebauthnUserVerification,
+    /// `HWS1-WEBAUTHN-ES256`: the sign counter did not increase; the credential may have been
+    /// cloned and is flagged (401).
+    WebauthnCounterRegressed,
+    /// The route demands a fresh strict WebAuthn signature with user presence (and
+    /// verification when asked): `WWW-Authenticate: HWS1 error="step_up_required",
+    /// user_verification="required|preferred"` (401).
+    StepUpRequired,
 }
 
 impl RejectCode {
@@ -77,6 +95,12 @@ impl RejectCode {
             Self::RateLimited => "rate_limited",
             Self::UpstreamUnavailable => "upstream_unavailable",
             Self::AttestationRequired => "attestation_required",
+            Self::WebauthnInvalid => "webauthn_invalid",
+            Self::WebauthnOrigin => "webauthn_origin",
+            Self::WebauthnUserPresence => "webauthn_user_presence",
+            Self::WebauthnUserVerification => "webauthn_user_verification",
+            Self::WebauthnCounterRegressed => "webauthn_counter_regressed",
+            Self::StepUpRequired => "step_up_required",
         }
     }
 

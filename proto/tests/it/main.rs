@@ -8,3 +8,4 @@ mod fuzz_props;
 mod hws1_rules;
 mod properties;
 mod protocol_doc;
+mod webauthn;
