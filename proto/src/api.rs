@@ -180,6 +180,19 @@ pub struct SignResponse {
     pub date: String,
 }
 
+/// `POST /v1/sign/step-up` body: sign `request` strictly with a FIDO2 key — a fresh
+/// HWS1-WEBAUTHN-ES256 assertion with a touch, never a delegated session key — to satisfy a
+/// verifier's `step_up_required`. Answered with a [`SignResponse`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepUpSignRequest {
+    /// The request to sign.
+    pub request: SignRequest,
+    /// Ask the key for user verification (PIN or built-in biometrics) too.
+    #[serde(default)]
+    pub user_verification: bool,
+}
+
 /// Error body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

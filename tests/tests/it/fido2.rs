@@ -7,12 +7,23 @@
 use anyhow::{Context as _, Result, ensure};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hwsign_client::AgentErrorCode;
-use hwsign_e2e::{AgentProcess, create_key, wait};
-use hwsign_proto::api::KeyLevel;
+use hwsign_client::middleware::SigningMiddleware;
+use hwsign_client::{AgentErrorCode, Signer};
+use hwsign_e2e::{AUDIENCE, AgentProcess, create_key, wait};
+use hwsign_proto::api::{HeaderField, KeyLevel, SignRequest, SignResponse, StepUpSignRequest};
+use hwsign_proto::keys::sha256_hex;
+use hwsign_proto::verify_input::parse_header_signed;
+use hwsign_proto::webauthn::{
+    Assertion, AssertionExpectations, HWS1_WEBAUTHN, WEBAUTHN_HEADER, WebAuthnDelegation,
+    request_challenge,
+};
+use hwsign_proto::{HWS1, PublicKey, RequestParts};
 use hwsign_test_support::fido2_authenticator::SoftKey;
 use hwsign_test_support::notifications_standin::NotificationsStandIn;
+use sha2::{Digest as _, Sha256};
 use tempfile::TempDir;
+
+use crate::delegation_support;
 
 const RP_ID: &str = "api.example.test";
 
@@ -46,7 +57,7 @@ async fn fido2_create_credential_stores_only_public_metadata() -> Result<()> {
         .find(|k| k.id == id)
         .context("the new key is listed")?;
     ensure!(info.backend == "fido2", "listed under fido2: {info:?}");
-    ensure!(info.level == KeyLevel::HardwareUnattested);
+    ensure!(info.level == KeyLevel::Fido2Unattested);
     // The metadata holds the credential id and public key, and nothing else of the key.
     let stored: serde_json::Value = serde_json::from_slice(&std::fs::read(
         agent.state_dir().join("fido2/credentials.json"),
@@ -179,5 +190,470 @@ async fn fido2_keys_are_distinct_credentials() -> Result<()> {
     let (b, _) = create_key(&agent.client(), "fido2", "two").await?;
     ensure!(a != b, "each creation is a new credential");
     ensure!(key.touches() == 2);
+    Ok(())
+}
+
+// ---- Signing: HWS1-WEBAUTHN-ES256, one touch per session, step-up ----
+//
+// The verifier's WebAuthn support lives on another branch; until it is merged here, each
+// signature is checked with the same proto functions the verifier uses (canonical request and
+// string to sign from the headers as sent, `Assertion::check`, ES256 over the assertion digest),
+// and independently with Python's fido2 (`fido2_assertions_verify_with_python_fido2`).
+
+const ORIGIN: &str = "https://api.example.test";
+const BODY: &[u8] = b"{\"amount\":100}";
+
+fn sign_request(key_id: &str, path: &str) -> SignRequest {
+    SignRequest {
+        key_id: key_id.to_owned(),
+        audience: AUDIENCE.to_owned(),
+        method: "POST".to_owned(),
+        authority: RP_ID.to_owned(),
+        path: path.to_owned(),
+        query: String::new(),
+        headers: vec![HeaderField {
+            name: "content-type".to_owned(),
+            value: "application/json".to_owned(),
+        }],
+        body_sha256: sha256_hex(BODY),
+        signed_headers: Vec::new(),
+        presign_expires_secs: None,
+    }
+}
+
+/// The request as it goes on the wire: host, the caller's headers, then the agent's.
+fn wire_headers(request: &SignRequest, response: &SignResponse) -> Vec<(String, String)> {
+    let mut headers = vec![("host".to_owned(), request.authority.clone())];
+    headers.extend(
+        request
+            .headers
+            .iter()
+            .chain(&response.headers)
+            .map(|h| (h.name.clone(), h.value.clone())),
+    );
+    headers
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+/// One assertion as the Python check takes it.
+fn python_item(
+    public: &PublicKey,
+    assertion: &Assertion,
+    signature: &[u8],
+    challenge: &str,
+) -> serde_json::Value {
+    serde_json::json!({
+        "public_key": URL_SAFE_NO_PAD.encode(public.spki_der()),
+        "authenticator_data": URL_SAFE_NO_PAD.encode(&assertion.authenticator_data),
+        "client_data_json": URL_SAFE_NO_PAD.encode(&assertion.client_data_json),
+        "signature": URL_SAFE_NO_PAD.encode(signature),
+        "challenge": challenge,
+        "rp_id": RP_ID,
+        "origin": ORIGIN,
+    })
+}
+
+/// A strict HWS1-WEBAUTHN-ES256 request, checked as a verifier would: returns the assertion,
+/// its signature, its challenge and the sign counter.
+fn check_strict(
+    request: &SignRequest,
+    headers: &[(String, String)],
+    public: &PublicKey,
+) -> Result<(Assertion, Vec<u8>, String, u32)> {
+    let refs: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    let parts = RequestParts {
+        method: &request.method,
+        path: &request.path,
+        query: &request.query,
+        headers: &refs,
+    };
+    let claimed = parse_header_signed(&HWS1_WEBAUTHN, &parts)?;
+    ensure!(claimed.authorization.credential == public.key_id());
+    ensure!(
+        header(headers, "x-hws-delegation").is_none(),
+        "a strict request carries no delegation"
+    );
+    let assertion = Assertion::parse_header_value(
+        header(headers, WEBAUTHN_HEADER).context("no X-Hws-WebAuthn header")?,
+    )?;
+    let challenge = request_challenge(&claimed.string_to_sign);
+    let checked = assertion.check(&AssertionExpectations {
+        challenge: &challenge,
+        rp_id: RP_ID,
+        origins: &[ORIGIN.to_owned()],
+        user_verification: false,
+    })?;
+    ensure!(
+        public.verify_digest(&checked.digest, &claimed.authorization.signature),
+        "the assertion's signature does not verify"
+    );
+    Ok((
+        assertion,
+        claimed.authorization.signature,
+        challenge,
+        checked.authenticator_data.sign_count,
+    ))
+}
+
+/// A request signed by a session key under a statement signed by a FIDO2 assertion: returns the
+/// delegation (checked against `fido2_key`) and verifies the session key's signature.
+fn check_delegated(
+    request: &SignRequest,
+    headers: &[(String, String)],
+    fido2_key: &PublicKey,
+) -> Result<WebAuthnDelegation> {
+    let refs: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    let parts = RequestParts {
+        method: &request.method,
+        path: &request.path,
+        query: &request.query,
+        headers: &refs,
+    };
+    let claimed = parse_header_signed(&HWS1, &parts)?;
+    let value = claimed
+        .delegation
+        .as_deref()
+        .context("a delegated request carries X-Hws-Delegation")?;
+    let delegation = WebAuthnDelegation::parse_header_value(value)?;
+    ensure!(delegation.statement.device_key_id == fido2_key.key_id());
+    let checked = delegation.assertion.check(&AssertionExpectations {
+        challenge: &delegation.challenge(),
+        rp_id: RP_ID,
+        origins: &[ORIGIN.to_owned()],
+        user_verification: false,
+    })?;
+    ensure!(
+        fido2_key.verify_digest(&checked.digest, &delegation.signature),
+        "the statement's assertion does not verify"
+    );
+    ensure!(claimed.authorization.credential == delegation.statement.session_key.key_id());
+    let digest: [u8; 32] = Sha256::digest(claimed.string_to_sign.as_str().as_bytes()).into();
+    ensure!(
+        delegation
+            .statement
+            .session_key
+            .verify_digest(&digest, &claimed.authorization.signature),
+        "the session key's signature does not verify"
+    );
+    Ok(delegation)
+}
+
+/// Puts `key_id` in delegated mode (a key rule) and restarts the agent.
+fn make_delegated(agent: &mut AgentProcess, key_id: &str) -> Result<()> {
+    tokio::task::block_in_place(|| delegation_support::make_delegated(agent, key_id, None))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fido2_signed_request_verifies_and_binds_the_request() -> Result<()> {
+    let (_dir, key) = soft_key()?;
+    let agent = agent(&key, 30, &[])?;
+    let (id, public) = create_key(&agent.client(), "fido2", "signer").await?;
+    let request = sign_request(&id, "/orders");
+    let response = agent.client().sign(&request).await?;
+    ensure!(key.touches() == 2, "one touch to create, one to sign");
+    let headers = wire_headers(&request, &response);
+    let authorization = header(&headers, "authorization").context("no Authorization")?;
+    ensure!(authorization.starts_with("HWS1-WEBAUTHN-ES256 Credential="));
+    check_strict(&request, &headers, &public)?;
+    // The assertion covers this request only: the same headers on another path fail.
+    let mut moved = request.clone();
+    moved.path = "/refunds".to_owned();
+    ensure!(
+        check_strict(&moved, &headers, &public).is_err(),
+        "an assertion must not verify for another request"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fido2_sign_counter_increments() -> Result<()> {
+    let (_dir, key) = soft_key()?;
+    let agent = agent(&key, 30, &[])?;
+    let (id, public) = create_key(&agent.client(), "fido2", "counted").await?;
+    let mut counters = Vec::new();
+    for i in 0..3 {
+        let request = sign_request(&id, &format!("/orders/{i}"));
+        let response = agent.client().sign(&request).await?;
+        let (_, _, _, count) = check_strict(&request, &wire_headers(&request, &response), &public)?;
+        counters.push(count);
+    }
+    ensure!(
+        counters.windows(2).all(|w| w[1] > w[0]) && counters[0] > 0,
+        "the counter grows with each assertion: {counters:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fido2_one_touch_authorizes_many_delegated_requests() -> Result<()> {
+    let (_dir, key) = soft_key()?;
+    let mut agent = agent(&key, 30, &[])?;
+    let (id, public) = create_key(&agent.client(), "fido2", "session").await?;
+    make_delegated(&mut agent, &id)?;
+    let client = agent.client();
+    let mut statements = Vec::new();
+    for i in 0..100 {
+        let request = sign_request(&id, &format!("/orders/{i}"));
+        let response = client.sign(&request).await?;
+        let delegation = check_delegated(&request, &wire_headers(&request, &response), &public)?;
+        statements.push(delegation.statement);
+    }
+    ensure!(
+        statements.iter().all(|s| *s == statements[0]),
+        "one statement for the whole session"
+    );
+    ensure!(
+        key.touches() == 2,
+        "one touch to create the key, one for the session: {} touches for 100 requests",
+        key.touches()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fido2_step_up_signs_strictly_even_in_delegated_mode() -> Result<()> {
+    let (_dir, key) = soft_key()?;
+    let mut agent = agent(&key, 30, &[])?;
+    let (id, public) = create_key(&agent.client(), "fido2", "step-up").await?;
+    make_delegated(&mut agent, &id)?;
+    let client = agent.client();
+    let request = sign_request(&id, "/orders");
+    client.sign(&request).await?;
+    let before = key.touches();
+    let response = client
+        .sign_step_up(&StepUpSignRequest {
+            request: request.clone(),
+            user_verification: false,
+        })
+        .await?;
+    ensure!(key.touches() == before + 1, "a step-up is a fresh touch");
+    check_strict(&request, &wire_headers(&request, &response), &public)?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fido2_step_up_is_refused_for_keys_that_cannot_prove_presence() -> Result<()> {
+    let (_dir, key) = soft_key()?;
+    let agent = agent(&key, 30, &[])?;
+    let (software, _) = create_key(&agent.client(), "software", "file key").await?;
+    let refused = agent
+        .client()
+        .sign_step_up(&StepUpSignRequest {
+            request: sign_request(&software, "/orders"),
+            user_verification: false,
+        })
+        .await
+        .err()
+        .context("a software key cannot step up")?;
+    ensure!(
+        refused.agent_code() == Some(AgentErrorCode::Unsupported),
+        "got {refused}"
+    );
+    // And a FIDO2 key cannot presign: a URL has nowhere to carry the assertion.
+    let (fido2, _) = create_key(&agent.client(), "fido2", "no presign").await?;
+    let mut presign = sign_request(&fido2, "/download");
+    presign.presign_expires_secs = Some(60);
+    let refused = agent
+        .client()
+        .sign(&presign)
+        .await
+        .err()
+        .context("a FIDO2 key cannot presign")?;
+    ensure!(refused.agent_code() == Some(AgentErrorCode::Unsupported));
+    Ok(())
+}
+
+/// A route that demands step-up, as the verifier's `step_up` rule answers: 401
+/// `step_up_required` unless the request is a strict HWS1-WEBAUTHN-ES256 request whose assertion
+/// verifies (checked with the proto functions above).
+async fn step_up_route(
+    public: PublicKey,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<u16>>>,
+) -> Result<(String, tokio::task::JoinHandle<()>)> {
+    use axum::body::Bytes;
+    use axum::http::{HeaderMap, Method, StatusCode, Uri};
+    let app = axum::Router::new().fallback(
+        move |method: Method, uri: Uri, headers: HeaderMap, _body: Bytes| {
+            let public = public.clone();
+            let seen = std::sync::Arc::clone(&seen);
+            async move {
+                let owned: Vec<(String, String)> = headers
+                    .iter()
+                    .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or("").to_owned()))
+                    .collect();
+                let request = SignRequest {
+                    method: method.to_string(),
+                    path: uri.path().to_owned(),
+                    query: uri.query().unwrap_or("").to_owned(),
+                    ..sign_request("", "")
+                };
+                let status = if check_strict(&request, &owned, &public).is_ok() {
+                    StatusCode::OK
+                } else {
+                    StatusCode::UNAUTHORIZED
+                };
+                seen.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(status.as_u16());
+                (
+                    status,
+                    [(
+                        "www-authenticate",
+                        r#"HWS1 error="step_up_required", user_verification="preferred""#,
+                    )],
+                )
+            }
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((format!("http://{address}"), server))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fido2_client_library_answers_step_up_with_a_touch() -> Result<()> {
+    let (_dir, key) = soft_key()?;
+    let mut agent = agent(&key, 30, &[])?;
+    let (id, public) = create_key(&agent.client(), "fido2", "sdk").await?;
+    make_delegated(&mut agent, &id)?;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (base, server) = step_up_route(public, std::sync::Arc::clone(&seen)).await?;
+    let signer = Signer::new(agent.client(), id, AUDIENCE);
+    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(SigningMiddleware::new(signer))
+        .build();
+    let url = format!("{base}/orders");
+    let response = client
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(BODY.to_vec())
+        .send()
+        .await?;
+    server.abort();
+    let seen = seen
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    ensure!(
+        response.status() == 200,
+        "after one step-up the route accepts: {} (seen {seen:?})",
+        response.status()
+    );
+    ensure!(
+        seen == [401, 200],
+        "the delegated attempt is refused, the strict retry accepted: {seen:?}"
+    );
+    ensure!(key.touches() == 3, "create, session statement, step-up");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fido2_assertions_verify_with_python_fido2() -> Result<()> {
+    let python = hwsign_e2e::sdk::prepare("fido2")?;
+    let script = hwsign_e2e::sdk::repo_root()?.join("tests/python/check_fido2_assertions.py");
+    let (_dir, key) = soft_key()?;
+    let mut agent = agent(&key, 30, &[])?;
+    let (id, public) = create_key(&agent.client(), "fido2", "python").await?;
+    let mut items = Vec::new();
+    for i in 0..2 {
+        let request = sign_request(&id, &format!("/orders/{i}"));
+        let response = agent.client().sign(&request).await?;
+        let (assertion, signature, challenge, _) =
+            check_strict(&request, &wire_headers(&request, &response), &public)?;
+        items.push(python_item(&public, &assertion, &signature, &challenge));
+    }
+    // The statement of a delegated session is an assertion too.
+    make_delegated(&mut agent, &id)?;
+    let request = sign_request(&id, "/orders/delegated");
+    let response = agent.client().sign(&request).await?;
+    let delegation = check_delegated(&request, &wire_headers(&request, &response), &public)?;
+    items.push(python_item(
+        &public,
+        &delegation.assertion,
+        &delegation.signature,
+        &delegation.challenge(),
+    ));
+    let mut child = std::process::Command::new(python)
+        .arg(script)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    {
+        use std::io::Write as _;
+        let mut stdin = child.stdin.take().context("python stdin")?;
+        stdin.write_all(&serde_json::to_vec(&items)?)?;
+    }
+    let output = child.wait_with_output()?;
+    ensure!(
+        output.status.success(),
+        "python-fido2 refused: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    ensure!(report["verified"] == 3, "{report}");
+    let counters: Vec<u64> = report["counters"]
+        .as_array()
+        .context("counters")?
+        .iter()
+        .filter_map(serde_json::Value::as_u64)
+        .collect();
+    ensure!(
+        counters.len() == 3 && counters.windows(2).all(|w| w[1] > w[0]),
+        "python sees the counter grow: {counters:?}"
+    );
+    Ok(())
+}
+
+// ---- tampering is caught by the independent check too ----
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fido2_tampered_assertion_is_refused_by_python_fido2() -> Result<()> {
+    let python = hwsign_e2e::sdk::prepare("fido2")?;
+    let script = hwsign_e2e::sdk::repo_root()?.join("tests/python/check_fido2_assertions.py");
+    let (_dir, key) = soft_key()?;
+    let agent = agent(&key, 30, &[])?;
+    let (id, public) = create_key(&agent.client(), "fido2", "tamper").await?;
+    let request = sign_request(&id, "/orders");
+    let response = agent.client().sign(&request).await?;
+    let (mut assertion, signature, challenge, _) =
+        check_strict(&request, &wire_headers(&request, &response), &public)?;
+    // Clear the UP flag (byte 32): the CVE class where a verifier skips the presence check.
+    if let Some(flags) = assertion.authenticator_data.get_mut(32) {
+        *flags &= !0x01;
+    }
+    let items = vec![python_item(&public, &assertion, &signature, &challenge)];
+    let mut child = std::process::Command::new(python)
+        .arg(script)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    {
+        use std::io::Write as _;
+        let mut stdin = child.stdin.take().context("python stdin")?;
+        stdin.write_all(&serde_json::to_vec(&items)?)?;
+    }
+    let output = child.wait_with_output()?;
+    ensure!(
+        !output.status.success(),
+        "a cleared UP flag must be refused"
+    );
+    ensure!(String::from_utf8_lossy(&output.stderr).contains("UP flag not set"));
     Ok(())
 }

@@ -20,6 +20,7 @@ use std::sync::mpsc;
 use std::thread;
 
 use hwsign_proto::api::KeyLevel;
+use hwsign_proto::webauthn::{TYPE_CREATE, client_data_json};
 use sha2::{Digest as _, Sha256};
 
 pub use self::config::{DEFAULT_TOUCH_TIMEOUT_SECS, Fido2Config};
@@ -133,14 +134,13 @@ impl Worker {
             .and_then(|()| getrandom::fill(&mut challenge))
             .map_err(|e| Fido2Error::Transport(std::io::Error::other(e)))?;
         // No verifier takes part here, so the creation's client data carries a random
-        // challenge; the verifier's enrollment checks the credential separately.
-        let client_data = serde_json::json!({
-            "type": "webauthn.create",
-            "challenge": hex::encode(challenge),
-            "origin": self.config.origin(),
-            "crossOrigin": false,
-        });
-        let client_data_hash: [u8; 32] = Sha256::digest(client_data.to_string().as_bytes()).into();
+        // challenge; the verifier's FIDO2 enrollment checks the credential on its own terms.
+        let client_data = client_data_json(
+            TYPE_CREATE,
+            &hwsign_proto::webauthn::challenge(&challenge),
+            &self.config.origin(),
+        );
+        let client_data_hash: [u8; 32] = Sha256::digest(client_data.as_bytes()).into();
         self.prompt("create a key");
         let made = ctap2::make_credential(
             &mut device,
@@ -197,9 +197,9 @@ fn describe(credential: &StoredCredential) -> Option<BackendKey> {
     Some(BackendKey {
         id: credential.key_id.clone(),
         label: credential.label.clone(),
-        // The agent cannot vouch for the key's make; the verifier's enrollment decides its
-        // level from the attestation.
-        level: KeyLevel::HardwareUnattested,
+        // The agent does not check the key's attestation; the verifier's FIDO2 enrollment
+        // decides whether it earns `fido2`.
+        level: KeyLevel::Fido2Unattested,
         public_key: credential.public_key()?,
         created_unix: credential.created_unix,
     })
