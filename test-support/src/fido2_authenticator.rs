@@ -6,16 +6,24 @@
 //! packet) — the agent's `[backends.fido2] seam_socket`. CTAPHID framing on this side is
 //! passkey-transports' too; the "user" who touches the key is a switch the test sets, and every
 //! touch is counted.
+//!
+//! PIN (`authenticatorClientPIN`, PIN protocol one): passkey-authenticator has no clientPIN, so
+//! this module adds one in front of it — a second stand-in, for the key's PIN check only: it
+//! answers getRetries / getKeyAgreement / getPinToken as CTAP 2.0 §5.5.8 specifies (ECDH P-256,
+//! AES-256-CBC, retries counted down to a block), checks `pinAuth` on getAssertion and then lets
+//! passkey-authenticator sign with the UV flag.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
+use aws_lc_rs::agreement::{self, ECDH_P256, PrivateKey, UnparsedPublicKey};
+use aws_lc_rs::{digest, hmac};
 use nix::sys::socket::{
     AddressFamily, Backlog, MsgFlags, SockFlag, SockType, UnixAddr, bind, listen, recv, send,
     socket,
@@ -33,6 +41,8 @@ const KEY_SIDE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Keep-alive interval while waiting for a touch (CTAPHID: at most 100 ms).
 const KEEPALIVE_EVERY: Duration = Duration::from_millis(80);
 const BROADCAST: u32 = 0xffff_ffff;
+/// PIN retries of a fresh PIN (CTAP: at most 8).
+const MAX_PIN_RETRIES: u8 = 8;
 const KEEPALIVE_UP_NEEDED: u8 = 2;
 
 /// What the simulated user does and what the key saw.
@@ -48,6 +58,12 @@ struct Shared {
     cancelled: AtomicBool,
     /// Where to send keep-alives for the current transaction: (socket, channel).
     current: Mutex<Option<(Arc<OwnedFd>, u32)>>,
+    /// The PIN, when one is set.
+    pin: Mutex<Option<Vec<u8>>>,
+    /// PIN retries left (8 when set; 0 = blocked).
+    retries: AtomicU8,
+    /// Whether the current getAssertion carried a valid pinAuth.
+    pin_verified: AtomicBool,
 }
 
 impl Shared {
@@ -89,7 +105,7 @@ impl UserValidationMethod for TouchingUser {
                 self.0.touches.fetch_add(1, Ordering::SeqCst);
                 return Ok(UserCheck {
                     presence: true,
-                    verification: false,
+                    verification: self.0.pin_verified.load(Ordering::SeqCst),
                 });
             }
             if self.0.cancelled.load(Ordering::SeqCst) {
@@ -108,7 +124,12 @@ impl UserValidationMethod for TouchingUser {
     }
 
     fn is_verification_enabled(&self) -> Option<bool> {
-        None
+        self.0
+            .pin
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
+            .then_some(true)
     }
 }
 
@@ -187,6 +208,26 @@ impl SoftKey {
         self.shared.asked.load(Ordering::SeqCst)
     }
 
+    /// Sets the key's PIN (8 retries).
+    pub fn set_pin(&self, pin: &str) {
+        *self
+            .shared
+            .pin
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(pin.as_bytes().to_vec());
+        self.shared.retries.store(MAX_PIN_RETRIES, Ordering::SeqCst);
+    }
+
+    /// PIN retries left.
+    pub fn pin_retries(&self) -> u8 {
+        self.shared.retries.load(Ordering::SeqCst)
+    }
+
+    /// Blocks the PIN, as too many wrong PINs do.
+    pub fn block_pin(&self) {
+        self.shared.retries.store(0, Ordering::SeqCst);
+    }
+
     /// Unplugs the key: the seam stops accepting, as if the key were pulled out.
     pub fn unplug(&self) {
         self.closed.store(true, Ordering::SeqCst);
@@ -206,6 +247,12 @@ fn accept_loop(
     authenticator: &Arc<tokio::sync::Mutex<SoftAuthenticator>>,
     closed: &AtomicBool,
 ) {
+    let pin_state = Arc::new(PinState {
+        shared: Arc::clone(shared),
+        agreement: Mutex::new(None),
+        token: random_token(),
+    });
+    let pin_state = &pin_state;
     // std's listener only calls accept(2), which serves a SOCK_SEQPACKET socket as well; the
     // accepted descriptor keeps the packet semantics.
     let listener = UnixListener::from(listener);
@@ -216,9 +263,10 @@ fn accept_loop(
         let fd = Arc::new(OwnedFd::from(stream));
         let shared = Arc::clone(shared);
         let authenticator = Arc::clone(authenticator);
+        let pin_state = Arc::clone(pin_state);
         let _ = thread::Builder::new()
             .name("softkey-conn".into())
-            .spawn(move || serve_connection(&fd, &shared, &authenticator));
+            .spawn(move || serve_connection(&fd, &shared, &authenticator, &pin_state));
     }
 }
 
@@ -244,6 +292,7 @@ fn serve_connection(
     fd: &Arc<OwnedFd>,
     shared: &Arc<Shared>,
     authenticator: &Arc<tokio::sync::Mutex<SoftAuthenticator>>,
+    pin_state: &Arc<PinState>,
 ) {
     let mut handler = ChannelHandler::default();
     let mut next_channel: u32 = 1;
@@ -282,10 +331,11 @@ fn serve_connection(
                     Some((Arc::clone(fd), message.channel));
                 let fd = Arc::clone(fd);
                 let authenticator = Arc::clone(authenticator);
+                let pin_state = Arc::clone(pin_state);
                 running = thread::Builder::new()
                     .name("softkey-ctap2".into())
                     .spawn(move || {
-                        let answer = run_ctap2(&authenticator, &message.payload);
+                        let answer = run_ctap2(&authenticator, &pin_state, &message.payload);
                         let _ = write_message(&fd, message.channel, Command::Cbor, &answer);
                     })
                     .ok();
@@ -303,7 +353,11 @@ fn serve_connection(
 }
 
 /// Runs one CTAP2 command; the answer is the status byte and the CBOR.
-fn run_ctap2(authenticator: &tokio::sync::Mutex<SoftAuthenticator>, payload: &[u8]) -> Vec<u8> {
+fn run_ctap2(
+    authenticator: &tokio::sync::Mutex<SoftAuthenticator>,
+    pin_state: &PinState,
+    payload: &[u8],
+) -> Vec<u8> {
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
@@ -324,12 +378,20 @@ fn run_ctap2(authenticator: &tokio::sync::Mutex<SoftAuthenticator>, payload: &[u
                 Err(_) => Err(Ctap2Error::InvalidCbor.into()),
             },
             0x02 => match ciborium::de::from_reader::<get_assertion::Request, _>(body) {
-                Ok(request) => authenticator
-                    .get_assertion(request)
-                    .await
-                    .map(|r| encode(&r)),
+                Ok(request) => match pin_state.check_pin_auth(request) {
+                    Ok(request) => {
+                        let answer = authenticator
+                            .get_assertion(request)
+                            .await
+                            .map(|r| encode(&r));
+                        pin_state.shared.pin_verified.store(false, Ordering::SeqCst);
+                        answer
+                    }
+                    Err(status) => Err(status),
+                },
                 Err(_) => Err(Ctap2Error::InvalidCbor.into()),
             },
+            0x06 => pin_state.client_pin(body).map(Some),
             0x04 => Ok(encode(&*authenticator.get_info().await)),
             // CTAP1_ERR_INVALID_COMMAND.
             _ => Err(StatusCode::from(0x01)),
@@ -350,4 +412,195 @@ fn encode<T: serde::Serialize>(value: &T) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     ciborium::ser::into_writer(value, &mut out).ok()?;
     Some(out)
+}
+
+/// The clientPIN stand-in's state: the key-agreement key (new after each wrong PIN) and the
+/// pinToken (new at each power-up, i.e. each `SoftKey`).
+struct PinState {
+    shared: Arc<Shared>,
+    agreement: Mutex<Option<PrivateKey>>,
+    token: [u8; 32],
+}
+
+fn random_token() -> [u8; 32] {
+    let mut token = [0u8; 32];
+    let _ = aws_lc_rs::rand::fill(&mut token);
+    token
+}
+
+fn status(code: u8) -> StatusCode {
+    StatusCode::from(code)
+}
+
+fn cbor_int(n: i64) -> ciborium::Value {
+    ciborium::Value::Integer(n.into())
+}
+
+fn map_field(entries: &[(ciborium::Value, ciborium::Value)], key: i64) -> Option<&ciborium::Value> {
+    entries.iter().find_map(|(k, v)| match k {
+        ciborium::Value::Integer(i) if i128::from(*i) == i128::from(key) => Some(v),
+        _ => None,
+    })
+}
+
+/// AES-256-CBC with a zero IV (PIN protocol one), in place.
+fn pin_cipher(secret: &[u8; 32], data: &mut [u8], encrypt: bool) -> Option<()> {
+    use aws_lc_rs::cipher::{
+        AES_256, DecryptingKey, DecryptionContext, EncryptingKey, EncryptionContext,
+        UnboundCipherKey,
+    };
+    use aws_lc_rs::iv::FixedLength;
+    let key = UnboundCipherKey::new(&AES_256, secret).ok()?;
+    if encrypt {
+        EncryptingKey::cbc(key)
+            .ok()?
+            .less_safe_encrypt(data, EncryptionContext::Iv128(FixedLength::from([0u8; 16])))
+            .ok()?;
+    } else {
+        DecryptingKey::cbc(key)
+            .ok()?
+            .decrypt(data, DecryptionContext::Iv128(FixedLength::from([0u8; 16])))
+            .ok()?;
+    }
+    Some(())
+}
+
+impl PinState {
+    fn pin(&self) -> Option<Vec<u8>> {
+        self.shared
+            .pin
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// A getAssertion with `pinAuth`: checked against the pinToken, then handed to
+    /// passkey-authenticator as a `uv` request the simulated user verifies.
+    fn check_pin_auth(
+        &self,
+        mut request: get_assertion::Request,
+    ) -> Result<get_assertion::Request, StatusCode> {
+        let Some(pin_auth) = request.pin_auth.take() else {
+            return Ok(request);
+        };
+        if request.pin_protocol != Some(1) || self.pin().is_none() {
+            return Err(status(0x33)); // CTAP2_ERR_PIN_AUTH_INVALID
+        }
+        let key = hmac::Key::new(hmac::HMAC_SHA256, &self.token);
+        let tag = hmac::sign(&key, &request.client_data_hash);
+        if tag.as_ref().get(..16) != Some(&pin_auth[..]) {
+            return Err(status(0x33));
+        }
+        request.pin_protocol = None;
+        request.options.uv = true;
+        self.shared.pin_verified.store(true, Ordering::SeqCst);
+        Ok(request)
+    }
+
+    /// `authenticatorClientPIN`, protocol one: getRetries, getKeyAgreement, getPinToken.
+    fn client_pin(&self, body: &[u8]) -> Result<Vec<u8>, StatusCode> {
+        let Ok(ciborium::Value::Map(fields)) = ciborium::de::from_reader(body) else {
+            return Err(Ctap2Error::InvalidCbor.into());
+        };
+        if !matches!(map_field(&fields, 1), Some(v) if *v == cbor_int(1)) {
+            return Err(status(0x02)); // CTAP1_ERR_INVALID_PARAMETER
+        }
+        let Some(pin) = self.pin() else {
+            return Err(status(0x35)); // CTAP2_ERR_PIN_NOT_SET
+        };
+        let retries = self.shared.retries.load(Ordering::SeqCst);
+        let answer = match map_field(&fields, 2) {
+            Some(v) if *v == cbor_int(1) => vec![(cbor_int(3), cbor_int(retries.into()))],
+            Some(v) if *v == cbor_int(2) => {
+                let mut slot = self
+                    .agreement
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                let key = match slot.take() {
+                    Some(key) => key,
+                    None => PrivateKey::generate(&ECDH_P256).map_err(|_| status(0x7F))?,
+                };
+                let public = key.compute_public_key().map_err(|_| status(0x7F))?;
+                let point = public.as_ref().to_vec();
+                *slot = Some(key);
+                let cose = ciborium::Value::Map(vec![
+                    (cbor_int(1), cbor_int(2)),
+                    (cbor_int(3), cbor_int(-25)),
+                    (cbor_int(-1), cbor_int(1)),
+                    (
+                        cbor_int(-2),
+                        ciborium::Value::Bytes(point.get(1..33).unwrap_or_default().to_vec()),
+                    ),
+                    (
+                        cbor_int(-3),
+                        ciborium::Value::Bytes(point.get(33..65).unwrap_or_default().to_vec()),
+                    ),
+                ]);
+                vec![(cbor_int(1), cose)]
+            }
+            Some(v) if *v == cbor_int(5) => {
+                if retries == 0 {
+                    return Err(status(0x32)); // CTAP2_ERR_PIN_BLOCKED
+                }
+                let secret = self.shared_secret(&fields)?;
+                let Some(ciborium::Value::Bytes(encrypted)) = map_field(&fields, 6) else {
+                    return Err(status(0x14)); // CTAP2_ERR_MISSING_PARAMETER
+                };
+                let mut pin_hash = encrypted.clone();
+                if pin_hash.len() != 16 || pin_cipher(&secret, &mut pin_hash, false).is_none() {
+                    return Err(status(0x02));
+                }
+                let expected = digest::digest(&digest::SHA256, &pin);
+                if expected.as_ref().get(..16) != Some(&pin_hash[..]) {
+                    let left = retries - 1;
+                    self.shared.retries.store(left, Ordering::SeqCst);
+                    // A new agreement key after each wrong PIN (CTAP 2.0 §5.5.8.2).
+                    *self
+                        .agreement
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner) = None;
+                    return Err(status(if left == 0 { 0x32 } else { 0x31 }));
+                }
+                self.shared.retries.store(MAX_PIN_RETRIES, Ordering::SeqCst);
+                let mut token = self.token.to_vec();
+                pin_cipher(&secret, &mut token, true).ok_or(status(0x7F))?;
+                vec![(cbor_int(2), ciborium::Value::Bytes(token))]
+            }
+            _ => return Err(status(0x02)),
+        };
+        encode(&ciborium::Value::Map(answer)).ok_or(status(0x7F))
+    }
+
+    /// SHA-256 of the ECDH x coordinate with the platform's key (parameter 3).
+    fn shared_secret(
+        &self,
+        fields: &[(ciborium::Value, ciborium::Value)],
+    ) -> Result<[u8; 32], StatusCode> {
+        let Some(ciborium::Value::Map(cose)) = map_field(fields, 3) else {
+            return Err(status(0x14));
+        };
+        let (Some(ciborium::Value::Bytes(x)), Some(ciborium::Value::Bytes(y))) =
+            (map_field(cose, -2), map_field(cose, -3))
+        else {
+            return Err(status(0x02));
+        };
+        let mut peer = vec![0x04];
+        peer.extend_from_slice(x);
+        peer.extend_from_slice(y);
+        let slot = self
+            .agreement
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let key = slot.as_ref().ok_or(status(0x02))?;
+        agreement::agree(
+            key,
+            UnparsedPublicKey::new(&ECDH_P256, peer),
+            status(0x02),
+            |z| {
+                let mut out = [0u8; 32];
+                out.copy_from_slice(digest::digest(&digest::SHA256, z).as_ref());
+                Ok(out)
+            },
+        )
+    }
 }

@@ -657,3 +657,105 @@ async fn fido2_tampered_assertion_is_refused_by_python_fido2() -> Result<()> {
     ensure!(String::from_utf8_lossy(&output.stderr).contains("UP flag not set"));
     Ok(())
 }
+
+// ---- User verification with the key's PIN (clientPIN, PIN protocol one) ----
+
+const PIN: &str = "483920";
+
+/// An askpass program (a shell script, run by the agent without a shell) printing `pin`.
+fn askpass(dir: &TempDir, pin: &str) -> Result<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = dir.path().join("askpass");
+    std::fs::write(&path, format!("#!/bin/sh\nprintf '%s\\n' '{pin}'\n"))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+    Ok(path)
+}
+
+/// An agent whose fido2 backend asks `askpass` for the PIN, with a FIDO2 key whose rule asks
+/// for user verification.
+async fn pin_agent(
+    key: &SoftKey,
+    askpass: &std::path::Path,
+) -> Result<(AgentProcess, String, PublicKey)> {
+    let config = format!(
+        "[backends.software]\nenabled = true\n[backends.fido2]\nrp_id = {RP_ID:?}\n\
+         seam_socket = {:?}\naskpass = {:?}\n",
+        key.socket_path().display().to_string(),
+        askpass.display().to_string(),
+    );
+    let mut agent = AgentProcess::start_with(&config, &[])?;
+    let (id, public) = create_key(&agent.client(), "fido2", "pin key").await?;
+    let path = agent.dir().join("agent.toml");
+    let mut text = std::fs::read_to_string(&path)?;
+    text.push_str(&format!(
+        "\n[[key_rules]]\nkey_id = \"{id}\"\nuser_verification = true\n"
+    ));
+    std::fs::write(&path, text)?;
+    tokio::task::block_in_place(|| agent.restart(&[]))?;
+    Ok((agent, id, public))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fido2_user_verification_with_pin_from_askpass() -> Result<()> {
+    let (dir, key) = soft_key()?;
+    key.set_pin(PIN);
+    let (agent, id, public) = pin_agent(&key, &askpass(&dir, PIN)?).await?;
+    let request = sign_request(&id, "/admin/keys");
+    let response = agent.client().sign(&request).await?;
+    let headers = wire_headers(&request, &response);
+    let (assertion, ..) = check_strict(&request, &headers, &public)?;
+    let parsed = hwsign_proto::webauthn::AuthenticatorData::parse(&assertion.authenticator_data)?;
+    ensure!(
+        parsed.flags.user_verified(),
+        "the PIN verified the user: UV set"
+    );
+    ensure!(key.pin_retries() == 8);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fido2_wrong_pin_is_refused_with_retries_left() -> Result<()> {
+    let (dir, key) = soft_key()?;
+    key.set_pin(PIN);
+    let (agent, id, _) = pin_agent(&key, &askpass(&dir, "000000")?).await?;
+    let touches = key.touches();
+    let refused = agent
+        .client()
+        .sign(&sign_request(&id, "/admin/keys"))
+        .await
+        .err()
+        .context("a wrong PIN must fail")?;
+    ensure!(
+        refused.agent_code() == Some(AgentErrorCode::PinIncorrect),
+        "got {refused}"
+    );
+    ensure!(
+        refused.to_string().contains("7 retries left"),
+        "the refusal says how many tries are left: {refused}"
+    );
+    ensure!(key.pin_retries() == 7);
+    ensure!(
+        key.touches() == touches,
+        "no touch is asked after a wrong PIN"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fido2_blocked_pin_is_pin_locked() -> Result<()> {
+    let (dir, key) = soft_key()?;
+    key.set_pin(PIN);
+    let (agent, id, _) = pin_agent(&key, &askpass(&dir, PIN)?).await?;
+    key.block_pin();
+    let refused = agent
+        .client()
+        .sign(&sign_request(&id, "/admin/keys"))
+        .await
+        .err()
+        .context("a blocked PIN must fail")?;
+    ensure!(
+        refused.agent_code() == Some(AgentErrorCode::PinLocked),
+        "got {refused}"
+    );
+    Ok(())
+}

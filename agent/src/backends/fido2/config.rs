@@ -36,7 +36,8 @@ pub struct Fido2Config {
     pub touch_timeout_secs: u64,
     /// Program that prints the key's PIN on its standard output (an askpass or pinentry
     /// wrapper), run without a shell when a key rule asks for user verification. The PIN never
-    /// comes from an API request.
+    /// comes from an API request. Without it, user verification is asked of the key itself
+    /// (built-in biometrics or on-key PIN entry).
     #[serde(default)]
     pub askpass: Option<PathBuf>,
     /// Show a desktop notification ("touch your security key") when a session bus exists

@@ -124,16 +124,32 @@ pub(crate) fn make_credential(
     })
 }
 
+/// How the user is verified for an assertion.
+#[derive(Debug)]
+pub(crate) enum Verification {
+    /// Presence only (a touch).
+    None,
+    /// The key's built-in verification (`uv` option: biometrics, on-key PIN entry).
+    BuiltIn,
+    /// The key's PIN (`pinAuth` under PIN protocol one).
+    Pin(Vec<u8>),
+}
+
 /// Asks the key to sign `client_data_hash` with `credential_id` (user presence always; user
-/// verification when `user_verification`).
+/// verification as `verification` says).
 pub(crate) fn get_assertion(
     device: &mut CtapHid,
     rp_id: &str,
     credential_id: &[u8],
     client_data_hash: &[u8; 32],
-    user_verification: bool,
+    verification: Verification,
     touch_timeout: Duration,
 ) -> Result<Assertion, Fido2Error> {
+    let (uv, pin_auth, pin_protocol) = match verification {
+        Verification::None => (false, None, None),
+        Verification::BuiltIn => (true, None, None),
+        Verification::Pin(auth) => (false, Some(auth.into()), Some(super::pin::PROTOCOL_ONE)),
+    };
     let request = get_assertion::Request {
         rp_id: rp_id.to_owned(),
         client_data_hash: client_data_hash.to_vec().into(),
@@ -143,12 +159,9 @@ pub(crate) fn get_assertion(
             transports: None,
         }]),
         extensions: None,
-        options: get_assertion::Options {
-            up: true,
-            uv: user_verification,
-        },
-        pin_auth: None,
-        pin_protocol: None,
+        options: get_assertion::Options { up: true, uv },
+        pin_auth,
+        pin_protocol,
     };
     let answer = device.cbor(GET_ASSERTION, &encode(&request)?, touch_timeout)?;
     let entries = answer_map(&answer)?;

@@ -12,6 +12,7 @@ mod ctap2;
 mod ctaphid;
 mod error;
 mod notify;
+mod pin;
 mod store;
 mod transport;
 
@@ -24,6 +25,7 @@ use hwsign_proto::webauthn::{TYPE_CREATE, client_data_json};
 use sha2::{Digest as _, Sha256};
 
 pub use self::config::{DEFAULT_TOUCH_TIMEOUT_SECS, Fido2Config};
+use self::ctap2::Verification;
 use self::ctaphid::CtapHid;
 pub use self::error::Fido2Error;
 use self::store::{CredentialStore, StoredCredential};
@@ -175,15 +177,30 @@ impl Worker {
             .ok_or(Fido2Error::Protocol(
                 "stored credential id is not base64url",
             ))?;
+        let timeout = self.config.touch_timeout();
+        // The PIN is asked for before the key is opened, so that a cancelled prompt touches
+        // nothing.
+        let pin = match (&self.config.askpass, user_verification) {
+            (Some(askpass), true) => Some(pin::read_pin(askpass)?),
+            _ => None,
+        };
         let mut device = self.connect()?;
+        let verification = match pin {
+            Some(pin) => {
+                let token = pin::pin_token(&mut device, &pin, timeout)?;
+                Verification::Pin(token.auth(client_data_hash))
+            }
+            None if user_verification => Verification::BuiltIn,
+            None => Verification::None,
+        };
         self.prompt("sign a request");
         let assertion = ctap2::get_assertion(
             &mut device,
             &credential.rp_id,
             &credential_id,
             client_data_hash,
-            user_verification,
-            self.config.touch_timeout(),
+            verification,
+            timeout,
         )?;
         Ok(WebauthnAssertion {
             credential_id,
