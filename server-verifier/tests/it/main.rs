@@ -20,4 +20,5 @@ mod manufacturer_roots;
 mod registry;
 mod replay_cache;
 mod verify_pipeline;
+mod webauthn_verify;
 mod wycheproof;
