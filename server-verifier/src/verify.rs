@@ -45,7 +45,9 @@ use crate::rejection::Rejection;
 use crate::replay::{Freshness, ReplayCache, Reservation};
 use crate::route_rules::{RouteOutcome, route_outcome};
 use crate::unix_time;
-use crate::webauthn::{StepUp, WebAuthnUse, check_request_assertion, check_step_up};
+use crate::webauthn::{
+    StepUp, WebAuthnUse, check_delegation_assertion, check_request_assertion, check_step_up,
+};
 
 /// Prepared keys kept per verifier; cleared when full rather than grown without bound.
 const PREPARED_KEY_CAPACITY: usize = 65_536;
@@ -223,6 +225,18 @@ fn unix_seconds(now: SystemTime) -> Result<i64, Rejection> {
                 "verifier clock is unusable",
             )
         })
+}
+
+/// A FIDO2 credential's level says a person touched the authenticator: its key signs only
+/// through a WebAuthn assertion, never a bare ECDSA signature.
+fn refuse_fido2_without_assertion(key: &RegisteredKey) -> Result<(), Rejection> {
+    if matches!(key.level, KeyLevel::Fido2 | KeyLevel::Fido2Unattested) {
+        return Err(Rejection::new(
+            RejectCode::UnknownKey,
+            "a FIDO2 credential signs with HWS1-WEBAUTHN-ES256 only",
+        ));
+    }
+    Ok(())
 }
 
 /// Whether the request's `Authorization` names the WebAuthn profile.
@@ -432,6 +446,7 @@ impl Verifier {
             }
             None => {
                 let key = self.lookup(&claimed.authorization.credential)?;
+                refuse_fido2_without_assertion(&key)?;
                 let signer = self.prepared_key(&key)?;
                 (key, signer, None)
             }
@@ -443,11 +458,34 @@ impl Verifier {
                     now_unix: now,
                     skew_secs: i64::try_from(self.config.clock_skew_secs).unwrap_or(i64::MAX),
                 };
-                let checked = self.statements.check(
+                let webauthn_statement = hwsign_proto::webauthn::is_webauthn_delegation(statement);
+                let checked = self.statements.check_with_assertions(
                     statement,
                     &claims,
-                    |device_key_id| self.lookup(device_key_id),
+                    |device_key_id| {
+                        let key = self.lookup(device_key_id)?;
+                        if webauthn_statement {
+                            Ok(key)
+                        } else {
+                            refuse_fido2_without_assertion(&key)
+                                .map_err(|_| {
+                                    Rejection::new(
+                                        RejectCode::DelegationInvalid,
+                                        "a FIDO2 credential signs statements with an assertion",
+                                    )
+                                })
+                                .map(|()| key)
+                        }
+                    },
                     |public| Ok(Arc::new(self.backend.prepare(public))),
+                    |device_key, delegation| {
+                        check_delegation_assertion(
+                            self.config.webauthn.as_ref(),
+                            self.registry.as_ref(),
+                            device_key,
+                            delegation,
+                        )
+                    },
                 )?;
                 (
                     checked.device_key,

@@ -6,7 +6,8 @@
 
 use hwsign_proto::api::KeyLevel;
 use hwsign_proto::webauthn::{
-    Assertion, AssertionExpectations, WEBAUTHN_HEADER, WebAuthnError, request_challenge,
+    Assertion, AssertionExpectations, WEBAUTHN_HEADER, WebAuthnDelegation, WebAuthnError,
+    request_challenge,
 };
 use hwsign_proto::{ClaimedSignature, ProtoError, RejectCode, RequestParts};
 use sha2::{Digest, Sha256};
@@ -89,6 +90,37 @@ pub(crate) fn check_request_assertion(
         user_verification || settings.require_user_verification,
         false,
     )
+}
+
+/// The checks of a delegation statement signed by a WebAuthn assertion of `device_key`
+/// ("one touch per session"): the same checks as a request's assertion (UP always), with the
+/// statement's challenge. Answers the message the ES256 signature covers.
+///
+/// The sign counter is not advanced here: the statement (and its assertion) is presented with
+/// every request of the session, on every replica, for at most 15 minutes; clone detection by
+/// counter is done on strict requests.
+pub(crate) fn check_delegation_assertion(
+    settings: Option<&WebAuthnSettings>,
+    registry: &dyn KeyRegistry,
+    device_key: &RegisteredKey,
+    delegation: &WebAuthnDelegation,
+) -> Result<Vec<u8>, Rejection> {
+    let Some(settings) = settings else {
+        return Err(Rejection::new(
+            RejectCode::DelegationInvalid,
+            "this verifier accepts no WebAuthn signatures",
+        ));
+    };
+    let checked = check_credential_assertion(
+        settings,
+        registry,
+        device_key,
+        &delegation.assertion,
+        &delegation.challenge(),
+        settings.require_user_verification,
+        true,
+    )?;
+    Ok(checked.message)
 }
 
 /// The checks shared by request and delegation assertions.

@@ -13,5 +13,5 @@ mod step_up;
 pub use settings::{MAX_ORIGINS, WebAuthnSettings};
 pub use step_up::{MAX_STEP_UP_AGE_SECS, StepUp, step_up_challenge};
 
-pub(crate) use assertion::{WebAuthnUse, check_request_assertion};
+pub(crate) use assertion::{WebAuthnUse, check_delegation_assertion, check_request_assertion};
 pub(crate) use step_up::check_step_up;

@@ -5,11 +5,12 @@
 use std::sync::Arc;
 
 use anyhow::{Result, bail, ensure};
+use hwsign_proto::delegation::DelegationStatement;
 use hwsign_proto::keys::sha256_hex;
 use hwsign_proto::sign::prepare_headers;
 use hwsign_proto::webauthn::{
-    Assertion, AuthenticatorData, AuthenticatorFlags, HWS1_WEBAUTHN, TYPE_GET, client_data_json,
-    request_challenge, rp_id_hash,
+    Assertion, AuthenticatorData, AuthenticatorFlags, HWS1_WEBAUTHN, TYPE_GET, WebAuthnDelegation,
+    client_data_json, request_challenge, rp_id_hash,
 };
 use hwsign_proto::{HeaderSelection, SigningParams, SigningTime};
 use hwsign_verifier::webauthn::{StepUp, WebAuthnSettings};
@@ -543,5 +544,82 @@ fn webauthn_sqlite_registry_stores_credentials_and_compares_and_sets_the_counter
         registry.lookup(&other.id)?.is_none(),
         "the key was not stored either"
     );
+    Ok(())
+}
+
+/// A delegation statement for `session`, signed by an assertion of `device` with `flags`.
+fn assertion_delegation(
+    device: &TestKey,
+    session: &TestKey,
+    flags: u8,
+    count: u32,
+) -> Result<String> {
+    let statement = DelegationStatement {
+        device_key_id: device.id.clone(),
+        session_key: session.public.clone(),
+        audience: AUDIENCE.into(),
+        not_before: SigningTime::from_unix(T0 - 10),
+        not_after: SigningTime::from_unix(T0 + 600),
+    };
+    let challenge = WebAuthnDelegation::challenge_for(&statement);
+    let assertion = Assertion {
+        authenticator_data: AuthenticatorData {
+            rp_id_hash: rp_id_hash(RP_ID),
+            flags: AuthenticatorFlags(flags),
+            sign_count: count,
+            attested_credential: None,
+        }
+        .to_bytes(),
+        client_data_json: client_data_json(TYPE_GET, &challenge, ORIGIN).into_bytes(),
+    };
+    Ok(WebAuthnDelegation {
+        signature: device.sign_digest(&assertion.digest())?,
+        statement,
+        assertion,
+    }
+    .to_header_value())
+}
+
+#[test]
+fn webauthn_one_touch_authorizes_a_session_key() -> Result<()> {
+    let fx = fixture()?;
+    let session = TestKey::from_seed("webauthn session")?;
+    let header = assertion_delegation(&fx.passkey, &session, UP, 50)?;
+    // Many requests, one touch: every request carries the same assertion-signed statement.
+    for path in ["/v1/a", "/v1/b", "/v1/c"] {
+        let request = sign(
+            &session,
+            &post(path).header("x-hws-delegation", &header),
+            &SignOptions::default(),
+        )?;
+        let principal = verify(&fx, &request, 0)?;
+        ensure!(principal.delegated && principal.key_id == fx.passkey.id);
+        ensure!(principal.level == KeyLevel::Fido2);
+    }
+    // A delegated session never satisfies step-up.
+    let admin = sign(
+        &session,
+        &post("/admin/users/1").header("x-hws-delegation", &header),
+        &SignOptions::default(),
+    )?;
+    ensure!(code(verify(&fx, &admin, 0))? == RejectCode::StepUpRequired);
+    // A statement whose assertion lacks UP is refused like a request's.
+    let untouched = assertion_delegation(&fx.passkey, &session, UV, 51)?;
+    let request = sign(
+        &session,
+        &post("/v1/a").header("x-hws-delegation", &untouched),
+        &SignOptions::default(),
+    )?;
+    ensure!(code(verify(&fx, &request, 0))? == RejectCode::WebauthnUserPresence);
+    // A FIDO2 credential's statement must be assertion-signed; its key never signs bare ECDSA.
+    let bare = delegation_header(&fx.passkey, &session, T0 - 10, T0 + 600)?;
+    let request = sign(
+        &session,
+        &post("/v1/a").header("x-hws-delegation", &bare),
+        &SignOptions::default(),
+    )?;
+    ensure!(code(verify(&fx, &request, 0))? == RejectCode::DelegationInvalid);
+    let direct = sign(&fx.passkey, &post("/v1/a"), &SignOptions::default())?;
+    ensure!(code(verify(&fx, &direct, 0))? == RejectCode::UnknownKey);
     Ok(())
 }
