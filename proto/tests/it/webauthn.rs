@@ -607,3 +607,43 @@ fn webauthn_delegation_statement_forms_do_not_mix() -> Result<()> {
     );
     Ok(())
 }
+
+fn doc_block<'a>(doc: &'a str, name: &str) -> Result<&'a str> {
+    let marker = format!("<!-- {name} -->\n```\n");
+    let start = doc
+        .find(&marker)
+        .with_context(|| format!("no block {name}"))?
+        + marker.len();
+    let len = doc[start..]
+        .find("\n```")
+        .with_context(|| format!("unclosed block {name}"))?;
+    Ok(&doc[start..start + len])
+}
+
+#[test]
+fn webauthn_protocol_doc_example_is_the_vector_file() -> Result<()> {
+    let doc = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/PROTOCOL.md"),
+    )?;
+    let stored: Value = serde_json::from_str(&std::fs::read_to_string(example_path())?)?;
+    ensure!(doc_block(&doc, "webauthn-string-to-sign")? == field(&stored, &["string_to_sign"])?);
+    ensure!(doc_block(&doc, "webauthn-client-data")? == field(&stored, &["client_data_json"])?);
+    ensure!(
+        doc_block(&doc, "webauthn-authenticator-data")?
+            == field(&stored, &["authenticator_data_hex"])?
+    );
+    let headers: Vec<String> = stored["added_headers"]
+        .as_array()
+        .context("added_headers")?
+        .iter()
+        .map(|pair| {
+            format!(
+                "{}: {}",
+                pair[0].as_str().unwrap_or(""),
+                pair[1].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    ensure!(doc_block(&doc, "webauthn-headers")? == headers.join("\n"));
+    Ok(())
+}
