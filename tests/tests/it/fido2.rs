@@ -9,7 +9,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hwsign_client::middleware::SigningMiddleware;
 use hwsign_client::{AgentErrorCode, Signer};
-use hwsign_e2e::{AUDIENCE, AgentProcess, create_key, wait};
+use hwsign_e2e::{
+    AUDIENCE, AgentProcess, ApiServer, create_key, expect_refusal, send, signed, wait,
+};
 use hwsign_proto::api::{HeaderField, KeyLevel, SignRequest, SignResponse, StepUpSignRequest};
 use hwsign_proto::keys::sha256_hex;
 use hwsign_proto::verify_input::parse_header_signed;
@@ -18,8 +20,12 @@ use hwsign_proto::webauthn::{
     request_challenge,
 };
 use hwsign_proto::{HWS1, PublicKey, RequestParts};
-use hwsign_test_support::fido2_authenticator::SoftKey;
+use hwsign_test_support::fido2_authenticator::{SOFT_KEY_AAGUID, SoftKey};
 use hwsign_test_support::notifications_standin::NotificationsStandIn;
+use hwsign_verifier::webauthn::{StepUp, WebAuthnSettings};
+use hwsign_verifier::{
+    Fido2Credential, KeyRegistry as _, RegisteredKey, RouteRule, VerifierConfig,
+};
 use sha2::{Digest as _, Sha256};
 use tempfile::TempDir;
 
@@ -195,10 +201,11 @@ async fn fido2_keys_are_distinct_credentials() -> Result<()> {
 
 // ---- Signing: HWS1-WEBAUTHN-ES256, one touch per session, step-up ----
 //
-// The verifier's WebAuthn support lives on another branch; until it is merged here, each
-// signature is checked with the same proto functions the verifier uses (canonical request and
-// string to sign from the headers as sent, `Assertion::check`, ES256 over the assertion digest),
-// and independently with Python's fido2 (`fido2_assertions_verify_with_python_fido2`).
+// Requests go to the real verifier (`fido2_requests_are_accepted_by_the_real_verifier`, the
+// step-up test); single signatures are also taken apart with the proto functions the verifier
+// uses (canonical request and string to sign from the headers as sent, `Assertion::check`, ES256
+// over the assertion digest), and checked independently with Python's fido2
+// (`fido2_assertions_verify_with_python_fido2`).
 
 const ORIGIN: &str = "https://api.example.test";
 const BODY: &[u8] = b"{\"amount\":100}";
@@ -475,54 +482,100 @@ async fn fido2_step_up_is_refused_for_keys_that_cannot_prove_presence() -> Resul
     Ok(())
 }
 
-/// A route that demands step-up, as the verifier's `step_up` rule answers: 401
-/// `step_up_required` unless the request is a strict HWS1-WEBAUTHN-ES256 request whose assertion
-/// verifies (checked with the proto functions above).
-async fn step_up_route(
-    public: PublicKey,
-    seen: std::sync::Arc<std::sync::Mutex<Vec<u16>>>,
-) -> Result<(String, tokio::task::JoinHandle<()>)> {
-    use axum::body::Bytes;
-    use axum::http::{HeaderMap, Method, StatusCode, Uri};
-    let app = axum::Router::new().fallback(
-        move |method: Method, uri: Uri, headers: HeaderMap, _body: Bytes| {
-            let public = public.clone();
-            let seen = std::sync::Arc::clone(&seen);
-            async move {
-                let owned: Vec<(String, String)> = headers
-                    .iter()
-                    .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or("").to_owned()))
-                    .collect();
-                let request = SignRequest {
-                    method: method.to_string(),
-                    path: uri.path().to_owned(),
-                    query: uri.query().unwrap_or("").to_owned(),
-                    ..sign_request("", "")
-                };
-                let status = if check_strict(&request, &owned, &public).is_ok() {
-                    StatusCode::OK
-                } else {
-                    StatusCode::UNAUTHORIZED
-                };
-                seen.lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .push(status.as_u16());
-                (
-                    status,
-                    [(
-                        "www-authenticate",
-                        r#"HWS1 error="step_up_required", user_verification="preferred""#,
-                    )],
-                )
-            }
-        },
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let address = listener.local_addr()?;
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
+/// The real verifier (in-process API, memory registry) with WebAuthn settings for the agent's
+/// RP ID and origin, a step-up route under `/admin/`, and the agent's FIDO2 credential
+/// registered at level `fido2` (as FIDO2 enrollment would).
+async fn fido2_api(agent: &AgentProcess, public: &PublicKey) -> Result<ApiServer> {
+    let mut config = VerifierConfig::any_host(AUDIENCE);
+    config.webauthn = Some(WebAuthnSettings {
+        rp_id: RP_ID.to_owned(),
+        origins: vec![ORIGIN.to_owned()],
+        require_user_verification: false,
     });
-    Ok((format!("http://{address}"), server))
+    config.route_rules = vec![RouteRule {
+        step_up: Some(StepUp {
+            max_age_secs: 60,
+            user_verification: false,
+        }),
+        ..RouteRule::new("/admin/", KeyLevel::Software)
+    }];
+    let server = ApiServer::start_with(config).await?;
+    let stored: serde_json::Value = serde_json::from_slice(&std::fs::read(
+        agent.state_dir().join("fido2/credentials.json"),
+    )?)?;
+    let credential = stored["credentials"]
+        .as_array()
+        .and_then(|all| all.iter().find(|c| c["key_id"] == public.key_id().as_str()))
+        .context("the key's credential in the agent's metadata")?;
+    let credential_id =
+        URL_SAFE_NO_PAD.decode(credential["credential_id"].as_str().unwrap_or_default())?;
+    server.registry.add_fido2_credential(
+        RegisteredKey::new(public.clone(), "security key", KeyLevel::Fido2, 0),
+        Fido2Credential {
+            key_id: public.key_id(),
+            credential_id,
+            rp_id: RP_ID.to_owned(),
+            aaguid: SOFT_KEY_AAGUID,
+            sign_count: 0,
+            backup_eligible: false,
+            backed_up: false,
+            possibly_cloned: false,
+        },
+    )?;
+    Ok(server)
+}
+
+fn post(server: &ApiServer, path: &str) -> Result<http::Request<Vec<u8>>> {
+    Ok(http::Request::post(server.url(path))
+        .header("content-type", "application/json")
+        .body(BODY.to_vec())?)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fido2_requests_are_accepted_by_the_real_verifier() -> Result<()> {
+    let (_dir, key) = soft_key()?;
+    let mut agent = agent(&key, 30, &[])?;
+    let (id, public) = create_key(&agent.client(), "fido2", "verified").await?;
+    let server = fido2_api(&agent, &public).await?;
+    // Strict: every request is an assertion.
+    let signer = Signer::new(agent.client(), id.clone(), AUDIENCE);
+    for i in 0..2 {
+        let request = signed(&signer, post(&server, &format!("/pay/{i}"))?).await?;
+        let response = send(&server, &request).await?;
+        ensure!(
+            response.status == 200,
+            "strict request refused: {response:?}"
+        );
+        let body: serde_json::Value = serde_json::from_slice(&response.body)?;
+        ensure!(
+            body["level"] == "fido2" && body["delegated"] == false,
+            "{body}"
+        );
+    }
+    let stored = server.registry.fido2_credential(&id)?;
+    ensure!(
+        stored.is_some_and(|c| c.sign_count >= 2),
+        "the verifier stored the growing counter"
+    );
+    // Delegated: one touch for the session, the verifier accepts every request.
+    make_delegated(&mut agent, &id)?;
+    let signer = Signer::new(agent.client(), id.clone(), AUDIENCE);
+    let touches = key.touches();
+    for i in 0..20 {
+        let request = signed(&signer, post(&server, &format!("/pay/d{i}"))?).await?;
+        let response = send(&server, &request).await?;
+        ensure!(
+            response.status == 200,
+            "delegated request refused: {response:?}"
+        );
+        let body: serde_json::Value = serde_json::from_slice(&response.body)?;
+        ensure!(body["delegated"] == true, "{body}");
+    }
+    ensure!(
+        key.touches() == touches + 1,
+        "one touch for 20 delegated requests"
+    );
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -531,34 +584,36 @@ async fn fido2_client_library_answers_step_up_with_a_touch() -> Result<()> {
     let mut agent = agent(&key, 30, &[])?;
     let (id, public) = create_key(&agent.client(), "fido2", "sdk").await?;
     make_delegated(&mut agent, &id)?;
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let (base, server) = step_up_route(public, std::sync::Arc::clone(&seen)).await?;
-    let signer = Signer::new(agent.client(), id, AUDIENCE);
+    let server = fido2_api(&agent, &public).await?;
+    let signer = Signer::new(agent.client(), id.clone(), AUDIENCE);
+    // Without the middleware's retry, the delegated request is refused by the step-up route.
+    let plain = signed(&signer, post(&server, "/admin/keys")?).await?;
+    let refused = send(&server, &plain).await?;
+    expect_refusal(&refused, 401, "step_up_required")?;
+    // The middleware answers the refusal with a touch and sends once more.
+    let touches = key.touches();
     let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
         .with(SigningMiddleware::new(signer))
         .build();
-    let url = format!("{base}/orders");
     let response = client
-        .post(&url)
+        .post(server.url("/admin/keys"))
         .header("content-type", "application/json")
         .body(BODY.to_vec())
         .send()
         .await?;
-    server.abort();
-    let seen = seen
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone();
     ensure!(
         response.status() == 200,
-        "after one step-up the route accepts: {} (seen {seen:?})",
+        "after one step-up the route accepts: {}",
         response.status()
     );
+    let body: serde_json::Value = serde_json::from_slice(&response.bytes().await?)?;
+    ensure!(body["delegated"] == false, "{body}");
     ensure!(
-        seen == [401, 200],
-        "the delegated attempt is refused, the strict retry accepted: {seen:?}"
+        key.touches() == touches + 1,
+        "exactly one more touch: {} -> {}",
+        touches,
+        key.touches()
     );
-    ensure!(key.touches() == 3, "create, session statement, step-up");
     Ok(())
 }
 
