@@ -205,6 +205,15 @@ fn open_backends(config: &Config) -> Result<Vec<Arc<dyn KeyBackend>>, AgentError
             })?;
         backends.push(Arc::new(backend));
     }
+    #[cfg(feature = "fido2")]
+    if let Some(fido2) = &config.backends.fido2 {
+        let backend = crate::backends::fido2::Fido2Backend::open(fido2, &config.state_dir)
+            .map_err(|source| AgentError::Backend {
+                backend: "fido2",
+                source,
+            })?;
+        backends.push(Arc::new(backend));
+    }
     #[cfg(not(any(feature = "software", feature = "tpm", feature = "pkcs11")))]
     let _ = config;
     Ok(backends)

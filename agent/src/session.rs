@@ -166,10 +166,9 @@ impl PendingSession {
         &self.statement
     }
 
-    /// The session, once the device key's DER signature over [`DelegationStatement::digest`]
-    /// is known.
-    pub(crate) fn finish(self, device_signature: &[u8], timing: SessionTiming) -> Session {
-        let header_value = self.statement.to_header_value(device_signature);
+    /// The session, with the `X-Hws-Delegation` value already built (a statement signed by a
+    /// WebAuthn assertion has its own encoding).
+    pub(crate) fn finish_with_header(self, header_value: String, timing: SessionTiming) -> Session {
         Session {
             key_id: self.key.public_key().key_id(),
             not_before: self.statement.not_before.unix(),
@@ -414,7 +413,9 @@ mod tests {
     async fn issue_at(now: i64, timing: SessionTiming) -> Result<Arc<Session>, SessionError> {
         let pending = PendingSession::new(&format!("hk1_{}", "a".repeat(32)), "api", now, timing)?;
         // The tests check rotation, not the statement's signature.
-        Ok(Arc::new(pending.finish(&[0x30, 0x00], timing)))
+        Ok(Arc::new(
+            pending.finish_with_header("test-header".to_owned(), timing),
+        ))
     }
 
     #[test]
@@ -454,7 +455,8 @@ mod tests {
         assert_eq!(pending.statement().not_before.unix(), T0 - 30);
         assert_eq!(pending.statement().not_after.unix(), T0 + 870);
         let session_key = pending.statement().session_key.clone();
-        let session = pending.finish(&[0x30, 0x00], SessionTiming::default());
+        let session =
+            pending.finish_with_header("test-header".to_owned(), SessionTiming::default());
         let message = b"HWS1-ECDSA-P256-SHA256\n...";
         let signature = session.sign(message)?;
         let digest: [u8; 32] = sha2::Sha256::digest(message).into();

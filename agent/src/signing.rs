@@ -16,14 +16,19 @@ use hwsign_proto::keys::check_payload_hash;
 use hwsign_proto::profile::HWS1_DELEGATION_HEADER;
 use hwsign_proto::scope::check_audience;
 use hwsign_proto::sign::{UNSIGNED_PAYLOAD, prepare_headers, prepare_presigned};
-use hwsign_proto::{
-    HWS1, HeaderSelection, Nonce, PreparedSignature, ProtoError, RequestParts, SigningParams,
-    SigningTime,
+use hwsign_proto::webauthn::{
+    self, HWS1_WEBAUTHN, TYPE_GET, WEBAUTHN_HEADER, WebAuthnDelegation, client_data_json,
 };
+use hwsign_proto::{
+    HWS1, HeaderSelection, Nonce, PreparedSignature, Profile, ProtoError, RequestParts,
+    SigningParams, SigningTime,
+};
+
+use sha2::{Digest as _, Sha256};
 use thiserror::Error;
 
 use crate::audit::{AuditError, Operation, Record};
-use crate::backends::KeyBackend;
+use crate::backends::{BackendError, KeyBackend, WebauthnAssertion, WebauthnClient};
 use crate::config::{KeyMode, KeyRule, RuleRefusal};
 use crate::context::Context;
 use crate::keystore::{CallError, KeyStore};
@@ -82,13 +87,15 @@ pub(crate) struct Signed {
 }
 
 /// Signs `request` for `peer`, recording the decision (granted or refused) in the audit log
-/// before the signature is released.
+/// before the signature is released. `step_up` (`Some(user_verification)`): a strict FIDO2
+/// assertion with a touch, never a session key (`POST /v1/sign/step-up`).
 pub(crate) async fn sign(
     ctx: &Arc<Context>,
     peer: Peer,
     request: &SignRequest,
+    step_up: Option<bool>,
 ) -> Result<Signed, SignError> {
-    let result = sign_unrecorded(ctx, peer, request).await;
+    let result = sign_unrecorded(ctx, peer, request, step_up).await;
     let mut record = Record::new(Operation::Sign, &peer);
     record.key_id = Some(&request.key_id);
     record.audience = Some(&request.audience);
@@ -112,6 +119,7 @@ async fn sign_unrecorded(
     ctx: &Arc<Context>,
     peer: Peer,
     request: &SignRequest,
+    step_up: Option<bool>,
 ) -> Result<Signed, SignError> {
     let backend = ctx.keys.backend_for(&request.key_id).await?;
     let rule = ctx.config.rule_for(&request.key_id);
@@ -123,10 +131,21 @@ async fn sign_unrecorded(
     let mut random = [0u8; 16];
     getrandom::fill(&mut random).map_err(SignError::Random)?;
     let nonce = Nonce::from_random(random);
+    let webauthn = backend.webauthn_client();
+    let rule_uv = rule.is_some_and(|r| r.user_verification);
+    if webauthn.is_none() && step_up.is_some() {
+        // Only a FIDO2 assertion proves a person's presence; a TPM or token signature cannot.
+        return Err(CallError::Backend(BackendError::Unsupported(backend.name())).into());
+    }
     if let Some(rule) = rule.filter(|r| r.mode == KeyMode::Delegated)
         && request.presign_expires_secs.is_none()
+        && step_up.is_none()
     {
         return sign_delegated(ctx, peer, request, rule, &backend, &nonce).await;
+    }
+    if let Some(client) = webauthn {
+        let user_verification = rule_uv || step_up.unwrap_or(false);
+        return sign_webauthn(request, &backend, &client, &nonce, user_verification).await;
     }
     let time = SigningTime::from_unix(unix_now()?);
     let prepared = prepare(request, time, &nonce)?;
@@ -136,6 +155,67 @@ async fn sign_unrecorded(
     Ok(Signed {
         backend: backend.name(),
         response: response(request, prepared, &signature, time, request.key_id.clone()),
+        session_key_id: None,
+    })
+}
+
+/// Asks a FIDO2 key for a WebAuthn assertion over `challenge` with the agent's clientDataJSON
+/// (`webauthn.get`, the backend's origin), as the HWS1-WEBAUTHN-ES256 profile builds it.
+async fn assert_webauthn(
+    backend: &Arc<dyn KeyBackend>,
+    client: &WebauthnClient,
+    key_id: &str,
+    challenge: &str,
+    user_verification: bool,
+) -> Result<(WebauthnAssertion, webauthn::Assertion), SignError> {
+    let client_data = client_data_json(TYPE_GET, challenge, &client.origin);
+    let hash: [u8; 32] = Sha256::digest(client_data.as_bytes()).into();
+    let key_id = key_id.to_owned();
+    let made = KeyStore::call(backend, move |b| {
+        b.webauthn_assert(&key_id, &hash, user_verification)
+    })
+    .await?;
+    let assertion = webauthn::Assertion {
+        authenticator_data: made.authenticator_data.clone(),
+        client_data_json: client_data.into_bytes(),
+    };
+    Ok((made, assertion))
+}
+
+/// HWS1-WEBAUTHN-ES256: the key's assertion over the string to sign; authenticator data and
+/// client data travel in `X-Hws-WebAuthn` (not a signed header: it is part of the signature).
+async fn sign_webauthn(
+    request: &SignRequest,
+    backend: &Arc<dyn KeyBackend>,
+    client: &WebauthnClient,
+    nonce: &Nonce,
+    user_verification: bool,
+) -> Result<Signed, SignError> {
+    if request.presign_expires_secs.is_some() {
+        // A presigned URL has nowhere to carry the assertion's authenticator and client data.
+        return Err(CallError::Backend(BackendError::Unsupported(backend.name())).into());
+    }
+    let time = SigningTime::from_unix(unix_now()?);
+    let prepared = prepare_as(request, time, nonce, &request.key_id, &[], &HWS1_WEBAUTHN)?;
+    let challenge = webauthn::request_challenge(prepared.string_to_sign());
+    let (made, assertion) = assert_webauthn(
+        backend,
+        client,
+        &request.key_id,
+        &challenge,
+        user_verification,
+    )
+    .await?;
+    let mut additions = prepared.finish(&HWS1_WEBAUTHN, &made.signature);
+    // `authorization` stays last.
+    let at = additions.len().saturating_sub(1);
+    additions.insert(
+        at,
+        (WEBAUTHN_HEADER.to_owned(), assertion.to_header_value()),
+    );
+    Ok(Signed {
+        backend: backend.name(),
+        response: response_from(request, additions, time, request.key_id.clone()),
         session_key_id: None,
     })
 }
@@ -163,7 +243,19 @@ async fn sign_delegated(
             let backend = Arc::clone(backend);
             let key_id = request.key_id.clone();
             let audience = request.audience.clone();
-            move || async move { issue_session(&ctx, &backend, &key_id, &audience, timing, peer).await }
+            let user_verification = rule.user_verification;
+            move || async move {
+                issue_session(
+                    &ctx,
+                    &backend,
+                    &key_id,
+                    &audience,
+                    timing,
+                    peer,
+                    user_verification,
+                )
+                .await
+            }
         };
         let session = ctx
             .sessions
@@ -184,6 +276,7 @@ async fn sign_delegated(
             nonce,
             session.key_id(),
             &[(HWS1_DELEGATION_HEADER, session.header_value())],
+            &HWS1,
         )?;
         let signature = session.sign(prepared.string_to_sign().as_str().as_bytes())?;
         let session_key_id = session.key_id().to_owned();
@@ -197,7 +290,8 @@ async fn sign_delegated(
 }
 
 /// Has the hardware key sign a statement for a new session key, and records that it did: a
-/// statement that is not on record is not used.
+/// statement that is not on record is not used. A FIDO2 key signs it with one assertion (one
+/// touch for the whole session).
 async fn issue_session(
     ctx: &Context,
     backend: &Arc<dyn KeyBackend>,
@@ -205,13 +299,32 @@ async fn issue_session(
     audience: &str,
     timing: SessionTiming,
     peer: Peer,
+    user_verification: bool,
 ) -> Result<Arc<Session>, SignError> {
     let pending = PendingSession::new(key_id, audience, unix_now()?, timing)?;
-    let digest = pending.statement().digest();
-    let device_key = key_id.to_owned();
-    let result = KeyStore::call(backend, move |b| b.sign_digest(&device_key, &digest))
-        .await
-        .map_err(SignError::from);
+    let result = match backend.webauthn_client() {
+        Some(client) => {
+            let challenge = WebAuthnDelegation::challenge_for(pending.statement());
+            assert_webauthn(backend, &client, key_id, &challenge, user_verification)
+                .await
+                .map(|(made, assertion)| {
+                    WebAuthnDelegation {
+                        statement: pending.statement().clone(),
+                        signature: made.signature,
+                        assertion,
+                    }
+                    .to_header_value()
+                })
+        }
+        None => {
+            let digest = pending.statement().digest();
+            let device_key = key_id.to_owned();
+            KeyStore::call(backend, move |b| b.sign_digest(&device_key, &digest))
+                .await
+                .map(|signature| pending.statement().to_header_value(&signature))
+                .map_err(SignError::from)
+        }
+    };
     let session_key_id = pending.statement().session_key.key_id();
     let not_after = pending.statement().not_after.unix();
     let mut record = Record::new(Operation::IssueDelegation, &peer);
@@ -221,7 +334,7 @@ async fn issue_session(
     record.session_key_id = Some(&session_key_id);
     record.not_after = Some(not_after);
     ctx.audit.record_outcome(record, &result)?;
-    let signature = result?;
+    let header_value = result?;
     tracing::info!(
         key_id,
         audience,
@@ -229,7 +342,7 @@ async fn issue_session(
         not_after,
         "delegation statement issued"
     );
-    Ok(Arc::new(pending.finish(&signature, timing)))
+    Ok(Arc::new(pending.finish_with_header(header_value, timing)))
 }
 
 fn response(
@@ -239,7 +352,15 @@ fn response(
     time: SigningTime,
     key_id: String,
 ) -> SignResponse {
-    let additions = prepared.finish(&HWS1, signature);
+    response_from(request, prepared.finish(&HWS1, signature), time, key_id)
+}
+
+fn response_from(
+    request: &SignRequest,
+    additions: Vec<(String, String)>,
+    time: SigningTime,
+    key_id: String,
+) -> SignResponse {
     let fields = additions
         .into_iter()
         .map(|(name, value)| HeaderField { name, value })
@@ -271,7 +392,7 @@ pub(crate) fn prepare(
     time: SigningTime,
     nonce: &Nonce,
 ) -> Result<PreparedSignature, SignError> {
-    prepare_as(request, time, nonce, &request.key_id, &[])
+    prepare_as(request, time, nonce, &request.key_id, &[], &HWS1)
 }
 
 /// [`prepare`] with another Credential (a session key) and headers the signer adds and signs
@@ -282,6 +403,7 @@ fn prepare_as(
     nonce: &Nonce,
     credential: &str,
     added_headers: &[(&str, &str)],
+    profile: &Profile,
 ) -> Result<PreparedSignature, SignError> {
     let host = derived_host(request)?;
     check_payload_hash(&request.body_sha256)?;
@@ -308,7 +430,7 @@ fn prepare_as(
     };
     parts.check_bounds()?;
     let params = SigningParams {
-        profile: &HWS1,
+        profile,
         credential,
         audience: &request.audience,
         time,

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use http::{Method, StatusCode};
 use hwsign_proto::api::{
     CreateKeyRequest, ErrorResponse, KeyInfo, KeyList, SignRequest, SignResponse, StatusResponse,
+    StepUpSignRequest,
 };
 use hwsign_proto::attestation::{
     ActivateCredentialRequest, ActivateCredentialResponse, KeyAttestation,
@@ -176,6 +177,16 @@ impl AgentClient {
     pub async fn sign(&self, request: &SignRequest) -> Result<SignResponse, ClientError> {
         // Signing changes no state: repeating it after a lost answer only yields a fresh signature.
         self.post("/v1/sign", request, true).await
+    }
+
+    /// `POST /v1/sign/step-up`: a strict signature by a FIDO2 key — a fresh assertion with a
+    /// touch (and user verification when asked), never a delegated session key — for a
+    /// verifier's `step_up_required`. Not repeated on a lost answer: each call is a touch.
+    pub async fn sign_step_up(
+        &self,
+        request: &StepUpSignRequest,
+    ) -> Result<SignResponse, ClientError> {
+        self.post("/v1/sign/step-up", request, false).await
     }
 
     /// `GET /v1/keys/{id}/attestation?nonce=`: attestation evidence for `key_id`, bound to the

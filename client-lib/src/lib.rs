@@ -38,6 +38,7 @@ pub mod layer;
 pub mod middleware;
 pub mod reattest;
 mod signer;
+pub mod step_up;
 mod transport;
 
 pub use client::{
@@ -47,5 +48,7 @@ pub use client::{
 pub use digest::{BodyDigest, body_sha256_from_reader, body_sha256_of_file};
 pub use error::{ClientError, RequestError};
 pub use hwsign_proto::AgentErrorCode;
-pub use hwsign_proto::api::{KeyInfo, KeyLevel, SignRequest, SignResponse, StatusResponse};
+pub use hwsign_proto::api::{
+    KeyInfo, KeyLevel, SignRequest, SignResponse, StatusResponse, StepUpSignRequest,
+};
 pub use signer::{Signer, SignerConfig};

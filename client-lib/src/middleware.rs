@@ -10,6 +10,10 @@
 //! With [`SigningMiddleware::with_reattestation`], a `401 attestation_required` answer is
 //! handled here: the agent's evidence over the answer's nonce is posted to the verifier's attest
 //! endpoint on the same origin, and the request is signed again and sent once more.
+//!
+//! A `401 step_up_required` answer is always handled here (requests whose body can be cloned):
+//! the agent signs the request again strictly with its FIDO2 key — a touch — and it is sent once
+//! more ([`crate::step_up`]).
 
 use http::header::CONTENT_TYPE;
 use http::{Extensions, HeaderValue, Method};
@@ -22,6 +26,7 @@ use crate::digest::BodyDigest;
 use crate::error::{ClientError, RequestError};
 use crate::reattest::{AttestationChallenge, attestation_challenge};
 use crate::signer::Signer;
+use crate::step_up::{StepUpChallenge, step_up_challenge};
 
 /// Longest attest endpoint answer read for its error code.
 const MAX_ATTEST_ERROR_BODY: usize = 4096;
@@ -111,6 +116,15 @@ impl SigningMiddleware {
 
     /// Signs `request` in place.
     pub async fn sign(&self, request: &mut Request) -> Result<(), ClientError> {
+        self.sign_as(request, None).await
+    }
+
+    /// Signs `request` in place; with `step_up`, strictly by the FIDO2 key.
+    async fn sign_as(
+        &self,
+        request: &mut Request,
+        step_up: Option<StepUpChallenge>,
+    ) -> Result<(), ClientError> {
         let digest = match request.body() {
             None => BodyDigest::empty(),
             Some(body) => BodyDigest::of_bytes(body.as_bytes().ok_or(RequestError::StreamingBody)?),
@@ -134,9 +148,18 @@ impl SigningMiddleware {
             scheme: Some(url.scheme()),
         };
         let method = request.method().clone();
-        self.signer
-            .sign_target(&method, target, request.headers_mut(), &digest)
-            .await?;
+        match step_up {
+            None => {
+                self.signer
+                    .sign_target(&method, target, request.headers_mut(), &digest)
+                    .await?;
+            }
+            Some(challenge) => {
+                self.signer
+                    .sign_target_step_up(&method, target, request.headers_mut(), &digest, challenge)
+                    .await?;
+            }
+        }
         Ok(())
     }
 }
@@ -149,15 +172,21 @@ impl Middleware for SigningMiddleware {
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> reqwest_middleware::Result<Response> {
-        let again = self
-            .attest_path
-            .as_ref()
-            .and_then(|path| Some((path, request.try_clone()?)));
+        let again = request.try_clone();
         self.sign(&mut request)
             .await
             .map_err(reqwest_middleware::Error::middleware)?;
         let response = next.clone().run(request, extensions).await?;
-        let Some((path, mut again)) = again else {
+        let Some(mut again) = again else {
+            return Ok(response);
+        };
+        if let Some(step_up) = step_up_challenge(response.status(), response.headers()) {
+            self.sign_as(&mut again, Some(step_up))
+                .await
+                .map_err(reqwest_middleware::Error::middleware)?;
+            return next.run(again, extensions).await;
+        }
+        let Some(path) = self.attest_path.as_ref() else {
             return Ok(response);
         };
         let Some(challenge) = attestation_challenge(response.status(), response.headers()) else {

@@ -13,7 +13,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::request::Parts;
 use http::{HeaderMap, Method, Request, Uri};
-use hwsign_proto::api::{SignRequest, SignResponse};
+use hwsign_proto::api::{SignRequest, SignResponse, StepUpSignRequest};
 use hwsign_proto::posture::bound_nonce;
 use tokio::io::AsyncRead;
 
@@ -22,6 +22,7 @@ use crate::describe::{self, SigningIdentity, Target};
 use crate::digest::{BodyDigest, body_sha256_from_reader};
 use crate::error::ClientError;
 use crate::reattest::{AttestRequest, AttestationChallenge};
+use crate::step_up::StepUpChallenge;
 
 /// Which key signs, for which API, covering which optional headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -231,6 +232,43 @@ impl Signer {
         describe::strip_signature_headers(headers);
         let request = describe::describe(self.identity(), method, target, headers, body)?;
         let response = self.agent.sign(&request).await?;
+        describe::apply(headers, &response)?;
+        Ok(response)
+    }
+
+    /// [`Self::sign_headers`] for a verifier's `step_up_required`: a strict signature by the
+    /// signer's FIDO2 key (a touch, and user verification when `challenge` asks), never a
+    /// delegated session key.
+    pub async fn sign_headers_step_up(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &mut HeaderMap,
+        body: &BodyDigest,
+        challenge: StepUpChallenge,
+    ) -> Result<SignResponse, ClientError> {
+        let target = Target::from_uri(uri)?;
+        self.sign_target_step_up(method, target, headers, body, challenge)
+            .await
+    }
+
+    pub(crate) async fn sign_target_step_up(
+        &self,
+        method: &Method,
+        target: Target<'_>,
+        headers: &mut HeaderMap,
+        body: &BodyDigest,
+        challenge: StepUpChallenge,
+    ) -> Result<SignResponse, ClientError> {
+        describe::strip_signature_headers(headers);
+        let request = describe::describe(self.identity(), method, target, headers, body)?;
+        let response = self
+            .agent
+            .sign_step_up(&StepUpSignRequest {
+                request,
+                user_verification: challenge.user_verification,
+            })
+            .await?;
         describe::apply(headers, &response)?;
         Ok(response)
     }

@@ -10,12 +10,23 @@ pub const API_PREFIX: &str = "/v1";
 /// Largest request body the agent reads.
 pub const MAX_API_BODY: usize = 64 * 1024;
 
-/// How much a verifier may trust where a key lives. Ordered: `Software < HardwareUnattested < Tpm`.
+/// How much a verifier may trust where a key lives. Ordered: `Software < Fido2Unattested < Fido2 <
+/// HardwareUnattested < Tpm`. FIDO2 credentials rank below PKCS#11 tokens: a WebAuthn
+/// authenticator signs only the WebAuthn structure (never a raw digest), its attestation proves a
+/// model, not a device, and a passkey may be synced to other devices.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum KeyLevel {
     /// A key file on disk.
     Software,
+    /// A FIDO2 credential without verified attestation (`none`, self attestation, an unknown
+    /// format or AAGUID), or a backup-eligible one (a synced passkey): `fido2-unattested`.
+    #[serde(rename = "fido2-unattested")]
+    Fido2Unattested,
+    /// A device-bound FIDO2 credential whose `packed` attestation chains to a configured root and
+    /// whose AAGUID is allowed: `fido2`.
+    #[serde(rename = "fido2")]
+    Fido2,
     /// A hardware token that does not prove where the key was made.
     HardwareUnattested,
     /// A TPM key proven by attestation.
@@ -27,6 +38,8 @@ impl KeyLevel {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Software => "software",
+            Self::Fido2Unattested => "fido2-unattested",
+            Self::Fido2 => "fido2",
             Self::HardwareUnattested => "hardware-unattested",
             Self::Tpm => "tpm",
         }
@@ -38,6 +51,8 @@ impl std::str::FromStr for KeyLevel {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "software" => Ok(Self::Software),
+            "fido2-unattested" => Ok(Self::Fido2Unattested),
+            "fido2" => Ok(Self::Fido2),
             "hardware-unattested" => Ok(Self::HardwareUnattested),
             "tpm" => Ok(Self::Tpm),
             other => Err(format!("unknown key level {other:?}")),
@@ -163,6 +178,19 @@ pub struct SignResponse {
     pub key_id: String,
     /// Signing time, `YYYYMMDDTHHMMSSZ`.
     pub date: String,
+}
+
+/// `POST /v1/sign/step-up` body: sign `request` strictly with a FIDO2 key — a fresh
+/// HWS1-WEBAUTHN-ES256 assertion with a touch, never a delegated session key — to satisfy a
+/// verifier's `step_up_required`. Answered with a [`SignResponse`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepUpSignRequest {
+    /// The request to sign.
+    pub request: SignRequest,
+    /// Ask the key for user verification (PIN or built-in biometrics) too.
+    #[serde(default)]
+    pub user_verification: bool,
 }
 
 /// Error body.

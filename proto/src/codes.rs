@@ -52,6 +52,24 @@ pub enum RejectCode {
     /// nonce="…"`); the device attests over it at the verifier's attest endpoint
     /// ([`crate::reattestation::ATTEST_PATH`]) and signs the request again (401).
     AttestationRequired,
+    /// `HWS1-WEBAUTHN-ES256`: the `X-Hws-WebAuthn` header, client data or authenticator data is
+    /// malformed, over its bound, or of the wrong type (401).
+    WebauthnInvalid,
+    /// `HWS1-WEBAUTHN-ES256`: the client data's origin is not one the verifier accepts for the
+    /// credential's RP, the assertion was made cross-origin, or `rpIdHash` is another RP's (401).
+    WebauthnOrigin,
+    /// `HWS1-WEBAUTHN-ES256`: the assertion does not have the user-present flag (401).
+    WebauthnUserPresence,
+    /// `HWS1-WEBAUTHN-ES256`: the route or key demands user verification and the assertion does
+    /// not have the user-verified flag (401).
+    WebauthnUserVerification,
+    /// `HWS1-WEBAUTHN-ES256`: the sign counter did not increase; the credential may have been
+    /// cloned and is flagged (401).
+    WebauthnCounterRegressed,
+    /// The route demands a fresh strict WebAuthn signature with user presence (and
+    /// verification when asked): `WWW-Authenticate: HWS1 error="step_up_required",
+    /// user_verification="required|preferred"` (401).
+    StepUpRequired,
 }
 
 impl RejectCode {
@@ -77,6 +95,12 @@ impl RejectCode {
             Self::RateLimited => "rate_limited",
             Self::UpstreamUnavailable => "upstream_unavailable",
             Self::AttestationRequired => "attestation_required",
+            Self::WebauthnInvalid => "webauthn_invalid",
+            Self::WebauthnOrigin => "webauthn_origin",
+            Self::WebauthnUserPresence => "webauthn_user_presence",
+            Self::WebauthnUserVerification => "webauthn_user_verification",
+            Self::WebauthnCounterRegressed => "webauthn_counter_regressed",
+            Self::StepUpRequired => "step_up_required",
         }
     }
 
@@ -143,6 +167,12 @@ pub enum AgentErrorCode {
     RequestTimeout,
     /// A bug or an unexpected state; details are in the agent's log (500).
     Internal,
+    /// No FIDO2 security key is present (plugged in, or reachable) (503).
+    NoSecurityKey,
+    /// Nobody touched the security key within the agent's touch timeout (408).
+    TouchTimeout,
+    /// The security key or its user refused the operation (403).
+    OperationDenied,
 }
 
 impl AgentErrorCode {
@@ -167,6 +197,9 @@ impl AgentErrorCode {
             Self::TooManyConnections => "too_many_connections",
             Self::RequestTimeout => "request_timeout",
             Self::Internal => "internal",
+            Self::NoSecurityKey => "no_security_key",
+            Self::TouchTimeout => "touch_timeout",
+            Self::OperationDenied => "operation_denied",
         }
     }
 
@@ -180,11 +213,12 @@ impl AgentErrorCode {
             Self::PermissionDenied
             | Self::KeyNotPermitted
             | Self::PinIncorrect
-            | Self::PinLocked => 403,
-            Self::RequestTimeout => 408,
+            | Self::PinLocked
+            | Self::OperationDenied => 403,
+            Self::RequestTimeout | Self::TouchTimeout => 408,
             Self::TooManyConnections => 429,
             Self::Unsupported => 501,
-            Self::BackendUnavailable | Self::Unavailable => 503,
+            Self::BackendUnavailable | Self::Unavailable | Self::NoSecurityKey => 503,
             Self::BackendError | Self::Internal => 500,
         }
     }

@@ -50,8 +50,14 @@ pub struct DelegationStatement {
 impl DelegationStatement {
     /// The exact text that is signed.
     pub fn to_text(&self) -> String {
+        self.text_with_magic(DELEGATION_MAGIC)
+    }
+
+    /// The statement text under another first line (a statement signed by a WebAuthn assertion
+    /// starts with the profile's name, see `webauthn::WEBAUTHN_DELEGATION_MAGIC`).
+    pub fn text_with_magic(&self, magic: &str) -> String {
         [
-            DELEGATION_MAGIC,
+            magic,
             &self.device_key_id,
             &self.session_key.key_id(),
             &URL_SAFE_NO_PAD.encode(self.session_key.sec1_uncompressed()),
@@ -105,10 +111,17 @@ impl DelegationStatement {
         let signature = URL_SAFE_NO_PAD
             .decode(signature_b64)
             .map_err(|_| Bad("signature is not base64url"))?;
-        let text = String::from_utf8(text).map_err(|_| Bad("statement is not UTF-8"))?;
+        let statement = Self::parse_text(&text, DELEGATION_MAGIC)?;
+        Ok((statement, signature))
+    }
+
+    /// Parses statement text whose first line must be `magic`, strictly (one spelling only).
+    pub fn parse_text(text: &[u8], magic: &str) -> Result<Self, ProtoError> {
+        use ProtoError::MalformedDelegation as Bad;
+        let text = std::str::from_utf8(text).map_err(|_| Bad("statement is not UTF-8"))?;
         let lines: Vec<&str> = text.split('\n').collect();
         let [
-            magic,
+            first,
             device,
             session_id,
             session_point,
@@ -119,7 +132,7 @@ impl DelegationStatement {
         else {
             return Err(Bad("expected seven lines"));
         };
-        if *magic != DELEGATION_MAGIC {
+        if *first != magic {
             return Err(Bad("unknown statement type"));
         }
         let point = URL_SAFE_NO_PAD
@@ -138,9 +151,9 @@ impl DelegationStatement {
         };
         statement.check()?;
         // Re-encoding must give back the same bytes: one statement, one spelling.
-        if statement.to_text() != text {
+        if statement.text_with_magic(magic) != text {
             return Err(Bad("non-canonical statement"));
         }
-        Ok((statement, signature))
+        Ok(statement)
     }
 }

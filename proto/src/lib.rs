@@ -31,6 +31,7 @@ pub mod sign;
 pub mod string_to_sign;
 pub mod time;
 pub mod verify_input;
+pub mod webauthn;
 
 pub use authorization::Authorization;
 pub use canonical::{CanonicalRequest, RequestParts, SignedHeaders};

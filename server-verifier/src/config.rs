@@ -69,6 +69,10 @@ pub struct VerifierConfig {
     /// no device policy, the route rules alone decide.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<PolicySettings>,
+    /// FIDO2 / WebAuthn (docs/WEBAUTHN.md): the RP ID and origins `HWS1-WEBAUTHN-ES256`
+    /// assertions must match. Absent: WebAuthn-signed requests are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webauthn: Option<crate::webauthn::WebAuthnSettings>,
 }
 
 /// Whether a route accepts presigned URLs (docs/PROTOCOL.md §5).
@@ -117,6 +121,11 @@ pub struct RouteRule {
     /// Matched like the level rules; the strictest spelling wins.
     #[serde(default)]
     pub presigned: PresignPolicy,
+    /// Step-up (docs/WEBAUTHN.md): only a fresh strict `HWS1-WEBAUTHN-ES256` signature with
+    /// user presence (and verification when asked) is accepted here; anything else gets 401
+    /// `step_up_required`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_up: Option<crate::webauthn::StepUp>,
 }
 
 impl RouteRule {
@@ -127,6 +136,7 @@ impl RouteRule {
             min_level,
             strict: false,
             presigned: PresignPolicy::Allow,
+            step_up: None,
         }
     }
 }
@@ -197,6 +207,9 @@ pub enum ConfigError {
     /// `replay_quota_per_key` is 0.
     #[error("replay_quota_per_key must be at least 1")]
     ZeroReplayQuota,
+    /// The `[webauthn]` section or a route's `step_up` is out of bounds.
+    #[error("invalid WebAuthn settings: {0}")]
+    InvalidWebAuthn(String),
     /// A `policy.covers` prefix does not start with `/`, or there are more than
     /// [`MAX_ROUTE_RULES`].
     #[error("policy.covers entries must start with '/' (at most {MAX_ROUTE_RULES}): {0:?}")]
@@ -236,6 +249,7 @@ impl VerifierConfig {
             max_presign_expiry_secs: DEFAULT_MAX_PRESIGN_EXPIRY_SECS,
             replay_quota_per_key: DEFAULT_REPLAY_QUOTA_PER_KEY,
             policy: None,
+            webauthn: None,
         }
     }
 
@@ -300,6 +314,19 @@ impl VerifierConfig {
         }
         if self.replay_quota_per_key == 0 {
             return Err(ConfigError::ZeroReplayQuota);
+        }
+        if let Some(webauthn) = &self.webauthn {
+            webauthn.validate().map_err(ConfigError::InvalidWebAuthn)?;
+        }
+        if let Some(rule) = self
+            .route_rules
+            .iter()
+            .find(|rule| rule.step_up.is_some_and(|step_up| !step_up.is_valid()))
+        {
+            return Err(ConfigError::InvalidWebAuthn(format!(
+                "step_up.max_age_secs of {} must be 1 to 3600",
+                rule.path_prefix
+            )));
         }
         if let Some(policy) = &self.policy {
             if policy.covers.len() > MAX_ROUTE_RULES {

@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use hwsign_proto::delegation::DelegationStatement;
+use hwsign_proto::webauthn::{WebAuthnDelegation, is_webauthn_delegation};
 use hwsign_proto::{PublicKey, RejectCode};
 use sha2::{Digest, Sha256};
 
@@ -198,6 +199,24 @@ impl StatementCache {
         lookup: impl FnOnce(&str) -> Result<RegisteredKey, Rejection>,
         prepare: impl Fn(&PublicKey) -> Result<Arc<PreparedKey>, Rejection>,
     ) -> Result<CheckedDelegation, Rejection> {
+        self.check_with_assertions(header_value, claims, lookup, prepare, |_, _| {
+            Err(invalid(
+                "this verifier accepts no assertion-signed statements",
+            ))
+        })
+    }
+
+    /// [`StatementCache::check`], also accepting statements signed by a WebAuthn assertion
+    /// (docs/WEBAUTHN.md): `assertion` checks the assertion of such a statement against the
+    /// device key (a FIDO2 credential) and answers the message its ES256 signature covers.
+    pub fn check_with_assertions(
+        &self,
+        header_value: &str,
+        claims: &RequestClaims<'_>,
+        lookup: impl FnOnce(&str) -> Result<RegisteredKey, Rejection>,
+        prepare: impl Fn(&PublicKey) -> Result<Arc<PreparedKey>, Rejection>,
+        assertion: impl FnOnce(&RegisteredKey, &WebAuthnDelegation) -> Result<Vec<u8>, Rejection>,
+    ) -> Result<CheckedDelegation, Rejection> {
         let hash: [u8; 32] = Sha256::digest(header_value.as_bytes()).into();
         if let Some(entry) = self.get(&hash) {
             entry.terms.check(claims)?;
@@ -213,13 +232,28 @@ impl StatementCache {
                 usable_until_unix: entry.terms.usable_until(claims.skew_secs),
             });
         }
-        let (statement, signature) = DelegationStatement::parse_header_value(header_value)
-            .map_err(|e| invalid(e.to_string()))?;
+        let (statement, signature, webauthn) = if is_webauthn_delegation(header_value) {
+            let parsed = WebAuthnDelegation::parse_header_value(header_value)
+                .map_err(|e| invalid(e.to_string()))?;
+            (
+                parsed.statement.clone(),
+                parsed.signature.clone(),
+                Some(parsed),
+            )
+        } else {
+            let (statement, signature) = DelegationStatement::parse_header_value(header_value)
+                .map_err(|e| invalid(e.to_string()))?;
+            (statement, signature, None)
+        };
         let terms = Terms::of(&statement);
         terms.check(claims)?;
         let device_key = lookup(&statement.device_key_id)?;
         let device = prepare(&device_key.public_key)?;
-        if !device.verify(statement.to_text().as_bytes(), &signature) {
+        let message = match &webauthn {
+            Some(delegation) => assertion(&device_key, delegation)?,
+            None => statement.to_text().into_bytes(),
+        };
+        if !device.verify(&message, &signature) {
             return Err(foreign_signature());
         }
         let session_key = prepare(&statement.session_key)?;

@@ -50,6 +50,7 @@ pub mod replay;
 mod route_rules;
 mod unix_time;
 pub mod verify;
+pub mod webauthn;
 
 pub use config::{PolicySettings, PresignPolicy, RouteRule, VerifierConfig};
 pub use ecdsa_backend::VerifyBackend;
@@ -59,8 +60,8 @@ pub use hwsign_proto::error::ErrorChain;
 pub use layer::{HwsignLayer, HwsignService, VerifiedDevice, rejection_response};
 pub use policy::{PolicyDecision, PolicyEngine, PolicyError};
 pub use registry::{
-    DeviceClock, DeviceFacts, DeviceRecord, KeyRegistry, MemoryRegistry, RegisteredKey,
-    RegistryError, SqliteRegistry,
+    DeviceClock, DeviceFacts, DeviceRecord, Fido2Credential, KeyRegistry, MemoryRegistry,
+    RegisteredKey, RegistryError, SqliteRegistry,
 };
 pub use rejection::Rejection;
 pub use replay::{

@@ -8,6 +8,7 @@
 
 use std::borrow::Cow;
 
+use hwsign_proto::webauthn::WebAuthnError;
 use hwsign_proto::{ProtoError, RejectCode};
 use thiserror::Error;
 
@@ -35,6 +36,17 @@ pub enum Rejection {
         /// The re-attestation nonce issued for the device, base64url.
         nonce: String,
     },
+    /// A WebAuthn assertion (`HWS1-WEBAUTHN-ES256`, or an assertion-signed delegation) failed a
+    /// check; the cause names it and maps to its `webauthn_*` code.
+    #[error("the WebAuthn assertion is refused")]
+    WebAuthn(#[source] WebAuthnError),
+    /// The route demands a fresh strict WebAuthn signature with user presence
+    /// (`step_up_required`).
+    #[error("this route needs a fresh touch of a security key or passkey")]
+    StepUpRequired {
+        /// Whether the step-up must also carry user verification.
+        user_verification: bool,
+    },
     /// A rule of the protocol or of this verifier's configuration refused the request.
     #[error("{detail}")]
     Refused {
@@ -60,6 +72,8 @@ impl Rejection {
             Self::Parse(error) => parse_code(error),
             Self::Registry(_) | Self::Replay(_) => RejectCode::VerifierUnavailable,
             Self::AttestationRequired { .. } => RejectCode::AttestationRequired,
+            Self::WebAuthn(error) => error.code(),
+            Self::StepUpRequired { .. } => RejectCode::StepUpRequired,
             Self::Refused { code, .. } => *code,
         }
     }
@@ -71,10 +85,12 @@ impl Rejection {
     pub fn detail(&self) -> Cow<'_, str> {
         match self {
             Self::Parse(error) => Cow::Owned(error.to_string()),
+            Self::WebAuthn(error) => Cow::Owned(error.to_string()),
             Self::Refused { detail, .. } => Cow::Borrowed(detail),
-            Self::Registry(_) | Self::Replay(_) | Self::AttestationRequired { .. } => {
-                Cow::Owned(self.to_string())
-            }
+            Self::Registry(_)
+            | Self::Replay(_)
+            | Self::AttestationRequired { .. }
+            | Self::StepUpRequired { .. } => Cow::Owned(self.to_string()),
         }
     }
 
@@ -82,6 +98,15 @@ impl Rejection {
     pub fn attestation_nonce(&self) -> Option<&str> {
         match self {
             Self::AttestationRequired { nonce } => Some(nonce),
+            _ => None,
+        }
+    }
+
+    /// For `step_up_required`: whether user verification is required (the
+    /// `user_verification="required|preferred"` parameter).
+    pub fn step_up_user_verification(&self) -> Option<bool> {
+        match self {
+            Self::StepUpRequired { user_verification } => Some(*user_verification),
             _ => None,
         }
     }

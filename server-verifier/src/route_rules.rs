@@ -4,6 +4,7 @@ use hwsign_proto::api::KeyLevel;
 
 use crate::config::{PresignPolicy, RouteRule};
 use crate::path_spellings::path_spellings;
+use crate::webauthn::StepUp;
 
 /// What the route rules say about one request path. Each field is decided over every spelling
 /// of the path (as sent, percent-decoded, dot segments resolved and slashes collapsed): for each
@@ -16,6 +17,8 @@ pub(crate) struct RouteOutcome {
     pub(crate) strict: bool,
     /// Whether presigned URLs are accepted.
     pub(crate) presigned: PresignPolicy,
+    /// Step-up, if any spelling's rule demands it: the shortest age and UV if any asks.
+    pub(crate) step_up: Option<StepUp>,
 }
 
 /// The rules' outcome for `path`, from one pass over its spellings (none when no rule exists).
@@ -24,6 +27,7 @@ pub(crate) fn route_outcome(rules: &[RouteRule], path: &str) -> RouteOutcome {
         min_level: None,
         strict: false,
         presigned: PresignPolicy::Allow,
+        step_up: None,
     };
     if rules.is_empty() {
         return outcome;
@@ -33,9 +37,20 @@ pub(crate) fn route_outcome(rules: &[RouteRule], path: &str) -> RouteOutcome {
             outcome.min_level = outcome.min_level.max(Some(rule.min_level));
             outcome.strict |= rule.strict;
             outcome.presigned = outcome.presigned.max(rule.presigned);
+            outcome.step_up = strictest_step_up(outcome.step_up, rule.step_up);
         }
     }
     outcome
+}
+
+fn strictest_step_up(a: Option<StepUp>, b: Option<StepUp>) -> Option<StepUp> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(StepUp {
+            max_age_secs: a.max_age_secs.min(b.max_age_secs),
+            user_verification: a.user_verification || b.user_verification,
+        }),
+        (one, None) | (None, one) => one,
+    }
 }
 
 fn longest_match<'a>(rules: &'a [RouteRule], path: &str) -> Option<&'a RouteRule> {
@@ -68,18 +83,21 @@ mod tests {
                 min_level: KeyLevel::Tpm,
                 strict: true,
                 presigned: PresignPolicy::Deny,
+                step_up: None,
             },
             RouteRule {
                 path_prefix: "/admin/public".into(),
                 min_level: KeyLevel::Software,
                 strict: false,
                 presigned: PresignPolicy::Allow,
+                step_up: None,
             },
             RouteRule {
                 path_prefix: "/keys/".into(),
                 min_level: KeyLevel::HardwareUnattested,
                 strict: false,
                 presigned: PresignPolicy::GetHeadOnly,
+                step_up: None,
             },
         ]
     }

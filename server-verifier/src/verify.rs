@@ -30,6 +30,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use hwsign_proto::api::KeyLevel;
 use hwsign_proto::keys::check_key_id;
 use hwsign_proto::verify_input::{parse_header_signed, parse_presigned};
+use hwsign_proto::webauthn::{HWS1_WEBAUTHN, WEBAUTHN_ALGORITHM, WebAuthnError};
 use hwsign_proto::{ClaimedSignature, HWS1, RejectCode, RequestParts, SignedHeaders};
 use subtle::ConstantTimeEq;
 
@@ -44,6 +45,9 @@ use crate::rejection::Rejection;
 use crate::replay::{Freshness, ReplayCache, Reservation};
 use crate::route_rules::{RouteOutcome, route_outcome};
 use crate::unix_time;
+use crate::webauthn::{
+    StepUp, WebAuthnUse, check_delegation_assertion, check_request_assertion, check_step_up,
+};
 
 /// Prepared keys kept per verifier; cleared when full rather than grown without bound.
 const PREPARED_KEY_CAPACITY: usize = 65_536;
@@ -121,6 +125,13 @@ pub struct SignatureChecked {
     signed_headers: SignedHeaders,
     /// The route, when device policies cover it.
     policy_route: Option<PolicyRoute>,
+    /// `HWS1-WEBAUTHN-ES256`: what the assertion proved; its counter is advanced once the nonce
+    /// is reserved.
+    webauthn: Option<WebAuthnUse>,
+    /// The route's step-up rule.
+    step_up: Option<StepUp>,
+    /// The signed date.
+    date_unix: i64,
 }
 
 impl SignatureChecked {
@@ -214,6 +225,27 @@ fn unix_seconds(now: SystemTime) -> Result<i64, Rejection> {
                 "verifier clock is unusable",
             )
         })
+}
+
+/// A FIDO2 credential's level says a person touched the authenticator: its key signs only
+/// through a WebAuthn assertion, never a bare ECDSA signature.
+fn refuse_fido2_without_assertion(key: &RegisteredKey) -> Result<(), Rejection> {
+    if matches!(key.level, KeyLevel::Fido2 | KeyLevel::Fido2Unattested) {
+        return Err(Rejection::new(
+            RejectCode::UnknownKey,
+            "a FIDO2 credential signs with HWS1-WEBAUTHN-ES256 only",
+        ));
+    }
+    Ok(())
+}
+
+/// Whether the request's `Authorization` names the WebAuthn profile.
+fn is_webauthn(parts: &RequestParts<'_>) -> bool {
+    parts
+        .header_values("authorization")
+        .next()
+        .and_then(|value| value.strip_prefix(WEBAUTHN_ALGORITHM))
+        .is_some_and(|rest| rest.starts_with(' '))
 }
 
 fn window_closed(now: i64, until: i64) -> Rejection {
@@ -348,6 +380,7 @@ impl Verifier {
                 ));
             }
             (true, false) => parse_presigned(&HWS1, parts),
+            (false, true) if is_webauthn(parts) => parse_header_signed(&HWS1_WEBAUTHN, parts),
             (false, true) => parse_header_signed(&HWS1, parts),
             (false, false) => {
                 return Err(Rejection::new(
@@ -380,9 +413,40 @@ impl Verifier {
         if let Some(expires) = claimed.expires_secs {
             self.check_presign_policy(parts, &route, expires)?;
         }
+        let webauthn_profile = claimed
+            .string_to_sign
+            .as_str()
+            .starts_with(WEBAUTHN_ALGORITHM);
+        if webauthn_profile && claimed.delegation.is_some() {
+            return Err(Rejection::new(
+                RejectCode::MalformedRequest,
+                "a WebAuthn-signed request cannot carry a delegation statement",
+            ));
+        }
+        let mut webauthn = None;
+        let mut signed_message = None;
         let (key, signer, statement_until_unix) = match &claimed.delegation {
+            None if webauthn_profile => {
+                let key = self.lookup(&claimed.authorization.credential)?;
+                let asks_uv = route
+                    .step_up
+                    .is_some_and(|step_up| step_up.user_verification);
+                let assertion = check_request_assertion(
+                    self.config.webauthn.as_ref(),
+                    self.registry.as_ref(),
+                    &key,
+                    parts,
+                    &claimed,
+                    asks_uv,
+                )?;
+                let signer = self.prepared_key(&key)?;
+                signed_message = Some(assertion.message);
+                webauthn = Some(assertion.used);
+                (key, signer, None)
+            }
             None => {
                 let key = self.lookup(&claimed.authorization.credential)?;
+                refuse_fido2_without_assertion(&key)?;
                 let signer = self.prepared_key(&key)?;
                 (key, signer, None)
             }
@@ -394,11 +458,34 @@ impl Verifier {
                     now_unix: now,
                     skew_secs: i64::try_from(self.config.clock_skew_secs).unwrap_or(i64::MAX),
                 };
-                let checked = self.statements.check(
+                let webauthn_statement = hwsign_proto::webauthn::is_webauthn_delegation(statement);
+                let checked = self.statements.check_with_assertions(
                     statement,
                     &claims,
-                    |device_key_id| self.lookup(device_key_id),
+                    |device_key_id| {
+                        let key = self.lookup(device_key_id)?;
+                        if webauthn_statement {
+                            Ok(key)
+                        } else {
+                            refuse_fido2_without_assertion(&key)
+                                .map_err(|_| {
+                                    Rejection::new(
+                                        RejectCode::DelegationInvalid,
+                                        "a FIDO2 credential signs statements with an assertion",
+                                    )
+                                })
+                                .map(|()| key)
+                        }
+                    },
                     |public| Ok(Arc::new(self.backend.prepare(public))),
+                    |device_key, delegation| {
+                        check_delegation_assertion(
+                            self.config.webauthn.as_ref(),
+                            self.registry.as_ref(),
+                            device_key,
+                            delegation,
+                        )
+                    },
                 )?;
                 (
                     checked.device_key,
@@ -407,10 +494,10 @@ impl Verifier {
                 )
             }
         };
-        if !signer.verify(
-            claimed.string_to_sign.as_str().as_bytes(),
-            &claimed.authorization.signature,
-        ) {
+        let message = signed_message
+            .as_deref()
+            .unwrap_or(claimed.string_to_sign.as_str().as_bytes());
+        if !signer.verify(message, &claimed.authorization.signature) {
             return Err(Rejection::new(
                 RejectCode::SignatureInvalid,
                 "the signature does not verify",
@@ -444,6 +531,9 @@ impl Verifier {
                 .policy
                 .as_ref()
                 .and_then(|gate| gate.route(parts.method, parts.path)),
+            webauthn,
+            step_up: route.step_up,
+            date_unix: claimed.time.unix(),
         })
     }
 
@@ -469,7 +559,12 @@ impl Verifier {
             per_key_limit: self.config.replay_quota_per_key,
         };
         match self.replay.check_and_remember(&reservation) {
-            Ok(Freshness::Fresh) => Ok(Reserved { checked }),
+            Ok(Freshness::Fresh) => {
+                if let Some(used) = &checked.webauthn {
+                    self.advance_sign_count(&checked.key.key_id, used)?;
+                }
+                Ok(Reserved { checked })
+            }
             Ok(Freshness::Replayed) => Err(Rejection::new(
                 RejectCode::ReplayedNonce,
                 "this nonce was already used",
@@ -558,6 +653,15 @@ impl Verifier {
                 RejectCode::PolicyDenied,
                 "this route needs the hardware key itself (strict mode), not a delegated session key",
             ));
+        }
+        if let Some(step_up) = checked.step_up {
+            check_step_up(
+                step_up,
+                checked.webauthn.as_ref(),
+                checked.delegated,
+                checked.date_unix,
+                now,
+            )?;
         }
         if let (Some(gate), Some(route)) = (&self.policy, &checked.policy_route) {
             gate.check(
@@ -660,6 +764,28 @@ impl Verifier {
                 Ok((date.saturating_sub(skew), date.saturating_add(skew)))
             }
         }
+    }
+
+    /// Advances a FIDO2 credential's sign counter (compare-and-set in the registry); a counter
+    /// that did not increase flags the credential and refuses the request.
+    fn advance_sign_count(&self, key_id: &str, used: &WebAuthnUse) -> Result<(), Rejection> {
+        let advanced = self
+            .registry
+            .advance_sign_count(key_id, used.sign_count)
+            .map_err(Rejection::Registry)?;
+        if advanced {
+            return Ok(());
+        }
+        tracing::warn!(
+            key_id,
+            stored = used.stored_sign_count,
+            new = used.sign_count,
+            "FIDO2 sign counter did not increase: credential flagged as possibly cloned"
+        );
+        Err(Rejection::WebAuthn(WebAuthnError::CounterRegressed {
+            stored: used.stored_sign_count,
+            new: used.sign_count,
+        }))
     }
 
     fn lookup(&self, key_id: &str) -> Result<RegisteredKey, Rejection> {

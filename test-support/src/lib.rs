@@ -3,7 +3,9 @@
 
 pub mod binaries;
 pub mod dbus;
+pub mod fido2_authenticator;
 pub mod nginx;
+pub mod notifications_standin;
 pub mod ports;
 pub mod postgres;
 pub mod posture_standins;

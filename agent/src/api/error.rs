@@ -174,8 +174,13 @@ fn backend_code(e: &BackendError) -> AgentErrorCode {
             AgentErrorCode::InvalidRequest
         }
         BackendError::Unavailable(_) => AgentErrorCode::BackendUnavailable,
-        BackendError::PinIncorrect => AgentErrorCode::PinIncorrect,
+        BackendError::PinIncorrect | BackendError::PinRejected { .. } => {
+            AgentErrorCode::PinIncorrect
+        }
         BackendError::PinLocked => AgentErrorCode::PinLocked,
         BackendError::Io(_) | BackendError::Failed(_) => AgentErrorCode::BackendError,
+        BackendError::NoDevice(_) => AgentErrorCode::NoSecurityKey,
+        BackendError::TouchTimeout(_) => AgentErrorCode::TouchTimeout,
+        BackendError::Denied(_) => AgentErrorCode::OperationDenied,
     }
 }

@@ -30,6 +30,7 @@ enum Route {
     Posture,
     Keys,
     Sign,
+    SignStepUp,
     Attestation(String),
     ActivateCredential(String),
 }
@@ -43,6 +44,7 @@ impl Route {
             ["", "posture"] => Some(Self::Posture),
             ["", "keys"] => Some(Self::Keys),
             ["", "sign"] => Some(Self::Sign),
+            ["", "sign", "step-up"] => Some(Self::SignStepUp),
             ["", "keys", id, "attestation"] => Some(Self::Attestation((*id).to_owned())),
             ["", "keys", id, "activate-credential"] => {
                 Some(Self::ActivateCredential((*id).to_owned()))
@@ -55,7 +57,7 @@ impl Route {
         match self {
             Self::Status | Self::Posture | Self::Attestation(_) => "GET",
             Self::Keys => "GET, POST",
-            Self::Sign | Self::ActivateCredential(_) => "POST",
+            Self::Sign | Self::SignStepUp | Self::ActivateCredential(_) => "POST",
         }
     }
 }
@@ -115,6 +117,10 @@ async fn dispatch(
         (Route::Sign, Method::POST) => {
             let body = http::read_body(request, limit, deadline).await?;
             sign::sign(ctx, peer, &body).await
+        }
+        (Route::SignStepUp, Method::POST) => {
+            let body = http::read_body(request, limit, deadline).await?;
+            sign::sign_step_up(ctx, peer, &body).await
         }
         (Route::Attestation(id), Method::GET) => {
             check_key_id(id)?;

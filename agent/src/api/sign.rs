@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use ::http::{Response, StatusCode};
 
-use hwsign_proto::api::SignRequest;
+use hwsign_proto::api::{SignRequest, StepUpSignRequest};
 use hwsign_proto::keys::check_key_id;
 
 use super::ApiError;
@@ -27,7 +27,26 @@ pub(super) async fn sign(
     // written only for a request the agent signed (so its audience, method, host and path passed
     // the canonicalizer's checks). A refusal is logged by the router with its code, and the
     // logging layer escapes every value anyway (crate::logging).
-    let signed = signing::sign(ctx, peer, &request).await?;
+    let signed = signing::sign(ctx, peer, &request, None).await?;
+    log_signed(&request, false);
+    Ok(http::json(StatusCode::OK, &signed.response))
+}
+
+/// Signs the described request strictly with a touch of its FIDO2 key (step-up).
+pub(super) async fn sign_step_up(
+    ctx: &Arc<Context>,
+    peer: Peer,
+    body: &[u8],
+) -> Result<Response<Body>, ApiError> {
+    let step_up: StepUpSignRequest = http::parse_json(body)?;
+    let request = step_up.request;
+    check_key_id(&request.key_id)?;
+    let signed = signing::sign(ctx, peer, &request, Some(step_up.user_verification)).await?;
+    log_signed(&request, true);
+    Ok(http::json(StatusCode::OK, &signed.response))
+}
+
+fn log_signed(request: &SignRequest, step_up: bool) {
     tracing::info!(
         key_id = %request.key_id,
         audience = %request.audience,
@@ -35,7 +54,7 @@ pub(super) async fn sign(
         host = %request.authority,
         path = %request.path,
         presigned = request.presign_expires_secs.is_some(),
+        step_up,
         "request signed"
     );
-    Ok(http::json(StatusCode::OK, &signed.response))
 }

@@ -7,6 +7,8 @@ use hwsign_proto::api::KeyLevel;
 use hwsign_proto::attestation::Evidence;
 use thiserror::Error;
 
+#[cfg(feature = "fido2")]
+pub mod fido2;
 #[cfg(feature = "pkcs11")]
 pub mod pkcs11;
 #[cfg(feature = "software")]
@@ -70,6 +72,41 @@ pub enum BackendError {
     /// The backend failed the operation; the TPM/PKCS#11/crypto error is `source()`.
     #[error("backend failure")]
     Failed(#[source] Cause),
+    /// No security key is present (FIDO2).
+    #[error("no security key present")]
+    NoDevice(#[source] Cause),
+    /// Nobody touched the security key in time (FIDO2).
+    #[error("no touch in time")]
+    TouchTimeout(#[source] Cause),
+    /// The security key or its user refused the operation (FIDO2).
+    #[error("operation denied")]
+    Denied(#[source] Cause),
+    /// The key refused the PIN and says how many tries are left.
+    #[error("PIN incorrect ({} retries left)", retries.map_or_else(|| "unknown".to_owned(), |n| n.to_string()))]
+    PinRejected {
+        /// Retries left, when the key said.
+        retries: Option<u8>,
+    },
+}
+
+/// Who a FIDO2 backend's assertions are for: what the agent writes into clientDataJSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebauthnClient {
+    /// The relying party id.
+    pub rp_id: String,
+    /// The origin.
+    pub origin: String,
+}
+
+/// A WebAuthn assertion made by a security key.
+#[derive(Debug, Clone)]
+pub struct WebauthnAssertion {
+    /// The credential that signed.
+    pub credential_id: Vec<u8>,
+    /// Authenticator data, as the key produced it.
+    pub authenticator_data: Vec<u8>,
+    /// ES256 signature (DER) over `authenticator_data ‖ SHA-256(clientDataJSON)`.
+    pub signature: Vec<u8>,
 }
 
 /// The hardware stack's own error behind a [`BackendError`] (a `TpmError`, a `Pkcs11Error`, ...),
@@ -125,6 +162,23 @@ pub trait KeyBackend: Send + Sync + std::fmt::Debug {
         encrypted_secret: &[u8],
     ) -> Result<Vec<u8>, BackendError> {
         let _ = (credential_blob, encrypted_secret);
+        Err(BackendError::Unsupported(self.name()))
+    }
+
+    /// For a backend whose keys sign WebAuthn assertions (FIDO2): the RP ID and origin.
+    fn webauthn_client(&self) -> Option<WebauthnClient> {
+        None
+    }
+
+    /// A WebAuthn assertion over `client_data_hash` (SHA-256 of the clientDataJSON the caller
+    /// built), with user presence always and user verification when asked.
+    fn webauthn_assert(
+        &self,
+        key_id: &str,
+        client_data_hash: &[u8; 32],
+        user_verification: bool,
+    ) -> Result<WebauthnAssertion, BackendError> {
+        let _ = (key_id, client_data_hash, user_verification);
         Err(BackendError::Unsupported(self.name()))
     }
 }

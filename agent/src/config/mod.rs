@@ -240,6 +240,10 @@ type TpmSection = NotCompiled;
 type Pkcs11Section = crate::backends::pkcs11::Pkcs11Config;
 #[cfg(not(feature = "pkcs11"))]
 type Pkcs11Section = NotCompiled;
+#[cfg(feature = "fido2")]
+type Fido2Section = crate::backends::fido2::Fido2Config;
+#[cfg(not(feature = "fido2"))]
+type Fido2Section = NotCompiled;
 
 /// `[backends]`: one optional section per backend. Without a `[backends.software]` section the
 /// software backend is enabled (when compiled in), so an empty configuration works.
@@ -255,6 +259,9 @@ pub struct BackendsConfig {
     /// `[backends.pkcs11]` (cargo feature `pkcs11`).
     #[serde(default)]
     pub pkcs11: Option<Pkcs11Section>,
+    /// `[backends.fido2]` (cargo feature `fido2`).
+    #[serde(default)]
+    pub fido2: Option<Fido2Section>,
 }
 
 impl BackendsConfig {
@@ -276,6 +283,16 @@ impl BackendsConfig {
             pkcs11
                 .validate()
                 .map_err(|e| ConfigError::Invalid(format!("[backends.pkcs11]: {e}")))?;
+        }
+        #[cfg(not(feature = "fido2"))]
+        if self.fido2.is_some() {
+            return Err(ConfigError::BackendNotCompiled("fido2"));
+        }
+        #[cfg(feature = "fido2")]
+        if let Some(fido2) = &self.fido2 {
+            fido2
+                .validate()
+                .map_err(|e| ConfigError::Invalid(format!("[backends.fido2]: {e}")))?;
         }
         Ok(())
     }

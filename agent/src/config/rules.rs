@@ -33,6 +33,10 @@ pub struct KeyRule {
     /// Delegated mode: lifetime of each delegation statement, 1 to 900 seconds (default 900).
     #[serde(default)]
     pub session_lifetime_secs: Option<u64>,
+    /// FIDO2 keys: ask the key for user verification (its PIN, from `[backends.fido2] askpass`,
+    /// or its built-in biometrics) on every assertion, delegation statements included.
+    #[serde(default)]
+    pub user_verification: bool,
 }
 
 /// How requests signed with a key are signed (docs/PROTOCOL.md §8).
@@ -189,6 +193,7 @@ mod tests {
             uids: None,
             mode: KeyMode::Strict,
             session_lifetime_secs: None,
+            user_verification: false,
         }
     }
 
@@ -232,6 +237,7 @@ mod tests {
             uids: Some(vec![1000]),
             mode: KeyMode::Strict,
             session_lifetime_secs: None,
+            user_verification: false,
         };
         assert!(r.check("payments", "h", 1000).is_ok());
         assert_eq!(r.check("billing", "h", 1000), Err(RuleRefusal::Audience));

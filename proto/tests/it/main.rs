@@ -9,3 +9,4 @@ mod hws1_rules;
 mod properties;
 mod protocol_doc;
 mod rfc9421;
+mod webauthn;

@@ -60,12 +60,19 @@ fn error_response(
 pub fn rejection_response(rejection: &Rejection) -> Response {
     let status = StatusCode::from_u16(rejection.code().http_status())
         .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    error_response(
+    let mut response = error_response(
         status,
         rejection.code(),
         &rejection.detail(),
         rejection.attestation_nonce(),
-    )
+    );
+    if let Some(user_verification) = rejection.step_up_user_verification() {
+        let value = crate::webauthn::step_up_challenge(user_verification);
+        response
+            .headers_mut()
+            .insert(WWW_AUTHENTICATE, HeaderValue::from_static(value));
+    }
+    response
 }
 
 impl IntoResponse for Rejection {

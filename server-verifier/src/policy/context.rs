@@ -55,7 +55,9 @@ pub(super) struct CedarRequest {
 
 fn level_rank(level: KeyLevel) -> i64 {
     match level {
-        KeyLevel::Software => 0,
+        // FIDO2 credentials rank with software here so that a policy written before they
+        // existed (`level_rank >= 1`) never admits them; policies name them by `level`.
+        KeyLevel::Software | KeyLevel::Fido2Unattested | KeyLevel::Fido2 => 0,
         KeyLevel::HardwareUnattested => 1,
         KeyLevel::Tpm => 2,
     }

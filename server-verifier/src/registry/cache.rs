@@ -11,7 +11,10 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use super::{DeviceClock, DeviceFacts, DeviceRecord, KeyRegistry, RegisteredKey, RegistryError};
+use super::{
+    DeviceClock, DeviceFacts, DeviceRecord, Fido2Credential, KeyRegistry, RegisteredKey,
+    RegistryError,
+};
 
 /// Most keys a [`CachedRegistry`] holds; when full it is cleared rather than grown.
 pub const KEY_CACHE_CAPACITY: usize = 65_536;
@@ -157,5 +160,22 @@ impl KeyRegistry for CachedRegistry {
 
     fn change_version(&self) -> Result<Option<u64>, RegistryError> {
         self.inner.change_version()
+    }
+
+    fn add_fido2_credential(
+        &self,
+        key: RegisteredKey,
+        credential: Fido2Credential,
+    ) -> Result<(), RegistryError> {
+        self.write(|r| r.add_fido2_credential(key, credential))
+    }
+
+    fn fido2_credential(&self, key_id: &str) -> Result<Option<Fido2Credential>, RegistryError> {
+        // Never cached: the counter and the cloned flag change with every assertion.
+        self.inner.fido2_credential(key_id)
+    }
+
+    fn advance_sign_count(&self, key_id: &str, new: u32) -> Result<bool, RegistryError> {
+        self.inner.advance_sign_count(key_id, new)
     }
 }

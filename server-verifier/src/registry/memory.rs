@@ -4,7 +4,10 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{DeviceClock, DeviceFacts, DeviceRecord, KeyRegistry, RegisteredKey, RegistryError};
+use super::{
+    DeviceClock, DeviceFacts, DeviceRecord, Fido2Credential, KeyRegistry, RegisteredKey,
+    RegistryError,
+};
 
 #[derive(Debug, Default)]
 struct State {
@@ -13,6 +16,7 @@ struct State {
     order: Vec<String>,
     devices: HashMap<String, DeviceRecord>,
     facts: HashMap<String, DeviceFacts>,
+    fido2: HashMap<String, Fido2Credential>,
 }
 
 /// An in-memory [`KeyRegistry`].
@@ -164,5 +168,48 @@ impl KeyRegistry for MemoryRegistry {
         }
         state.facts.insert(device_id.to_owned(), facts.clone());
         Ok(())
+    }
+
+    fn add_fido2_credential(
+        &self,
+        key: RegisteredKey,
+        credential: Fido2Credential,
+    ) -> Result<(), RegistryError> {
+        credential.validate_with(&key)?;
+        let mut state = self.write()?;
+        if state.keys.contains_key(&key.key_id) {
+            return Err(RegistryError::KeyExists(key.key_id));
+        }
+        if state
+            .fido2
+            .values()
+            .any(|other| other.credential_id == credential.credential_id)
+        {
+            return Err(RegistryError::Invalid("credential id already registered"));
+        }
+        state.order.push(key.key_id.clone());
+        state.fido2.insert(key.key_id.clone(), credential);
+        state.keys.insert(key.key_id.clone(), key);
+        Ok(())
+    }
+
+    fn fido2_credential(&self, key_id: &str) -> Result<Option<Fido2Credential>, RegistryError> {
+        let state = self.state.read().map_err(|_| RegistryError::Poisoned)?;
+        Ok(state.fido2.get(key_id).cloned())
+    }
+
+    fn advance_sign_count(&self, key_id: &str, new: u32) -> Result<bool, RegistryError> {
+        // The counter is not part of `lookup`'s answer: no change-version bump.
+        let mut state = self.state.write().map_err(|_| RegistryError::Poisoned)?;
+        let Some(credential) = state.fido2.get_mut(key_id) else {
+            return Ok(false);
+        };
+        let advances = credential.sign_count < new || (credential.sign_count == 0 && new == 0);
+        if advances && !credential.possibly_cloned {
+            credential.sign_count = new;
+            return Ok(true);
+        }
+        credential.possibly_cloned = true;
+        Ok(false)
     }
 }

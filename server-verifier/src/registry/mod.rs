@@ -13,6 +13,7 @@
 mod cache;
 mod encoding;
 mod facts;
+mod fido2;
 mod memory;
 mod open;
 mod parsed_keys;
@@ -28,6 +29,7 @@ pub use cache::{CacheStats, CachedRegistry, KEY_CACHE_CAPACITY};
 pub use facts::{
     AttestationRecord, BootState, DeviceFacts, Fact, MAX_FACT_STRING_LEN, PostureReport,
 };
+pub use fido2::{Fido2Credential, MAX_RP_ID_LEN};
 pub use memory::MemoryRegistry;
 pub use open::open_registry;
 #[cfg(feature = "postgres")]
@@ -285,5 +287,31 @@ pub trait KeyRegistry: Send + Sync + std::fmt::Debug {
     fn put_device_facts(&self, device_id: &str, facts: &DeviceFacts) -> Result<(), RegistryError> {
         let _ = (device_id, facts);
         Err(RegistryError::Unsupported("device facts"))
+    }
+
+    /// Stores a FIDO2 credential and its key together (the key's level is `fido2` or
+    /// `fido2-unattested`); fails like [`KeyRegistry::add`] when the key exists.
+    fn add_fido2_credential(
+        &self,
+        key: RegisteredKey,
+        credential: Fido2Credential,
+    ) -> Result<(), RegistryError> {
+        let _ = (key, credential);
+        Err(RegistryError::Unsupported("FIDO2 credentials"))
+    }
+
+    /// The FIDO2 credential of a key; `None` for keys that are not FIDO2 credentials.
+    fn fido2_credential(&self, key_id: &str) -> Result<Option<Fido2Credential>, RegistryError> {
+        let _ = key_id;
+        Ok(None)
+    }
+
+    /// Compare-and-set of the sign counter, atomic in the store: stores `new` and answers
+    /// `true` when the stored counter is lower than `new` (or both are 0: an authenticator
+    /// without a counter) and the credential is not flagged; otherwise stores nothing, flags the
+    /// credential possibly cloned (unless it is only unknown) and answers `false`.
+    fn advance_sign_count(&self, key_id: &str, new: u32) -> Result<bool, RegistryError> {
+        let _ = (key_id, new);
+        Err(RegistryError::Unsupported("FIDO2 sign counters"))
     }
 }

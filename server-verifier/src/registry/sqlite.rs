@@ -14,10 +14,13 @@ use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use super::encoding::{facts_from_json, facts_to_json, pcrs_from_blob, pcrs_to_blob};
 use super::parsed_keys::ParsedKeys;
-use super::{DeviceClock, DeviceFacts, DeviceRecord, KeyRegistry, RegisteredKey, RegistryError};
+use super::{
+    DeviceClock, DeviceFacts, DeviceRecord, Fido2Credential, KeyRegistry, RegisteredKey,
+    RegistryError,
+};
 
 /// The schema version this code writes and reads.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE devices (
@@ -50,6 +53,38 @@ const SCHEMA_V2: &str = "
 CREATE TABLE device_facts (
     device_id TEXT PRIMARY KEY NOT NULL REFERENCES devices(id),
     facts     TEXT NOT NULL  -- JSON DeviceFacts
+) STRICT;
+";
+
+/// Version 3: FIDO2 credentials (docs/WEBAUTHN.md) beside their keys, and the FIDO2 levels in
+/// the keys table's level check (SQLite cannot alter a CHECK: the table is rebuilt, rows and
+/// their order kept).
+const SCHEMA_V3: &str = "
+CREATE TABLE keys_v3 (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    key_id     TEXT NOT NULL UNIQUE,
+    label      TEXT NOT NULL,
+    spki       BLOB NOT NULL,
+    level      TEXT NOT NULL CHECK (level IN
+                   ('software', 'fido2-unattested', 'fido2', 'hardware-unattested', 'tpm')),
+    device_id  TEXT REFERENCES devices(id),
+    revoked    INTEGER NOT NULL DEFAULT 0,
+    added_unix INTEGER NOT NULL
+) STRICT;
+INSERT INTO keys_v3 (seq, key_id, label, spki, level, device_id, revoked, added_unix)
+    SELECT seq, key_id, label, spki, level, device_id, revoked, added_unix FROM keys ORDER BY seq;
+DROP TABLE keys;
+ALTER TABLE keys_v3 RENAME TO keys;
+CREATE INDEX keys_device ON keys(device_id);
+CREATE TABLE fido2_credentials (
+    key_id          TEXT PRIMARY KEY NOT NULL REFERENCES keys(key_id),
+    credential_id   BLOB NOT NULL UNIQUE,
+    rp_id           TEXT NOT NULL,
+    aaguid          BLOB NOT NULL,
+    sign_count      INTEGER NOT NULL,
+    backup_eligible INTEGER NOT NULL,
+    backed_up       INTEGER NOT NULL,
+    possibly_cloned INTEGER NOT NULL DEFAULT 0
 ) STRICT;
 ";
 
@@ -146,10 +181,16 @@ fn migrate(conn: &mut Connection) -> Result<(), RegistryError> {
         0 => {
             tx.execute_batch(SCHEMA_V1)?;
             tx.execute_batch(SCHEMA_V2)?;
+            tx.execute_batch(SCHEMA_V3)?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         }
         1 => {
             tx.execute_batch(SCHEMA_V2)?;
+            tx.execute_batch(SCHEMA_V3)?;
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        }
+        2 => {
+            tx.execute_batch(SCHEMA_V3)?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         }
         SCHEMA_VERSION => {}
@@ -403,5 +444,112 @@ impl KeyRegistry for SqliteRegistry {
             params![device_id, text],
         )?;
         Ok(())
+    }
+
+    fn add_fido2_credential(
+        &self,
+        key: RegisteredKey,
+        credential: Fido2Credential,
+    ) -> Result<(), RegistryError> {
+        credential.validate_with(&key)?;
+        let mut conn = self.write_conn()?;
+        let tx = conn.transaction()?;
+        let inserted = tx.execute(
+            "INSERT INTO keys (key_id, label, spki, level, device_id, revoked, added_unix) \
+             VALUES (?1, ?2, ?3, ?4, NULL, ?5, ?6)",
+            params![
+                key.key_id,
+                key.label,
+                key.public_key.spki_der(),
+                key.level.as_str(),
+                key.revoked,
+                key.added_unix
+            ],
+        );
+        match inserted {
+            Ok(_) => {}
+            Err(e) if is_unique_violation(&e) => return Err(RegistryError::KeyExists(key.key_id)),
+            Err(e) => return Err(e.into()),
+        }
+        let stored = tx.execute(
+            "INSERT INTO fido2_credentials (key_id, credential_id, rp_id, aaguid, sign_count, \
+             backup_eligible, backed_up, possibly_cloned) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                credential.key_id,
+                credential.credential_id,
+                credential.rp_id,
+                credential.aaguid.as_slice(),
+                credential.sign_count,
+                credential.backup_eligible,
+                credential.backed_up,
+                credential.possibly_cloned
+            ],
+        );
+        match stored {
+            Ok(_) => {}
+            Err(e) if is_unique_violation(&e) => {
+                return Err(RegistryError::Invalid("credential id already registered"));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn fido2_credential(&self, key_id: &str) -> Result<Option<Fido2Credential>, RegistryError> {
+        let conn = self.conn()?;
+        let row = conn
+            .query_row(
+                "SELECT credential_id, rp_id, aaguid, sign_count, backup_eligible, backed_up, \
+                 possibly_cloned FROM fido2_credentials WHERE key_id = ?1",
+                params![key_id],
+                |row| {
+                    Ok((
+                        row.get::<_, Vec<u8>>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, Vec<u8>>(2)?,
+                        row.get::<_, u32>(3)?,
+                        row.get::<_, bool>(4)?,
+                        row.get::<_, bool>(5)?,
+                        row.get::<_, bool>(6)?,
+                    ))
+                },
+            )
+            .optional()?;
+        let Some((credential_id, rp_id, aaguid, sign_count, backup_eligible, backed_up, cloned)) =
+            row
+        else {
+            return Ok(None);
+        };
+        Ok(Some(Fido2Credential {
+            key_id: key_id.to_owned(),
+            credential_id,
+            rp_id,
+            aaguid: aaguid
+                .try_into()
+                .map_err(|_| RegistryError::Corrupt("AAGUID is not 16 bytes".to_owned()))?,
+            sign_count,
+            backup_eligible,
+            backed_up,
+            possibly_cloned: cloned,
+        }))
+    }
+
+    fn advance_sign_count(&self, key_id: &str, new: u32) -> Result<bool, RegistryError> {
+        // Not a change of `lookup`'s answer: the plain connection, no change count.
+        let conn = self.conn()?;
+        let advanced = conn.execute(
+            "UPDATE fido2_credentials SET sign_count = ?2 WHERE key_id = ?1 \
+             AND possibly_cloned = 0 AND (sign_count < ?2 OR (sign_count = 0 AND ?2 = 0))",
+            params![key_id, new],
+        )?;
+        if advanced == 1 {
+            return Ok(true);
+        }
+        conn.execute(
+            "UPDATE fido2_credentials SET possibly_cloned = 1 WHERE key_id = ?1",
+            params![key_id],
+        )?;
+        Ok(false)
     }
 }

@@ -35,12 +35,14 @@ fn sample_config_parses() -> Result<()> {
                 min_level: KeyLevel::Tpm,
                 strict: false,
                 presigned: PresignPolicy::Deny,
+                step_up: None,
             },
             RouteRule {
                 path_prefix: "/v1/payments/".into(),
                 min_level: KeyLevel::HardwareUnattested,
                 strict: false,
                 presigned: PresignPolicy::GetHeadOnly,
+                step_up: None,
             },
         ]
     );

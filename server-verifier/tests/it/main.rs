@@ -20,4 +20,6 @@ mod manufacturer_roots;
 mod registry;
 mod replay_cache;
 mod verify_pipeline;
+mod webauthn_registration;
+mod webauthn_verify;
 mod wycheproof;

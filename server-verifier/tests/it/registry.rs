@@ -230,7 +230,9 @@ fn policy_device_facts_persist_and_version_1_files_migrate() -> Result<()> {
     }
     {
         let conn = rusqlite::Connection::open(&old)?;
-        conn.execute_batch("DROP TABLE device_facts; PRAGMA user_version = 1;")?;
+        conn.execute_batch(
+            "DROP TABLE fido2_credentials; DROP TABLE device_facts; PRAGMA user_version = 1;",
+        )?;
     }
     let registry = SqliteRegistry::open(&old)?;
     assert_eq!(

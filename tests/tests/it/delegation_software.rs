@@ -299,6 +299,7 @@ async fn delegation_strict_route_refuses_delegated_requests() -> Result<()> {
         min_level: KeyLevel::Software,
         strict: true,
         presigned: Default::default(),
+        step_up: None,
     }];
     let server = ApiServer::start_with(config).await?;
     let d = delegated_agent(&server, None).await?;

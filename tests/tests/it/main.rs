@@ -5,6 +5,7 @@ mod delegation_support;
 mod adversarial;
 mod delegation_software;
 mod delegation_tpm;
+mod fido2;
 mod fleet_redis;
 mod fleet_serve;
 mod pkcs11_softhsm;
