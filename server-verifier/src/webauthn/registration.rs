@@ -1,5 +1,5 @@
 //! FIDO2 registration (W3C WebAuthn L3 §7.1), bound to an enrollment token like TPM enrollment:
-//! an administrator issues a one-time token (`hwsign-verifier enroll token`); the holder asks
+//! an administrator issues a one-time token (`hwsign-verifier tokens create`); the holder asks
 //! for creation options (`POST /hws/v1/webauthn/register/options {token}`), the browser or agent
 //! calls `navigator.credentials.create` / CTAP2 makeCredential with them, and sends the result
 //! (`POST /hws/v1/webauthn/register {challenge_id, client_data_json, attestation_object}`). The

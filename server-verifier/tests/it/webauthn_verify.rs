@@ -623,3 +623,45 @@ fn webauthn_one_touch_authorizes_a_session_key() -> Result<()> {
     ensure!(code(verify(&fx, &direct, 0))? == RejectCode::UnknownKey);
     Ok(())
 }
+
+#[cfg(feature = "postgres")]
+#[test]
+fn webauthn_postgres_registry_counter_is_one_compare_and_set_across_replicas() -> Result<()> {
+    use hwsign_test_support::postgres::Postgres;
+    use hwsign_verifier::registry::{PostgresRegistry, open_registry};
+
+    let pg = Postgres::start()?;
+    let url = pg.url();
+    // A verifier on a cached PostgreSQL registry accepts and stores the counter.
+    let fx = fixture_with(open_registry(&url)?, true)?;
+    let signed = webauthn_sign(
+        &fx.passkey,
+        &post("/v1/pay"),
+        &SignOptions::default(),
+        &Assert::new(7),
+    )?;
+    let principal = verify(&fx, &signed, 0)?;
+    ensure!(principal.level == KeyLevel::Fido2);
+    // Two replicas race with the same counter: exactly one advances it.
+    let a = PostgresRegistry::connect(&url)?;
+    let b = PostgresRegistry::connect(&url)?;
+    ensure!(
+        a.fido2_credential(&fx.passkey.id)?
+            .is_some_and(|c| c.sign_count == 7)
+    );
+    ensure!(a.advance_sign_count(&fx.passkey.id, 8)?);
+    ensure!(!b.advance_sign_count(&fx.passkey.id, 8)?);
+    ensure!(
+        a.fido2_credential(&fx.passkey.id)?
+            .is_some_and(|c| c.possibly_cloned)
+    );
+    // And the verifier now refuses the flagged credential.
+    let later = webauthn_sign(
+        &fx.passkey,
+        &post("/v1/pay"),
+        &SignOptions::default(),
+        &Assert::new(50),
+    )?;
+    ensure!(code(verify(&fx, &later, 0))? == RejectCode::WebauthnCounterRegressed);
+    Ok(())
+}

@@ -19,3 +19,4 @@ mod sdk_python;
 mod software;
 mod tpm_enroll;
 mod tpm_refusals;
+mod webauthn_browser;

@@ -30,7 +30,10 @@ use self::listener::ChangeWatch;
 use self::pool::{Pool, Session};
 use super::encoding::{facts_from_json, facts_to_json, pcrs_from_blob, pcrs_to_blob};
 use super::parsed_keys::ParsedKeys;
-use super::{DeviceClock, DeviceFacts, DeviceRecord, KeyRegistry, RegisteredKey, RegistryError};
+use super::{
+    DeviceClock, DeviceFacts, DeviceRecord, Fido2Credential, KeyRegistry, RegisteredKey,
+    RegistryError,
+};
 
 pub use self::schema::PG_SCHEMA_VERSION;
 
@@ -408,5 +411,116 @@ impl KeyRegistry for PostgresRegistry {
     /// is not connected and current.
     fn change_version(&self) -> Result<Option<u64>, RegistryError> {
         Ok(self.watch.current())
+    }
+
+    fn add_fido2_credential(
+        &self,
+        key: RegisteredKey,
+        credential: Fido2Credential,
+    ) -> Result<(), RegistryError> {
+        credential.validate_with(&key)?;
+        self.pool.run(move |session| {
+            let mut tx = session.client.transaction().map_err(unavailable)?;
+            let inserted = tx.execute(
+                "INSERT INTO hwsign_keys (key_id, label, spki, level, device_id, revoked, \
+                 added_unix) VALUES ($1, $2, $3, $4, NULL, $5, $6)",
+                &[
+                    &key.key_id,
+                    &key.label,
+                    &key.public_key.spki_der(),
+                    &key.level.as_str(),
+                    &key.revoked,
+                    &key.added_unix,
+                ],
+            );
+            match inserted {
+                Ok(_) => {}
+                Err(e) if is_unique_violation(&e) => {
+                    return Err(RegistryError::KeyExists(key.key_id.clone()));
+                }
+                Err(e) => return Err(unavailable(e)),
+            }
+            let stored = tx.execute(
+                "INSERT INTO hwsign_fido2_credentials (key_id, credential_id, rp_id, aaguid, \
+                 sign_count, backup_eligible, backed_up, possibly_cloned) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                &[
+                    &credential.key_id,
+                    &credential.credential_id,
+                    &credential.rp_id,
+                    &credential.aaguid.as_slice(),
+                    &i64::from(credential.sign_count),
+                    &credential.backup_eligible,
+                    &credential.backed_up,
+                    &credential.possibly_cloned,
+                ],
+            );
+            match stored {
+                Ok(_) => {}
+                Err(e) if is_unique_violation(&e) => {
+                    return Err(RegistryError::Invalid("credential id already registered"));
+                }
+                Err(e) => return Err(unavailable(e)),
+            }
+            tx.commit().map_err(unavailable)
+        })
+    }
+
+    fn fido2_credential(&self, key_id: &str) -> Result<Option<Fido2Credential>, RegistryError> {
+        let key_id = key_id.to_owned();
+        self.pool.run(move |session| {
+            let row = session
+                .client
+                .query_opt(
+                    "SELECT credential_id, rp_id, aaguid, sign_count, backup_eligible, \
+                     backed_up, possibly_cloned FROM hwsign_fido2_credentials WHERE key_id = $1",
+                    &[&key_id],
+                )
+                .map_err(unavailable)?;
+            let Some(row) = row else {
+                return Ok(None);
+            };
+            let corrupt = |what: &str| RegistryError::Corrupt(format!("FIDO2 credential: {what}"));
+            let aaguid: Vec<u8> = row.try_get(2).map_err(unavailable)?;
+            let sign_count: i64 = row.try_get(3).map_err(unavailable)?;
+            Ok(Some(Fido2Credential {
+                key_id: key_id.clone(),
+                credential_id: row.try_get(0).map_err(unavailable)?,
+                rp_id: row.try_get(1).map_err(unavailable)?,
+                aaguid: aaguid.try_into().map_err(|_| corrupt("AAGUID"))?,
+                sign_count: u32::try_from(sign_count).map_err(|_| corrupt("sign count"))?,
+                backup_eligible: row.try_get(4).map_err(unavailable)?,
+                backed_up: row.try_get(5).map_err(unavailable)?,
+                possibly_cloned: row.try_get(6).map_err(unavailable)?,
+            }))
+        })
+    }
+
+    fn advance_sign_count(&self, key_id: &str, new: u32) -> Result<bool, RegistryError> {
+        let key_id = key_id.to_owned();
+        let new = i64::from(new);
+        self.pool.run(move |session| {
+            // The compare-and-set is this one conditional UPDATE: replicas racing with the same
+            // counter cannot both advance it.
+            let advanced = session
+                .client
+                .execute(
+                    "UPDATE hwsign_fido2_credentials SET sign_count = $2 WHERE key_id = $1 \
+                     AND NOT possibly_cloned AND (sign_count < $2 OR (sign_count = 0 AND $2 = 0))",
+                    &[&key_id, &new],
+                )
+                .map_err(unavailable)?;
+            if advanced == 1 {
+                return Ok(true);
+            }
+            session
+                .client
+                .execute(
+                    "UPDATE hwsign_fido2_credentials SET possibly_cloned = TRUE WHERE key_id = $1",
+                    &[&key_id],
+                )
+                .map_err(unavailable)?;
+            Ok(false)
+        })
     }
 }

@@ -11,7 +11,7 @@ use postgres::Client;
 use crate::registry::RegistryError;
 
 /// The schema version this code writes and reads.
-pub const PG_SCHEMA_VERSION: i32 = 1;
+pub const PG_SCHEMA_VERSION: i32 = 2;
 
 /// The notification channel the triggers signal on.
 pub(super) const CHANNEL: &str = "hwsign_registry";
@@ -59,6 +59,24 @@ CREATE TRIGGER hwsign_devices_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCA
     ON hwsign_devices FOR EACH STATEMENT EXECUTE FUNCTION hwsign_registry_changed();
 ";
 
+/// Version 2: FIDO2 credentials (docs/WEBAUTHN.md) beside their keys, and the FIDO2 levels in
+/// the keys' level check.
+const SCHEMA_V2: &str = "
+ALTER TABLE hwsign_keys DROP CONSTRAINT hwsign_keys_level_check;
+ALTER TABLE hwsign_keys ADD CONSTRAINT hwsign_keys_level_check CHECK (level IN
+    ('software', 'fido2-unattested', 'fido2', 'hardware-unattested', 'tpm'));
+CREATE TABLE hwsign_fido2_credentials (
+    key_id          TEXT PRIMARY KEY REFERENCES hwsign_keys(key_id),
+    credential_id   BYTEA NOT NULL UNIQUE,
+    rp_id           TEXT NOT NULL,
+    aaguid          BYTEA NOT NULL,
+    sign_count      BIGINT NOT NULL,  -- u32
+    backup_eligible BOOLEAN NOT NULL,
+    backed_up       BOOLEAN NOT NULL,
+    possibly_cloned BOOLEAN NOT NULL DEFAULT FALSE
+);
+";
+
 /// Creates the tables, or migrates them to [`PG_SCHEMA_VERSION`].
 pub(super) fn migrate(client: &mut Client) -> Result<(), RegistryError> {
     let unavailable = |e: postgres::Error| RegistryError::Unavailable(Box::new(e));
@@ -77,6 +95,15 @@ pub(super) fn migrate(client: &mut Client) -> Result<(), RegistryError> {
     match version {
         None => {
             tx.batch_execute(SCHEMA_V1).map_err(unavailable)?;
+            tx.batch_execute(SCHEMA_V2).map_err(unavailable)?;
+            tx.execute(
+                "INSERT INTO hwsign_schema (version) VALUES ($1)",
+                &[&PG_SCHEMA_VERSION],
+            )
+            .map_err(unavailable)?;
+        }
+        Some(1) => {
+            tx.batch_execute(SCHEMA_V2).map_err(unavailable)?;
             tx.execute(
                 "INSERT INTO hwsign_schema (version) VALUES ($1)",
                 &[&PG_SCHEMA_VERSION],
