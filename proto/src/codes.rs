@@ -52,6 +52,10 @@ pub enum RejectCode {
     /// nonce="…"`); the device attests over it at the verifier's attest endpoint
     /// ([`crate::reattestation::ATTEST_PATH`]) and signs the request again (401).
     AttestationRequired,
+    /// The delegated session (or strict-key activity) was ended by an administrator (force
+    /// logout): the device key itself may still be allowed; the client starts a new session only
+    /// if so (401).
+    SessionRevoked,
 }
 
 impl RejectCode {
@@ -77,6 +81,7 @@ impl RejectCode {
             Self::RateLimited => "rate_limited",
             Self::UpstreamUnavailable => "upstream_unavailable",
             Self::AttestationRequired => "attestation_required",
+            Self::SessionRevoked => "session_revoked",
         }
     }
 

@@ -35,6 +35,8 @@ use subtle::ConstantTimeEq;
 
 use crate::config::{ConfigError, VerifierConfig};
 use crate::delegation::{RequestClaims, StatementCache};
+use crate::directory::sessions::ObservedSession;
+use crate::directory::{SessionClient, SessionGuard, device_ref};
 use crate::ecdsa_backend::{PreparedKey, VerifyBackend};
 use crate::hosts::HostList;
 use crate::policy::{PolicyGate, PolicyRoute};
@@ -121,6 +123,8 @@ pub struct SignatureChecked {
     signed_headers: SignedHeaders,
     /// The route, when device policies cover it.
     policy_route: Option<PolicyRoute>,
+    /// The request's session, when the verifier checks sessions ([`Verifier::with_sessions`]).
+    session: Option<ObservedSession>,
 }
 
 impl SignatureChecked {
@@ -164,6 +168,7 @@ fn deadline_after(until_unix: i64) -> SystemTime {
 #[must_use = "the request is not verified until finish() accepts it"]
 pub struct Reserved {
     checked: SignatureChecked,
+    client: Option<SessionClient>,
 }
 
 impl Reserved {
@@ -187,6 +192,11 @@ impl Reserved {
     pub fn signs_header(&self, name: &str) -> bool {
         self.checked.signs_header(name)
     }
+
+    /// Records the client's address in the request's session (when sessions are checked).
+    pub fn set_client(&mut self, client: SessionClient) {
+        self.client = Some(client);
+    }
 }
 
 /// Checks HWS1-signed requests against a key registry and a replay cache.
@@ -202,6 +212,7 @@ pub struct Verifier {
     statements: StatementCache,
     policy: Option<PolicyGate>,
     reattestation: Option<Arc<AttestationChallenges>>,
+    sessions: Option<Arc<SessionGuard>>,
 }
 
 fn unix_seconds(now: SystemTime) -> Result<i64, Rejection> {
@@ -262,6 +273,7 @@ impl Verifier {
             prepared: RwLock::new(HashMap::new()),
             statements: StatementCache::default(),
             reattestation: None,
+            sessions: None,
         })
     }
 
@@ -272,6 +284,19 @@ impl Verifier {
     pub fn with_reattestation(mut self, challenges: Arc<AttestationChallenges>) -> Self {
         self.reattestation = Some(challenges);
         self
+    }
+
+    /// The same verifier refusing requests whose session an administrator ended
+    /// (`session_revoked`, checked against the directory on every request) and recording each
+    /// session as seen (docs/ADMIN.md "Sessions").
+    pub fn with_sessions(mut self, sessions: Arc<SessionGuard>) -> Self {
+        self.sessions = Some(sessions);
+        self
+    }
+
+    /// The session guard, when sessions are checked.
+    pub fn sessions(&self) -> Option<&Arc<SessionGuard>> {
+        self.sessions.as_ref()
     }
 
     /// The same verifier with another signature backend.
@@ -380,11 +405,11 @@ impl Verifier {
         if let Some(expires) = claimed.expires_secs {
             self.check_presign_policy(parts, &route, expires)?;
         }
-        let (key, signer, statement_until_unix) = match &claimed.delegation {
+        let (key, signer, statement_until_unix, session_terms) = match &claimed.delegation {
             None => {
                 let key = self.lookup(&claimed.authorization.credential)?;
                 let signer = self.prepared_key(&key)?;
-                (key, signer, None)
+                (key, signer, None, None)
             }
             Some(statement) => {
                 let claims = RequestClaims {
@@ -404,6 +429,7 @@ impl Verifier {
                     checked.device_key,
                     checked.session_key,
                     Some(checked.usable_until_unix),
+                    Some((checked.issued_unix, checked.expires_unix)),
                 )
             }
         };
@@ -428,6 +454,28 @@ impl Verifier {
         let nonce = claimed.nonce.ok_or_else(|| {
             Rejection::new(RejectCode::MalformedRequest, "the request carries no nonce")
         })?;
+        let session = self.sessions.as_ref().map(|_| {
+            let (id, (issued_unix, expires_unix)) = match session_terms {
+                Some(terms) => (claimed.authorization.credential.clone(), terms),
+                None => (
+                    format!("strict:{}", key.key_id),
+                    (claimed.time.unix(), accept_until_unix),
+                ),
+            };
+            ObservedSession {
+                id,
+                key_id: key.key_id.clone(),
+                device: device_ref(&key).to_owned(),
+                audience: claimed.authorization.scope.audience.clone(),
+                delegated: session_terms.is_some(),
+                issued_unix,
+                expires_unix,
+                user_agent: parts
+                    .header_values("user-agent")
+                    .next()
+                    .map(ObservedSession::user_agent_of),
+            }
+        });
         Ok(SignatureChecked {
             key,
             payload,
@@ -444,6 +492,7 @@ impl Verifier {
                 .policy
                 .as_ref()
                 .and_then(|gate| gate.route(parts.method, parts.path)),
+            session,
         })
     }
 
@@ -469,7 +518,10 @@ impl Verifier {
             per_key_limit: self.config.replay_quota_per_key,
         };
         match self.replay.check_and_remember(&reservation) {
-            Ok(Freshness::Fresh) => Ok(Reserved { checked }),
+            Ok(Freshness::Fresh) => Ok(Reserved {
+                checked,
+                client: None,
+            }),
             Ok(Freshness::Replayed) => Err(Rejection::new(
                 RejectCode::ReplayedNonce,
                 "this nonce was already used",
@@ -505,6 +557,7 @@ impl Verifier {
         body_sha256: &[u8; 32],
         now: SystemTime,
     ) -> Result<VerifiedPrincipal, Rejection> {
+        let client = reserved.client;
         let checked = reserved.checked;
         let now = unix_seconds(now)?;
         if let Payload::Sha256(signed) = checked.payload
@@ -540,6 +593,10 @@ impl Verifier {
                 RejectCode::UnknownKey,
                 "the key was replaced while the request was read",
             ));
+        }
+        // A force logout since phase one takes effect now too (never a cached answer).
+        if let (Some(guard), Some(session)) = (&self.sessions, &checked.session) {
+            guard.admit(session, client, now)?;
         }
         if let Some(required) = checked.required_level
             && key.level < required
