@@ -28,6 +28,10 @@ pub(crate) struct AdminArgs {
     /// The administrator's key id (hk1_…), held by the local agent; default: $HWSIGN_ADMIN_KEY.
     #[arg(long)]
     key: Option<String>,
+    /// The host to sign (`Host` header) when it is not the URL's, e.g. the name the admin API
+    /// knows itself by behind a tunnel.
+    #[arg(long)]
+    host: Option<String>,
     /// The admin API's audience.
     #[arg(long, default_value = hwsign_verifier::admin_api::DEFAULT_ADMIN_AUDIENCE)]
     audience: String,
@@ -293,7 +297,7 @@ async fn exchange(args: &AdminArgs) -> anyhow::Result<(u16, Value)> {
     let mut builder = http::Request::builder()
         .method(method)
         .uri(uri.clone())
-        .header("host", authority.as_str());
+        .header("host", args.host.as_deref().unwrap_or(authority.as_str()));
     if !body.is_empty() {
         builder = builder.header("content-type", "application/json");
     }
