@@ -23,7 +23,7 @@ pub(crate) const ADMIN_AUDIENCE: &str = "hwsign-admin";
 /// The identity provider's bearer token.
 pub(crate) const SCIM_TOKEN: &str = "scim-e2e-token-4f1c9a2b7d";
 /// How recent a recovery request's signature must be.
-pub(crate) const FRESH_SECS: u64 = 3;
+pub(crate) const FRESH_SECS: u64 = 10;
 
 /// The fleet, the agent and its keys.
 pub(crate) struct AdminFleet {
