@@ -294,10 +294,17 @@ async fn exchange(args: &AdminArgs) -> anyhow::Result<(u16, Value)> {
     }
     let authority = uri.authority().context("--url has no host")?.clone();
     let body = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+    // The signed URI names the host the admin API knows itself by (`--host`, else the URL's);
+    // the connection goes to the URL's address.
+    let signed_uri: http::Uri = match &args.host {
+        Some(host) => format!("http://{host}{path}").parse().context("--host")?,
+        None => uri.clone(),
+    };
+    let host = args.host.as_deref().unwrap_or(authority.as_str());
     let mut builder = http::Request::builder()
         .method(method)
-        .uri(uri.clone())
-        .header("host", args.host.as_deref().unwrap_or(authority.as_str()));
+        .uri(signed_uri)
+        .header("host", host);
     if !body.is_empty() {
         builder = builder.header("content-type", "application/json");
     }

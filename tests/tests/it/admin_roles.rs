@@ -220,7 +220,7 @@ async fn admin_cli_signs_through_the_agent_and_prints_json() -> Result<()> {
     );
     let (ok, ended, err) = cli(&f, &["sessions", "end", "--device", &laptop])?;
     ensure!(ok && ended["sessions_ended"] == 1, "{ended} {err}");
-    hwsign_e2e::expect_refusal(&f.api_get(0, &laptop).await?, 401, "session_revoked")?;
+    expect_refusal(&f.api_get(0, &laptop).await?, 401, "session_revoked")?;
     // A refusal exits non-zero with the error on stderr.
     let (ok, _, err) = cli(&f, &["users", "show", "nobody"])?;
     ensure!(!ok && err.contains("not_found"), "{err}");
