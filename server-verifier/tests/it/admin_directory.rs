@@ -10,15 +10,17 @@ use hwsign_verifier::directory::{
     SessionLimits, SessionRef, SessionScope, SqliteDirectory, User,
 };
 
-/// Each implementation as (name, writer, reader): for SQLite two connections to one file.
-fn directories() -> Result<
-    Vec<(
-        &'static str,
-        Arc<dyn Directory>,
-        Arc<dyn Directory>,
-        Option<tempfile::TempDir>,
-    )>,
-> {
+/// One implementation under test: its name, a writer, a reader (for SQLite a second connection
+/// to the same file, as another replica would hold), and the temp dir to keep.
+type UnderTest = (
+    &'static str,
+    Arc<dyn Directory>,
+    Arc<dyn Directory>,
+    Option<tempfile::TempDir>,
+);
+
+/// Each implementation.
+fn directories() -> Result<Vec<UnderTest>> {
     let memory: Arc<dyn Directory> = Arc::new(MemoryDirectory::default());
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("verifier.db");

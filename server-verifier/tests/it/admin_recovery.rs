@@ -90,7 +90,7 @@ fn admin_recovery_enrolls_the_device_for_the_user_and_is_single_use() -> Result<
     let token = recovery_token(&f, &directory, "alice", unix(now) + 600, now)?;
     let done = enroll(&f, &token, now)?;
     ensure!(directory.device_owner(&done.device_id)?.as_deref() == Some("alice"));
-    ensure!(directory.devices_of("alice")? == [done.device_id.clone()]);
+    ensure!(directory.devices_of("alice")? == std::slice::from_ref(&done.device_id));
     let key = f
         .enrollment
         .registry()
