@@ -208,16 +208,21 @@ impl AdminApi {
         })
     }
 
-    /// The router: `/admin/v1/...` behind its own verifier (sharing `replay`), and `/scim/v2/...`
-    /// when SCIM is configured.
-    pub fn router(self, replay: Arc<dyn ReplayCache>) -> Result<Router, AdminApiError> {
+    /// The router: `/admin/v1/...` behind its own verifier (sharing `replay`, and with
+    /// `sessions` refusing an administrator's ended sessions too), and `/scim/v2/...` when SCIM
+    /// is configured.
+    pub fn router(
+        self,
+        replay: Arc<dyn ReplayCache>,
+        sessions: Option<Arc<SessionGuard>>,
+    ) -> Result<Router, AdminApiError> {
         let verifier_config =
             VerifierConfig::new(self.config.audience.clone(), self.config.hosts.clone());
-        let verifier = Arc::new(Verifier::new(
-            verifier_config,
-            Arc::clone(&self.registry),
-            replay,
-        )?);
+        let mut verifier = Verifier::new(verifier_config, Arc::clone(&self.registry), replay)?;
+        if let Some(sessions) = sessions {
+            verifier = verifier.with_sessions(sessions);
+        }
+        let verifier = Arc::new(verifier);
         let scim = self.config.scim.as_ref().and_then(|scim| {
             scim_router(
                 scim,
@@ -268,7 +273,9 @@ pub fn admin_services(
         registry,
         Some(Arc::new(enrollment)),
     )?
-    .router(replay)?;
+    // Admin requests are not recorded as sessions (they would fill the listing with the
+    // administrators' own activity, and `all` would end the request that asked for it).
+    .router(replay, None)?;
     Ok(AdminServices {
         router,
         sessions,

@@ -552,9 +552,14 @@ async fn create_group(
     state.authorize(&headers)?;
     let group = group_from_body(&parse_body(&body)?, new_id()?, now_unix())?;
     state.directory.create_group(&group)?;
-    let group = find_group(&state, &group.id)?;
+    group_answer(&state, &group.id, StatusCode::CREATED)
+}
+
+/// Group `id` as stored now, answered with `status`.
+fn group_answer(state: &ScimState, id: &str, status: StatusCode) -> ScimResult {
+    let group = find_group(state, id)?;
     Ok(scim_json(
-        StatusCode::CREATED,
+        status,
         &group_json(&group, state.directory.as_ref())?,
     ))
 }
@@ -599,11 +604,7 @@ async fn get_group(
     Path(id): Path<String>,
 ) -> ScimResult {
     state.authorize(&headers)?;
-    let group = find_group(&state, &id)?;
-    Ok(scim_json(
-        StatusCode::OK,
-        &group_json(&group, state.directory.as_ref())?,
-    ))
+    group_answer(&state, &id, StatusCode::OK)
 }
 
 async fn replace_group(
@@ -616,11 +617,7 @@ async fn replace_group(
     let before = find_group(&state, &id)?;
     let group = group_from_body(&parse_body(&body)?, id, before.created_unix)?;
     state.directory.replace_group(&group)?;
-    let group = find_group(&state, &group.id)?;
-    Ok(scim_json(
-        StatusCode::OK,
-        &group_json(&group, state.directory.as_ref())?,
-    ))
+    group_answer(&state, &group.id, StatusCode::OK)
 }
 
 /// `members[value eq "ID"]` → `ID`.
@@ -685,11 +682,7 @@ async fn patch_group(
     group.members.dedup();
     group.updated_unix = now_unix();
     state.directory.replace_group(&group)?;
-    let group = find_group(&state, &group.id)?;
-    Ok(scim_json(
-        StatusCode::OK,
-        &group_json(&group, state.directory.as_ref())?,
-    ))
+    group_answer(&state, &group.id, StatusCode::OK)
 }
 
 async fn delete_group(
