@@ -203,6 +203,25 @@ pub fn device_ref(key: &RegisteredKey) -> &str {
     key.device_id.as_deref().unwrap_or(&key.key_id)
 }
 
+/// The active user a device belongs to and the names of that user's groups: what route rules
+/// and policies (Cedar principal parents) take from the directory. `None` when the device has no
+/// user or the user is deprovisioned.
+pub fn principal_of(
+    directory: &dyn Directory,
+    device: &str,
+) -> Result<Option<(User, Vec<String>)>, DirectoryError> {
+    let Some(user_id) = directory.device_owner(device)? else {
+        return Ok(None);
+    };
+    match directory.user(&user_id)? {
+        Some(user) if user.active => {
+            let groups = directory.groups_of(&user.id)?;
+            Ok(Some((user, groups)))
+        }
+        _ => Ok(None),
+    }
+}
+
 /// A new random id (32 hex digits).
 pub fn new_id() -> Result<String, DirectoryError> {
     let mut bytes = [0u8; 16];

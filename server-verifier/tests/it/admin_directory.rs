@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{Result, ensure};
 use hwsign_verifier::directory::{
     Directory, DirectoryError, Group, MemoryDirectory, RecoveryGrant, Session, SessionEnd,
-    SessionLimits, SessionRef, SessionScope, SqliteDirectory, User,
+    SessionLimits, SessionRef, SessionScope, SqliteDirectory, User, principal_of,
 };
 
 /// One implementation under test: its name, a writer, a reader (for SQLite a second connection
@@ -140,6 +140,18 @@ fn admin_directory_users_groups_and_device_owners() -> Result<()> {
         ensure!(
             other.device_owner("dev-2")?.as_deref() == Some("u2"),
             "{name}"
+        );
+        // What policies take: the device's active user and their groups.
+        let (owner, groups) = principal_of(other.as_ref(), "dev-1")?
+            .ok_or_else(|| anyhow::anyhow!("{name}: dev-1 has no principal"))?;
+        ensure!(owner.id == "u1" && groups == ["hwsign-operators"], "{name}");
+        ensure!(
+            principal_of(other.as_ref(), "dev-2")?.is_none(),
+            "{name}: bob is inactive"
+        );
+        ensure!(
+            principal_of(other.as_ref(), "dev-9")?.is_none(),
+            "{name}: no owner"
         );
 
         // Deleting a user drops their memberships and device assignments.
