@@ -70,6 +70,10 @@ pub enum RejectCode {
     /// verification when asked): `WWW-Authenticate: HWS1 error="step_up_required",
     /// user_verification="required|preferred"` (401).
     StepUpRequired,
+    /// The delegated session (or strict-key activity) was ended by an administrator (force
+    /// logout): the device key itself may still be allowed; the client starts a new session only
+    /// if so (401).
+    SessionRevoked,
 }
 
 impl RejectCode {
@@ -101,6 +105,7 @@ impl RejectCode {
             Self::WebauthnUserVerification => "webauthn_user_verification",
             Self::WebauthnCounterRegressed => "webauthn_counter_regressed",
             Self::StepUpRequired => "step_up_required",
+            Self::SessionRevoked => "session_revoked",
         }
     }
 

@@ -39,6 +39,10 @@ pub struct CheckedDelegation {
     /// The last second (verifier clock) the statement may be used: `not-after + skew`. The
     /// verifier judges it again with the clock read after the body is complete.
     pub usable_until_unix: i64,
+    /// The statement's not-before (when the session was issued), signer's clock.
+    pub issued_unix: i64,
+    /// The statement's not-after, signer's clock.
+    pub expires_unix: i64,
 }
 
 /// What the request claims, as far as the statement is concerned.
@@ -230,6 +234,8 @@ impl StatementCache {
                 device_key,
                 session_key: Arc::clone(&entry.session_key),
                 usable_until_unix: entry.terms.usable_until(claims.skew_secs),
+                issued_unix: entry.terms.not_before,
+                expires_unix: entry.terms.not_after,
             });
         }
         let (statement, signature, webauthn) = if is_webauthn_delegation(header_value) {
@@ -258,6 +264,7 @@ impl StatementCache {
         }
         let session_key = prepare(&statement.session_key)?;
         let usable_until_unix = terms.usable_until(claims.skew_secs);
+        let (issued_unix, expires_unix) = (terms.not_before, terms.not_after);
         self.insert(
             hash,
             Arc::new(VerifiedStatement {
@@ -273,6 +280,8 @@ impl StatementCache {
             device_key,
             session_key,
             usable_until_unix,
+            issued_unix,
+            expires_unix,
         })
     }
 }

@@ -34,9 +34,11 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod admin_api;
 pub mod attestation;
 pub mod config;
 pub mod delegation;
+pub mod directory;
 pub mod ecdsa_backend;
 pub mod enrollment;
 mod hosts;

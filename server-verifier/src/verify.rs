@@ -36,6 +36,8 @@ use subtle::ConstantTimeEq;
 
 use crate::config::{ConfigError, VerifierConfig};
 use crate::delegation::{RequestClaims, StatementCache};
+use crate::directory::sessions::ObservedSession;
+use crate::directory::{SessionClient, SessionGuard, device_ref};
 use crate::ecdsa_backend::{PreparedKey, VerifyBackend};
 use crate::hosts::HostList;
 use crate::policy::{PolicyGate, PolicyRoute};
@@ -132,6 +134,8 @@ pub struct SignatureChecked {
     step_up: Option<StepUp>,
     /// The signed date.
     date_unix: i64,
+    /// The request's session, when the verifier checks sessions ([`Verifier::with_sessions`]).
+    session: Option<ObservedSession>,
 }
 
 impl SignatureChecked {
@@ -175,6 +179,7 @@ fn deadline_after(until_unix: i64) -> SystemTime {
 #[must_use = "the request is not verified until finish() accepts it"]
 pub struct Reserved {
     checked: SignatureChecked,
+    client: Option<SessionClient>,
 }
 
 impl Reserved {
@@ -198,6 +203,11 @@ impl Reserved {
     pub fn signs_header(&self, name: &str) -> bool {
         self.checked.signs_header(name)
     }
+
+    /// Records the client's address in the request's session (when sessions are checked).
+    pub fn set_client(&mut self, client: SessionClient) {
+        self.client = Some(client);
+    }
 }
 
 /// Checks HWS1-signed requests against a key registry and a replay cache.
@@ -213,6 +223,7 @@ pub struct Verifier {
     statements: StatementCache,
     policy: Option<PolicyGate>,
     reattestation: Option<Arc<AttestationChallenges>>,
+    sessions: Option<Arc<SessionGuard>>,
 }
 
 fn unix_seconds(now: SystemTime) -> Result<i64, Rejection> {
@@ -294,6 +305,7 @@ impl Verifier {
             prepared: RwLock::new(HashMap::new()),
             statements: StatementCache::default(),
             reattestation: None,
+            sessions: None,
         })
     }
 
@@ -304,6 +316,19 @@ impl Verifier {
     pub fn with_reattestation(mut self, challenges: Arc<AttestationChallenges>) -> Self {
         self.reattestation = Some(challenges);
         self
+    }
+
+    /// The same verifier refusing requests whose session an administrator ended
+    /// (`session_revoked`, checked against the directory on every request) and recording each
+    /// session as seen (docs/ADMIN.md "Sessions").
+    pub fn with_sessions(mut self, sessions: Arc<SessionGuard>) -> Self {
+        self.sessions = Some(sessions);
+        self
+    }
+
+    /// The session guard, when sessions are checked.
+    pub fn sessions(&self) -> Option<&Arc<SessionGuard>> {
+        self.sessions.as_ref()
     }
 
     /// The same verifier with another signature backend.
@@ -425,7 +450,7 @@ impl Verifier {
         }
         let mut webauthn = None;
         let mut signed_message = None;
-        let (key, signer, statement_until_unix) = match &claimed.delegation {
+        let (key, signer, statement_until_unix, session_terms) = match &claimed.delegation {
             None if webauthn_profile => {
                 let key = self.lookup(&claimed.authorization.credential)?;
                 let asks_uv = route
@@ -442,13 +467,13 @@ impl Verifier {
                 let signer = self.prepared_key(&key)?;
                 signed_message = Some(assertion.message);
                 webauthn = Some(assertion.used);
-                (key, signer, None)
+                (key, signer, None, None)
             }
             None => {
                 let key = self.lookup(&claimed.authorization.credential)?;
                 refuse_fido2_without_assertion(&key)?;
                 let signer = self.prepared_key(&key)?;
-                (key, signer, None)
+                (key, signer, None, None)
             }
             Some(statement) => {
                 let claims = RequestClaims {
@@ -491,6 +516,7 @@ impl Verifier {
                     checked.device_key,
                     checked.session_key,
                     Some(checked.usable_until_unix),
+                    Some((checked.issued_unix, checked.expires_unix)),
                 )
             }
         };
@@ -515,6 +541,28 @@ impl Verifier {
         let nonce = claimed.nonce.ok_or_else(|| {
             Rejection::new(RejectCode::MalformedRequest, "the request carries no nonce")
         })?;
+        let session = self.sessions.as_ref().map(|_| {
+            let (id, (issued_unix, expires_unix)) = match session_terms {
+                Some(terms) => (claimed.authorization.credential.clone(), terms),
+                None => (
+                    format!("strict:{}", key.key_id),
+                    (claimed.time.unix(), accept_until_unix),
+                ),
+            };
+            ObservedSession {
+                id,
+                key_id: key.key_id.clone(),
+                device: device_ref(&key).to_owned(),
+                audience: claimed.authorization.scope.audience.clone(),
+                delegated: session_terms.is_some(),
+                issued_unix,
+                expires_unix,
+                user_agent: parts
+                    .header_values("user-agent")
+                    .next()
+                    .map(ObservedSession::user_agent_of),
+            }
+        });
         Ok(SignatureChecked {
             key,
             payload,
@@ -534,6 +582,7 @@ impl Verifier {
             webauthn,
             step_up: route.step_up,
             date_unix: claimed.time.unix(),
+            session,
         })
     }
 
@@ -563,7 +612,10 @@ impl Verifier {
                 if let Some(used) = &checked.webauthn {
                     self.advance_sign_count(&checked.key.key_id, used)?;
                 }
-                Ok(Reserved { checked })
+                Ok(Reserved {
+                    checked,
+                    client: None,
+                })
             }
             Ok(Freshness::Replayed) => Err(Rejection::new(
                 RejectCode::ReplayedNonce,
@@ -600,6 +652,7 @@ impl Verifier {
         body_sha256: &[u8; 32],
         now: SystemTime,
     ) -> Result<VerifiedPrincipal, Rejection> {
+        let client = reserved.client;
         let checked = reserved.checked;
         let now = unix_seconds(now)?;
         if let Payload::Sha256(signed) = checked.payload
@@ -635,6 +688,10 @@ impl Verifier {
                 RejectCode::UnknownKey,
                 "the key was replaced while the request was read",
             ));
+        }
+        // A force logout since phase one takes effect now too (never a cached answer).
+        if let (Some(guard), Some(session)) = (&self.sessions, &checked.session) {
+            guard.admit(session, client, now)?;
         }
         if let Some(required) = checked.required_level
             && key.level < required

@@ -6,6 +6,7 @@
 //! that links the library does not build them.
 #![forbid(unsafe_code)]
 
+mod admin;
 mod ek;
 mod policy;
 mod serve;
@@ -71,6 +72,9 @@ enum Command {
     /// Device policies (Cedar): validate, check a request, print the schema.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// The admin API (devices, sessions, users, tokens, recovery), signed through the local
+    /// agent; prints JSON (docs/ADMIN.md).
+    Admin(admin::AdminArgs),
 }
 
 /// Where the keys (and enrollment tokens) are: an SQLite file (`--db`) or a registry URL
@@ -225,6 +229,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
         Command::Policy(command) => policy::run(command)?,
+        Command::Admin(args) => admin::run(args)?,
         Command::Serve {
             config,
             check_config,

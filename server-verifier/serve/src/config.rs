@@ -83,6 +83,10 @@ pub struct TlsSettings {
 pub struct AdminSettings {
     /// `GET /healthz`, `GET /readyz`, `GET /metrics` (keep it off the public network).
     pub listen: SocketAddr,
+    /// The admin API (`/admin/v1/...`) and SCIM (`/scim/v2/...`) on this listener, and the
+    /// session checks (`session_revoked`) on every request (docs/ADMIN.md); absent: neither.
+    #[serde(default)]
+    pub api: Option<hwsign_verifier::admin_api::AdminApiConfig>,
 }
 
 /// Bounds on connections and time.

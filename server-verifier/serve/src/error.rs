@@ -35,6 +35,9 @@ pub enum ServeError {
     #[error("cannot build the verifier")]
     Verifier(#[source] ConfigError),
     /// The enrollment store cannot be opened.
+    #[error("cannot start the admin API")]
+    AdminApi(#[source] hwsign_verifier::admin_api::AdminApiError),
+    /// The enrollment store cannot be opened.
     #[error("cannot open the enrollment store")]
     EnrollmentStore(#[source] EnrollmentError),
     /// The enrollment trust anchors cannot be loaded.

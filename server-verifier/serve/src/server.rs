@@ -85,14 +85,28 @@ pub async fn run(
         url: config.replay_cache.clone(),
         source,
     })?;
-    let verifier = Arc::new(
-        Verifier::new(
-            config.verifier.clone(),
-            Arc::clone(&registry),
-            Arc::clone(&replay),
-        )
-        .map_err(ServeError::Verifier)?,
-    );
+    let admin_services = match config.admin.as_ref().and_then(|admin| admin.api.as_ref()) {
+        Some(api) => Some(
+            hwsign_verifier::admin_api::admin_services(
+                api,
+                &config.registry,
+                Arc::clone(&registry),
+                Arc::clone(&replay),
+            )
+            .map_err(ServeError::AdminApi)?,
+        ),
+        None => None,
+    };
+    let mut verifier = Verifier::new(
+        config.verifier.clone(),
+        Arc::clone(&registry),
+        Arc::clone(&replay),
+    )
+    .map_err(ServeError::Verifier)?;
+    if let Some(services) = &admin_services {
+        verifier = verifier.with_sessions(Arc::clone(&services.sessions));
+    }
+    let verifier = Arc::new(verifier);
     let enrollment = match &config.enrollment {
         Some(settings) => {
             let store = hwsign_verifier::enrollment::open_enrollment_store(&config.registry)
@@ -100,8 +114,11 @@ pub async fn run(
             let anchors = settings
                 .trust_anchors()
                 .map_err(ServeError::EnrollmentAnchors)?;
-            let enrollment =
+            let mut enrollment =
                 Enrollment::new(store, Arc::clone(&registry), anchors, settings.clone());
+            if let Some(services) = &admin_services {
+                enrollment = enrollment.with_directory(Arc::clone(&services.directory));
+            }
             Some(router(Arc::new(enrollment)))
         }
         None => None,
@@ -166,6 +183,7 @@ pub async fn run(
             },
         ));
     }
+    let admin_api = admin_services.map(|services| services.router);
     if let Some(listener) = listeners.admin {
         tracing::info!(listen = ?listener.local_addr().ok(), "admin listener");
         loops.spawn(accept_loop(
@@ -174,10 +192,23 @@ pub async fn run(
             stopped.clone(),
             move |stream, _peer, limits, stopped| {
                 let admin = Arc::clone(&admin);
+                let admin_api = admin_api.clone();
                 async move {
                     let service = service_fn(move |request: hyper::Request<Incoming>| {
                         let admin = Arc::clone(&admin);
-                        async move { Ok::<_, Infallible>(admin.handle(request).await) }
+                        let admin_api = admin_api.clone();
+                        async move {
+                            if let Some(router) = admin_api
+                                && hwsign_verifier::admin_api::handles(request.uri().path())
+                            {
+                                let request = request.map(axum::body::Body::new);
+                                return match tower::ServiceExt::oneshot(router, request).await {
+                                    Ok(response) => Ok::<_, Infallible>(response),
+                                    Err(never) => match never {},
+                                };
+                            }
+                            Ok::<_, Infallible>(admin.handle(request).await)
+                        }
                     });
                     serve_http(stream, service, &limits, stopped).await;
                 }

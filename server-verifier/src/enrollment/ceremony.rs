@@ -62,6 +62,7 @@ pub struct Enrollment {
     registry: Arc<dyn KeyRegistry>,
     anchors: TrustAnchors,
     config: EnrollmentConfig,
+    directory: Option<Arc<dyn crate::directory::Directory>>,
 }
 
 use crate::unix_time::seconds_or_zero as unix;
@@ -103,7 +104,52 @@ impl Enrollment {
             registry,
             anchors,
             config,
+            directory: None,
         }
+    }
+
+    /// The same service honouring recovery tokens (docs/ADMIN.md "Recovery"): a token with a
+    /// recovery grant in `directory` enrolls its device only for the grant's user (refused if the
+    /// device belongs to another user, the user is inactive, or the grant was used), then assigns
+    /// the device to that user.
+    pub fn with_directory(mut self, directory: Arc<dyn crate::directory::Directory>) -> Self {
+        self.directory = Some(directory);
+        self
+    }
+
+    /// Checks and spends the recovery grant of `token_id`, if it has one; returns its user.
+    fn claim_recovery(
+        &self,
+        token_id: &str,
+        device_id: &str,
+        now: i64,
+    ) -> Result<Option<String>, EnrollmentError> {
+        let Some(directory) = &self.directory else {
+            return Ok(None);
+        };
+        let store = |e: crate::directory::DirectoryError| EnrollmentError::Store(e.to_string());
+        let Some(grant) = directory.recovery(token_id).map_err(store)? else {
+            return Ok(None);
+        };
+        if grant.used_by_device.is_some() {
+            return Err(EnrollmentError::RecoveryRefused("used"));
+        }
+        if now > grant.expires_unix {
+            return Err(EnrollmentError::RecoveryRefused("expired"));
+        }
+        match directory.user(&grant.user_id).map_err(store)? {
+            Some(user) if user.active => {}
+            _ => return Err(EnrollmentError::RecoveryRefused("user_inactive")),
+        }
+        if let Some(owner) = directory.device_owner(device_id).map_err(store)?
+            && owner != grant.user_id
+        {
+            return Err(EnrollmentError::RecoveryRefused("device_of_another_user"));
+        }
+        if !directory.use_recovery(token_id, device_id).map_err(store)? {
+            return Err(EnrollmentError::RecoveryRefused("used"));
+        }
+        Ok(Some(grant.user_id))
     }
 
     /// The store (tokens are issued through it).
@@ -307,9 +353,17 @@ impl Enrollment {
             .transpose()
             .map_err(|e| EnrollmentError::Store(format!("pending enrollment: {e}")))?
             .ok_or_else(|| EnrollmentError::Store("challenge has no pending enrollment".into()))?;
+        let recovered_for =
+            self.claim_recovery(&challenge.token_id, &pending.device_id, unix(now))?;
         self.record_device(&pending, now)?;
         if !pending.key_already_registered {
             self.register_key(&pending, now)?;
+        }
+        if let (Some(user), Some(directory)) = (recovered_for, &self.directory) {
+            directory
+                .assign_device(&pending.device_id, &user)
+                .map_err(|e| EnrollmentError::Store(e.to_string()))?;
+            tracing::info!(device_id = %pending.device_id, user = %user, "device recovered for user");
         }
         Ok(ActivateResponse {
             device_id: pending.device_id,

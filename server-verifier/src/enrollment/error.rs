@@ -68,6 +68,10 @@ pub enum EnrollmentError {
     /// The registry refused or failed.
     #[error("key registry")]
     Registry(#[from] RegistryError),
+    /// A recovery token (docs/ADMIN.md "Recovery") cannot enroll this device: already used,
+    /// expired, its user deprovisioned, or the device belongs to another user.
+    #[error("recovery refused: {0}")]
+    RecoveryRefused(&'static str),
 }
 
 impl From<rusqlite::Error> for EnrollmentError {
@@ -99,6 +103,7 @@ impl EnrollmentError {
             Self::DeviceRevoked => "device_revoked".into(),
             Self::KeyExists(_) => "key_exists".into(),
             Self::Store(_) | Self::Registry(_) => "unavailable".into(),
+            Self::RecoveryRefused(reason) => format!("recovery_refused:{reason}"),
         }
     }
 

@@ -143,7 +143,10 @@ where
     };
     let checked = verifier.check_signature(&request_parts, verifier.now())?;
     fields.check_signed(&checked)?;
-    let reserved = verifier.reserve(checked, verifier.now())?;
+    let mut reserved = verifier.reserve(checked, verifier.now())?;
+    if let Some(client) = head.extensions.get::<crate::directory::SessionClient>() {
+        reserved.set_client(*client);
+    }
     let remaining = reserved
         .deadline()
         .duration_since(verifier.now())

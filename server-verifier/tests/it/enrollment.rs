@@ -26,13 +26,13 @@ use hwsign_verifier::enrollment::{
     Enrollment, EnrollmentConfig, EnrollmentError, EnrollmentStore, create_token, router,
 };
 
-struct Fixture {
-    rig: TpmRig,
-    enrollment: Enrollment,
-    _dir: tempfile::TempDir,
+pub(crate) struct Fixture {
+    pub(crate) rig: TpmRig,
+    pub(crate) enrollment: Enrollment,
+    pub(crate) _dir: tempfile::TempDir,
 }
 
-fn fixture_with(config: impl FnOnce(&mut EnrollmentConfig)) -> Result<Fixture> {
+pub(crate) fn fixture_with(config: impl FnOnce(&mut EnrollmentConfig)) -> Result<Fixture> {
     let rig = TpmRig::new()?;
     let dir = tempfile::tempdir()?;
     let db = dir.path().join("verifier.db");
@@ -57,11 +57,11 @@ fn fixture_with(config: impl FnOnce(&mut EnrollmentConfig)) -> Result<Fixture> {
     })
 }
 
-fn fixture() -> Result<Fixture> {
+pub(crate) fn fixture() -> Result<Fixture> {
     fixture_with(|_| {})
 }
 
-fn key_id_of(rig: &TpmRig, handle: u32) -> Result<String> {
+pub(crate) fn key_id_of(rig: &TpmRig, handle: u32) -> Result<String> {
     let public = TpmPublic::parse(&rig.public_area(handle)?)?;
     let PublicKeyArea::Ecc { x, y, .. } = &public.key else {
         anyhow::bail!("not an ECC key");
@@ -74,7 +74,7 @@ fn token(f: &Fixture, now: SystemTime) -> Result<String> {
     Ok(token.to_string())
 }
 
-fn start(
+pub(crate) fn start(
     f: &Fixture,
     token: &str,
     key_id: &str,
@@ -89,7 +89,11 @@ fn start(
     )
 }
 
-fn evidence_for(f: &Fixture, key: u32, started: &StartResponse) -> Result<EvidenceRequest> {
+pub(crate) fn evidence_for(
+    f: &Fixture,
+    key: u32,
+    started: &StartResponse,
+) -> Result<EvidenceRequest> {
     let nonce = URL_SAFE_NO_PAD.decode(&started.nonce)?;
     Ok(EvidenceRequest {
         challenge_id: started.challenge_id.clone(),
@@ -102,7 +106,7 @@ fn evidence_for(f: &Fixture, key: u32, started: &StartResponse) -> Result<Eviden
     })
 }
 
-fn activate_in_tpm(f: &Fixture, credential: &EvidenceResponse) -> Result<String> {
+pub(crate) fn activate_in_tpm(f: &Fixture, credential: &EvidenceResponse) -> Result<String> {
     let secret = f.rig.activate(
         AK,
         EK_RSA,
@@ -112,7 +116,7 @@ fn activate_in_tpm(f: &Fixture, credential: &EvidenceResponse) -> Result<String>
     Ok(STANDARD.encode(secret))
 }
 
-fn code<T: std::fmt::Debug>(result: Result<T, EnrollmentError>) -> String {
+pub(crate) fn code<T: std::fmt::Debug>(result: Result<T, EnrollmentError>) -> String {
     match result {
         Ok(value) => format!("accepted: {value:?}"),
         Err(error) => error.code(),

@@ -3,6 +3,8 @@
 mod attestation_support;
 mod verify_support;
 
+mod admin_directory;
+mod admin_recovery;
 mod attestation_clock;
 mod attestation_credential;
 mod attestation_ek;

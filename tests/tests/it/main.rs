@@ -1,7 +1,11 @@
 //! The integration tests of `tests`, one test binary: each module was its own binary before.
 
+mod admin_support;
 mod delegation_support;
 
+mod admin_roles;
+mod admin_scim;
+mod admin_sessions;
 mod adversarial;
 mod delegation_software;
 mod delegation_tpm;
