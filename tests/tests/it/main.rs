@@ -7,6 +7,8 @@ mod delegation_software;
 mod delegation_tpm;
 mod fleet_redis;
 mod fleet_serve;
+mod fleet_serve_postgres;
+mod fleet_serve_reattestation;
 mod pkcs11_softhsm;
 mod pkcs11_tpm2;
 mod policy_attestation;
