@@ -89,7 +89,9 @@ fn fleet_sqlite_cache_follows_other_connections() -> Result<()> {
     }
     assert!(cached.stats().hits >= 2, "{:?}", cached.stats());
     SqliteRegistry::open(&path)?.revoke(&key.id)?;
-    eventually(std::time::Duration::from_secs(5), || revoked(&cached, &key.id))?;
+    eventually(std::time::Duration::from_secs(5), || {
+        revoked(&cached, &key.id)
+    })?;
     let own = TestKey::from_seed("fleet-sqlite-own")?;
     cached.add(own.registered("phone", KeyLevel::Software))?;
     assert!(!revoked(&cached, &own.id)?);
