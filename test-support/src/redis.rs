@@ -1,6 +1,7 @@
 //! Real Redis servers per test: a single node, or a Redis Cluster of three masters created with
 //! `redis-cli --cluster create`, every file in a temp dir, on loopback ports, killed on drop.
-//! A node can be stopped and started again on the same port (an outage and its recovery).
+//! A node can be stopped and started again on the same port (an outage and its recovery), with
+//! its data set lost (the default: no persistence) or kept (`appendonly yes`, fsync always).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -21,6 +22,7 @@ pub struct RedisServer {
     dir: PathBuf,
     port: u16,
     cluster: bool,
+    persistent: bool,
     child: Option<Child>,
 }
 
@@ -93,6 +95,7 @@ impl RedisServer {
                 dir: dir.join(format!("node-{port}")),
                 port,
                 cluster,
+                persistent: false,
                 child: None,
             };
             std::fs::create_dir_all(&server.dir)?;
@@ -117,7 +120,12 @@ impl RedisServer {
         let mut command = Command::new("redis-server");
         command
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
+            .args(["--save", ""])
+            .args(if self.persistent {
+                ["--appendonly", "yes", "--appendfsync", "always"]
+            } else {
+                ["--appendonly", "no", "--appendfsync", "everysec"]
+            })
             .args(["--maxmemory-policy", "noeviction"])
             .arg("--dir")
             .arg(&self.dir)
@@ -148,6 +156,12 @@ impl RedisServer {
         ready
     }
 
+    /// Whether the next start keeps the data set on disk (`appendonly yes`, fsync on every
+    /// write), so a restart finds it again.
+    pub fn set_persistent(&mut self, persistent: bool) {
+        self.persistent = persistent;
+    }
+
     /// Kills the server (SIGKILL: an outage, not a shutdown).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -169,6 +183,15 @@ impl Redis {
         let dir = tempfile::tempdir()?;
         let server = RedisServer::launch(dir.path(), false)?;
         Ok(Self { server, _dir: dir })
+    }
+
+    /// Starts a single node that keeps its data across restarts (`appendonly yes`).
+    pub fn start_persistent() -> Result<Self> {
+        let mut redis = Self::start()?;
+        redis.server.stop();
+        redis.server.set_persistent(true);
+        redis.server.start()?;
+        Ok(redis)
     }
 
     /// `redis://127.0.0.1:PORT`.

@@ -22,7 +22,8 @@ use tempfile::TempDir;
 use crate::http_raw::{RawResponse, exchange, send_raw};
 
 /// The authority every replica serves: clients sign `http(s)://api.fleet.test/...` and connect
-/// to a replica's (or nginx's) address, as behind a load balancer.
+/// to a replica's (or nginx's) address, as behind a load balancer. Each replica also serves its
+/// own listen address as a host, for clients that request `http://127.0.0.1:PORT/...` directly.
 pub const FLEET_HOST: &str = "api.fleet.test";
 
 /// How long a process may take to come up.
@@ -180,7 +181,7 @@ listen = \"{admin}\"
 {tls}
 [verifier]
 audience = {audience:?}
-hosts = [{host:?}]
+hosts = [{host:?}, \"{listen}\"]
 max_body_bytes = 65536
 {verifier_extra}
 {extra}
@@ -337,7 +338,31 @@ impl Fleet {
     ) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("hwsign-fleet-").tempdir()?;
         let registry = format!("sqlite:{}", dir.path().join("keys.db").display());
-        let mut settings = ServeSettings::new(&registry, replay_cache, upstream);
+        Self::start_in(dir, count, &registry, replay_cache, upstream, adjust).await
+    }
+
+    /// `count` replicas in front of `upstream` sharing the registry at `registry` (e.g. a
+    /// `postgres://` URL), with `replay_cache`, each adjusted by `adjust`.
+    pub async fn start_on(
+        count: usize,
+        registry: &str,
+        replay_cache: &str,
+        upstream: SocketAddr,
+        adjust: impl Fn(&mut ServeSettings),
+    ) -> Result<Self> {
+        let dir = tempfile::Builder::new().prefix("hwsign-fleet-").tempdir()?;
+        Self::start_in(dir, count, registry, replay_cache, upstream, adjust).await
+    }
+
+    async fn start_in(
+        dir: TempDir,
+        count: usize,
+        registry: &str,
+        replay_cache: &str,
+        upstream: SocketAddr,
+        adjust: impl Fn(&mut ServeSettings),
+    ) -> Result<Self> {
+        let mut settings = ServeSettings::new(registry, replay_cache, upstream);
         adjust(&mut settings);
         let mut replicas = Vec::with_capacity(count);
         for _ in 0..count {

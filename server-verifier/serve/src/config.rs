@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use hwsign_verifier::VerifierConfig;
 use hwsign_verifier::config::{ConfigError, read_config_file};
 use hwsign_verifier::enrollment::{EnrollmentConfig, EnrollmentConfigError};
+use hwsign_verifier::reattestation::{ReattestationConfig, ReattestationConfigError};
 use serde::Deserialize;
 use thiserror::Error;
 
@@ -65,6 +66,12 @@ pub struct ServeConfig {
     /// proxy outside verification); absent: those paths are verified and proxied like any other.
     #[serde(default)]
     pub enrollment: Option<EnrollmentConfig>,
+    /// Re-attestation (`POST /hws/v1/attest/challenge`, `POST /hws/v1/attest`, answered by the
+    /// proxy outside verification, with the enrollment trust anchors), and `401
+    /// attestation_required` with a nonce where the device policy needs a fresher attestation.
+    /// Needs `[enrollment]`; absent: those paths are verified and proxied like any other.
+    #[serde(default)]
+    pub reattestation: Option<ReattestationConfig>,
 }
 
 /// PEM files for HTTPS.
@@ -175,6 +182,12 @@ pub enum ServeConfigError {
     /// The `[enrollment]` section is invalid.
     #[error("[enrollment]")]
     Enrollment(#[source] EnrollmentConfigError),
+    /// The `[reattestation]` section is invalid.
+    #[error("[reattestation]")]
+    Reattestation(#[source] ReattestationConfigError),
+    /// `[reattestation]` without `[enrollment]` (whose trust anchors it uses).
+    #[error("[reattestation] needs [enrollment]")]
+    ReattestationWithoutEnrollment,
     /// `upstream` is not `http://host:port` without a path.
     #[error("upstream {0:?} must be http://host[:port] with no path or query")]
     Upstream(String),
@@ -214,6 +227,14 @@ impl ServeConfig {
             enrollment
                 .validate()
                 .map_err(ServeConfigError::Enrollment)?;
+        }
+        if let Some(reattestation) = &self.reattestation {
+            if self.enrollment.is_none() {
+                return Err(ServeConfigError::ReattestationWithoutEnrollment);
+            }
+            reattestation
+                .golden()
+                .map_err(ServeConfigError::Reattestation)?;
         }
         self.upstream_uri()?;
         self.trusted_proxies()?;

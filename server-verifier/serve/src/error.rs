@@ -43,6 +43,9 @@ pub enum ServeError {
     /// The enrollment trust anchors cannot be loaded.
     #[error("cannot load the enrollment trust anchors")]
     EnrollmentAnchors(#[source] EnrollmentConfigError),
+    /// The re-attestation settings are refused.
+    #[error("cannot set up re-attestation")]
+    Reattestation(#[source] hwsign_verifier::reattestation::ReattestationConfigError),
     /// A TLS file cannot be read or holds no usable PEM object.
     #[error("cannot read TLS file {path}")]
     TlsFile {

@@ -1,4 +1,5 @@
-//! One request through the proxy: enrollment paths to the enrollment router; everything else
+//! One request through the proxy: enrollment paths to the enrollment router, re-attestation
+//! paths to the re-attestation router (each when configured); everything else
 //! verified (the library's [`authenticate`], so the body limit, deadlines and refusals are the
 //! middleware's), then forwarded to the upstream with the identity headers, and the upstream's
 //! response streamed back as it arrives.
@@ -24,6 +25,7 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Uri, Version};
 use http_body_util::Full;
 use hwsign_proto::enrollment::{ACTIVATE_PATH, EVIDENCE_PATH, START_PATH};
+use hwsign_proto::reattestation::{ATTEST_PATH, CHALLENGE_PATH};
 use hwsign_verifier::layer::authenticate;
 use hwsign_verifier::{RejectCode, Rejection, Verifier, rejection_response};
 use hyper::body::Incoming;
@@ -69,6 +71,7 @@ pub(crate) struct Proxy {
     trusted: TrustedProxies,
     metrics: Arc<Metrics>,
     enrollment: Option<axum::Router>,
+    reattestation: Option<axum::Router>,
 }
 
 impl Proxy {
@@ -93,14 +96,26 @@ impl Proxy {
             trusted,
             metrics,
             enrollment,
+            reattestation: None,
         }
+    }
+
+    /// Answers the re-attestation paths with `router` (outside verification: the evidence
+    /// authenticates itself, and a device asked to attest again must reach them).
+    pub(crate) fn with_reattestation(mut self, router: axum::Router) -> Self {
+        self.reattestation = Some(router);
+        self
     }
 
     /// Answers one request.
     pub(crate) async fn handle(&self, request: Request<Incoming>, peer: Peer) -> Response {
-        if let Some(router) = &self.enrollment
-            && is_enrollment_path(request.uri().path())
-        {
+        let path = request.uri().path();
+        let unverified = match (&self.enrollment, &self.reattestation) {
+            (Some(router), _) if is_enrollment_path(path) => Some(router),
+            (_, Some(router)) if is_reattestation_path(path) => Some(router),
+            _ => None,
+        };
+        if let Some(router) = unverified {
             return match router.clone().oneshot(request.map(Body::new)).await {
                 Ok(response) => response,
                 Err(never) => match never {},
@@ -198,6 +213,10 @@ impl Proxy {
 
 fn is_enrollment_path(path: &str) -> bool {
     [START_PATH, EVIDENCE_PATH, ACTIVATE_PATH].contains(&path)
+}
+
+fn is_reattestation_path(path: &str) -> bool {
+    [CHALLENGE_PATH, ATTEST_PATH].contains(&path)
 }
 
 /// `error` and its sources, for the log.

@@ -14,8 +14,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hwsign_verifier::Verifier;
+use hwsign_verifier::enrollment::EnrollmentError;
 use hwsign_verifier::enrollment::{Enrollment, router};
+use hwsign_verifier::reattestation::Reattestation;
+use hwsign_verifier::{RegistryError, Verifier};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -70,12 +72,15 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     config.validate().map_err(ServeError::Config)?;
-    let registry =
-        hwsign_verifier::registry::open_registry(&config.registry).map_err(|source| {
-            ServeError::Registry {
-                url: config.registry.clone(),
-                source,
-            }
+    // Opening a PostgreSQL registry or enrollment store connects and migrates with the blocking
+    // client, which drives its own runtime and must not run on this one's threads.
+    let url = config.registry.clone();
+    let registry = off_runtime(move || hwsign_verifier::registry::open_registry(&url))
+        .await
+        .unwrap_or_else(|panic| Err(RegistryError::Unavailable(panic.into())))
+        .map_err(|source| ServeError::Registry {
+            url: config.registry.clone(),
+            source,
         })?;
     let replay = hwsign_verifier::replay::open_replay_cache(
         &config.replay_cache,
@@ -106,11 +111,14 @@ pub async fn run(
     if let Some(services) = &admin_services {
         verifier = verifier.with_sessions(Arc::clone(&services.sessions));
     }
-    let verifier = Arc::new(verifier);
     let enrollment = match &config.enrollment {
         Some(settings) => {
-            let store = hwsign_verifier::enrollment::open_enrollment_store(&config.registry)
-                .map_err(ServeError::EnrollmentStore)?;
+            let url = config.registry.clone();
+            let store =
+                off_runtime(move || hwsign_verifier::enrollment::open_enrollment_store(&url))
+                    .await
+                    .unwrap_or_else(|panic| Err(EnrollmentError::Store(panic.to_string())))
+                    .map_err(ServeError::EnrollmentStore)?;
             let anchors = settings
                 .trust_anchors()
                 .map_err(ServeError::EnrollmentAnchors)?;
@@ -119,10 +127,21 @@ pub async fn run(
             if let Some(services) = &admin_services {
                 enrollment = enrollment.with_directory(Arc::clone(&services.directory));
             }
-            Some(router(Arc::new(enrollment)))
+            Some(enrollment)
         }
         None => None,
     };
+    let reattestation = match (&config.reattestation, &enrollment) {
+        (Some(settings), Some(enrollment)) => Some(Arc::new(
+            Reattestation::new(enrollment, settings).map_err(ServeError::Reattestation)?,
+        )),
+        _ => None,
+    };
+    let verifier = Arc::new(match &reattestation {
+        Some(service) => verifier.with_reattestation(Arc::clone(service.challenges())),
+        None => verifier,
+    });
+    let enrollment = enrollment.map(|enrollment| router(Arc::new(enrollment)));
     let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
     let upstream_uri = config.upstream_uri().map_err(ServeError::Config)?;
     let limits = config.limits.clone();
@@ -141,13 +160,17 @@ pub async fn run(
     };
     let metrics = Arc::new(Metrics::default());
     let trusted = config.trusted_proxies().map_err(ServeError::Config)?;
-    let proxy = Arc::new(Proxy::new(
+    let mut proxy = Proxy::new(
         verifier,
         upstream,
         trusted,
         Arc::clone(&metrics),
         enrollment,
-    ));
+    );
+    if let Some(service) = reattestation {
+        proxy = proxy.with_reattestation(hwsign_verifier::reattestation::router(service));
+    }
+    let proxy = Arc::new(proxy);
     let admin = Arc::new(Admin {
         registry,
         replay,
@@ -223,6 +246,13 @@ pub async fn run(
     while loops.join_next().await.is_some() {}
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Runs blocking `work` on tokio's blocking pool (the error: it panicked).
+async fn off_runtime<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, tokio::task::JoinError> {
+    tokio::task::spawn_blocking(work).await
 }
 
 /// Accepts connections until told to stop, at most `limits.max_connections` at once, each on

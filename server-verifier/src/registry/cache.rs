@@ -3,8 +3,9 @@
 //! Each answer is stored with the registry's [`change_version`](KeyRegistry::change_version) read
 //! *before* the lookup, and reused only while the registry still reports that same version. A
 //! change committed after the version was read moves the version on (PostgreSQL: a notification;
-//! SQLite: `PRAGMA data_version`), so an answer read before the change is never reused after the
-//! registry reports it. When the registry cannot tell (`None`: no change signal, or its
+//! SQLite: `PRAGMA data_version`, read at most every
+//! [`CHANGE_CHECK_INTERVAL`](super::CHANGE_CHECK_INTERVAL)), so an answer read before the change
+//! is never reused after the registry reports it. When the registry cannot tell (`None`: no change signal, or its
 //! notification channel is down), every lookup goes to the registry.
 
 use std::collections::HashMap;

@@ -34,7 +34,7 @@ pub use memory::MemoryRegistry;
 pub use open::open_registry;
 #[cfg(feature = "postgres")]
 pub use postgres::{PG_SCHEMA_VERSION, PostgresRegistry};
-pub use sqlite::{SCHEMA_VERSION, SqliteRegistry};
+pub use sqlite::{CHANGE_CHECK_INTERVAL, SCHEMA_VERSION, SqliteRegistry};
 
 /// Longest key label.
 pub const MAX_LABEL_CHARS: usize = 64;

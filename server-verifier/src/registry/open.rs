@@ -8,7 +8,9 @@ use super::{CachedRegistry, KeyRegistry, MemoryRegistry, RegistryError, SqliteRe
 /// Opens the registry named by `url`:
 /// - `memory:`: an empty [`MemoryRegistry`] (tests, demos; nothing is shared or kept);
 /// - `sqlite:PATH`: the [`SqliteRegistry`] file at `PATH` (created if absent), behind a
-///   [`CachedRegistry`] invalidated by `PRAGMA data_version`;
+///   [`CachedRegistry`] invalidated by `PRAGMA data_version` (read at most every
+///   [`CHANGE_CHECK_INTERVAL`](super::CHANGE_CHECK_INTERVAL): another process's revocation is
+///   refused within that);
 /// - `postgres://…` or `postgresql://…` (a libpq URL): a [`PostgresRegistry`](super::PostgresRegistry)
 ///   (cargo feature `postgres`; its schema is created or migrated now), behind a
 ///   [`CachedRegistry`] invalidated by `LISTEN`/`NOTIFY` and bypassed while the notification

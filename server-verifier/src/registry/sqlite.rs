@@ -7,7 +7,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hwsign_proto::api::KeyLevel;
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
@@ -18,6 +18,12 @@ use super::{
     DeviceClock, DeviceFacts, DeviceRecord, Fido2Credential, KeyRegistry, RegisteredKey,
     RegistryError,
 };
+
+/// How long one reading of `PRAGMA data_version` vouches for the key cache: a commit by another
+/// connection (another process, `hwsign-verifier keys revoke`) is seen by this registry's
+/// [`change_version`](KeyRegistry::change_version) at most this long after it. Writes through this
+/// registry are seen at once.
+pub const CHANGE_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 
 /// The schema version this code writes and reads.
 pub const SCHEMA_VERSION: i64 = 3;
@@ -101,6 +107,11 @@ pub struct SqliteRegistry {
     changes: AtomicU64,
     /// The `data_version` last read.
     data_version: AtomicI64,
+    /// When this registry was opened: the origin of `checked_at`.
+    opened: Instant,
+    /// Microseconds after `opened` (plus one; 0: never) at which the last `data_version` check
+    /// started.
+    checked_at: AtomicU64,
 }
 
 impl SqliteRegistry {
@@ -143,6 +154,8 @@ impl SqliteRegistry {
             keys: ParsedKeys::default(),
             changes: AtomicU64::new(0),
             data_version: AtomicI64::new(0),
+            opened: Instant::now(),
+            checked_at: AtomicU64::new(0),
         })
     }
 
@@ -401,8 +414,20 @@ impl KeyRegistry for SqliteRegistry {
     }
 
     /// Commits by other connections (other processes, `hwsign-verifier keys revoke`) change
-    /// `PRAGMA data_version`; this connection's own writes are counted apart.
+    /// `PRAGMA data_version`; this connection's own writes are counted apart. `data_version` is
+    /// read at most once per [`CHANGE_CHECK_INTERVAL`]: in between, the count stands, so a
+    /// commit elsewhere is reported at most that long after it (the time is taken before the
+    /// read, so the interval counts from a moment every earlier commit was visible).
     fn change_version(&self) -> Result<Option<u64>, RegistryError> {
+        // Plus one, so that 0 keeps meaning "never checked".
+        let now = u64::try_from(self.opened.elapsed().as_micros())
+            .unwrap_or(u64::MAX)
+            .saturating_add(1);
+        let last = self.checked_at.load(Ordering::Acquire);
+        let interval = CHANGE_CHECK_INTERVAL.as_micros() as u64;
+        if last != 0 && now.saturating_sub(last) < interval {
+            return Ok(Some(self.changes.load(Ordering::SeqCst)));
+        }
         let conn = self.conn()?;
         let data_version: i64 = conn
             .prepare_cached("PRAGMA data_version")?
@@ -410,6 +435,8 @@ impl KeyRegistry for SqliteRegistry {
         if self.data_version.swap(data_version, Ordering::SeqCst) != data_version {
             self.changes.fetch_add(1, Ordering::SeqCst);
         }
+        // Kept at the latest start: a slower, older check must not move the window forward.
+        self.checked_at.fetch_max(now, Ordering::AcqRel);
         Ok(Some(self.changes.load(Ordering::SeqCst)))
     }
 

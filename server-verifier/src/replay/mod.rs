@@ -26,7 +26,7 @@ use std::sync::Arc;
 use thiserror::Error;
 
 #[cfg(feature = "redis")]
-pub use self::redis::RedisReplayCache;
+pub use self::redis::{RESTART_QUARANTINE_SECS, RedisReplayCache};
 pub use memory::MemoryReplayCache;
 
 /// What the cache answered about a nonce.

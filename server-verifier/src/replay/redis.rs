@@ -21,7 +21,23 @@
 //!
 //! The trait is synchronous: a reservation blocks its thread for one Redis round trip (bounded by
 //! the response timeout), as a SQLite lookup does.
+//!
+//! # A Redis that came back empty
+//! A Redis restarted without persistence (or flushed, or failed over to an empty node) forgets
+//! the live nonces: every request accepted before is replayable until its window ends. Each new
+//! connection therefore reads the sentinel key `hws:epoch` (a random value the first verifier to
+//! connect creates with `SET NX`, no expiry). When it differs from (or lost) the value this
+//! process saw before, the data set was lost: every reservation answers
+//! [`ReplayError::Unavailable`] (503 `verifier_unavailable`) until the windows of the nonces that
+//! may have been forgotten are over — the latest expiry this process reserved, and at least
+//! [`RESTART_QUARANTINE_SECS`] (two default clock skews: a request's nonce lives at most its
+//! date plus the skew, and its date may run the skew ahead). A Redis with `appendonly yes` keeps
+//! the sentinel with the nonces across a restart, so it is served again at once. What this does
+//! not see: a verifier process started after the loss (it never saw the old value), and, on a
+//! Redis Cluster, the loss of a node other than the one holding `hws:epoch` — run every node of a
+//! cluster with `appendonly yes` (docs/SCALING.md).
 
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -38,6 +54,11 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
 const MAX_CONNECTIONS: usize = 32;
 /// The longest a nonce is remembered (ten years): a window beyond it is remembered this long.
 const MAX_WINDOW_SECS: i64 = 10 * 365 * 24 * 3600;
+
+/// The sentinel key whose loss tells a Redis that forgot its data.
+const EPOCH_KEY: &str = "hws:epoch";
+/// The shortest refusal after Redis lost its data, seconds: twice the default clock skew.
+pub const RESTART_QUARANTINE_SECS: i64 = 2 * 300;
 
 /// The reservation script. KEYS: nonce key, live set; ARGV: nonce, expires, now, per-key limit.
 const RESERVE_SCRIPT: &str = r"
@@ -93,6 +114,14 @@ pub struct RedisReplayCache {
     pool: Mutex<Pool>,
     returned: Condvar,
     script_sha: String,
+    /// The value of `hws:epoch` last seen (`None`: not connected yet).
+    epoch: Mutex<Option<String>>,
+    /// Redis lost its data; the next reservation sets `quarantine_until` on its clock.
+    lost: AtomicBool,
+    /// Until when (unix seconds, inclusive) reservations are refused after a data loss.
+    quarantine_until: AtomicI64,
+    /// The latest expiry of a nonce this process reserved.
+    max_expires: AtomicI64,
 }
 
 impl std::fmt::Debug for RedisReplayCache {
@@ -173,6 +202,10 @@ impl RedisReplayCache {
             pool: Mutex::new(Pool::default()),
             returned: Condvar::new(),
             script_sha: redis::Script::new(RESERVE_SCRIPT).get_hash().to_owned(),
+            epoch: Mutex::new(None),
+            lost: AtomicBool::new(false),
+            quarantine_until: AtomicI64::new(i64::MIN),
+            max_expires: AtomicI64::new(i64::MIN),
         })
     }
 
@@ -240,7 +273,44 @@ impl RedisReplayCache {
             }
         };
         self.check_eviction_policy(&mut conn)?;
+        self.check_epoch(&mut conn)?;
         Ok(conn)
+    }
+
+    /// Reads (creating it if absent) the sentinel `hws:epoch`; a value other than the one seen
+    /// before means Redis lost its data: reservations are refused for a window (module docs).
+    fn check_epoch(&self, conn: &mut Conn) -> Result<(), ReplayError> {
+        let mut fresh = [0u8; 16];
+        getrandom::fill(&mut fresh)
+            .map_err(|e| ReplayError::Unavailable(format!("random generator: {e}").into()))?;
+        let candidate = hex::encode(fresh);
+        let _: Value = redis::cmd("SET")
+            .arg(EPOCH_KEY)
+            .arg(&candidate)
+            .arg("NX")
+            .query(conn.as_dyn())
+            .map_err(unavailable)?;
+        let current: Option<String> = redis::cmd("GET")
+            .arg(EPOCH_KEY)
+            .query(conn.as_dyn())
+            .map_err(unavailable)?;
+        let current = current.ok_or_else(|| {
+            ReplayError::Unavailable("the Redis sentinel key vanished as it was set".into())
+        })?;
+        let mut seen = self.epoch.lock().map_err(|_| ReplayError::Poisoned)?;
+        if let Some(before) = seen.as_deref()
+            && before != current
+        {
+            self.lost.store(true, Ordering::SeqCst);
+            tracing::error!(
+                target = %self.describe,
+                "Redis lost its data (restarted without persistence, flushed or failed over): \
+                 live nonces may be forgotten, refusing requests until their windows are over; \
+                 run Redis with appendonly yes"
+            );
+        }
+        *seen = Some(current);
+        Ok(())
     }
 
     /// Refuses a Redis that may evict live nonces (they would become replayable). A Redis whose
@@ -318,11 +388,30 @@ impl ReplayCache for RedisReplayCache {
             return Ok(Freshness::Expired);
         }
         let mut conn = self.take()?;
+        // After `take`: a connection made now has checked the sentinel.
+        if self.lost.swap(false, Ordering::SeqCst) {
+            let until = self
+                .max_expires
+                .load(Ordering::SeqCst)
+                .max(r.now_unix.saturating_add(RESTART_QUARANTINE_SECS));
+            self.quarantine_until.fetch_max(until, Ordering::SeqCst);
+        }
+        if r.now_unix <= self.quarantine_until.load(Ordering::SeqCst) {
+            self.release(Some(conn));
+            return Err(ReplayError::Unavailable(
+                "Redis lost its data (restarted without persistence); refusing until the \
+                 windows of the nonces it forgot are over"
+                    .into(),
+            ));
+        }
         match self.run_script(&mut conn, r) {
             Ok(answer) => {
                 self.release(Some(conn));
                 match answer.as_str() {
-                    "fresh" => Ok(Freshness::Fresh),
+                    "fresh" => {
+                        self.max_expires.fetch_max(r.expires_unix, Ordering::SeqCst);
+                        Ok(Freshness::Fresh)
+                    }
                     "replayed" => Ok(Freshness::Replayed),
                     "over_quota" => Ok(Freshness::OverQuota),
                     "expired" => Ok(Freshness::Expired),

@@ -1,7 +1,8 @@
 //! Fleet replay caches: the `check_and_remember` contract on memory, a real Redis node and a
 //! real three-master Redis Cluster (started by the test harness); concurrent reservations of one
 //! nonce from many connections; per-key quotas across connections; Redis killed under a running
-//! cache (fail closed: `verifier_unavailable`) and back (served again, same cache object).
+//! cache (fail closed: `verifier_unavailable`) and back (with `appendonly yes`: served again,
+//! same cache object; without persistence: refused for a replay window, it forgot the nonces).
 
 use crate::replay_cache::put_limited as put;
 
@@ -256,12 +257,12 @@ mod redis {
         quota_across_replicas(&cluster.url())
     }
 
-    /// Redis killed under a running verifier: requests are refused with `verifier_unavailable`;
-    /// once Redis is back the same verifier (same cache object) serves again and detects replays
-    /// again. (This Redis keeps nothing on disk: see docs/OPERATIONS.md on persistence.)
+    /// Redis (with `appendonly yes`) killed under a running verifier: requests are refused with
+    /// `verifier_unavailable`; once Redis is back the same verifier (same cache object) serves
+    /// again, and the nonce accepted before the outage is still refused (Redis kept it).
     #[test]
     fn fleet_redis_killed_then_restarted_fails_closed_then_recovers() -> Result<()> {
-        let mut redis = Redis::start()?;
+        let mut redis = Redis::start_persistent()?;
         let (verifier, key) = verifier_on(open_replay_cache(&redis.url(), 0)?)?;
         let first = signed(&key)?;
         assert_eq!(verdict(&verifier, &first), Ok(key.id.clone()));
@@ -277,9 +278,44 @@ mod redis {
         eventually(RECOVERY, || {
             Ok(verdict(&verifier, &signed(&key)?) == Ok(key.id.clone()))
         })?;
+        assert_eq!(verdict(&verifier, &first), Err(RejectCode::ReplayedNonce));
         let after = signed(&key)?;
         assert_eq!(verdict(&verifier, &after), Ok(key.id.clone()));
         assert_eq!(verdict(&verifier, &after), Err(RejectCode::ReplayedNonce));
+        Ok(())
+    }
+
+    /// Redis without persistence restarted under a running verifier comes back empty: the
+    /// nonce accepted before would be replayable, so the verifier that saw the old data set
+    /// refuses every request (`verifier_unavailable`) for the replay window, while Redis itself
+    /// answers (a cache object that never saw the old data set reserves at once).
+    #[test]
+    fn fleet_redis_restarted_empty_is_refused_for_a_replay_window() -> Result<()> {
+        let mut redis = Redis::start()?;
+        let (verifier, key) = verifier_on(open_replay_cache(&redis.url(), 0)?)?;
+        let first = signed(&key)?;
+        assert_eq!(verdict(&verifier, &first), Ok(key.id.clone()));
+
+        redis.server().stop();
+        redis.server().start()?;
+        // Redis is up: a cache that never saw the old data set works.
+        let newcomer = open_replay_cache(&redis.url(), 0)?;
+        assert_eq!(
+            put(newcomer.as_ref(), "hk1_newcomer", "n1", 100, 0, 8)?,
+            Freshness::Fresh
+        );
+        // The verifier that did refuses, the replay of the request it accepted above included
+        // (Redis forgot its nonce), on every try (it reconnected after the first failure).
+        for _ in 0..5 {
+            assert_eq!(
+                verdict(&verifier, &first),
+                Err(RejectCode::VerifierUnavailable)
+            );
+            assert_eq!(
+                verdict(&verifier, &signed(&key)?),
+                Err(RejectCode::VerifierUnavailable)
+            );
+        }
         Ok(())
     }
 

@@ -19,9 +19,12 @@ struct Setup {
 }
 
 async fn setup(adjust: impl Fn(&mut ServeSettings)) -> Result<Setup> {
+    setup_on(Redis::start()?, adjust).await
+}
+
+async fn setup_on(redis: Redis, adjust: impl Fn(&mut ServeSettings)) -> Result<Setup> {
     let agent = AgentProcess::start()?;
     let upstream = PythonUpstream::start()?;
-    let redis = Redis::start()?;
     let fleet = Fleet::start(3, &redis.url(), upstream.addr(), adjust).await?;
     let (key_id, public) = create_key(&agent.client(), "software", "fleet").await?;
     fleet.register(&public, KeyLevel::Software)?;
@@ -115,7 +118,10 @@ async fn fleet_redis_per_key_quota_holds_across_replicas() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn fleet_redis_down_is_503_on_every_replica_and_served_again_without_restart() -> Result<()> {
-    let mut s = setup(|_| {}).await?;
+    // With persistence (`appendonly yes`), as production runs it: Redis comes back with its
+    // nonces, so the replicas serve at once (without it they would refuse for a replay window:
+    // server-verifier's fleet_redis_restarted_empty_is_refused_for_a_replay_window).
+    let mut s = setup_on(Redis::start_persistent()?, |_| {}).await?;
     s.redis.server().stop();
     for replica in &s.fleet.replicas {
         let answer = send_raw(replica.addr, &signed_get(&s.signer, "/down").await?).await?;

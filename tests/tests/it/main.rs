@@ -12,6 +12,8 @@ mod delegation_tpm;
 mod fido2;
 mod fleet_redis;
 mod fleet_serve;
+mod fleet_serve_postgres;
+mod fleet_serve_reattestation;
 mod pkcs11_softhsm;
 mod pkcs11_tpm2;
 mod policy_attestation;

@@ -64,15 +64,7 @@ impl Device {
     /// A reqwest client whose requests the middleware signs; with `reattest`, it also answers
     /// `attestation_required`.
     pub(crate) fn client(&self, reattest: bool) -> reqwest_middleware::ClientWithMiddleware {
-        let middleware = SigningMiddleware::new(self.signer());
-        let middleware = if reattest {
-            middleware.with_reattestation()
-        } else {
-            middleware
-        };
-        reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
-            .with(middleware)
-            .build()
+        signing_client(self.signer(), reattest)
     }
 
     /// Stops the agent, extends PCR 4 (boot manager code) on its swtpm (which serves one
@@ -269,6 +261,23 @@ async fn enroll(server: &EnrollServer, swtpm: Swtpm, options: &DeviceOptions) ->
         device_id,
         _standins: standins,
     })
+}
+
+/// A reqwest client whose requests the middleware signs with `signer`; with `reattest`, it
+/// also answers `attestation_required`.
+pub(crate) fn signing_client(
+    signer: Signer,
+    reattest: bool,
+) -> reqwest_middleware::ClientWithMiddleware {
+    let middleware = SigningMiddleware::new(signer);
+    let middleware = if reattest {
+        middleware.with_reattestation()
+    } else {
+        middleware
+    };
+    reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(middleware)
+        .build()
 }
 
 /// The nonce of an `attestation_required` answer.

@@ -37,7 +37,7 @@ type Expected = fn(&ServeConfigError) -> bool;
 
 #[test]
 fn invalid_configurations_are_refused_precisely() {
-    let cases: [(&str, Expected); 9] = [
+    let cases: [(&str, Expected); 10] = [
         (
             "invalid-unknown-field.toml",
             |e| matches!(e, ServeConfigError::Parse(cause) if cause.to_string().contains("upstreams")),
@@ -68,6 +68,9 @@ fn invalid_configurations_are_refused_precisely() {
         }),
         ("invalid-admin-on-main.toml", |e| {
             matches!(e, ServeConfigError::AdminOnMain)
+        }),
+        ("invalid-reattestation-without-enrollment.toml", |e| {
+            matches!(e, ServeConfigError::ReattestationWithoutEnrollment)
         }),
     ];
     for (name, expected) in cases {
