@@ -112,6 +112,7 @@ pub(crate) fn run(command: PolicyCommand) -> anyhow::Result<()> {
                 delegated,
                 now_unix,
                 source_ip: None,
+                owner: None,
             })?;
             println!(
                 "decision: {}",

@@ -102,6 +102,7 @@ impl PolicyGate {
             delegated,
             now_unix,
             source_ip: None,
+            owner: None,
         };
         let decision = self
             .engine

@@ -20,9 +20,9 @@ mod settings;
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use cedar_policy::{Authorizer, Decision, PolicySet, Schema};
+use cedar_policy::{Authorizer, Decision, PolicySet};
 
-pub use context::{MAX_ROUTE_DEPTH, PolicyRequest, format_rfc3339};
+pub use context::{DeviceOwner, MAX_OWNER_GROUPS, MAX_ROUTE_DEPTH, PolicyRequest, format_rfc3339};
 pub use gate::{PolicyGate, PolicyRoute};
 pub use load::{PolicyError, PolicyIssue};
 pub use settings::PolicySettings;
@@ -40,7 +40,7 @@ pub const ROUTE_TOO_DEEP: &str = "route-too-deep";
 /// Loaded, validated policies and the schema they were validated against.
 #[derive(Debug)]
 pub struct PolicyEngine {
-    schema: Schema,
+    requests: context::RequestFactory,
     policies: PolicySet,
     authorizer: Authorizer,
     ids: Vec<String>,
@@ -73,7 +73,7 @@ impl PolicyEngine {
         let schema = load::schema()?;
         let (policies, ids) = load::compile(&schema, sources)?;
         Ok(Self {
-            schema,
+            requests: context::RequestFactory::new(schema)?,
             policies,
             authorizer: Authorizer::new(),
             ids,
@@ -117,7 +117,7 @@ impl PolicyEngine {
                 refusals.insert(ROUTE_TOO_DEEP.to_owned());
                 continue;
             }
-            let cedar_request = context::build(&self.schema, request, &path, fresh)?;
+            let cedar_request = self.requests.build(request, &path, fresh)?;
             let response = self.authorizer.is_authorized(
                 &cedar_request.request,
                 &self.policies,
