@@ -91,6 +91,22 @@ impl TrustedProxies {
     }
 }
 
+/// The client's address: from a trusted peer, the last address in its `X-Forwarded-For` (the
+/// one it saw; earlier entries are the client's word); else the peer itself.
+pub(crate) fn client_addr(headers: &HeaderMap, peer: IpAddr, trusted: bool) -> IpAddr {
+    if !trusted {
+        return canonical(peer);
+    }
+    headers
+        .get_all(X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .next_back()
+        .and_then(|last| last.trim().parse::<IpAddr>().ok())
+        .map_or(canonical(peer), canonical)
+}
+
 /// Rewrites the `X-Forwarded-*` headers of a request from `peer`, received over `scheme`
 /// (`http` or `https`), as the module documentation says.
 pub(crate) fn rewrite(headers: &mut HeaderMap, peer: IpAddr, scheme: &'static str, trusted: bool) {

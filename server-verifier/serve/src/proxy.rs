@@ -107,7 +107,15 @@ impl Proxy {
             };
         }
         let started = Instant::now();
-        let (head, body) = request.into_parts();
+        let (mut head, body) = request.into_parts();
+        // The client's address for the device policy (`context.source_ip`).
+        let client = forwarded::client_addr(
+            &head.headers,
+            peer.addr.ip(),
+            self.trusted.trusts(peer.addr.ip()),
+        );
+        head.extensions
+            .insert(hwsign_verifier::layer::ClientAddr(client));
         let verified = authenticate(&self.verifier, &head, body).await;
         self.metrics.observe_verify(started.elapsed());
         match verified {

@@ -93,6 +93,8 @@ pub async fn run(
         )
         .map_err(ServeError::Verifier)?,
     );
+    // Device policy reloads (SIGHUP, file watch) until `run` returns.
+    let _policy_reloads = crate::policy_reload::start(&verifier);
     let enrollment = match &config.enrollment {
         Some(settings) => {
             let store = hwsign_verifier::enrollment::open_enrollment_store(&config.registry)
