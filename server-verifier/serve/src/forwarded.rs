@@ -168,6 +168,28 @@ mod tests {
         assert!(!TrustedProxies::default().trusts("127.0.0.1".parse().unwrap()));
     }
 
+    /// The device policy's `source_ip`: the peer, or from a trusted peer the address it saw
+    /// (the last `X-Forwarded-For` entry); a client's own entries never count.
+    #[test]
+    fn the_client_address_is_the_peer_or_what_a_trusted_proxy_saw() {
+        let peer: IpAddr = "10.0.0.2".parse().unwrap();
+        let mut headers = HeaderMap::new();
+        assert_eq!(client_addr(&headers, peer, true), peer);
+        headers.insert(
+            X_FORWARDED_FOR,
+            HeaderValue::from_static("6.6.6.6, 203.0.113.9"),
+        );
+        assert_eq!(
+            client_addr(&headers, peer, true),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(client_addr(&headers, peer, false), peer);
+        headers.insert(X_FORWARDED_FOR, HeaderValue::from_static("junk"));
+        assert_eq!(client_addr(&headers, peer, true), peer);
+        let mapped: IpAddr = "::ffff:10.0.0.2".parse().unwrap();
+        assert_eq!(client_addr(&HeaderMap::new(), mapped, false), peer);
+    }
+
     #[test]
     fn invalid_entries_are_named() {
         for bad in ["10.0.0.0/33", "localhost", "::/129", "1.2.3.4/-1", ""] {
