@@ -149,6 +149,14 @@ impl SignatureChecked {
         &self.key.key_id
     }
 
+    /// Gives the device policy the client's address (`context.source_ip`), as the server
+    /// resolved it (the TCP peer, or a trusted proxy's `X-Forwarded-For`).
+    pub fn set_client_addr(&mut self, ip: std::net::IpAddr) {
+        if let Some(route) = &mut self.policy_route {
+            route.set_source_ip(ip);
+        }
+    }
+
     /// Whether a delegated session key signed.
     pub fn is_delegated(&self) -> bool {
         self.delegated

@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::Context as _;
 use clap::Subcommand;
 use hwsign_verifier::policy::{PolicyEngine, PolicyRequest};
-use hwsign_verifier::{KeyRegistry, RegisteredKey};
+use hwsign_verifier::{KeyRegistry, PolicySettings, RegisteredKey};
 
 /// `hwsign-verifier policy …`
 #[derive(Debug, Subcommand)]
@@ -15,8 +15,14 @@ pub(crate) enum PolicyCommand {
     /// Parse every *.cedar file in DIR and validate it against the schema; prints the policy
     /// ids, or each problem as FILE:LINE:COLUMN: REASON.
     Validate {
-        /// The policy directory.
+        /// The policy directory, or a signed bundle (with --public-key).
         dir: PathBuf,
+        /// Treat DIR as a signed policy bundle and check its signature with this PEM public key.
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+        /// The bundle's signature (default: DIR.sig).
+        #[arg(long)]
+        signature: Option<PathBuf>,
     },
     /// Decide a request for a registered device as the verifier would; prints the decision and
     /// the ids of the policies that determined it.
@@ -30,9 +36,12 @@ pub(crate) enum PolicyCommand {
         /// The request: METHOD PATH, e.g. 'POST /v1/admin/keys'.
         #[arg(long)]
         request: String,
-        /// The policy directory.
+        /// The policy directory, or a signed bundle (with --public-key).
         #[arg(long)]
         policies: PathBuf,
+        /// Treat --policies as a signed bundle checked with this PEM public key.
+        #[arg(long)]
+        public_key: Option<PathBuf>,
         /// Decide as if a delegated session key signed.
         #[arg(long)]
         delegated: bool,
@@ -56,8 +65,12 @@ pub(crate) enum PolicyCommand {
 
 pub(crate) fn run(command: PolicyCommand) -> anyhow::Result<()> {
     match command {
-        PolicyCommand::Validate { dir } => {
-            let engine = load(&dir)?;
+        PolicyCommand::Validate {
+            dir,
+            public_key,
+            signature,
+        } => {
+            let engine = load(&dir, public_key, signature)?;
             for id in engine.policy_ids() {
                 println!("{id}");
             }
@@ -72,10 +85,11 @@ pub(crate) fn run(command: PolicyCommand) -> anyhow::Result<()> {
             device,
             request,
             policies,
+            public_key,
             delegated,
             at,
         } => {
-            let engine = load(&policies)?;
+            let engine = load(&policies, public_key, None)?;
             let (method, path) = request
                 .trim()
                 .split_once(' ')
@@ -112,6 +126,7 @@ pub(crate) fn run(command: PolicyCommand) -> anyhow::Result<()> {
                 delegated,
                 now_unix,
                 source_ip: None,
+                owner: None,
             })?;
             println!(
                 "decision: {}",
@@ -137,8 +152,18 @@ pub(crate) fn run(command: PolicyCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn load(dir: &Path) -> anyhow::Result<PolicyEngine> {
-    Ok(PolicyEngine::load_dir(dir)?)
+/// A directory, or a signed bundle when a public key is given.
+fn load(
+    source: &Path,
+    public_key: Option<PathBuf>,
+    signature: Option<PathBuf>,
+) -> anyhow::Result<PolicyEngine> {
+    let Some(public_key) = public_key else {
+        return Ok(PolicyEngine::load_dir(source)?);
+    };
+    let mut settings = PolicySettings::bundle(source, public_key);
+    settings.signature = signature;
+    Ok(PolicyEngine::load(&settings)?)
 }
 
 /// The key a device id names: the key itself for a key id, else the device's unrevoked key

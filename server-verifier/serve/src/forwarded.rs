@@ -91,6 +91,22 @@ impl TrustedProxies {
     }
 }
 
+/// The client's address: from a trusted peer, the last address in its `X-Forwarded-For` (the
+/// one it saw; earlier entries are the client's word); else the peer itself.
+pub(crate) fn client_addr(headers: &HeaderMap, peer: IpAddr, trusted: bool) -> IpAddr {
+    if !trusted {
+        return canonical(peer);
+    }
+    headers
+        .get_all(X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .next_back()
+        .and_then(|last| last.trim().parse::<IpAddr>().ok())
+        .map_or(canonical(peer), canonical)
+}
+
 /// Rewrites the `X-Forwarded-*` headers of a request from `peer`, received over `scheme`
 /// (`http` or `https`), as the module documentation says.
 pub(crate) fn rewrite(headers: &mut HeaderMap, peer: IpAddr, scheme: &'static str, trusted: bool) {
@@ -150,6 +166,28 @@ mod tests {
         assert!(!trusted.trusts("fe80::1".parse().unwrap()));
         assert!(proxies(&["0.0.0.0/0"]).trusts("8.8.8.8".parse().unwrap()));
         assert!(!TrustedProxies::default().trusts("127.0.0.1".parse().unwrap()));
+    }
+
+    /// The device policy's `source_ip`: the peer, or from a trusted peer the address it saw
+    /// (the last `X-Forwarded-For` entry); a client's own entries never count.
+    #[test]
+    fn the_client_address_is_the_peer_or_what_a_trusted_proxy_saw() {
+        let peer: IpAddr = "10.0.0.2".parse().unwrap();
+        let mut headers = HeaderMap::new();
+        assert_eq!(client_addr(&headers, peer, true), peer);
+        headers.insert(
+            X_FORWARDED_FOR,
+            HeaderValue::from_static("6.6.6.6, 203.0.113.9"),
+        );
+        assert_eq!(
+            client_addr(&headers, peer, true),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(client_addr(&headers, peer, false), peer);
+        headers.insert(X_FORWARDED_FOR, HeaderValue::from_static("junk"));
+        assert_eq!(client_addr(&headers, peer, true), peer);
+        let mapped: IpAddr = "::ffff:10.0.0.2".parse().unwrap();
+        assert_eq!(client_addr(&HeaderMap::new(), mapped, false), peer);
     }
 
     #[test]

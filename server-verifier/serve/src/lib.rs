@@ -34,6 +34,7 @@ mod error;
 mod forwarded;
 mod headers;
 mod metrics;
+mod policy_reload;
 mod proxy;
 mod server;
 mod tls;

@@ -123,8 +123,17 @@ impl Proxy {
         }
         let started = Instant::now();
         let (mut head, body) = request.into_parts();
+        // The client's address: for the device policy (`context.source_ip`) and the session
+        // record (force logout lists it).
+        let client = forwarded::client_addr(
+            &head.headers,
+            peer.addr.ip(),
+            self.trusted.trusts(peer.addr.ip()),
+        );
         head.extensions
-            .insert(hwsign_verifier::directory::SessionClient(peer.addr.ip()));
+            .insert(hwsign_verifier::layer::ClientAddr(client));
+        head.extensions
+            .insert(hwsign_verifier::directory::SessionClient(client));
         let verified = authenticate(&self.verifier, &head, body).await;
         self.metrics.observe_verify(started.elapsed());
         match verified {

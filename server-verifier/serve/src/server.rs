@@ -141,6 +141,8 @@ pub async fn run(
         Some(service) => verifier.with_reattestation(Arc::clone(service.challenges())),
         None => verifier,
     });
+    // Device policy reloads (SIGHUP, file watch) until `run` returns.
+    let _policy_reloads = crate::policy_reload::start(&verifier);
     let enrollment = enrollment.map(|enrollment| router(Arc::new(enrollment)));
     let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
     let upstream_uri = config.upstream_uri().map_err(ServeError::Config)?;

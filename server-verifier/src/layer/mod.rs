@@ -117,6 +117,11 @@ where
     }
 }
 
+/// The client's address as the server resolved it; put it in the request's extensions and the
+/// device policy sees it as `context.source_ip`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub std::net::IpAddr);
+
 /// Verifies one request the way [`HwsignLayer`] does, for servers that are not tower services
 /// (`hwsign-verifier serve`): the declared length against the body limit, the signature and the
 /// nonce before the body, the body read under the limit and the request's deadline, then
@@ -141,7 +146,10 @@ where
         query: head.uri.query().unwrap_or(""),
         headers: &fields.fields,
     };
-    let checked = verifier.check_signature(&request_parts, verifier.now())?;
+    let mut checked = verifier.check_signature(&request_parts, verifier.now())?;
+    if let Some(ClientAddr(ip)) = head.extensions.get::<ClientAddr>() {
+        checked.set_client_addr(*ip);
+    }
     fields.check_signed(&checked)?;
     let mut reserved = verifier.reserve(checked, verifier.now())?;
     if let Some(client) = head.extensions.get::<crate::directory::SessionClient>() {

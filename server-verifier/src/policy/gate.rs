@@ -1,20 +1,24 @@
 //! The device policy's place in the verification pipeline: looks up the device's facts, asks
 //! the [`PolicyEngine`] and turns a refusal into `policy_denied`.
 
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use hwsign_proto::RejectCode;
 
+use super::reload::{PolicyWatch, ReloadStatus, Reloadable};
 use super::{PolicyEngine, PolicyRequest, PolicySettings, covers};
 use crate::enrollment::EnrollmentError;
 use crate::reattestation::{AttestationChallenges, NonceOrigin};
 use crate::registry::{KeyRegistry, RegisteredKey};
 use crate::rejection::Rejection;
 
-/// The loaded policies and the settings they apply under.
-#[derive(Debug)]
+/// The loaded policies and the settings they apply under. Cloning gives another handle on the
+/// same policies (a reload through one is seen by all).
+#[derive(Debug, Clone)]
 pub struct PolicyGate {
-    engine: Arc<PolicyEngine>,
+    policies: Arc<Reloadable>,
     covers: Vec<String>,
     reveal_reasons: bool,
 }
@@ -24,15 +28,23 @@ pub struct PolicyGate {
 pub struct PolicyRoute {
     method: String,
     path: String,
+    source_ip: Option<IpAddr>,
+}
+
+impl PolicyRoute {
+    /// The client's address, for `context.source_ip`.
+    pub(crate) fn set_source_ip(&mut self, ip: IpAddr) {
+        self.source_ip = Some(ip);
+    }
 }
 
 impl PolicyGate {
     /// Loads the policies `settings` name.
     pub fn load(settings: &PolicySettings) -> Result<Self, super::PolicyError> {
-        let engine = PolicyEngine::load_dir(&settings.dir)?;
+        let engine = PolicyEngine::load(settings)?;
         tracing::info!(
             target: super::LOG_TARGET,
-            dir = %settings.dir.display(),
+            source = %settings.source(),
             policies = engine.policy_ids().len(),
             "device policies loaded"
         );
@@ -42,15 +54,42 @@ impl PolicyGate {
     /// A gate for an engine loaded elsewhere.
     pub fn new(engine: Arc<PolicyEngine>, settings: &PolicySettings) -> Self {
         Self {
-            engine,
+            policies: Arc::new(Reloadable::new(engine, settings.clone())),
             covers: settings.covers.clone(),
             reveal_reasons: settings.reveal_reasons,
         }
     }
 
-    /// The engine.
-    pub fn engine(&self) -> &Arc<PolicyEngine> {
-        &self.engine
+    /// The engine in force.
+    pub fn engine(&self) -> Arc<PolicyEngine> {
+        self.policies.engine()
+    }
+
+    /// Loads the policies again from the configured directory or bundle (signature checked,
+    /// every policy validated) and puts them in force only if all of that succeeds. Requests
+    /// being decided meanwhile are answered by the policies in force; on failure those stay,
+    /// the error is logged and returned, and [`PolicyGate::reload_status`] says so.
+    pub fn reload(&self) -> Result<(), super::PolicyError> {
+        self.policies.reload()
+    }
+
+    /// What the reloads did so far.
+    pub fn reload_status(&self) -> ReloadStatus {
+        self.policies.status()
+    }
+
+    /// Watches the policy files, polling every `interval`, and reloads when they change.
+    /// Stops when the returned handle is dropped.
+    pub fn watch(&self, interval: Duration) -> Result<PolicyWatch, std::io::Error> {
+        super::reload::watch(Arc::clone(&self.policies), interval)
+    }
+
+    /// The watch `[policy] watch_secs` asks for (none when it is 0).
+    pub fn watch_configured(&self) -> Result<Option<PolicyWatch>, std::io::Error> {
+        match self.policies.settings().watch_secs {
+            0 => Ok(None),
+            secs => self.watch(Duration::from_secs(secs)).map(Some),
+        }
     }
 
     /// The route to decide later, or `None` when the policies do not cover `path`.
@@ -58,6 +97,7 @@ impl PolicyGate {
         covers(&self.covers, path).then(|| PolicyRoute {
             method: method.to_owned(),
             path: path.to_owned(),
+            source_ip: None,
         })
     }
 
@@ -101,10 +141,11 @@ impl PolicyGate {
             path: &route.path,
             delegated,
             now_unix,
-            source_ip: None,
+            source_ip: route.source_ip,
+            owner: None,
         };
-        let decision = self
-            .engine
+        let engine = self.policies.engine();
+        let decision = engine
             .decide(&request)
             .map_err(|e| unavailable("policy request failed", &e))?;
         if decision.allowed {
@@ -114,8 +155,7 @@ impl PolicyGate {
             && key.level == hwsign_proto::api::KeyLevel::Tpm
             && facts.as_ref().is_some_and(|f| f.last_attestation.is_some());
         if let (Some(challenges), true) = (reattest, attestable)
-            && self
-                .engine
+            && engine
                 .allowed_if_attested_now(&request)
                 .map_err(|e| unavailable("policy request failed", &e))?
         {

@@ -80,6 +80,12 @@ pub enum PolicyError {
     /// A request could not be expressed against the schema (a defect, or facts out of bounds).
     #[error("cannot build the policy request: {0}")]
     Request(String),
+    /// The policy bundle is refused (unsigned, signed with another key, modified, unreadable).
+    #[error("the policy bundle is refused")]
+    Bundle(#[from] super::bundle::BundleError),
+    /// `[policy]` does not say where the policies are.
+    #[error("invalid [policy] settings: {0}")]
+    Settings(&'static str),
 }
 
 fn list(issues: &[PolicyIssue]) -> String {

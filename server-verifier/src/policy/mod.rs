@@ -12,19 +12,26 @@
 //! Every decision is logged (target `hwsign::policy`) with the ids of the policies that
 //! determined it.
 
+mod bundle;
 mod context;
 mod gate;
 mod load;
+mod reload;
 mod settings;
 
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use cedar_policy::{Authorizer, Decision, PolicySet, Schema};
+use cedar_policy::{Authorizer, Decision, PolicySet};
 
-pub use context::{MAX_ROUTE_DEPTH, PolicyRequest, format_rfc3339};
+pub use bundle::{
+    BundleError, BundleKey, MAX_BUNDLE_BYTES, MAX_PUBLIC_KEY_BYTES, MAX_SIGNATURE_BYTES,
+    default_signature_path, policy_files, read_signed,
+};
+pub use context::{DeviceOwner, MAX_OWNER_GROUPS, MAX_ROUTE_DEPTH, PolicyRequest, format_rfc3339};
 pub use gate::{PolicyGate, PolicyRoute};
 pub use load::{PolicyError, PolicyIssue};
+pub use reload::{PolicyWatch, ReloadStatus};
 pub use settings::PolicySettings;
 
 /// The schema every policy is validated against (Cedar schema syntax).
@@ -40,7 +47,7 @@ pub const ROUTE_TOO_DEEP: &str = "route-too-deep";
 /// Loaded, validated policies and the schema they were validated against.
 #[derive(Debug)]
 pub struct PolicyEngine {
-    schema: Schema,
+    requests: context::RequestFactory,
     policies: PolicySet,
     authorizer: Authorizer,
     ids: Vec<String>,
@@ -61,6 +68,29 @@ pub struct PolicyDecision {
 }
 
 impl PolicyEngine {
+    /// Loads the policies `settings` name: its directory, or its bundle once the bundle's
+    /// signature verifies with its public key (before the bundle is read).
+    pub fn load(settings: &PolicySettings) -> Result<Self, PolicyError> {
+        match (&settings.dir, &settings.bundle) {
+            (Some(dir), None) => Self::load_dir(dir),
+            (None, Some(bundle)) => {
+                let key = settings
+                    .public_key
+                    .as_deref()
+                    .ok_or(PolicyError::Settings("a policy bundle needs public_key"))?;
+                let key = BundleKey::read(key)?;
+                let signature = settings
+                    .signature_path()
+                    .unwrap_or_else(|| default_signature_path(bundle));
+                let sources = read_signed(bundle, &signature, &key)?;
+                Self::from_sources(&sources)
+            }
+            _ => Err(PolicyError::Settings(
+                "[policy] needs exactly one of dir and bundle",
+            )),
+        }
+    }
+
     /// Loads and validates every `*.cedar` file in `dir` (not recursive).
     pub fn load_dir(dir: &Path) -> Result<Self, PolicyError> {
         let sources = load::read_dir(dir)?;
@@ -73,7 +103,7 @@ impl PolicyEngine {
         let schema = load::schema()?;
         let (policies, ids) = load::compile(&schema, sources)?;
         Ok(Self {
-            schema,
+            requests: context::RequestFactory::new(schema)?,
             policies,
             authorizer: Authorizer::new(),
             ids,
@@ -117,7 +147,7 @@ impl PolicyEngine {
                 refusals.insert(ROUTE_TOO_DEEP.to_owned());
                 continue;
             }
-            let cedar_request = context::build(&self.schema, request, &path, fresh)?;
+            let cedar_request = self.requests.build(request, &path, fresh)?;
             let response = self.authorizer.is_authorized(
                 &cedar_request.request,
                 &self.policies,

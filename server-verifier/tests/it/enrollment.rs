@@ -529,6 +529,7 @@ unless { context.level == "tpm" && context.boot_state == "unchanged" &&
             delegated: false,
             now_unix,
             source_ip: None,
+            owner: None,
         })?;
         Ok((decision.allowed, decision.determining))
     };

@@ -19,6 +19,7 @@ mod fleet_registry;
 mod fleet_replay;
 mod http_layer;
 mod manufacturer_roots;
+mod policy_bundles;
 mod registry;
 mod replay_cache;
 mod verify_pipeline;
