@@ -35,6 +35,7 @@
 
 pub mod admin;
 pub mod attestation;
+pub mod audit;
 pub mod config;
 pub mod delegation;
 pub mod ecdsa_backend;

@@ -6,6 +6,7 @@
 //! that links the library does not build them.
 #![forbid(unsafe_code)]
 
+mod audit;
 mod policy;
 mod serve;
 mod tokens;
@@ -67,6 +68,9 @@ enum Command {
     /// Device policies (Cedar): validate, check a request, print the schema.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// The decision log: checkpoint key, verify, export (docs/AUDIT.md).
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
 /// Where the keys (and enrollment tokens) are: an SQLite file (`--db`) or a registry URL
@@ -220,6 +224,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
         Command::Policy(command) => policy::run(command)?,
+        Command::Audit(command) => audit::run(command)?,
         Command::Serve {
             config,
             check_config,

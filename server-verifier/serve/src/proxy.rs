@@ -107,7 +107,9 @@ impl Proxy {
             };
         }
         let started = Instant::now();
-        let (head, body) = request.into_parts();
+        let (mut head, body) = request.into_parts();
+        head.extensions
+            .insert(axum::extract::ConnectInfo(peer.addr));
         let verified = authenticate(&self.verifier, &head, body).await;
         self.metrics.observe_verify(started.elapsed());
         match verified {

@@ -85,14 +85,18 @@ pub async fn run(
         url: config.replay_cache.clone(),
         source,
     })?;
-    let verifier = Arc::new(
-        Verifier::new(
-            config.verifier.clone(),
-            Arc::clone(&registry),
-            Arc::clone(&replay),
-        )
-        .map_err(ServeError::Verifier)?,
-    );
+    let verifier = Verifier::new(
+        config.verifier.clone(),
+        Arc::clone(&registry),
+        Arc::clone(&replay),
+    )
+    .map_err(ServeError::Verifier)?;
+    let verifier = Arc::new(match &config.audit {
+        Some(settings) => verifier.with_audit_log(Arc::new(
+            hwsign_verifier::audit::AuditLog::open(settings).map_err(ServeError::Audit)?,
+        )),
+        None => verifier,
+    });
     let enrollment = match &config.enrollment {
         Some(settings) => {
             let store = hwsign_verifier::enrollment::open_enrollment_store(&config.registry)

@@ -35,6 +35,7 @@ use hwsign_proto::{RejectCode, RequestParts};
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::audit::DecisionContext;
 use crate::rejection::Rejection;
 use crate::verify::{VerifiedPrincipal, Verifier};
 
@@ -122,7 +123,47 @@ where
 /// nonce before the body, the body read under the limit and the request's deadline, then
 /// [`Verifier::finish`]. Returns the principal and the complete body; answer a refusal with
 /// [`rejection_response`].
+///
+/// The decision is recorded in the verifier's decision log, if it has one
+/// ([`Verifier::record_decision`]), with the peer address of an
+/// [`axum::extract::ConnectInfo<SocketAddr>`](axum::extract::ConnectInfo) extension.
 pub async fn authenticate<B>(
+    verifier: &Verifier,
+    head: &http::request::Parts,
+    body: B,
+) -> Result<(VerifiedPrincipal, Bytes), Rejection>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::fmt::Display,
+{
+    let mut body_bytes = None;
+    let result = authenticate_unrecorded(verifier, head, body)
+        .await
+        .map(|(principal, bytes)| {
+            body_bytes = Some(bytes);
+            principal
+        });
+    let header = |name| {
+        head.headers
+            .get(name)
+            .and_then(|v: &http::HeaderValue| v.to_str().ok())
+    };
+    let context = DecisionContext {
+        method: head.method.as_str(),
+        path: head.uri.path(),
+        query: head.uri.query().unwrap_or(""),
+        authorization: header(http::header::AUTHORIZATION),
+        user_agent: header(http::header::USER_AGENT),
+        source: head
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|info| info.0.ip()),
+    };
+    let principal = verifier.record_decision(&context, result)?;
+    Ok((principal, body_bytes.unwrap_or_default()))
+}
+
+async fn authenticate_unrecorded<B>(
     verifier: &Verifier,
     head: &http::request::Parts,
     body: B,
