@@ -592,3 +592,50 @@ fn audit_export_streams_a_log_far_larger_than_its_buffers() -> Result<()> {
     ensure!(sink.worst <= 256 * 1024);
     Ok(())
 }
+
+/// The clock at the signing time of the test requests.
+#[derive(Debug)]
+struct FixedClock;
+
+impl hwsign_verifier::Clock for FixedClock {
+    fn now(&self) -> std::time::SystemTime {
+        at(0)
+    }
+}
+
+#[tokio::test]
+async fn audit_the_middleware_records_the_decision_with_the_source_address() -> Result<()> {
+    let log = log_dir(|_| {})?;
+    let (verifier, key, audit) = audited_verifier(&log)?;
+    let verifier = verifier.with_clock(Arc::new(FixedClock));
+    let signed = sign(&key, &get("/orders"), &SignOptions::default())?;
+    let peer: std::net::SocketAddr = "192.0.2.7:4711".parse()?;
+    let mut builder = http::Request::builder().method("GET").uri("/orders");
+    for (name, value) in &signed.headers {
+        builder = builder.header(name.as_str(), value.as_str());
+    }
+    let request = builder
+        .extension(axum::extract::ConnectInfo(peer))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))?;
+    let (head, body) = request.into_parts();
+    let accepted = hwsign_verifier::layer::authenticate(&verifier, &head, body).await;
+    ensure!(accepted.is_ok(), "{accepted:?}");
+    // The same request again through the same path: refused, recorded with its code.
+    let again = hwsign_verifier::layer::authenticate(
+        &verifier,
+        &head,
+        http_body_util::Full::new(bytes::Bytes::new()),
+    )
+    .await;
+    ensure!(again.err().map(|r| r.code()) == Some(RejectCode::ReplayedNonce));
+    audit.sync().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let decisions: Vec<_> = records(&log)?
+        .into_iter()
+        .filter(|r| r["kind"] == "decision")
+        .collect();
+    ensure!(decisions.len() == 2, "{decisions:?}");
+    ensure!(decisions[0]["outcome"] == "accepted" && decisions[0]["source"] == "192.0.2.7");
+    ensure!(decisions[1]["code"] == "replayed_nonce" && decisions[1]["source"] == "192.0.2.7");
+    ensure!(decisions[1]["user_agent"] == "audit-test/1");
+    Ok(())
+}
