@@ -136,17 +136,17 @@ where
     B: http_body::Body<Data = Bytes>,
     B::Error: std::fmt::Display,
 {
-    let mut body_bytes = None;
-    let result = authenticate_unrecorded(verifier, head, body)
-        .await
-        .map(|(principal, bytes)| {
-            body_bytes = Some(bytes);
-            principal
-        });
+    if verifier.audit_log().is_none() {
+        return authenticate_unrecorded(verifier, head, body).await;
+    }
+    let (result, bytes) = match authenticate_unrecorded(verifier, head, body).await {
+        Ok((principal, bytes)) => (Ok(principal), bytes),
+        Err(rejection) => (Err(rejection), Bytes::new()),
+    };
     let header = |name| {
         head.headers
             .get(name)
-            .and_then(|v: &http::HeaderValue| v.to_str().ok())
+            .and_then(|value: &http::HeaderValue| value.to_str().ok())
     };
     let context = DecisionContext {
         method: head.method.as_str(),
@@ -160,7 +160,7 @@ where
             .map(|info| info.0.ip()),
     };
     let principal = verifier.record_decision(&context, result)?;
-    Ok((principal, body_bytes.unwrap_or_default()))
+    Ok((principal, bytes))
 }
 
 async fn authenticate_unrecorded<B>(
