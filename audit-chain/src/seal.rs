@@ -86,7 +86,8 @@ impl Sealer {
     }
 
     /// Seals `record`: sets `seq`, `prev` and `hash`, advances the head and returns the record's
-    /// line (its canonical JSON and a newline). Fields named `seq`, `prev` or `hash` in `record`
+    /// line (its canonical JSON without `hash`, then the `hash` member appended last, and a
+    /// newline). Fields named `seq`, `prev` or `hash` in `record`
     /// are replaced.
     pub fn seal(&mut self, record: Map<String, Value>) -> Result<Vec<u8>, SealError> {
         self.seal_with(record, |_| Ok(()))
@@ -113,10 +114,16 @@ impl Sealer {
         record.insert(SEQ.to_owned(), Value::from(self.next_seq));
         record.insert(PREV.to_owned(), Value::from(hex::encode(self.head)));
         finish(&mut record)?;
-        let hash = record_hash(&record).map_err(SealError::Canonical)?;
-        record.insert(HASH.to_owned(), Value::from(hex::encode(hash)));
+        // One serialization: the canonical bytes are hashed, then written with the `hash` member
+        // appended last (checkers re-serialize without it; docs/AUDIT.md).
         let mut line = canonical_json(&Value::Object(record)).map_err(SealError::Canonical)?;
-        line.push(b'\n');
+        let hash: [u8; 32] = Sha256::digest(&line).into();
+        line.pop();
+        line.extend_from_slice(b",\"");
+        line.extend_from_slice(HASH.as_bytes());
+        line.extend_from_slice(b"\":\"");
+        line.extend_from_slice(hex::encode(hash).as_bytes());
+        line.extend_from_slice(b"\"}\n");
         self.next_seq = self.next_seq.saturating_add(1);
         self.head = hash;
         Ok(line)
