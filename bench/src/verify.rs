@@ -99,6 +99,14 @@ impl VerifyFixture {
         Self::on_registry_with(backend, registry, capacity, dir, policies)
     }
 
+    /// The same fixture recording every decision in `log` (`audit_overhead`).
+    pub fn with_audit_log(self, log: Arc<hwsign_verifier::audit::AuditLog>) -> Self {
+        Self {
+            verifier: self.verifier.with_audit_log(log),
+            ..self
+        }
+    }
+
     /// A verifier with `backend` on `registry` (e.g. a cached PostgreSQL registry from
     /// `open_registry`), whose replay cache holds `capacity` nonces; `dir` lives as long.
     pub fn on_registry(

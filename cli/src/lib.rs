@@ -6,6 +6,7 @@
 //! daemon (`hwsign-agent`) does not.
 #![forbid(unsafe_code)]
 
+mod audit;
 mod demo;
 mod enroll;
 mod http_send;
@@ -72,6 +73,9 @@ enum Command {
     },
     /// Print the man page (roff), e.g. `hwsign man > ~/.local/share/man/man1/hwsign.1`.
     Man,
+    /// The agent's audit log: check its hash chain.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
 /// Runs one parsed command line; the exit code is the command's own (e.g. `request` exits with
@@ -97,6 +101,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Request(args) => request::run(agent_client(cli.socket)?, args).await,
         Command::Proxy(args) => proxy::run_command(agent_client(cli.socket)?, args).await,
         Command::Enroll(args) => enroll::run(&agent_client(cli.socket)?, args).await,
+        Command::Audit(command) => audit::run(command),
     }
 }
 

@@ -505,3 +505,37 @@ fn newuser_doc_links_resolve() -> Result<()> {
     ensure!(broken.is_empty(), "broken links: {broken:#?}");
     Ok(())
 }
+
+#[tokio::test]
+async fn newuser_audit_verify_checks_the_agents_chain() -> Result<()> {
+    let agent = TestAgent::start(false).await?;
+    for label in ["one", "two"] {
+        let output = agent
+            .hwsign(&["keys", "create", "--backend", "software", "--label", label])
+            .await?;
+        ensure!(output.status.success(), "{}", describe(&output));
+    }
+    let log = agent.path("state/audit.jsonl");
+    let log_arg = log.display().to_string();
+    let output = agent.hwsign(&["audit", "verify", &log_arg]).await?;
+    ensure!(output.status.success(), "{}", describe(&output));
+    ensure!(
+        text(&output.stdout).contains("3 chained records (seq 0..=2)"),
+        "{}",
+        describe(&output)
+    );
+    // The second key's creation rewritten to name another label: found at its seq.
+    let original = std::fs::read_to_string(&log)?;
+    std::fs::write(
+        &log,
+        original.replace("\"label\":\"two\"", "\"label\":\"evil\""),
+    )?;
+    let output = agent.hwsign(&["audit", "verify", &log_arg]).await?;
+    ensure!(!output.status.success(), "{}", describe(&output));
+    ensure!(
+        text(&output.stderr).contains("seq 2: edited"),
+        "{}",
+        describe(&output)
+    );
+    agent.stop().await
+}

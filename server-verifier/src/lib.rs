@@ -36,6 +36,7 @@
 pub mod admin;
 pub mod admin_api;
 pub mod attestation;
+pub mod audit;
 pub mod config;
 pub mod delegation;
 pub mod directory;

@@ -34,6 +34,7 @@ use hwsign_proto::webauthn::{HWS1_WEBAUTHN, WEBAUTHN_ALGORITHM, WebAuthnError};
 use hwsign_proto::{ClaimedSignature, HWS1, RejectCode, RequestParts, SignedHeaders};
 use subtle::ConstantTimeEq;
 
+use crate::audit::{AuditLog, DecisionContext};
 use crate::config::{ConfigError, VerifierConfig};
 use crate::delegation::{RequestClaims, StatementCache};
 use crate::directory::sessions::ObservedSession;
@@ -232,6 +233,7 @@ pub struct Verifier {
     policy: Option<PolicyGate>,
     reattestation: Option<Arc<AttestationChallenges>>,
     sessions: Option<Arc<SessionGuard>>,
+    audit: Option<Arc<AuditLog>>,
 }
 
 fn unix_seconds(now: SystemTime) -> Result<i64, Rejection> {
@@ -314,6 +316,7 @@ impl Verifier {
             statements: StatementCache::default(),
             reattestation: None,
             sessions: None,
+            audit: None,
         })
     }
 
@@ -354,6 +357,45 @@ impl Verifier {
         self
     }
 
+    /// The same verifier recording every decision in `log` (see [`Verifier::record_decision`]).
+    pub fn with_audit_log(mut self, log: Arc<AuditLog>) -> Self {
+        self.audit = Some(log);
+        self
+    }
+
+    /// The decision log, if one is configured.
+    pub fn audit_log(&self) -> Option<&Arc<AuditLog>> {
+        self.audit.as_ref()
+    }
+
+    /// Records a decision in the decision log, if one is configured, and returns it; a decision
+    /// the log cannot take turns an acceptance into a refusal (`verifier_unavailable`) unless
+    /// the log is configured to drop (docs/AUDIT.md). [`Verifier::verify`] and the middleware's
+    /// [`authenticate`](crate::layer::authenticate) call this; a server using the two-phase API
+    /// itself calls it with the outcome.
+    pub fn record_decision(
+        &self,
+        context: &DecisionContext<'_>,
+        result: Result<VerifiedPrincipal, Rejection>,
+    ) -> Result<VerifiedPrincipal, Rejection> {
+        let Some(log) = &self.audit else {
+            return result;
+        };
+        match (
+            log.record(crate::audit::decision_event(context, &result)),
+            result,
+        ) {
+            (Err(_), Ok(_)) => {
+                tracing::error!("the decision log cannot take the record; failing closed");
+                Err(Rejection::new(
+                    RejectCode::VerifierUnavailable,
+                    "the verifier is unavailable",
+                ))
+            }
+            (_, result) => result,
+        }
+    }
+
     /// The device policy in force, if any.
     pub fn policy(&self) -> Option<&PolicyGate> {
         self.policy.as_ref()
@@ -389,9 +431,11 @@ impl Verifier {
         body_sha256: &[u8; 32],
         now: SystemTime,
     ) -> Result<VerifiedPrincipal, Rejection> {
-        let checked = self.check_signature(parts, now)?;
-        let reserved = self.reserve(checked, now)?;
-        self.finish_at(reserved, body_sha256, now)
+        let result = self
+            .check_signature(parts, now)
+            .and_then(|checked| self.reserve(checked, now))
+            .and_then(|reserved| self.finish_at(reserved, body_sha256, now));
+        self.record_decision(&DecisionContext::from_parts(parts), result)
     }
 
     /// Phase one, before the body is read: parse, audience, host, date, presigned-URL policy,

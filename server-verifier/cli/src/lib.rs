@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod audit;
 mod ek;
 mod policy;
 mod serve;
@@ -75,6 +76,9 @@ enum Command {
     /// The admin API (devices, sessions, users, tokens, recovery), signed through the local
     /// agent; prints JSON (docs/ADMIN.md).
     Admin(admin::AdminArgs),
+    /// The decision log: checkpoint key, verify, export (docs/AUDIT.md).
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
 /// Where the keys (and enrollment tokens) are: an SQLite file (`--db`) or a registry URL
@@ -230,6 +234,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Policy(command) => policy::run(command)?,
         Command::Admin(args) => admin::run(args)?,
+        Command::Audit(command) => audit::run(command)?,
         Command::Serve {
             config,
             check_config,

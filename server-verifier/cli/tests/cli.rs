@@ -7,6 +7,9 @@ mod verify_support;
 #[path = "cli/fleet.rs"]
 mod fleet;
 
+#[path = "cli/audit.rs"]
+mod audit;
+
 use std::path::Path;
 use std::process::{Command, Output};
 

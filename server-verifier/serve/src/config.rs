@@ -72,6 +72,10 @@ pub struct ServeConfig {
     /// Needs `[enrollment]`; absent: those paths are verified and proxied like any other.
     #[serde(default)]
     pub reattestation: Option<ReattestationConfig>,
+    /// The decision log (docs/AUDIT.md): every decision recorded in this replica's hash chain;
+    /// absent: no decision log.
+    #[serde(default)]
+    pub audit: Option<hwsign_verifier::audit::AuditSettings>,
 }
 
 /// PEM files for HTTPS.

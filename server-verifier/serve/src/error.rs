@@ -34,6 +34,9 @@ pub enum ServeError {
     /// The verifier refuses its configuration (e.g. a device policy that does not load).
     #[error("cannot build the verifier")]
     Verifier(#[source] ConfigError),
+    /// The decision log cannot be opened.
+    #[error("cannot open the decision log")]
+    Audit(#[source] hwsign_verifier::audit::AuditError),
     /// The enrollment store cannot be opened.
     #[error("cannot start the admin API")]
     AdminApi(#[source] hwsign_verifier::admin_api::AdminApiError),

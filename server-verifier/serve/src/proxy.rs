@@ -134,6 +134,8 @@ impl Proxy {
             .insert(hwsign_verifier::layer::ClientAddr(client));
         head.extensions
             .insert(hwsign_verifier::directory::SessionClient(client));
+        head.extensions
+            .insert(axum::extract::ConnectInfo(peer.addr));
         let verified = authenticate(&self.verifier, &head, body).await;
         self.metrics.observe_verify(started.elapsed());
         match verified {

@@ -111,6 +111,11 @@ pub async fn run(
     if let Some(services) = &admin_services {
         verifier = verifier.with_sessions(Arc::clone(&services.sessions));
     }
+    if let Some(settings) = &config.audit {
+        verifier = verifier.with_audit_log(Arc::new(
+            hwsign_verifier::audit::AuditLog::open(settings).map_err(ServeError::Audit)?,
+        ));
+    }
     let enrollment = match &config.enrollment {
         Some(settings) => {
             let url = config.registry.clone();

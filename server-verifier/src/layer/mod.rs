@@ -35,6 +35,7 @@ use hwsign_proto::{RejectCode, RequestParts};
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::audit::DecisionContext;
 use crate::rejection::Rejection;
 use crate::verify::{VerifiedPrincipal, Verifier};
 
@@ -127,7 +128,47 @@ pub struct ClientAddr(pub std::net::IpAddr);
 /// nonce before the body, the body read under the limit and the request's deadline, then
 /// [`Verifier::finish`]. Returns the principal and the complete body; answer a refusal with
 /// [`rejection_response`].
+///
+/// The decision is recorded in the verifier's decision log, if it has one
+/// ([`Verifier::record_decision`]), with the peer address of an
+/// [`axum::extract::ConnectInfo<SocketAddr>`](axum::extract::ConnectInfo) extension.
 pub async fn authenticate<B>(
+    verifier: &Verifier,
+    head: &http::request::Parts,
+    body: B,
+) -> Result<(VerifiedPrincipal, Bytes), Rejection>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::fmt::Display,
+{
+    if verifier.audit_log().is_none() {
+        return authenticate_unrecorded(verifier, head, body).await;
+    }
+    let (result, bytes) = match authenticate_unrecorded(verifier, head, body).await {
+        Ok((principal, bytes)) => (Ok(principal), bytes),
+        Err(rejection) => (Err(rejection), Bytes::new()),
+    };
+    let header = |name| {
+        head.headers
+            .get(name)
+            .and_then(|value: &http::HeaderValue| value.to_str().ok())
+    };
+    let context = DecisionContext {
+        method: head.method.as_str(),
+        path: head.uri.path(),
+        query: head.uri.query().unwrap_or(""),
+        authorization: header(http::header::AUTHORIZATION),
+        user_agent: header(http::header::USER_AGENT),
+        source: head
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|info| info.0.ip()),
+    };
+    let principal = verifier.record_decision(&context, result)?;
+    Ok((principal, bytes))
+}
+
+async fn authenticate_unrecorded<B>(
     verifier: &Verifier,
     head: &http::request::Parts,
     body: B,

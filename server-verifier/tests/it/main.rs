@@ -11,6 +11,7 @@ mod attestation_ek;
 mod attestation_evidence;
 mod attestation_parsing;
 mod attestation_props;
+mod audit_trail;
 mod backends;
 mod config;
 mod enrollment;

@@ -6,12 +6,14 @@
 //! SOCKET RESPONSE` is the echo floor's child process, `hwsign-bench plain-proxy UPSTREAM` the
 //! serve floor's; `hwsign-bench serve-cpu [--quick] [--verifier-bin PATH]` measures only
 //! `serve_cpu_ratio`; `hwsign-bench fleet [--quick]` only the fleet figures (PostgreSQL, Redis);
-//! `hwsign-bench policy-overhead` only `policy_overhead`; `hwsign-bench profile-verify [N]`
+//! `hwsign-bench policy-overhead` only `policy_overhead`; `hwsign-bench audit-overhead` only
+//! `audit_overhead`; `hwsign-bench profile-verify [N]`
 //! verifies N requests in a loop for a profiler (`perf record -g`).
 #![forbid(unsafe_code)]
 
 mod agent_figures;
 mod agent_proc;
+mod audit_overhead;
 mod delegated;
 mod echo;
 mod figure;
@@ -148,6 +150,10 @@ fn main() -> ExitCode {
                 "usage: hwsign-bench echo-server SOCKET RESPONSE"
             )),
         },
+        Some("audit-overhead") => audit_overhead::audit_overhead(&Plan::full()).map(|figure| {
+            println!("{figure}");
+            figure.passes()
+        }),
         Some("policy-overhead") => {
             let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
             inproc::policy_overhead(&Plan::full(), &policies).map(|figure| {
@@ -279,6 +285,14 @@ fn report(args: &Args) -> Result<bool> {
             "policy_overhead",
             Goal::AtMost(1.15),
             inproc::policy_overhead(&plan, &policies),
+        )],
+    );
+    emit(
+        &mut figures,
+        vec![or_unavailable(
+            "audit_overhead",
+            Goal::AtMost(1.2),
+            audit_overhead::audit_overhead(&plan),
         )],
     );
     emit(

@@ -17,6 +17,15 @@ pub(crate) fn thread_cpu() -> Result<Duration> {
     Ok(Duration::new(secs, nanos))
 }
 
+/// CPU time consumed by every thread of this process: for work that another thread of ours
+/// finishes (the decision log's writer).
+pub(crate) fn process_cpu() -> Result<Duration> {
+    let spec = clock_gettime(ClockId::CLOCK_PROCESS_CPUTIME_ID).context("process CPU clock")?;
+    let secs = u64::try_from(spec.tv_sec()).context("negative CPU time")?;
+    let nanos = u32::try_from(spec.tv_nsec()).context("CPU time nanoseconds")?;
+    Ok(Duration::new(secs, nanos))
+}
+
 /// Seconds per iteration of `f`, run `count` times, on the thread CPU clock.
 pub(crate) fn cpu_per_op(count: usize, mut f: impl FnMut(usize) -> Result<()>) -> Result<f64> {
     let start = thread_cpu()?;
