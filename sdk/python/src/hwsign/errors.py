@@ -34,7 +34,8 @@ class AgentError(HwsignError):
 
     ``code`` is one of the agent API's documented codes (docs/PROTOCOL.md §10), for example
     ``unknown_key``, ``key_not_permitted``, ``invalid_request``, ``backend_unavailable``,
-    ``pin_locked``, ``unavailable``, ``too_many_connections``.
+    ``pin_locked``, ``unavailable``, ``too_many_connections``; with a FIDO2 security key also
+    ``no_security_key``, ``touch_timeout``, ``operation_denied`` and ``pin_incorrect``.
     """
 
     def __init__(self, code: str, message: str, status: int) -> None:
