@@ -195,7 +195,22 @@ async fn admin_revoking_a_device_refuses_it_everywhere() -> Result<()> {
         revoked["revoked"] == true && revoked["sessions_ended"] == 1,
         "{revoked}"
     );
-    expect_refusal(&f.api_get(1, &laptop).await?, 403, "device_revoked")?;
+    // Refused at once on the other replica: its sessions were ended in the shared store, which
+    // is read on every request; the revoked key itself is seen once that replica's key cache
+    // has checked for changes (SQLite: at most every 100 ms), from then on `device_revoked`.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let response = f.api_get(1, &laptop).await?;
+        if expect_refusal(&response, 403, "device_revoked").is_ok() {
+            break;
+        }
+        expect_refusal(&response, 401, "session_revoked")?;
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "the revoked key was never refused as device_revoked"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     expect_ok(&f.api_get(1, &other).await?)?;
     let unknown = f
         .admin_call(
