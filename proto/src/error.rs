@@ -83,6 +83,10 @@ pub enum ProtoError {
     /// The delegation statement is malformed.
     #[error("malformed delegation statement: {0}")]
     MalformedDelegation(&'static str),
+    /// A request in hwsign's RFC 9421 encoding does not meet the profile
+    /// ([`crate::rfc9421_request`]).
+    #[error("RFC 9421 signature refused")]
+    Rfc9421(#[from] crate::rfc9421_request::Rfc9421RequestError),
 }
 
 /// Displays an error and each of its causes once, joined by `: ` (`cannot read configuration

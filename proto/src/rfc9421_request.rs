@@ -14,12 +14,19 @@
 //! - `Content-Digest` carries `sha-256`; the signature is raw `r ‖ s` (64 bytes), as RFC 9421
 //!   §3.3.4 says for this algorithm.
 
-use crate::canonical::RequestParts;
+use crate::authorization::Authorization;
+use crate::canonical::{CanonicalRequest, RequestParts, SignedHeaders};
+use crate::error::ProtoError;
 use crate::nonce::Nonce;
+use crate::profile::HWS1;
 use crate::rfc9421::{
     ParamValue, Rfc9421Error, SignatureParams, combine_field_lines, parse_content_digest_sha256,
     parse_signature, parse_signature_input, signature_base,
 };
+use crate::scope::Scope;
+use crate::string_to_sign::StringToSign;
+use crate::time::SigningTime;
+use crate::verify_input::ClaimedSignature;
 use thiserror::Error;
 
 /// The label hwsign signs under.
@@ -262,6 +269,52 @@ pub fn parse_rfc9421_request(
         delegation,
         signature_base,
         signature,
+    })
+}
+
+/// Verifier side, in the shape the HWS1 pipeline takes: the claim of [`parse_rfc9421_request`]
+/// as a [`ClaimedSignature`] whose string to sign is the RFC 9421 signature base, whose signature
+/// is the DER form of the received `r ‖ s`, whose signing time is `created`, whose audience is the
+/// `tag`'s, and whose signed headers are the covered header fields (with `host` for
+/// `@authority`). The verifier then applies HWS1's rules unchanged: key, window, nonce, audience,
+/// host, body digest, delegation, route rules and policy.
+pub fn parse_rfc9421_claimed(parts: &RequestParts<'_>) -> Result<ClaimedSignature, ProtoError> {
+    parts.check_bounds()?;
+    let claim = parse_rfc9421_request(parts)?;
+    let time = SigningTime::from_unix(claim.created_unix);
+    let mut names: Vec<String> = claim
+        .params
+        .components
+        .iter()
+        .filter(|c| !c.starts_with('@'))
+        .cloned()
+        .collect();
+    names.push("host".to_owned());
+    names.sort();
+    names.dedup();
+    let signed_headers = SignedHeaders::parse(&names.join(";"))?;
+    let payload_hash = hex::encode(claim.body_sha256);
+    let canonical = CanonicalRequest::new(&HWS1, parts, &signed_headers, &payload_hash)?;
+    let signature = p256::ecdsa::Signature::from_slice(&claim.signature)
+        .map_err(|_| ProtoError::MalformedSignature)?
+        .to_der()
+        .as_bytes()
+        .to_vec();
+    Ok(ClaimedSignature {
+        authorization: Authorization {
+            credential: claim.key_id,
+            scope: Scope::new(time, &claim.audience, HWS1.scope_terminator),
+            signed_headers,
+            signature,
+        },
+        time,
+        nonce: Some(claim.nonce),
+        payload_hash,
+        delegation: claim.delegation,
+        expires_secs: None,
+        not_after_unix: claim.expires_unix,
+        canonical,
+        string_to_sign: StringToSign::from_signature_base(claim.signature_base),
     })
 }
 

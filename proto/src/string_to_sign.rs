@@ -16,6 +16,12 @@ pub struct StringToSign {
 }
 
 impl StringToSign {
+    /// An RFC 9421 signature base in the place of HWS1's string to sign: what the signature of a
+    /// request in hwsign's RFC 9421 encoding covers ([`crate::rfc9421_request`]).
+    pub fn from_signature_base(base: String) -> Self {
+        Self { text: base }
+    }
+
     /// Builds the string to sign.
     pub fn new(
         algorithm: &str,

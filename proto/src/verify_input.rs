@@ -29,6 +29,9 @@ pub struct ClaimedSignature {
     pub delegation: Option<String>,
     /// Presigned URLs only: seconds after `time` at which the URL expires.
     pub expires_secs: Option<u64>,
+    /// RFC 9421 encoding only: the signer's `expires` (unix seconds); the request is refused
+    /// after it even inside the verifier's window.
+    pub not_after_unix: Option<i64>,
     /// The canonical request rebuilt from what was received.
     pub canonical: CanonicalRequest,
     /// The string whose signature must verify.
@@ -99,6 +102,7 @@ pub fn parse_header_signed(
         payload_hash,
         delegation,
         expires_secs: None,
+        not_after_unix: None,
         canonical,
         string_to_sign,
     })
@@ -198,6 +202,7 @@ pub fn parse_presigned(
         payload_hash: UNSIGNED_PAYLOAD.to_owned(),
         delegation: None,
         expires_secs: Some(expires_secs),
+        not_after_unix: None,
         canonical,
         string_to_sign,
     })

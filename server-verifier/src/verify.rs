@@ -449,7 +449,15 @@ impl Verifier {
         let now = unix_seconds(now)?;
         let presigned = is_presigned(parts.query);
         let has_authorization = parts.header_values("authorization").next().is_some();
+        let rfc9421 = hwsign_proto::rfc9421_request::is_rfc9421(parts);
         let claimed = match (presigned, has_authorization) {
+            (_, _) if rfc9421 && (presigned || has_authorization) => {
+                return Err(Rejection::new(
+                    RejectCode::MalformedRequest,
+                    "an RFC 9421 signature beside an HWS1 one",
+                ));
+            }
+            (_, _) if rfc9421 => hwsign_proto::rfc9421_request::parse_rfc9421_claimed(parts),
             (true, true) => {
                 return Err(Rejection::new(
                     RejectCode::MalformedRequest,
@@ -485,7 +493,17 @@ impl Verifier {
             ));
         }
         self.check_host(parts)?;
-        let (accept_from_unix, accept_until_unix) = self.check_date(&claimed, now)?;
+        let (accept_from_unix, mut accept_until_unix) = self.check_date(&claimed, now)?;
+        // RFC 9421 `expires`: the signer's own limit, inside the verifier's window.
+        if let Some(not_after) = claimed.not_after_unix {
+            if now > not_after {
+                return Err(Rejection::new(
+                    RejectCode::StaleDate,
+                    format!("the signature expired {} s ago", now - not_after),
+                ));
+            }
+            accept_until_unix = accept_until_unix.min(not_after);
+        }
         let route = route_outcome(&self.config.route_rules, parts.path);
         if let Some(expires) = claimed.expires_secs {
             self.check_presign_policy(parts, &route, expires)?;

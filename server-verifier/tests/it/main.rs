@@ -23,6 +23,7 @@ mod manufacturer_roots;
 mod policy_bundles;
 mod registry;
 mod replay_cache;
+mod rfc9421_verify;
 mod verify_pipeline;
 mod webauthn_registration;
 mod webauthn_verify;

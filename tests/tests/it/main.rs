@@ -20,6 +20,7 @@ mod policy_attestation;
 mod policy_posture;
 mod policy_support;
 mod proxy;
+mod rfc9421;
 mod sdk_node;
 mod sdk_python;
 mod software;
