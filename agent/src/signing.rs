@@ -11,9 +11,13 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use hwsign_proto::api::{HeaderField, SignRequest, SignResponse};
+use hwsign_proto::api::{HeaderField, SignEncoding, SignRequest, SignResponse};
 use hwsign_proto::keys::check_payload_hash;
 use hwsign_proto::profile::HWS1_DELEGATION_HEADER;
+use hwsign_proto::rfc9421::{content_digest_sha256, signature_member};
+use hwsign_proto::rfc9421_request::{
+    LABEL, Rfc9421RequestError, components_for, request_signature_base, signing_params,
+};
 use hwsign_proto::scope::check_audience;
 use hwsign_proto::sign::{UNSIGNED_PAYLOAD, prepare_headers, prepare_presigned};
 use hwsign_proto::webauthn::{
@@ -73,6 +77,9 @@ pub(crate) enum SignError {
     /// The decision could not be recorded, so nothing is released.
     #[error(transparent)]
     Audit(#[from] AuditError),
+    /// The RFC 9421 encoding was asked for where it is not available.
+    #[error("RFC 9421 encoding: {0}")]
+    EncodingUnsupported(&'static str),
 }
 
 /// What was signed: the response and, for the log, who signed it.
@@ -132,6 +139,22 @@ async fn sign_unrecorded(
     getrandom::fill(&mut random).map_err(SignError::Random)?;
     let nonce = Nonce::from_random(random);
     let webauthn = backend.webauthn_client();
+    if request.encoding == SignEncoding::Rfc9421 {
+        if request.presign_expires_secs.is_some() {
+            return Err(SignError::EncodingUnsupported("not for presigned URLs"));
+        }
+        if webauthn.is_some() || step_up.is_some() {
+            return Err(SignError::EncodingUnsupported(
+                "FIDO2 keys sign with HWS1-WEBAUTHN-ES256",
+            ));
+        }
+        if rule.is_some_and(|r| r.mode == KeyMode::Delegated) {
+            return Err(SignError::EncodingUnsupported(
+                "not yet for keys in delegated mode",
+            ));
+        }
+        return sign_rfc9421(request, &backend, &nonce).await;
+    }
     let rule_uv = rule.is_some_and(|r| r.user_verification);
     if webauthn.is_none() && step_up.is_some() {
         // Only a FIDO2 assertion proves a person's presence; a TPM or token signature cannot.
@@ -155,6 +178,94 @@ async fn sign_unrecorded(
     Ok(Signed {
         backend: backend.name(),
         response: response(request, prepared, &signature, time, request.key_id.clone()),
+        session_key_id: None,
+    })
+}
+
+/// The RFC 9421 encoding (docs/PROTOCOL.md §13), signed by the hardware key itself: the agent adds
+/// `Content-Digest` from the described body hash, builds the signature base with the proto
+/// helpers, has the backend sign its SHA-256, and answers `Content-Digest`, `Signature-Input` and
+/// `Signature` (raw r‖s).
+async fn sign_rfc9421(
+    request: &SignRequest,
+    backend: &Arc<dyn KeyBackend>,
+    nonce: &Nonce,
+) -> Result<Signed, SignError> {
+    let created = unix_now()?;
+    let host = derived_host(request)?;
+    check_payload_hash(&request.body_sha256)?;
+    for field in &request.headers {
+        if field.name.eq_ignore_ascii_case("host") {
+            return Err(SignError::HostHeader);
+        }
+        if ["content-digest", "signature", "signature-input"]
+            .iter()
+            .any(|name| field.name.eq_ignore_ascii_case(name))
+        {
+            return Err(SignError::EncodingUnsupported(
+                "headers must not already carry Content-Digest, Signature or Signature-Input",
+            ));
+        }
+    }
+    let mut body = [0u8; 32];
+    hex::decode_to_slice(&request.body_sha256, &mut body)
+        .map_err(|_| SignError::Proto(ProtoError::MalformedSignature))?;
+    let content_digest = content_digest_sha256(&body);
+    let mut headers: Vec<(&str, &str)> = Vec::with_capacity(request.headers.len() + 2);
+    headers.push(("host", host.as_str()));
+    headers.extend(
+        request
+            .headers
+            .iter()
+            .map(|h| (h.name.as_str(), h.value.as_str())),
+    );
+    headers.push(("content-digest", content_digest.as_str()));
+    let parts = RequestParts {
+        method: &request.method,
+        path: &request.path,
+        query: &request.query,
+        headers: &headers,
+    };
+    parts.check_bounds()?;
+    let extra: Vec<&str> = request.signed_headers.iter().map(String::as_str).collect();
+    for name in &extra {
+        if parts.header_values(name).next().is_none() {
+            return Err(SignError::Proto(ProtoError::MissingHeader(
+                (*name).to_owned(),
+            )));
+        }
+    }
+    let params = signing_params(
+        components_for(&parts, &extra),
+        created,
+        nonce,
+        &request.key_id,
+        &request.audience,
+    );
+    let base = request_signature_base(&parts, &params)
+        .map_err(|e| SignError::Proto(ProtoError::from(Rfc9421RequestError::from(e))))?;
+    let digest: [u8; 32] = Sha256::digest(base.as_bytes()).into();
+    let key_id = request.key_id.clone();
+    let der = KeyStore::call(backend, move |b| b.sign_digest(&key_id, &digest)).await?;
+    let raw = p256::ecdsa::Signature::from_der(&der)
+        .map_err(|_| SignError::Proto(ProtoError::MalformedSignature))?
+        .to_bytes();
+    let additions = vec![
+        ("content-digest".to_owned(), content_digest),
+        (
+            "signature-input".to_owned(),
+            format!("{LABEL}={}", params.serialize()),
+        ),
+        ("signature".to_owned(), signature_member(LABEL, &raw)),
+    ];
+    Ok(Signed {
+        backend: backend.name(),
+        response: response_from(
+            request,
+            additions,
+            SigningTime::from_unix(created),
+            request.key_id.clone(),
+        ),
         session_key_id: None,
     })
 }

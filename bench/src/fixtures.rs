@@ -96,6 +96,7 @@ impl BenchRequest {
             body_sha256: self.body_sha256_hex(),
             signed_headers: Vec::new(),
             presign_expires_secs: None,
+            encoding: Default::default(),
         }
     }
 }

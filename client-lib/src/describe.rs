@@ -67,6 +67,14 @@ pub(crate) fn strip_signature_headers(headers: &mut HeaderMap) {
     }
 }
 
+/// Removes the fields an RFC 9421 signature adds (`Signature`, `Signature-Input`,
+/// `Content-Digest`), so a retried request is signed afresh rather than with stale fields.
+pub(crate) fn strip_rfc9421_headers(headers: &mut HeaderMap) {
+    for name in ["signature", "signature-input", "content-digest"] {
+        headers.remove(name);
+    }
+}
+
 /// What the caller wants signed, besides the request itself.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct SigningIdentity<'a> {
@@ -108,6 +116,7 @@ pub(crate) fn describe(
         body_sha256: body.to_hex(),
         signed_headers: identity.signed_headers.to_vec(),
         presign_expires_secs: None,
+        encoding: Default::default(),
     })
 }
 

@@ -49,6 +49,6 @@ pub use digest::{BodyDigest, body_sha256_from_reader, body_sha256_of_file};
 pub use error::{ClientError, RequestError};
 pub use hwsign_proto::AgentErrorCode;
 pub use hwsign_proto::api::{
-    KeyInfo, KeyLevel, SignRequest, SignResponse, StatusResponse, StepUpSignRequest,
+    KeyInfo, KeyLevel, SignEncoding, SignRequest, SignResponse, StatusResponse, StepUpSignRequest,
 };
 pub use signer::{Signer, SignerConfig};

@@ -13,7 +13,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::request::Parts;
 use http::{HeaderMap, Method, Request, Uri};
-use hwsign_proto::api::{SignRequest, SignResponse, StepUpSignRequest};
+use hwsign_proto::api::{SignEncoding, SignRequest, SignResponse, StepUpSignRequest};
 use hwsign_proto::posture::bound_nonce;
 use tokio::io::AsyncRead;
 
@@ -41,6 +41,7 @@ pub struct SignerConfig {
 pub struct Signer {
     agent: AgentClient,
     config: Arc<SignerConfig>,
+    encoding: SignEncoding,
 }
 
 impl Signer {
@@ -61,7 +62,16 @@ impl Signer {
         Self {
             agent,
             config: Arc::new(config),
+            encoding: SignEncoding::Hws1,
         }
+    }
+
+    /// Signs in `encoding`: HWS1 (the default) or RFC 9421's `Signature-Input`/`Signature` with
+    /// `Content-Digest` (docs/PROTOCOL.md §13), for servers and gateways that speak RFC 9421.
+    /// The agent signs either with the same key.
+    pub fn with_encoding(mut self, encoding: SignEncoding) -> Self {
+        self.encoding = encoding;
+        self
     }
 
     /// Also signs these headers (lower or mixed case) on every request.
@@ -230,7 +240,11 @@ impl Signer {
         body: &BodyDigest,
     ) -> Result<SignResponse, ClientError> {
         describe::strip_signature_headers(headers);
-        let request = describe::describe(self.identity(), method, target, headers, body)?;
+        if self.encoding == SignEncoding::Rfc9421 {
+            describe::strip_rfc9421_headers(headers);
+        }
+        let mut request = describe::describe(self.identity(), method, target, headers, body)?;
+        request.encoding = self.encoding;
         let response = self.agent.sign(&request).await?;
         describe::apply(headers, &response)?;
         Ok(response)

@@ -162,6 +162,28 @@ pub struct SignRequest {
     /// Presigned URL: seconds of validity (≤ 7 days); the answer is query parameters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub presign_expires_secs: Option<u64>,
+    /// The signature encoding (docs/PROTOCOL.md §13): HWS1's `Authorization` header (default) or
+    /// RFC 9421's `Signature-Input`/`Signature`/`Content-Digest`.
+    #[serde(default, skip_serializing_if = "SignEncoding::is_hws1")]
+    pub encoding: SignEncoding,
+}
+
+/// How a signed request carries its signature.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignEncoding {
+    /// `Authorization: HWS1-ECDSA-P256-SHA256 …` with the `X-Hws-*` headers.
+    #[default]
+    Hws1,
+    /// RFC 9421 HTTP Message Signatures, `ecdsa-p256-sha256` (PROTOCOL.md §13).
+    Rfc9421,
+}
+
+impl SignEncoding {
+    /// Whether this is the default encoding (left out of serialized requests).
+    pub fn is_hws1(&self) -> bool {
+        *self == Self::Hws1
+    }
 }
 
 /// `POST /v1/sign` response.

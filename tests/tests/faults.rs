@@ -440,6 +440,7 @@ fn sign_request(key_id: &str, authority: &str, path: &str) -> SignRequest {
         body_sha256: hex::encode(Sha256::digest(b"")),
         signed_headers: Vec::new(),
         presign_expires_secs: None,
+        encoding: Default::default(),
     }
 }
 

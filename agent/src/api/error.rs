@@ -136,9 +136,10 @@ fn proto_cause(error: &ApiError) -> Option<&ProtoError> {
 
 fn signing_code(e: &SignError) -> AgentErrorCode {
     match e {
-        SignError::Proto(_) | SignError::Authority(_) | SignError::HostHeader => {
-            AgentErrorCode::InvalidRequest
-        }
+        SignError::Proto(_)
+        | SignError::Authority(_)
+        | SignError::HostHeader
+        | SignError::EncodingUnsupported(_) => AgentErrorCode::InvalidRequest,
         SignError::NotPermitted(_) => AgentErrorCode::KeyNotPermitted,
         SignError::Backend(CallError::Backend(b)) => backend_code(b),
         SignError::Backend(CallError::Task(_))

@@ -45,6 +45,7 @@ fn sign_request(key_id: &str) -> SignRequest {
         body_sha256: sha256_hex(br#"{"to":"bob"}"#),
         signed_headers: vec!["x-request-id".into()],
         presign_expires_secs: None,
+        encoding: Default::default(),
     }
 }
 

@@ -37,6 +37,7 @@ fn sign_request(key_id: &str, audience: &str, authority: &str) -> SignRequest {
         body_sha256: EMPTY_SHA256.into(),
         signed_headers: Vec::new(),
         presign_expires_secs: None,
+        encoding: Default::default(),
     }
 }
 

@@ -51,6 +51,7 @@ async fn tpm_keys_over_the_socket() -> Result<()> {
         body_sha256: EMPTY_SHA256.into(),
         signed_headers: Vec::new(),
         presign_expires_secs: None,
+        encoding: Default::default(),
     };
     let signed: SignResponse = agent.post("/v1/sign", &request).await?.ok_json()?;
     let mut headers = vec![("host", "api.example.com")];

@@ -471,6 +471,7 @@ async fn hardening_the_client_refuses_a_socket_another_uid_listens_on() -> anyho
             body_sha256: hwsign_proto::keys::EMPTY_SHA256.into(),
             signed_headers: vec!["cookie".into()],
             presign_expires_secs: None,
+            encoding: Default::default(),
         };
         let client = hwsign_client::AgentClient::builder(&socket)
             .timeout(std::time::Duration::from_secs(10))

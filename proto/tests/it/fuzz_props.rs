@@ -317,6 +317,7 @@ proptest! {
             body_sha256: hex::encode([7u8; 32]),
             signed_headers: vec!["x-request-id".into()],
             presign_expires_secs: presign,
+            encoding: Default::default(),
         };
         let json = serde_json::to_string(&request).map_err(|e| TestCaseError::fail(e.to_string()))?;
         let decoded: SignRequest =

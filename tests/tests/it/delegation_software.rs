@@ -411,6 +411,7 @@ async fn hardening_one_key_cannot_fill_the_session_table_for_other_keys() -> Res
         body_sha256: hwsign_proto::keys::EMPTY_SHA256.to_owned(),
         signed_headers: Vec::new(),
         presign_expires_secs: None,
+        encoding: Default::default(),
     };
     for i in 0..AUDIENCES {
         let response = client

@@ -27,6 +27,7 @@ fn sign_request(key_id: &str) -> SignRequest {
         body_sha256: EMPTY_SHA256.to_owned(),
         signed_headers: Vec::new(),
         presign_expires_secs: None,
+        encoding: Default::default(),
     }
 }
 

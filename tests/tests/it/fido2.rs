@@ -225,6 +225,7 @@ fn sign_request(key_id: &str, path: &str) -> SignRequest {
         body_sha256: sha256_hex(BODY),
         signed_headers: Vec::new(),
         presign_expires_secs: None,
+        encoding: Default::default(),
     }
 }
 

@@ -260,3 +260,92 @@ fn rfc9421_hwsign_signs_and_python_verifies() -> Result<()> {
     ensure!(!ok, "python accepted another query: {out}");
     Ok(())
 }
+
+/// The agent signs in the RFC 9421 encoding when asked (`SignRequest.encoding = "rfc9421"`,
+/// `Signer::with_encoding`): the real agent binary's software key, the real API behind the
+/// verifier layer, the same rules — accepted, replay refused, tampered body refused — and the
+/// agent's signature also verifies with the independent implementation.
+#[tokio::test(flavor = "multi_thread")]
+async fn rfc9421_the_agent_signs_in_the_rfc9421_encoding() -> Result<()> {
+    use hwsign_client::{SignEncoding, Signer};
+    use hwsign_e2e::{AUDIENCE as E2E_AUDIENCE, AgentProcess, ApiServer, create_key, send};
+    use hwsign_proto::api::KeyLevel as Level;
+
+    let agent = AgentProcess::start_with("[backends.software]\nenabled = true\n", &[])?;
+    let server = ApiServer::start().await?;
+    let (key_id, public) = create_key(&agent.client(), "software", "rfc9421").await?;
+    server.register(&public, Level::Software)?;
+    let signer = Signer::new(agent.client(), key_id.clone(), E2E_AUDIENCE)
+        .with_encoding(SignEncoding::Rfc9421);
+    let build = |body: &str| -> Result<http::Request<Vec<u8>>> {
+        Ok(http::Request::builder()
+            .method("POST")
+            .uri(server.url("/v1/payouts?currency=eur"))
+            .header("content-type", "application/json")
+            .body(body.as_bytes().to_vec())?)
+    };
+    let mut request = build(BODY)?;
+    signer.sign_request(&mut request).await?;
+    ensure!(
+        request.headers().contains_key("signature-input")
+            && request.headers().contains_key("content-digest")
+            && !request.headers().contains_key("authorization"),
+        "{:?}",
+        request.headers()
+    );
+    let response = send(&server, &request).await?;
+    ensure!(
+        response.status == 200,
+        "refused: {} {}",
+        response.status,
+        String::from_utf8_lossy(&response.body)
+    );
+    ensure!(response.json()?["key_id"] == key_id.as_str());
+    let replayed = send(&server, &request).await?;
+    ensure!(replayed.status == 401, "replay accepted");
+
+    // Same signature, another body: the Content-Digest no longer matches.
+    let mut tampered = build(BODY)?;
+    signer.sign_request(&mut tampered).await?;
+    *tampered.body_mut() = b"{}".to_vec();
+    let refused = send(&server, &tampered).await?;
+    ensure!(
+        refused.status == 401
+            && hwsign_e2e::refusal_code(&refused).as_deref() == Some("body_hash_mismatch"),
+        "{} {}",
+        refused.status,
+        String::from_utf8_lossy(&refused.body)
+    );
+
+    // The agent's signature, checked by the independent implementation.
+    let mut fresh = build(BODY)?;
+    signer.sign_request(&mut fresh).await?;
+    let headers: Vec<(String, String)> = fresh
+        .headers()
+        .iter()
+        .map(|(n, v)| Ok((n.as_str().to_owned(), v.to_str()?.to_owned())))
+        .collect::<Result<_>>()?;
+    let host = server
+        .url("/")
+        .split('/')
+        .nth(2)
+        .context("host")?
+        .to_owned();
+    let mut with_host = headers.clone();
+    with_host.push(("host".into(), host.clone()));
+    let public_pem = public.to_pem();
+    let (ok, out) = Peer::new()?.run(
+        "verify",
+        &serde_json::json!({
+            "method": "POST",
+            "url": format!("http://{host}/v1/payouts?currency=eur"),
+            "headers": with_host,
+            "body": BODY,
+            "key_id": key_id,
+            "audience": E2E_AUDIENCE,
+            "public_key_pem": public_pem,
+        }),
+    )?;
+    ensure!(ok, "python refused the agent's signature: {out}");
+    Ok(())
+}

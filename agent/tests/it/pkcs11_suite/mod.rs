@@ -507,6 +507,7 @@ async fn agent_end_to_end_async(env: &TestEnv) -> Result<()> {
         body_sha256: hex::encode(body_sha256),
         signed_headers: Vec::new(),
         presign_expires_secs: None,
+        encoding: Default::default(),
     };
     let signed = client.sign(&request).await?;
     assert_eq!(signed.key_id, key.id);
