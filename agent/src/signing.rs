@@ -194,31 +194,20 @@ async fn sign_rfc9421(
     let created = unix_now()?;
     let host = derived_host(request)?;
     check_payload_hash(&request.body_sha256)?;
-    for field in &request.headers {
-        if field.name.eq_ignore_ascii_case("host") {
-            return Err(SignError::HostHeader);
-        }
-        if ["content-digest", "signature", "signature-input"]
+    if request.headers.iter().any(|field| {
+        ["content-digest", "signature", "signature-input"]
             .iter()
             .any(|name| field.name.eq_ignore_ascii_case(name))
-        {
-            return Err(SignError::EncodingUnsupported(
-                "headers must not already carry Content-Digest, Signature or Signature-Input",
-            ));
-        }
+    }) {
+        return Err(SignError::EncodingUnsupported(
+            "headers must not already carry Content-Digest, Signature or Signature-Input",
+        ));
     }
     let mut body = [0u8; 32];
     hex::decode_to_slice(&request.body_sha256, &mut body)
         .map_err(|_| SignError::Proto(ProtoError::MalformedSignature))?;
     let content_digest = content_digest_sha256(&body);
-    let mut headers: Vec<(&str, &str)> = Vec::with_capacity(request.headers.len() + 2);
-    headers.push(("host", host.as_str()));
-    headers.extend(
-        request
-            .headers
-            .iter()
-            .map(|h| (h.name.as_str(), h.value.as_str())),
-    );
+    let mut headers = request_headers(request, &host)?;
     headers.push(("content-digest", content_digest.as_str()));
     let parts = RequestParts {
         method: &request.method,
@@ -497,6 +486,30 @@ fn derived_host(request: &SignRequest) -> Result<String, SignError> {
     hwsign_proto::host::signed_host(None, &request.authority).map_err(SignError::Authority)
 }
 
+/// The request's header fields as signed: `host` (from `authority`) first, then the described
+/// ones; a described `host` is refused, since it is taken from `authority`.
+fn request_headers<'a>(
+    request: &'a SignRequest,
+    host: &'a str,
+) -> Result<Vec<(&'a str, &'a str)>, SignError> {
+    if request
+        .headers
+        .iter()
+        .any(|h| h.name.eq_ignore_ascii_case("host"))
+    {
+        return Err(SignError::HostHeader);
+    }
+    let mut headers = Vec::with_capacity(request.headers.len() + 2);
+    headers.push(("host", host));
+    headers.extend(
+        request
+            .headers
+            .iter()
+            .map(|h| (h.name.as_str(), h.value.as_str())),
+    );
+    Ok(headers)
+}
+
 /// Builds the canonical request and string to sign (no I/O; time and nonce are inputs).
 pub(crate) fn prepare(
     request: &SignRequest,
@@ -518,21 +531,7 @@ fn prepare_as(
 ) -> Result<PreparedSignature, SignError> {
     let host = derived_host(request)?;
     check_payload_hash(&request.body_sha256)?;
-    if request
-        .headers
-        .iter()
-        .any(|h| h.name.eq_ignore_ascii_case("host"))
-    {
-        return Err(SignError::HostHeader);
-    }
-    let mut headers: Vec<(&str, &str)> = Vec::with_capacity(request.headers.len() + 1);
-    headers.push(("host", host.as_str()));
-    headers.extend(
-        request
-            .headers
-            .iter()
-            .map(|h| (h.name.as_str(), h.value.as_str())),
-    );
+    let headers = request_headers(request, &host)?;
     let parts = RequestParts {
         method: &request.method,
         path: &request.path,
