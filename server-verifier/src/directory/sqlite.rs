@@ -1,8 +1,6 @@
 //! A [`Directory`] in SQLite: `dir_*` tables beside the registry's in the same file (WAL), so
 //! every replica on a host sharing the file sees a force logout at its next request.
 
-use std::fs::OpenOptions;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -119,17 +117,8 @@ impl SqliteDirectory {
     /// Opens the directory tables in the SQLite file at `path`, creating the file (mode 0600)
     /// and the tables when absent.
     pub fn open(path: &Path) -> Result<Self, DirectoryError> {
-        match OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-        {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(source) => return Err(DirectoryError::Unavailable(Box::new(source))),
-        }
+        crate::registry::sqlite::create_private_file(path)
+            .map_err(|source| DirectoryError::Unavailable(Box::new(source)))?;
         let conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(5))?;
         let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;

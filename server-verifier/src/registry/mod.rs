@@ -19,7 +19,7 @@ mod open;
 mod parsed_keys;
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
-mod sqlite;
+pub(crate) mod sqlite;
 
 use hwsign_proto::PublicKey;
 use hwsign_proto::api::KeyLevel;

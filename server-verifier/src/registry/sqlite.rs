@@ -114,6 +114,24 @@ pub struct SqliteRegistry {
     checked_at: AtomicU64,
 }
 
+/// Creates the SQLite file at `path` with mode 0600 if it does not exist yet, so SQLite's -wal and
+/// -shm files (which take the database file's permissions) are private from the first byte. Only
+/// creates: opening and closing an existing database with std::fs would drop the POSIX locks
+/// another SQLite connection in this process holds on it. Shared by every store kept in the file.
+pub(crate) fn create_private_file(path: &Path) -> std::io::Result<()> {
+    match OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 impl SqliteRegistry {
     /// Opens the registry at `path`, creating the file (mode 0600) and its schema when absent.
     /// A file written by a newer release (higher schema version) is refused, not downgraded.
@@ -122,22 +140,10 @@ impl SqliteRegistry {
         // -wal and -shm files the database file's permissions. Only create: opening and closing
         // an existing database with std::fs would drop the POSIX locks another SQLite connection
         // in this process holds on it, and another process could then delete the live WAL.
-        match OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-        {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(source) => {
-                return Err(RegistryError::Io {
-                    path: path.display().to_string(),
-                    source,
-                });
-            }
-        }
+        create_private_file(path).map_err(|source| RegistryError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
         let mut conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(5))?;
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
