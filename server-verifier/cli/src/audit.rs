@@ -239,14 +239,9 @@ fn open_all(files: &[PathBuf]) -> anyhow::Result<Vec<(String, BufReader<File>)>>
 
 /// Seconds since the epoch, or `YYYY-MM-DDTHH:MM:SSZ` (UTC).
 pub(crate) fn parse_time(text: &str) -> anyhow::Result<i64> {
-    if let Ok(seconds) = text.parse::<i64>() {
-        return Ok(seconds);
-    }
-    hwsign_proto::SigningTime::parse_rfc3339_utc(text)
-        .map(hwsign_proto::SigningTime::unix)
-        .map_err(|_| {
-            anyhow::anyhow!("{text:?}: expected seconds since the epoch or YYYY-MM-DDTHH:MM:SSZ")
-        })
+    hwsign_verifier::audit::parse_time(text).ok_or_else(|| {
+        anyhow::anyhow!("{text:?}: expected seconds since the epoch or YYYY-MM-DDTHH:MM:SSZ")
+    })
 }
 
 #[cfg(test)]

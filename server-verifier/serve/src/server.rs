@@ -90,13 +90,26 @@ pub async fn run(
         url: config.replay_cache.clone(),
         source,
     })?;
+    let audit_log = match &config.audit {
+        Some(settings) => Some(Arc::new(
+            hwsign_verifier::audit::AuditLog::open(settings).map_err(ServeError::Audit)?,
+        )),
+        None => None,
+    };
     let admin_services = match config.admin.as_ref().and_then(|admin| admin.api.as_ref()) {
         Some(api) => Some(
-            hwsign_verifier::admin_api::admin_services(
+            hwsign_verifier::admin_api::admin_services_audited(
                 api,
                 &config.registry,
                 Arc::clone(&registry),
                 Arc::clone(&replay),
+                config
+                    .audit
+                    .as_ref()
+                    .map(|settings| hwsign_verifier::admin_api::AuditAccess {
+                        dir: settings.dir.clone(),
+                        log: audit_log.clone(),
+                    }),
             )
             .map_err(ServeError::AdminApi)?,
         ),
@@ -111,10 +124,8 @@ pub async fn run(
     if let Some(services) = &admin_services {
         verifier = verifier.with_sessions(Arc::clone(&services.sessions));
     }
-    if let Some(settings) = &config.audit {
-        verifier = verifier.with_audit_log(Arc::new(
-            hwsign_verifier::audit::AuditLog::open(settings).map_err(ServeError::Audit)?,
-        ));
+    if let Some(log) = &audit_log {
+        verifier = verifier.with_audit_log(Arc::clone(log));
     }
     let enrollment = match &config.enrollment {
         Some(settings) => {
@@ -131,6 +142,9 @@ pub async fn run(
                 Enrollment::new(store, Arc::clone(&registry), anchors, settings.clone());
             if let Some(services) = &admin_services {
                 enrollment = enrollment.with_directory(Arc::clone(&services.directory));
+            }
+            if let Some(log) = &audit_log {
+                enrollment = enrollment.with_audit_log(Arc::clone(log));
             }
             Some(enrollment)
         }

@@ -46,8 +46,8 @@ pub(super) fn routes(api: Arc<AdminApi>) -> Router {
             post(revoke_token),
         )
         .route("/admin/v1/recovery", post(recovery))
-        .route("/admin/v1/audit", get(audit_follow_up))
-        .route("/admin/v1/audit/{*rest}", get(audit_follow_up))
+        .route("/admin/v1/audit", get(super::audit::search))
+        .route("/admin/v1/audit/export", get(super::audit::export))
         .with_state(api)
 }
 
@@ -177,6 +177,7 @@ async fn revoke(
         now,
     )?;
     tracing::info!(device = %device, by = %who.key_id, "admin: device revoked");
+    api.record_admin(&who.key_id, "device_revoke", Some(&device));
     ok(json!({ "device": device, "revoked": true, "sessions_ended": ended }))
 }
 
@@ -195,6 +196,7 @@ async fn reattest(
     facts.last_attestation = None;
     api.registry.put_device_facts(&device, &facts)?;
     tracing::info!(device = %device, by = %who.key_id, "admin: re-attestation forced");
+    api.record_admin(&who.key_id, "device_reattest", Some(&device));
     ok(json!({ "device": device, "attestation": "stale" }))
 }
 
@@ -227,6 +229,10 @@ async fn assign(
         return Err(ApiError::not_found("such device"));
     }
     api.directory.assign_device(&device, &user.id)?;
+    api.record(
+        crate::audit::AuditEvent::admin(&who.key_id, "device_assign", Some(&device), "ok")
+            .with("user", Some(&user.id)),
+    );
     ok(json!({ "device": device, "user_id": user.id }))
 }
 
@@ -308,6 +314,13 @@ async fn end(State(api): Api, VerifiedDevice(who): VerifiedDevice, body: Bytes) 
         }
     }
     tracing::info!(?scope, by = %who.key_id, "admin: sessions ended");
+    let target = match &scope {
+        SessionScope::Session(id) => format!("session:{id}"),
+        SessionScope::Device(id) => format!("device:{id}"),
+        SessionScope::User(id) => format!("user:{id}"),
+        SessionScope::All => format!("all:{ended_unix}"),
+    };
+    api.record_admin(&who.key_id, "sessions_end", Some(&target));
     ok(json!({ "scope": scope, "ended_unix": ended_unix, "sessions_ended": ended }))
 }
 
@@ -410,6 +423,13 @@ async fn issue_token(
         crate::enrollment::create_token(enrollment(&api)?, &body.label, body.ttl_secs, now())
             .map_err(enrollment_error)?;
     tracing::info!(token = %id, by = %who.key_id, "admin: enrollment token issued");
+    api.record(
+        crate::audit::AuditEvent::new("enrollment")
+            .with("step", Some("token_issued"))
+            .with("token", Some(&id))
+            .with("actor", Some(&who.key_id))
+            .with("outcome", Some("ok")),
+    );
     ok(json!({ "id": id, "token": token.as_str() }))
 }
 
@@ -422,6 +442,13 @@ async fn revoke_token(
     enrollment(&api)?
         .revoke_token(&id)
         .map_err(enrollment_error)?;
+    api.record(
+        crate::audit::AuditEvent::new("enrollment")
+            .with("step", Some("token_revoked"))
+            .with("token", Some(&id))
+            .with("actor", Some(&who.key_id))
+            .with("outcome", Some("ok")),
+    );
     ok(json!({ "id": id, "revoked": true }))
 }
 
@@ -471,19 +498,14 @@ async fn recovery(
         return Err(error.into());
     }
     tracing::info!(token = %token_id, user = %user.id, by = %who.key_id, "admin: recovery token issued");
+    api.record(
+        crate::audit::AuditEvent::recovery(&user.id, "grant_issued", Some(&who.key_id), "ok")
+            .with("token", Some(&token_id)),
+    );
     ok(json!({
         "token_id": token_id,
         "token": token.as_str(),
         "user_id": user.id,
         "expires_unix": grant.expires_unix,
     }))
-}
-
-async fn audit_follow_up(State(api): Api, VerifiedDevice(who): VerifiedDevice) -> ApiResult {
-    api.authorize(&who, Role::Viewer)?;
-    Err(ApiError::new(
-        StatusCode::NOT_IMPLEMENTED,
-        "not_implemented",
-        "audit search and export are a follow-up (the audit-trail branch)",
-    ))
 }

@@ -11,6 +11,7 @@
 //! hardware key itself (not a delegated session key) and dated within
 //! [`AdminApiConfig::fresh_signature_secs`] of the verifier's clock.
 
+mod audit;
 mod auth;
 mod handlers;
 
@@ -34,6 +35,7 @@ use crate::registry::KeyRegistry;
 use crate::replay::ReplayCache;
 use crate::{HwsignLayer, Verifier};
 
+pub use audit::{AuditAccess, AuditParams};
 pub use auth::Role;
 
 /// Where the admin API lives.
@@ -188,6 +190,7 @@ pub struct AdminApi {
     directory: Arc<dyn Directory>,
     registry: Arc<dyn KeyRegistry>,
     enrollment: Option<Arc<EnrollmentStore>>,
+    audit: Option<AuditAccess>,
 }
 
 impl AdminApi {
@@ -205,7 +208,15 @@ impl AdminApi {
             directory,
             registry,
             enrollment,
+            audit: None,
         })
+    }
+
+    /// The same API answering audit search and export from `audit`'s log, and recording admin
+    /// actions in it.
+    pub fn with_audit(mut self, audit: AuditAccess) -> Self {
+        self.audit = Some(audit);
+        self
     }
 
     /// The router: `/admin/v1/...` behind its own verifier (sharing `replay`, and with
@@ -257,6 +268,17 @@ pub fn admin_services(
     registry: Arc<dyn KeyRegistry>,
     replay: Arc<dyn ReplayCache>,
 ) -> Result<AdminServices, AdminApiError> {
+    admin_services_audited(config, registry_url, registry, replay, None)
+}
+
+/// [`admin_services`] with the audit log: search and export, and admin actions recorded.
+pub fn admin_services_audited(
+    config: &AdminApiConfig,
+    registry_url: &str,
+    registry: Arc<dyn KeyRegistry>,
+    replay: Arc<dyn ReplayCache>,
+    audit: Option<AuditAccess>,
+) -> Result<AdminServices, AdminApiError> {
     let directory = open_directory(registry_url)?;
     let enrollment = if registry_url.starts_with("memory") {
         EnrollmentStore::open_in_memory()?
@@ -267,15 +289,19 @@ pub fn admin_services(
         Arc::clone(&directory),
         config.session_limits(),
     ));
-    let router = AdminApi::new(
+    let mut api = AdminApi::new(
         config.clone(),
         Arc::clone(&directory),
         registry,
         Some(Arc::new(enrollment)),
-    )?
-    // Admin requests are not recorded as sessions (they would fill the listing with the
-    // administrators' own activity, and `all` would end the request that asked for it).
-    .router(replay, None)?;
+    )?;
+    if let Some(audit) = audit {
+        api = api.with_audit(audit);
+    }
+    let router = api
+        // Admin requests are not recorded as sessions (they would fill the listing with the
+        // administrators' own activity, and `all` would end the request that asked for it).
+        .router(replay, None)?;
     Ok(AdminServices {
         router,
         sessions,

@@ -70,11 +70,11 @@ const CSV_COLUMNS: [&str; 16] = [
 ];
 
 impl ExportQuery {
-    fn in_range(&self, ts: i64) -> bool {
+    pub(crate) fn in_range(&self, ts: i64) -> bool {
         self.from.is_none_or(|from| ts >= from) && self.to.is_none_or(|to| ts < to)
     }
 
-    fn matches(&self, record: &Map<String, Value>) -> bool {
+    pub(crate) fn matches(&self, record: &Map<String, Value>) -> bool {
         self.filter.iter().all(|(field, wanted)| {
             record.get(field).is_some_and(|value| match value {
                 Value::String(text) => text == wanted,
@@ -82,6 +82,16 @@ impl ExportQuery {
             })
         })
     }
+}
+
+/// A time in a query: seconds since the epoch, or `YYYY-MM-DDTHH:MM:SSZ` (UTC).
+pub fn parse_time(text: &str) -> Option<i64> {
+    if let Ok(seconds) = text.parse::<i64>() {
+        return Some(seconds);
+    }
+    hwsign_proto::SigningTime::parse_rfc3339_utc(text)
+        .ok()
+        .map(hwsign_proto::SigningTime::unix)
 }
 
 /// Streams the records of `inputs` (chain files in order) that `query` selects to `out`.

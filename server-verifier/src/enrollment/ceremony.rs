@@ -63,6 +63,7 @@ pub struct Enrollment {
     anchors: TrustAnchors,
     config: EnrollmentConfig,
     directory: Option<Arc<dyn crate::directory::Directory>>,
+    audit: Option<Arc<crate::audit::AuditLog>>,
 }
 
 use crate::unix_time::seconds_or_zero as unix;
@@ -105,7 +106,43 @@ impl Enrollment {
             anchors,
             config,
             directory: None,
+            audit: None,
         }
+    }
+
+    /// The same service recording every step (started, evidence, activated or refused with its
+    /// code; recovery grants spent or refused) in the audit log (docs/AUDIT.md).
+    pub fn with_audit_log(mut self, log: Arc<crate::audit::AuditLog>) -> Self {
+        self.audit = Some(log);
+        self
+    }
+
+    /// Records `event`, best effort: a record the log cannot take is logged as an error (the
+    /// step's outcome stands; the decision log itself fails closed on the request path).
+    fn record(&self, event: crate::audit::AuditEvent) {
+        if let Some(log) = &self.audit
+            && log.record(event).is_err()
+        {
+            tracing::error!("the audit log cannot take an enrollment record");
+        }
+    }
+
+    /// Records one enrollment step and its outcome (`ok` or the refusal's code).
+    fn record_step<T>(
+        &self,
+        step: &str,
+        key: &str,
+        device: Option<&str>,
+        result: &Result<T, EnrollmentError>,
+    ) {
+        let outcome = match result {
+            Ok(_) => "ok".to_owned(),
+            Err(error) => error.code(),
+        };
+        self.record(
+            crate::audit::AuditEvent::enrollment(device, Some(key), &outcome)
+                .with("step", Some(step)),
+        );
     }
 
     /// The same service honouring recovery tokens (docs/ADMIN.md "Recovery"): a token with a
@@ -118,6 +155,7 @@ impl Enrollment {
     }
 
     /// Checks and spends the recovery grant of `token_id`, if it has one; returns its user.
+    /// Records the grant spent or refused.
     fn claim_recovery(
         &self,
         token_id: &str,
@@ -131,6 +169,27 @@ impl Enrollment {
         let Some(grant) = directory.recovery(token_id).map_err(store)? else {
             return Ok(None);
         };
+        let result = Self::spend_grant(directory.as_ref(), &grant, token_id, device_id, now);
+        let (step, outcome) = match &result {
+            Ok(_) => ("grant_spent", "ok".to_owned()),
+            Err(error) => ("grant_refused", error.code()),
+        };
+        self.record(
+            crate::audit::AuditEvent::recovery(&grant.user_id, step, None, &outcome)
+                .with("token", Some(token_id))
+                .with("device", Some(device_id)),
+        );
+        result
+    }
+
+    fn spend_grant(
+        directory: &dyn crate::directory::Directory,
+        grant: &crate::directory::RecoveryGrant,
+        token_id: &str,
+        device_id: &str,
+        now: i64,
+    ) -> Result<Option<String>, EnrollmentError> {
+        let store = |e: crate::directory::DirectoryError| EnrollmentError::Store(e.to_string());
         if grant.used_by_device.is_some() {
             return Err(EnrollmentError::RecoveryRefused("used"));
         }
@@ -149,7 +208,7 @@ impl Enrollment {
         if !directory.use_recovery(token_id, device_id).map_err(store)? {
             return Err(EnrollmentError::RecoveryRefused("used"));
         }
-        Ok(Some(grant.user_id))
+        Ok(Some(grant.user_id.clone()))
     }
 
     /// The store (tokens are issued through it).
@@ -174,6 +233,16 @@ impl Enrollment {
 
     /// Step 1: a valid, unused, unexpired token buys a challenge for `key_id`.
     pub fn start(
+        &self,
+        request: &StartRequest,
+        now: SystemTime,
+    ) -> Result<StartResponse, EnrollmentError> {
+        let result = self.start_inner(request, now);
+        self.record_step("started", &request.key_id, None, &result);
+        result
+    }
+
+    fn start_inner(
         &self,
         request: &StartRequest,
         now: SystemTime,
@@ -214,7 +283,9 @@ impl Enrollment {
         let challenge = self
             .store
             .begin_evidence(&request.challenge_id, unix(now))?;
-        match self.check_evidence(&challenge, &request.evidence, now) {
+        let result = self.check_evidence(&challenge, &request.evidence, now);
+        self.record_step("evidence", &challenge.key_id, None, &result);
+        match result {
             Ok(response) => Ok(response),
             Err(error) => {
                 tracing::warn!(
@@ -306,6 +377,12 @@ impl Enrollment {
             .store
             .take_for_activation(&request.challenge_id, unix(now))?;
         let result = self.finish(&challenge, &request.secret, now);
+        self.record_step(
+            "activated",
+            &challenge.key_id,
+            result.as_ref().ok().map(|done| done.device_id.as_str()),
+            &result,
+        );
         match &result {
             Ok(done) => tracing::info!(
                 challenge = %challenge.id,

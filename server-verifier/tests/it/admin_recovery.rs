@@ -136,3 +136,110 @@ fn admin_recovery_refuses_a_device_of_another_user_and_a_deprovisioned_user() ->
     ensure!(code(enroll(&f, &carol_token, now)) == "recovery_refused:user_inactive");
     Ok(())
 }
+
+/// The audit records of `dir` (after syncing `log`), as JSON objects.
+fn audit_records(
+    log: &hwsign_verifier::audit::AuditLog,
+    dir: &std::path::Path,
+) -> Result<Vec<serde_json::Map<String, serde_json::Value>>> {
+    log.sync().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut out = Vec::new();
+    for path in hwsign_verifier::audit::chain_files(dir)? {
+        for line in std::fs::read_to_string(path)?.lines() {
+            if let serde_json::Value::Object(record) = serde_json::from_str(line)? {
+                out.push(record);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn has(records: &[serde_json::Map<String, serde_json::Value>], wanted: &[(&str, &str)]) -> bool {
+    records.iter().any(|record| {
+        wanted
+            .iter()
+            .all(|(field, value)| record.get(*field).and_then(|v| v.as_str()) == Some(*value))
+    })
+}
+
+#[test]
+fn admin_recovery_and_enrollment_steps_are_in_the_audit_log() -> Result<()> {
+    use hwsign_verifier::audit::{AuditLog, AuditSettings, CheckpointSigner};
+    let temp = tempfile::tempdir()?;
+    let (private, _public) = CheckpointSigner::generate_pem()?;
+    let key_path = temp.path().join("checkpoint.pem");
+    std::fs::write(&key_path, private.as_bytes())?;
+    let dir = temp.path().join("audit");
+    let log = Arc::new(AuditLog::open(&AuditSettings::new(&dir, &key_path))?);
+    let directory = Arc::new(MemoryDirectory::default());
+    let f = with_directory(fixture()?, &directory);
+    let f = Fixture {
+        rig: f.rig,
+        enrollment: f.enrollment.with_audit_log(Arc::clone(&log)),
+        _dir: f._dir,
+    };
+    directory.create_user(&user("alice"))?;
+    let now = SystemTime::now();
+    let key_id = key_id_of(&f.rig, KEY)?;
+
+    // An expired grant: evidence accepted, activation refused, the grant refused.
+    let expired = recovery_token(&f, &directory, "alice", unix(now) - 1, now)?;
+    ensure!(code(enroll(&f, &expired, now)) == "recovery_refused:expired");
+    // A good grant: every step, the grant spent for the device.
+    let token = recovery_token(&f, &directory, "alice", unix(now) + 600, now)?;
+    let done = enroll(&f, &token, now)?;
+    // The token again: refused at its first step.
+    ensure!(code(enroll(&f, &token, now)) == "token_used");
+
+    let records = audit_records(&log, &dir)?;
+    let enrollment = |step: &str, outcome: &str| {
+        has(
+            &records,
+            &[
+                ("kind", "enrollment"),
+                ("step", step),
+                ("key", &key_id),
+                ("outcome", outcome),
+            ],
+        )
+    };
+    ensure!(enrollment("started", "ok"), "started: {records:?}");
+    ensure!(enrollment("evidence", "ok"));
+    ensure!(enrollment("activated", "recovery_refused:expired"));
+    ensure!(has(
+        &records,
+        &[
+            ("kind", "enrollment"),
+            ("step", "activated"),
+            ("outcome", "ok"),
+            ("device", &done.device_id),
+        ]
+    ));
+    ensure!(enrollment("started", "token_used"));
+    ensure!(has(
+        &records,
+        &[
+            ("kind", "recovery"),
+            ("step", "grant_refused"),
+            ("user", "alice"),
+            ("outcome", "recovery_refused:expired"),
+        ]
+    ));
+    ensure!(has(
+        &records,
+        &[
+            ("kind", "recovery"),
+            ("step", "grant_spent"),
+            ("user", "alice"),
+            ("device", &done.device_id),
+            ("outcome", "ok"),
+        ]
+    ));
+    // No record holds the token's secret.
+    ensure!(!records.iter().any(|r| {
+        serde_json::Value::Object(r.clone())
+            .to_string()
+            .contains(&token)
+    }));
+    Ok(())
+}
