@@ -67,6 +67,76 @@ enum AdminCommand {
         #[arg(long)]
         user: String,
     },
+    /// The audit log: search (viewer) and export (admin).
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+/// What selects audit records.
+#[derive(Debug, clap::Args)]
+struct AuditSelection {
+    /// From this time (seconds since the epoch, or YYYY-MM-DDTHH:MM:SSZ), inclusive.
+    #[arg(long)]
+    from: Option<String>,
+    /// To this time, exclusive.
+    #[arg(long)]
+    to: Option<String>,
+    /// FIELD=VALUE conditions (kind, outcome, code, key, claimed_key, device, user, route,
+    /// method, actor, action, step), all of which must hold.
+    #[arg(long, value_delimiter = ',')]
+    filter: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// One page of matching records (JSON); `next_after_seq` is the next page's cursor.
+    Search {
+        #[command(flatten)]
+        selection: AuditSelection,
+        /// Records after this seq.
+        #[arg(long)]
+        after_seq: Option<u64>,
+        /// Page size (1..=1000).
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Stream an export to standard output (or --out): JSONL (verifiable with
+    /// `hwsign-verifier audit verify --export`) or CSV.
+    Export {
+        #[command(flatten)]
+        selection: AuditSelection,
+        /// jsonl or csv.
+        #[arg(long, default_value = "jsonl")]
+        format: String,
+        /// Write to this file instead of standard output.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
+}
+
+impl AuditSelection {
+    fn query(&self) -> Vec<String> {
+        let mut query = Vec::new();
+        if let Some(from) = &self.from {
+            query.push(format!("from={}", escape(from)));
+        }
+        if let Some(to) = &self.to {
+            query.push(format!("to={}", escape(to)));
+        }
+        for condition in &self.filter {
+            let (field, value) = condition.split_once('=').unwrap_or((condition, ""));
+            query.push(format!("{}={}", escape(field), escape(value)));
+        }
+        query
+    }
+}
+
+fn with_query(path: &str, query: &[String]) -> String {
+    if query.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{}", query.join("&"))
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -235,6 +305,27 @@ fn request_of(command: &AdminCommand) -> (&'static str, String, Option<Value>) {
             "/admin/v1/recovery".into(),
             Some(json!({ "user": user })),
         ),
+        C::Audit(AuditCommand::Search {
+            selection,
+            after_seq,
+            limit,
+        }) => {
+            let mut query = selection.query();
+            if let Some(after) = after_seq {
+                query.push(format!("after_seq={after}"));
+            }
+            if let Some(limit) = limit {
+                query.push(format!("limit={limit}"));
+            }
+            ("GET", with_query("/admin/v1/audit", &query), None)
+        }
+        C::Audit(AuditCommand::Export {
+            selection, format, ..
+        }) => {
+            let mut query = selection.query();
+            query.push(format!("format={}", escape(format)));
+            ("GET", with_query("/admin/v1/audit/export", &query), None)
+        }
     }
 }
 
@@ -257,6 +348,9 @@ pub(crate) fn run(args: AdminArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
+    if let AdminCommand::Audit(AuditCommand::Export { out, .. }) = &args.command {
+        return runtime.block_on(export(&args, out.as_deref()));
+    }
     let (status, answer) = runtime.block_on(async {
         tokio::time::timeout(TIMEOUT, exchange(&args))
             .await
@@ -272,7 +366,60 @@ pub(crate) fn run(args: AdminArgs) -> anyhow::Result<()> {
     }
 }
 
+/// Streams an export's body to `out` (or standard output) as it arrives.
+async fn export(args: &AdminArgs, out: Option<&std::path::Path>) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let response = tokio::time::timeout(TIMEOUT, send(args))
+        .await
+        .context("the admin API did not answer in time")??;
+    let status = response.status().as_u16();
+    let mut body = response.into_body();
+    if !(200..300).contains(&status) {
+        let bytes = http_body_util::Limited::new(body, MAX_ANSWER_BYTES)
+            .collect()
+            .await
+            .map_err(|e| anyhow::anyhow!("reading the answer: {e}"))?
+            .to_bytes();
+        eprintln!("{}", String::from_utf8_lossy(&bytes));
+        bail!("the admin API refused ({status})");
+    }
+    // A command-line tool on a current-thread runtime: writing blocks only itself.
+    let mut sink: Box<dyn std::io::Write> = match out {
+        Some(path) => Box::new(
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot create {}", path.display()))?,
+        ),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let mut written = 0_u64;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.context("the export was cut off")?;
+        if let Ok(data) = frame.into_data() {
+            sink.write_all(&data).context("writing the export")?;
+            written += data.len() as u64;
+        }
+    }
+    sink.flush().context("writing the export")?;
+    eprintln!("exported {written} bytes");
+    Ok(())
+}
+
 async fn exchange(args: &AdminArgs) -> anyhow::Result<(u16, Value)> {
+    let response = send(args).await?;
+    let status = response.status().as_u16();
+    let bytes = http_body_util::Limited::new(response.into_body(), MAX_ANSWER_BYTES)
+        .collect()
+        .await
+        .map_err(|e| anyhow::anyhow!("reading the answer: {e}"))?
+        .to_bytes();
+    let answer = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| json!({ "status": status, "body": String::from_utf8_lossy(&bytes) }));
+    Ok((status, answer))
+}
+
+/// Signs the command's request through the agent and sends it; the response, its body still
+/// to be read (the connection is driven by a task of its own).
+async fn send(args: &AdminArgs) -> anyhow::Result<http::Response<hyper::body::Incoming>> {
     let agent = match &args.agent_socket {
         Some(path) => AgentClient::new(path),
         None => AgentClient::from_env().context("finding the agent")?,
@@ -319,7 +466,7 @@ async fn exchange(args: &AdminArgs) -> anyhow::Result<(u16, Value)> {
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .context("HTTP handshake")?;
-    let driver = tokio::spawn(connection);
+    tokio::spawn(connection);
     let (parts, body) = request.into_parts();
     let mut request = http::Request::from_parts(parts, Full::new(Bytes::from(body)));
     // The request line carries the path only; the signed Host header names the authority.
@@ -329,15 +476,5 @@ async fn exchange(args: &AdminArgs) -> anyhow::Result<(u16, Value)> {
         .unwrap_or("/")
         .parse()
         .context("path")?;
-    let response = sender.send_request(request).await.context("sending")?;
-    let status = response.status().as_u16();
-    let bytes = http_body_util::Limited::new(response.into_body(), MAX_ANSWER_BYTES)
-        .collect()
-        .await
-        .map_err(|e| anyhow::anyhow!("reading the answer: {e}"))?
-        .to_bytes();
-    driver.abort();
-    let answer = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|_| json!({ "status": status, "body": String::from_utf8_lossy(&bytes) }));
-    Ok((status, answer))
+    sender.send_request(request).await.context("sending")
 }

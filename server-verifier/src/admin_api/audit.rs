@@ -66,8 +66,10 @@ pub struct AuditParams {
     pub method: Option<String>,
     /// The admin (key id) who acted.
     pub actor: Option<String>,
-    /// An admin action (`device_revoke`, …) or an enrollment/recovery step.
+    /// An admin action (`device_revoke`, `sessions_end`, `audit_export`, …).
     pub action: Option<String>,
+    /// An enrollment or recovery step (`token_issued`, `activated`, `grant_spent`, …).
+    pub step: Option<String>,
     /// Search: records after this seq (the previous page's `next_after_seq`).
     pub after_seq: Option<u64>,
     /// Search: page size (1..=1000, default 100).
@@ -103,6 +105,7 @@ impl AuditParams {
             ("method", &self.method),
             ("actor", &self.actor),
             ("action", &self.action),
+            ("step", &self.step),
         ] {
             if let Some(value) = value {
                 filter.push((field.to_owned(), value.clone()));

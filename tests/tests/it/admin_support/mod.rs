@@ -39,11 +39,52 @@ pub(crate) struct AdminFleet {
     pub(crate) stranger: String,
     /// An admin key in delegated mode (never fresh enough for recovery).
     pub(crate) delegated_admin: String,
+    /// With [`AdminFleet::start_audited`]: the audit log's directory and checkpoint public key.
+    pub(crate) audit: Option<AuditFiles>,
+}
+
+/// The audit log of an audited fleet's one replica.
+pub(crate) struct AuditFiles {
+    _temp: tempfile::TempDir,
+    /// `[audit] dir`.
+    pub(crate) dir: PathBuf,
+    /// The checkpoint public key (SPKI PEM).
+    pub(crate) public_key: PathBuf,
 }
 
 impl AdminFleet {
     /// `replicas` replicas and `devices` user devices.
     pub(crate) async fn start(replicas: usize, devices: usize) -> Result<Self> {
+        Self::start_with(replicas, devices, None).await
+    }
+
+    /// One replica with an `[audit]` log (a checkpoint key made by `hwsign-verifier audit
+    /// keygen`, a checkpoint every 5 records) and `devices` user devices.
+    pub(crate) async fn start_audited(devices: usize) -> Result<Self> {
+        let temp = tempfile::Builder::new().prefix("hwsign-audit-").tempdir()?;
+        let key = temp.path().join("checkpoint.pem");
+        let output = Command::new(hwsign_test_support::binaries::bin_path("hwsign-verifier")?)
+            .args(["audit", "keygen", "--out"])
+            .arg(&key)
+            .output()?;
+        ensure!(
+            output.status.success(),
+            "audit keygen: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let files = AuditFiles {
+            dir: temp.path().join("audit"),
+            public_key: temp.path().join("checkpoint.pem.pub"),
+            _temp: temp,
+        };
+        Self::start_with(1, devices, Some(files)).await
+    }
+
+    async fn start_with(
+        replicas: usize,
+        devices: usize,
+        audit: Option<AuditFiles>,
+    ) -> Result<Self> {
         let mut agent = AgentProcess::start()?;
         let client = agent.client();
         let mut publics = Vec::new();
@@ -82,6 +123,24 @@ admins = [
 token_sha256 = {token_sha256:?}
 "
         );
+        let sections = match &audit {
+            Some(files) => format!(
+                "{sections}
+[audit]
+dir = {:?}
+checkpoint_key = {:?}
+checkpoint_every_records = 5
+checkpoint_every_secs = 1
+",
+                files.dir.display().to_string(),
+                files
+                    .dir
+                    .with_file_name("checkpoint.pem")
+                    .display()
+                    .to_string(),
+            ),
+            None => sections,
+        };
         let upstream = PythonUpstream::start()?;
         let fleet = Fleet::start(replicas, "memory", upstream.addr(), |settings| {
             settings.extra_sections = sections.clone();
@@ -100,6 +159,7 @@ token_sha256 = {token_sha256:?}
             viewer,
             stranger,
             delegated_admin,
+            audit,
         })
     }
 
