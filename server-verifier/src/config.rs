@@ -126,6 +126,16 @@ pub struct RouteRule {
     /// `step_up_required`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step_up: Option<crate::webauthn::StepUp>,
+    /// Only the devices of these users (directory `userName`, case-insensitive, or user id) —
+    /// or of members of `groups` — may call these routes; others are refused `policy_denied`
+    /// naming the rule. Needs the directory (`[admin.api]`); a device without an active user is
+    /// refused. Empty: anyone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<String>,
+    /// Only members of these directory groups (`displayName`) — or the `users` — may call these
+    /// routes. Empty: anyone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
 }
 
 impl RouteRule {
@@ -137,6 +147,8 @@ impl RouteRule {
             strict: false,
             presigned: PresignPolicy::Allow,
             step_up: None,
+            users: Vec::new(),
+            groups: Vec::new(),
         }
     }
 }

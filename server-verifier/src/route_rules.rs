@@ -43,6 +43,52 @@ pub(crate) fn route_outcome(rules: &[RouteRule], path: &str) -> RouteOutcome {
     outcome
 }
 
+/// Who a route admits, from the route rules naming users or groups: every spelling's longest
+/// matching rule that names any (all of them must admit the device's user).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PeopleRule {
+    /// The rule's prefix (named in the refusal).
+    pub(crate) path_prefix: String,
+    /// Admitted users (userName or id).
+    pub(crate) users: Vec<String>,
+    /// Admitted groups (displayName).
+    pub(crate) groups: Vec<String>,
+}
+
+impl PeopleRule {
+    /// Whether the active user `user` with `groups` is admitted.
+    pub(crate) fn admits(&self, user: &crate::directory::User, groups: &[String]) -> bool {
+        self.users
+            .iter()
+            .any(|u| u == &user.id || u.eq_ignore_ascii_case(&user.user_name))
+            || self.groups.iter().any(|g| groups.contains(g))
+    }
+}
+
+/// The people conditions of the rules that decide `path` (none when no rule names people).
+pub(crate) fn people_rules(rules: &[RouteRule], path: &str) -> Vec<PeopleRule> {
+    if !rules
+        .iter()
+        .any(|rule| !rule.users.is_empty() || !rule.groups.is_empty())
+    {
+        return Vec::new();
+    }
+    let mut out: Vec<PeopleRule> = Vec::new();
+    for form in path_spellings(path) {
+        if let Some(rule) = longest_match(rules, &form)
+            && (!rule.users.is_empty() || !rule.groups.is_empty())
+            && !out.iter().any(|seen| seen.path_prefix == rule.path_prefix)
+        {
+            out.push(PeopleRule {
+                path_prefix: rule.path_prefix.clone(),
+                users: rule.users.clone(),
+                groups: rule.groups.clone(),
+            });
+        }
+    }
+    out
+}
+
 fn strictest_step_up(a: Option<StepUp>, b: Option<StepUp>) -> Option<StepUp> {
     match (a, b) {
         (Some(a), Some(b)) => Some(StepUp {
@@ -84,6 +130,8 @@ mod tests {
                 strict: true,
                 presigned: PresignPolicy::Deny,
                 step_up: None,
+                users: Vec::new(),
+                groups: Vec::new(),
             },
             RouteRule {
                 path_prefix: "/admin/public".into(),
@@ -91,6 +139,8 @@ mod tests {
                 strict: false,
                 presigned: PresignPolicy::Allow,
                 step_up: None,
+                users: Vec::new(),
+                groups: Vec::new(),
             },
             RouteRule {
                 path_prefix: "/keys/".into(),
@@ -98,6 +148,8 @@ mod tests {
                 strict: false,
                 presigned: PresignPolicy::GetHeadOnly,
                 step_up: None,
+                users: Vec::new(),
+                groups: Vec::new(),
             },
         ]
     }

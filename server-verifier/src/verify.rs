@@ -137,6 +137,8 @@ pub struct SignatureChecked {
     date_unix: i64,
     /// The request's session, when the verifier checks sessions ([`Verifier::with_sessions`]).
     session: Option<ObservedSession>,
+    /// The route rules naming the users or groups admitted here.
+    people: Vec<crate::route_rules::PeopleRule>,
 }
 
 impl SignatureChecked {
@@ -653,6 +655,7 @@ impl Verifier {
             step_up: route.step_up,
             date_unix: claimed.time.unix(),
             session,
+            people: crate::route_rules::people_rules(&self.config.route_rules, parts.path),
         })
     }
 
@@ -790,14 +793,30 @@ impl Verifier {
                 now,
             )?;
         }
+        // Users and groups: read from the directory only when a rule or a policy needs them.
+        let owner = if checked.people.is_empty() && checked.policy_route.is_none() {
+            None
+        } else {
+            self.owner_of(&key)?
+        };
+        for rule in &checked.people {
+            crate::directory::people::check_people(rule, owner.as_ref())?;
+        }
         if let (Some(gate), Some(route)) = (&self.policy, &checked.policy_route) {
-            gate.check(
+            let owner = owner
+                .as_ref()
+                .map(|(user, groups)| crate::policy::DeviceOwner {
+                    user: Some(user.user_name.clone()),
+                    groups: groups.clone(),
+                });
+            gate.check_with_owner(
                 self.registry.as_ref(),
                 &key,
                 route,
                 checked.delegated,
                 now,
                 self.reattestation.as_deref(),
+                owner.as_ref(),
             )?;
         }
         Ok(VerifiedPrincipal {
@@ -808,6 +827,18 @@ impl Verifier {
             delegated: checked.delegated,
             signed_headers: checked.signed_headers.names().to_vec(),
         })
+    }
+
+    /// The device's active user and that user's groups, from the directory behind the session
+    /// guard (none without a directory, or when the device has no active user).
+    fn owner_of(
+        &self,
+        key: &RegisteredKey,
+    ) -> Result<Option<(crate::directory::User, Vec<String>)>, Rejection> {
+        let Some(guard) = &self.sessions else {
+            return Ok(None);
+        };
+        crate::directory::people::owner_of(guard.directory().as_ref(), key)
     }
 
     /// Refuses a signed host this verifier does not serve.

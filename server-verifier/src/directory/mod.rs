@@ -13,6 +13,7 @@
 
 pub mod deprovision;
 mod memory;
+pub(crate) mod people;
 mod scim;
 pub(crate) mod sessions;
 mod sqlite;

@@ -115,6 +115,23 @@ impl PolicyGate {
         now_unix: i64,
         reattest: Option<&AttestationChallenges>,
     ) -> Result<(), Rejection> {
+        self.check_with_owner(registry, key, route, delegated, now_unix, reattest, None)
+    }
+
+    /// [`PolicyGate::check`] with the device's owner: the principal gets the parents
+    /// `Hws::User::"<userName>"` and `Hws::Group::"<displayName>"` for each of the user's groups
+    /// (docs/POLICY.md), so `principal in Hws::Group::"sre"` is expressible.
+    #[allow(clippy::too_many_arguments)]
+    pub fn check_with_owner(
+        &self,
+        registry: &dyn KeyRegistry,
+        key: &RegisteredKey,
+        route: &PolicyRoute,
+        delegated: bool,
+        now_unix: i64,
+        reattest: Option<&AttestationChallenges>,
+        owner: Option<&super::DeviceOwner>,
+    ) -> Result<(), Rejection> {
         let unavailable = |what: &str, error: &(dyn std::error::Error + 'static)| {
             tracing::error!(target: super::LOG_TARGET, error = %crate::ErrorChain(error), "{what}; failing closed");
             Rejection::new(
@@ -142,7 +159,7 @@ impl PolicyGate {
             delegated,
             now_unix,
             source_ip: route.source_ip,
-            owner: None,
+            owner,
         };
         let engine = self.policies.engine();
         let decision = engine

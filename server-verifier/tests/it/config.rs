@@ -36,6 +36,8 @@ fn sample_config_parses() -> Result<()> {
                 strict: false,
                 presigned: PresignPolicy::Deny,
                 step_up: None,
+                users: Vec::new(),
+                groups: Vec::new(),
             },
             RouteRule {
                 path_prefix: "/v1/payments/".into(),
@@ -43,6 +45,8 @@ fn sample_config_parses() -> Result<()> {
                 strict: false,
                 presigned: PresignPolicy::GetHeadOnly,
                 step_up: None,
+                users: Vec::new(),
+                groups: Vec::new(),
             },
         ]
     );

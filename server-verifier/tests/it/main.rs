@@ -4,6 +4,7 @@ mod attestation_support;
 mod verify_support;
 
 mod admin_directory;
+mod admin_people;
 mod admin_recovery;
 mod attestation_clock;
 mod attestation_credential;

@@ -300,6 +300,8 @@ async fn delegation_strict_route_refuses_delegated_requests() -> Result<()> {
         strict: true,
         presigned: Default::default(),
         step_up: None,
+        users: Vec::new(),
+        groups: Vec::new(),
     }];
     let server = ApiServer::start_with(config).await?;
     let d = delegated_agent(&server, None).await?;
