@@ -97,22 +97,30 @@ pub async fn run(
         None => None,
     };
     let admin_services = match config.admin.as_ref().and_then(|admin| admin.api.as_ref()) {
-        Some(api) => Some(
-            hwsign_verifier::admin_api::admin_services_audited(
-                api,
-                &config.registry,
-                Arc::clone(&registry),
-                Arc::clone(&replay),
+        Some(api) => {
+            // A PostgreSQL directory connects with the blocking client: off this runtime.
+            let (api, url) = (api.clone(), config.registry.clone());
+            let (registry, replay) = (Arc::clone(&registry), Arc::clone(&replay));
+            let audit =
                 config
                     .audit
                     .as_ref()
                     .map(|settings| hwsign_verifier::admin_api::AuditAccess {
                         dir: settings.dir.clone(),
                         log: audit_log.clone(),
-                    }),
-            )
-            .map_err(ServeError::AdminApi)?,
-        ),
+                    });
+            let services = off_runtime(move || {
+                hwsign_verifier::admin_api::admin_services_audited(
+                    &api, &url, registry, replay, audit,
+                )
+            })
+            .await
+            .unwrap_or(Err(hwsign_verifier::admin_api::AdminApiError::Invalid(
+                "the admin API panicked while starting",
+            )))
+            .map_err(ServeError::AdminApi)?;
+            Some(services)
+        }
         None => None,
     };
     let mut verifier = Verifier::new(

@@ -14,6 +14,8 @@
 pub mod deprovision;
 mod memory;
 pub(crate) mod people;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod scim;
 pub(crate) mod sessions;
 mod sqlite;
@@ -24,6 +26,8 @@ use thiserror::Error;
 use crate::registry::RegisteredKey;
 
 pub use memory::MemoryDirectory;
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresDirectory;
 pub use scim::{MAX_SCIM_BODY, MAX_SCIM_COUNT, SCIM_PREFIX, ScimConfig, scim_router};
 pub use sessions::{SessionClient, SessionGuard, SessionLimits};
 pub use sqlite::SqliteDirectory;
@@ -368,7 +372,9 @@ pub trait Directory: Send + Sync + std::fmt::Debug {
 }
 
 /// Opens the directory that goes with a registry URL: `memory` → a new [`MemoryDirectory`],
-/// `sqlite:PATH` → [`SqliteDirectory`] tables in the same file.
+/// `sqlite:PATH` → [`SqliteDirectory`] tables in the same file, `postgres://…` →
+/// `PostgresDirectory` tables in the same database (cargo feature `postgres`; connects with the
+/// blocking client: call it off any async runtime's threads).
 pub fn open_directory(url: &str) -> Result<std::sync::Arc<dyn Directory>, DirectoryError> {
     if url == "memory:" || url == "memory" {
         return Ok(std::sync::Arc::new(MemoryDirectory::default()));
@@ -382,7 +388,15 @@ pub fn open_directory(url: &str) -> Result<std::sync::Arc<dyn Directory>, Direct
             std::path::Path::new(path),
         )?));
     }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        #[cfg(feature = "postgres")]
+        return Ok(std::sync::Arc::new(PostgresDirectory::connect(url)?));
+        #[cfg(not(feature = "postgres"))]
+        return Err(DirectoryError::InvalidUrl(
+            "a postgres:// directory needs the `postgres` cargo feature",
+        ));
+    }
     Err(DirectoryError::InvalidUrl(
-        "the directory lives with the registry: memory or sqlite:PATH (PostgreSQL: not yet)",
+        "the directory lives with the registry: memory, sqlite:PATH or postgres://…",
     ))
 }

@@ -1,5 +1,6 @@
-//! The `Directory` trait's contract, run on every implementation (memory, and SQLite in a temp
-//! file opened twice, the way two replicas share it): users and groups, device owners, bounded
+//! The `Directory` trait's contract, run on every implementation (memory, SQLite in a temp
+//! file opened twice, and with the `postgres` feature a real PostgreSQL connected to twice, the
+//! way two replicas share them): users and groups, device owners, bounded
 //! sessions, force-logout records by scope, single-use recovery grants.
 
 use std::sync::Arc;
@@ -10,13 +11,14 @@ use hwsign_verifier::directory::{
     SessionLimits, SessionRef, SessionScope, SqliteDirectory, User, principal_of,
 };
 
-/// One implementation under test: its name, a writer, a reader (for SQLite a second connection
-/// to the same file, as another replica would hold), and the temp dir to keep.
+/// One implementation under test: its name, a writer, a reader (for SQLite and PostgreSQL a
+/// second connection to the same store, as another replica would hold), and what to keep alive
+/// (the temp dir, the database server).
 type UnderTest = (
     &'static str,
     Arc<dyn Directory>,
     Arc<dyn Directory>,
-    Option<tempfile::TempDir>,
+    Option<Box<dyn std::any::Any>>,
 );
 
 /// Each implementation.
@@ -26,10 +28,21 @@ fn directories() -> Result<Vec<UnderTest>> {
     let path = dir.path().join("verifier.db");
     let sqlite: Arc<dyn Directory> = Arc::new(SqliteDirectory::open(&path)?);
     let sqlite_other: Arc<dyn Directory> = Arc::new(SqliteDirectory::open(&path)?);
-    Ok(vec![
+    #[allow(unused_mut)]
+    let mut all: Vec<UnderTest> = vec![
         ("memory", Arc::clone(&memory), memory, None),
-        ("sqlite", sqlite, sqlite_other, Some(dir)),
-    ])
+        ("sqlite", sqlite, sqlite_other, Some(Box::new(dir))),
+    ];
+    #[cfg(feature = "postgres")]
+    {
+        use hwsign_verifier::directory::PostgresDirectory;
+        let pg = hwsign_test_support::postgres::Postgres::start()?;
+        let url = pg.url();
+        let postgres: Arc<dyn Directory> = Arc::new(PostgresDirectory::connect(&url)?);
+        let postgres_other: Arc<dyn Directory> = Arc::new(PostgresDirectory::connect(&url)?);
+        all.push(("postgres", postgres, postgres_other, Some(Box::new(pg))));
+    }
+    Ok(all)
 }
 
 fn user(id: &str, name: &str) -> User {
