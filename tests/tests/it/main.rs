@@ -4,6 +4,7 @@ mod admin_support;
 mod delegation_support;
 
 mod admin_audit;
+mod admin_postgres;
 mod admin_roles;
 mod admin_scim;
 mod admin_sessions;

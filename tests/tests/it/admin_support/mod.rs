@@ -55,7 +55,16 @@ pub(crate) struct AuditFiles {
 impl AdminFleet {
     /// `replicas` replicas and `devices` user devices.
     pub(crate) async fn start(replicas: usize, devices: usize) -> Result<Self> {
-        Self::start_with(replicas, devices, None).await
+        Self::start_with(replicas, devices, None, None).await
+    }
+
+    /// `replicas` replicas on the PostgreSQL registry (and directory) at `url`.
+    pub(crate) async fn start_on_postgres(
+        replicas: usize,
+        devices: usize,
+        url: &str,
+    ) -> Result<Self> {
+        Self::start_with(replicas, devices, None, Some(url)).await
     }
 
     /// One replica with an `[audit]` log (a checkpoint key made by `hwsign-verifier audit
@@ -77,13 +86,14 @@ impl AdminFleet {
             public_key: temp.path().join("checkpoint.pem.pub"),
             _temp: temp,
         };
-        Self::start_with(1, devices, Some(files)).await
+        Self::start_with(1, devices, Some(files), None).await
     }
 
     async fn start_with(
         replicas: usize,
         devices: usize,
         audit: Option<AuditFiles>,
+        postgres: Option<&str>,
     ) -> Result<Self> {
         let mut agent = AgentProcess::start()?;
         let client = agent.client();
@@ -142,12 +152,20 @@ checkpoint_every_secs = 1
             None => sections,
         };
         let upstream = PythonUpstream::start()?;
-        let fleet = Fleet::start(replicas, "memory", upstream.addr(), |settings| {
+        let adjust = |settings: &mut hwsign_e2e::fleet::ServeSettings| {
             settings.extra_sections = sections.clone();
-        })
-        .await?;
-        for public in &publics {
-            fleet.register(public, KeyLevel::Software)?;
+        };
+        let fleet = match postgres {
+            None => Fleet::start(replicas, "memory", upstream.addr(), adjust).await?,
+            Some(url) => Fleet::start_on(replicas, url, "memory", upstream.addr(), adjust).await?,
+        };
+        match postgres {
+            None => {
+                for public in &publics {
+                    fleet.register(public, KeyLevel::Software)?;
+                }
+            }
+            Some(url) => register_with_cli(url, &publics)?,
         }
         Ok(Self {
             agent,
@@ -297,6 +315,31 @@ checkpoint_every_secs = 1
             .map(str::to_owned)
             .with_context(|| format!("no session listed for {device}"))
     }
+}
+
+/// Registers `publics` (level software) in the registry at `url` with `hwsign-verifier keys add`.
+fn register_with_cli(url: &str, publics: &[hwsign_proto::PublicKey]) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    for (i, public) in publics.iter().enumerate() {
+        let pem = dir.path().join(format!("key-{i}.pem"));
+        std::fs::write(&pem, public.to_pem())?;
+        let added = hwsign_e2e::tpm::hwsign_verifier(&[
+            "keys",
+            "add",
+            "--registry",
+            url,
+            "--public-key",
+            &pem.display().to_string(),
+            "--label",
+            &format!("key {i}"),
+        ])?;
+        ensure!(
+            added.status.success(),
+            "keys add: {}",
+            String::from_utf8_lossy(&added.stderr)
+        );
+    }
+    Ok(())
 }
 
 /// Checks a refusal of the admin API: its status and `error.code`.
