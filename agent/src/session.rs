@@ -326,6 +326,33 @@ impl SessionManager {
         slot
     }
 
+    /// Forgets the session of (`key_id`, `audience`) if its session key is `session_key_id`
+    /// (a verifier ended it); the next [`Self::session`] issues a new one. False when that is not
+    /// the current session (none, or already renewed).
+    pub(crate) fn end(&self, key_id: &str, audience: &str, session_key_id: &str) -> bool {
+        let slot = {
+            let slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+            slots.get(key_id).and_then(|of_key| {
+                of_key
+                    .iter()
+                    .find(|(a, _)| a == audience)
+                    .map(|(_, slot)| Arc::clone(slot))
+            })
+        };
+        let Some(slot) = slot else {
+            return false;
+        };
+        let mut current = slot.current.write().unwrap_or_else(PoisonError::into_inner);
+        if current
+            .as_ref()
+            .is_some_and(|session| session.key_id() == session_key_id)
+        {
+            *current = None;
+            return true;
+        }
+        false
+    }
+
     /// A session for `key_id` and `audience` usable at `clock()`. `issue` makes a new one (it
     /// has the hardware key sign the statement); it runs in the background when the current
     /// session is merely due for renewal, inline when there is no usable session. Errors of a

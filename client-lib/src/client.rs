@@ -179,6 +179,17 @@ impl AgentClient {
         self.post("/v1/sign", request, true).await
     }
 
+    /// `POST /v1/sessions/end`: the agent forgets a delegated session a verifier ended
+    /// (`session_revoked`); its next signature starts a new session.
+    pub async fn end_session(
+        &self,
+        request: &hwsign_proto::api::EndSessionRequest,
+    ) -> Result<hwsign_proto::api::EndSessionResponse, ClientError> {
+        // Forgetting twice is forgetting once.
+        self.post(hwsign_proto::api::END_SESSION_PATH, request, true)
+            .await
+    }
+
     /// `POST /v1/sign/step-up`: a strict signature by a FIDO2 key — a fresh assertion with a
     /// touch (and user verification when asked), never a delegated session key — for a
     /// verifier's `step_up_required`. Not repeated on a lost answer: each call is a touch.

@@ -11,6 +11,11 @@
 //! handled here: the agent's evidence over the answer's nonce is posted to the verifier's attest
 //! endpoint on the same origin, and the request is signed again and sent once more.
 //!
+//! A `401 session_revoked` answer to a request signed with a delegated session key is always
+//! handled here (requests whose body can be cloned): the agent forgets that session, and the
+//! request is signed again — by a new session, which the verifier accepts only while the device
+//! itself is allowed — and sent once more ([`Signer::end_session`]).
+//!
 //! A `401 step_up_required` answer is always handled here (requests whose body can be cloned):
 //! the agent signs the request again strictly with its FIDO2 key — a touch — and it is sent once
 //! more ([`crate::step_up`]).
@@ -116,15 +121,15 @@ impl SigningMiddleware {
 
     /// Signs `request` in place.
     pub async fn sign(&self, request: &mut Request) -> Result<(), ClientError> {
-        self.sign_as(request, None).await
+        self.sign_as(request, None).await.map(|_| ())
     }
 
-    /// Signs `request` in place; with `step_up`, strictly by the FIDO2 key.
+    /// Signs `request` in place; with `step_up`, strictly by the FIDO2 key. The agent's answer.
     async fn sign_as(
         &self,
         request: &mut Request,
         step_up: Option<StepUpChallenge>,
-    ) -> Result<(), ClientError> {
+    ) -> Result<hwsign_proto::api::SignResponse, ClientError> {
         let digest = match request.body() {
             None => BodyDigest::empty(),
             Some(body) => BodyDigest::of_bytes(body.as_bytes().ok_or(RequestError::StreamingBody)?),
@@ -152,15 +157,14 @@ impl SigningMiddleware {
             None => {
                 self.signer
                     .sign_target(&method, target, request.headers_mut(), &digest)
-                    .await?;
+                    .await
             }
             Some(challenge) => {
                 self.signer
                     .sign_target_step_up(&method, target, request.headers_mut(), &digest, challenge)
-                    .await?;
+                    .await
             }
         }
-        Ok(())
     }
 }
 
@@ -173,13 +177,26 @@ impl Middleware for SigningMiddleware {
         next: Next<'_>,
     ) -> reqwest_middleware::Result<Response> {
         let again = request.try_clone();
-        self.sign(&mut request)
+        let signed = self
+            .sign_as(&mut request, None)
             .await
             .map_err(reqwest_middleware::Error::middleware)?;
         let response = next.clone().run(request, extensions).await?;
         let Some(mut again) = again else {
             return Ok(response);
         };
+        if session_revoked(response.status(), response.headers())
+            && self
+                .signer
+                .end_session(&signed)
+                .await
+                .map_err(reqwest_middleware::Error::middleware)?
+        {
+            self.sign(&mut again)
+                .await
+                .map_err(reqwest_middleware::Error::middleware)?;
+            return next.run(again, extensions).await;
+        }
         if let Some(step_up) = step_up_challenge(response.status(), response.headers()) {
             self.sign_as(&mut again, Some(step_up))
                 .await
@@ -199,4 +216,20 @@ impl Middleware for SigningMiddleware {
             .map_err(reqwest_middleware::Error::middleware)?;
         next.run(again, extensions).await
     }
+}
+
+/// Whether a `401` answer's `WWW-Authenticate: HWS1` names `error="session_revoked"`.
+pub fn session_revoked(status: http::StatusCode, headers: &http::HeaderMap) -> bool {
+    status == http::StatusCode::UNAUTHORIZED
+        && headers
+            .get_all(http::header::WWW_AUTHENTICATE)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .any(|value| {
+                value.len() <= 1024
+                    && value.trim().strip_prefix("HWS1 ").is_some_and(|rest| {
+                        rest.split(',')
+                            .any(|param| param.trim() == "error=\"session_revoked\"")
+                    })
+            })
 }

@@ -232,6 +232,25 @@ impl Signer {
         })
     }
 
+    /// After a verifier answered `session_revoked` to a request this signer signed (`signed`
+    /// is the agent's answer for it): has the agent forget that delegated session so the next
+    /// signature starts a new one. False when `signed` was not made by a session key (a strict
+    /// signature: nothing to renew) or the session was already replaced.
+    pub async fn end_session(&self, signed: &SignResponse) -> Result<bool, ClientError> {
+        if signed.key_id == self.config.key_id {
+            return Ok(false);
+        }
+        let answer = self
+            .agent
+            .end_session(&hwsign_proto::api::EndSessionRequest {
+                key_id: self.config.key_id.clone(),
+                audience: self.config.audience.clone(),
+                session_key_id: signed.key_id.clone(),
+            })
+            .await?;
+        Ok(answer.ended)
+    }
+
     pub(crate) async fn sign_target(
         &self,
         method: &Method,

@@ -244,3 +244,29 @@ impl ErrorResponse {
         }
     }
 }
+
+/// Where a client ends a delegated session a verifier refused (`session_revoked`).
+pub const END_SESSION_PATH: &str = "/v1/sessions/end";
+
+/// `POST /v1/sessions/end` body: forget the delegated session of `key_id` for `audience` whose
+/// session key is `session_key_id` — a verifier answered `session_revoked` (an administrator
+/// ended it) — so that the next signature starts a new session, which the verifier accepts only
+/// while the device itself is allowed. A session with another key (already renewed) is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndSessionRequest {
+    /// The hardware key the session belongs to.
+    pub key_id: String,
+    /// The session's audience.
+    pub audience: String,
+    /// The session key the refused request was signed with ([`SignResponse::key_id`]).
+    pub session_key_id: String,
+}
+
+/// `POST /v1/sessions/end` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndSessionResponse {
+    /// Whether that session was the current one and is now forgotten.
+    pub ended: bool,
+}

@@ -7,6 +7,7 @@ mod error;
 pub(crate) mod http;
 mod keys;
 mod posture;
+mod sessions;
 mod sign;
 mod status;
 
@@ -31,6 +32,7 @@ enum Route {
     Keys,
     Sign,
     SignStepUp,
+    EndSession,
     Attestation(String),
     ActivateCredential(String),
 }
@@ -45,6 +47,7 @@ impl Route {
             ["", "keys"] => Some(Self::Keys),
             ["", "sign"] => Some(Self::Sign),
             ["", "sign", "step-up"] => Some(Self::SignStepUp),
+            ["", "sessions", "end"] => Some(Self::EndSession),
             ["", "keys", id, "attestation"] => Some(Self::Attestation((*id).to_owned())),
             ["", "keys", id, "activate-credential"] => {
                 Some(Self::ActivateCredential((*id).to_owned()))
@@ -57,7 +60,9 @@ impl Route {
         match self {
             Self::Status | Self::Posture | Self::Attestation(_) => "GET",
             Self::Keys => "GET, POST",
-            Self::Sign | Self::SignStepUp | Self::ActivateCredential(_) => "POST",
+            Self::Sign | Self::SignStepUp | Self::EndSession | Self::ActivateCredential(_) => {
+                "POST"
+            }
         }
     }
 }
@@ -121,6 +126,10 @@ async fn dispatch(
         (Route::SignStepUp, Method::POST) => {
             let body = http::read_body(request, limit, deadline).await?;
             sign::sign_step_up(ctx, peer, &body).await
+        }
+        (Route::EndSession, Method::POST) => {
+            let body = http::read_body(request, limit, deadline).await?;
+            sessions::end(ctx, peer, &body)
         }
         (Route::Attestation(id), Method::GET) => {
             check_key_id(id)?;

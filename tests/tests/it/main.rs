@@ -5,6 +5,7 @@ mod delegation_support;
 
 mod admin_audit;
 mod admin_postgres;
+mod admin_resession;
 mod admin_roles;
 mod admin_scim;
 mod admin_sessions;
