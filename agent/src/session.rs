@@ -554,6 +554,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_ended_session_is_replaced_at_the_next_call_unless_already_renewed()
+    -> Result<(), SessionError> {
+        let manager = SessionManager::new();
+        let timing = SessionTiming::default();
+        let now = Arc::new(AtomicI64::new(T0));
+        let issued = Arc::new(AtomicUsize::new(0));
+        let first = get(&manager, &now, &issued, timing).await?;
+        // Another session key, another audience, another key: nothing ends.
+        assert!(!manager.end("hk1_k", "api", "hk1_other"));
+        assert!(!manager.end("hk1_k", "other", first.key_id()));
+        assert!(!manager.end("hk1_x", "api", first.key_id()));
+        assert!(Arc::ptr_eq(
+            &first,
+            &get(&manager, &now, &issued, timing).await?
+        ));
+        // The current session ended: the next call issues a new one.
+        assert!(manager.end("hk1_k", "api", first.key_id()));
+        let second = get(&manager, &now, &issued, timing).await?;
+        assert!(!Arc::ptr_eq(&first, &second));
+        assert_eq!(issued.load(Ordering::SeqCst), 2);
+        // A late second end of the old session keeps the new one.
+        assert!(!manager.end("hk1_k", "api", first.key_id()));
+        assert!(Arc::ptr_eq(
+            &second,
+            &get(&manager, &now, &issued, timing).await?
+        ));
+        Ok(())
+    }
+
+    #[tokio::test]
     async fn sessions_are_per_key_and_audience_and_bounded_per_key() -> Result<(), SessionError> {
         let manager = SessionManager::with_max_per_key(3);
         let timing = SessionTiming::default();
