@@ -32,12 +32,13 @@ async function post(path, body) {
   return answer;
 }
 
-function status(text, failed) {
+// Shows `text` in #status; `state` (waiting, done, failed) is also its data-state.
+function status(text, state) {
   const element = document.getElementById("status");
   if (element) {
     element.textContent = text;
-    element.className = failed ? "error" : "ok";
-    element.dataset.state = failed ? "failed" : "done";
+    element.className = state === "failed" ? "error" : "ok";
+    element.dataset.state = state;
   }
 }
 
@@ -83,7 +84,7 @@ async function register() {
   });
   // The token is spent: drop it from the address bar and history.
   history.replaceState(null, "", "/console/register");
-  status(`Passkey registered for ${options.user}. You can sign in now.`, false);
+  status(`Passkey registered for ${options.user}. You can sign in now.`, "done");
   const link = document.createElement("a");
   link.href = "/console/sign-in";
   link.id = "to-sign-in";
@@ -96,11 +97,11 @@ function wire(id, action) {
   if (!button) return;
   button.addEventListener("click", async () => {
     button.disabled = true;
-    status("Waiting for your authenticator…", false);
+    status("Waiting for your authenticator…", "waiting");
     try {
       await action();
     } catch (error) {
-      status(String(error.message || error), true);
+      status(String(error.message || error), "failed");
     } finally {
       button.disabled = false;
     }
