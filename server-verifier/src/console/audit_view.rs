@@ -193,9 +193,11 @@ fn start(
     console: &Console,
     headers: &HeaderMap,
     form: &SearchForm,
-) -> Result<(super::SignedIn, ExportQuery), Response> {
+) -> Result<(super::SignedIn, ExportQuery), Box<Response>> {
     let signed_in = require(console, headers)?;
-    let query = form.query().map_err(IntoResponse::into_response)?;
+    let query = form
+        .query()
+        .map_err(|refusal| Box::new(refusal.into_response()))?;
     Ok((signed_in, query))
 }
 
@@ -207,7 +209,7 @@ pub(super) async fn search(
 ) -> Response {
     let (signed_in, query) = match start(&console, &headers, &form) {
         Ok(started) => started,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let mut out =
         String::from("<form method=get action=\"/console/audit\" id=audit-search class=search>");
@@ -269,7 +271,8 @@ checkpoint.pub --export FILE</code></small></p>",
         .filter(|record| record.get("omitted").is_none())
         // Checkpoints only when asked for (`kind=checkpoint`): they are the chain's, not events.
         .filter(|record| {
-            form.kind.is_some() || record.get("kind").and_then(Value::as_str) != Some(CHECKPOINT)
+            form.value("kind") == Some(CHECKPOINT)
+                || record.get("kind").and_then(Value::as_str) != Some(CHECKPOINT)
         })
         .collect();
     let shown = records.iter().rev().take(MAX_SHOWN);
@@ -391,7 +394,7 @@ pub(super) async fn download(
 ) -> Response {
     let (signed_in, query) = match start(&console, &headers, &form) {
         Ok(started) => started,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let Some(dir) = console.parts.audit_dir.clone() else {
         return not_configured().into_response();

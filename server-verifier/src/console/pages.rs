@@ -30,11 +30,11 @@ pub(super) async fn style() -> Response {
 }
 
 /// The signed-in user, or a redirect to the sign-in page.
-pub(super) fn require(console: &Console, headers: &HeaderMap) -> Result<SignedIn, Response> {
+pub(super) fn require(console: &Console, headers: &HeaderMap) -> Result<SignedIn, Box<Response>> {
     match console.signed_in(headers) {
         Ok(Some(signed_in)) => Ok(signed_in),
-        Ok(None) => Err(Redirect::to("/console/sign-in").into_response()),
-        Err(refusal) => Err(refusal.into_response()),
+        Ok(None) => Err(Box::new(Redirect::to("/console/sign-in").into_response())),
+        Err(refusal) => Err(Box::new(refusal.into_response())),
     }
 }
 
@@ -48,7 +48,7 @@ fn signed_page(
 ) -> Response {
     let signed_in = match require(console, headers) {
         Ok(signed_in) => signed_in,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     match body(console, &signed_in) {
         Ok(body) => render(title, current, Some(&signed_in.viewer()), &body),
@@ -63,7 +63,7 @@ fn render(title: &str, current: &str, viewer: Option<&Viewer<'_>>, body: &str) -
 pub(super) async fn home(State(console): Shared, headers: HeaderMap) -> Response {
     match require(&console, &headers) {
         Ok(_) => Redirect::to("/console/devices").into_response(),
-        Err(response) => response,
+        Err(response) => *response,
     }
 }
 

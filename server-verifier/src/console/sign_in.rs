@@ -50,27 +50,32 @@ fn body<T: DeserializeOwned>(
     console: &Console,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<T, Response> {
+) -> Result<T, Box<Response>> {
     if console.check_origin(headers).is_err() {
-        return Err(refuse(
+        return Err(Box::new(refuse(
             StatusCode::FORBIDDEN,
             "csrf_origin",
             "this request does not come from the console's origin",
-        ));
+        )));
     }
     let json = headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
     if !json {
-        return Err(refuse(
+        return Err(Box::new(refuse(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "invalid_request",
             "the body must be application/json",
-        ));
+        )));
     }
-    serde_json::from_slice(body)
-        .map_err(|_| refuse(StatusCode::BAD_REQUEST, "invalid_request", "malformed body"))
+    serde_json::from_slice(body).map_err(|_| {
+        Box::new(refuse(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "malformed body",
+        ))
+    })
 }
 
 fn settings(console: &Console) -> WebAuthnSettings {
@@ -92,7 +97,7 @@ fn user_verification(console: &Console) -> &'static str {
 /// `POST /console/api/sign-in/options`: a challenge for any registered passkey (discoverable).
 pub(super) async fn options(State(console): Shared, headers: HeaderMap, raw: Bytes) -> Response {
     if let Err(refused) = body::<Value>(&console, &headers, &raw) {
-        return refused;
+        return *refused;
     }
     match console.ceremonies.begin(Purpose::SignIn, now_unix()) {
         Ok((id, challenge)) => Json(json!({
@@ -128,7 +133,7 @@ pub(super) struct SignInBody {
 pub(super) async fn finish(State(console): Shared, headers: HeaderMap, raw: Bytes) -> Response {
     let request: SignInBody = match body(&console, &headers, &raw) {
         Ok(request) => request,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let now = now_unix();
     let refused = |code: &'static str, message: &str, who: Option<&str>| {
@@ -256,7 +261,7 @@ pub(super) async fn register_options(
 ) -> Response {
     let request: RegisterOptionsBody = match body(&console, &headers, &raw) {
         Ok(request) => request,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let now = now_unix();
     let bootstrap = match (
@@ -340,7 +345,7 @@ pub(super) struct RegisterBody {
 pub(super) async fn register(State(console): Shared, headers: HeaderMap, raw: Bytes) -> Response {
     let request: RegisterBody = match body(&console, &headers, &raw) {
         Ok(request) => request,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let now = now_unix();
     let Some(pending) = console.ceremonies.take(&request.challenge_id, now) else {
