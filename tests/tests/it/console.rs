@@ -8,7 +8,6 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
 use hwsign_client::Signer;
@@ -21,6 +20,7 @@ use hwsign_test_support::binaries::bin_path;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use crate::admin_support::expect_ok;
 use crate::delegation_support::make_delegated;
 
 const ADMIN_HOST: &str = "admin.hwsign.test";
@@ -214,40 +214,16 @@ idle_timeout_secs = 600
 
     /// Runs one scenario of `tests/console/console.mjs`; its JSON report (an error in it fails).
     async fn browser(&self, scenario: &str, env: &[(&str, &str)]) -> Result<Value> {
-        let env_dir = Command::new("bash")
-            .arg(repo().join("scripts/browser-env"))
-            .output()
-            .context("scripts/browser-env")?;
-        ensure!(
-            env_dir.status.success(),
-            "scripts/browser-env failed: {}",
-            String::from_utf8_lossy(&env_dir.stderr)
-        );
-        let env_dir = String::from_utf8(env_dir.stdout)?.trim().to_owned();
-        let mut command = Command::new("node");
-        command
-            .arg(repo().join("tests/console/console.mjs"))
-            .args([&self.base, scenario])
-            .env("HWSIGN_BROWSER_ENV", &env_dir)
-            .env("HWSIGN_BOOTSTRAP", BOOTSTRAP)
-            .env("HWSIGN_SCREENSHOTS", screenshots());
-        for (name, value) in env {
-            command.env(name, value);
-        }
-        let run = tokio::task::spawn_blocking(move || command.output());
-        let output = tokio::time::timeout(Duration::from_secs(180), run)
-            .await
-            .context("the browser scenario did not finish within 180 s")???;
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let report: Value = serde_json::from_str(stdout.lines().last().unwrap_or(""))
-            .with_context(|| format!("no report from the browser:\n{stdout}\n{stderr}"))?;
-        ensure!(
-            report.get("error").is_none(),
-            "the browser scenario failed: {}\n{}\n{stderr}",
-            report["error"],
-            report["console"]
-        );
+        let mut env: Vec<(&str, String)> = env.iter().map(|(n, v)| (*n, (*v).to_owned())).collect();
+        env.push(("HWSIGN_BOOTSTRAP", BOOTSTRAP.to_owned()));
+        env.push(("HWSIGN_SCREENSHOTS", screenshots().display().to_string()));
+        let report = hwsign_e2e::browser::run_script(
+            &repo(),
+            &repo().join("tests/console/console.mjs"),
+            &[&self.base, scenario],
+            &env,
+        )
+        .await?;
         // Every scenario signed in with the bootstrap passkey first; the session cookie is
         // HttpOnly, SameSite=Strict, scoped to /console.
         let cookie = &report["cookie"];
@@ -271,16 +247,6 @@ fn refused(answer: &Value, status: u16, code: &str) -> Result<()> {
     ensure!(
         answer["status"] == status && answer["code"] == code,
         "expected {status} {code}, got {answer}"
-    );
-    Ok(())
-}
-
-fn expect_ok(response: &RawResponse) -> Result<()> {
-    ensure!(
-        response.status == 200,
-        "expected 200, got {}: {}",
-        response.status,
-        String::from_utf8_lossy(&response.body)
     );
     Ok(())
 }
