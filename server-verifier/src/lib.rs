@@ -38,6 +38,7 @@ pub mod admin_api;
 pub mod attestation;
 pub mod audit;
 pub mod config;
+pub mod console;
 pub mod delegation;
 pub mod directory;
 pub mod ecdsa_backend;

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod agent_raw;
+pub mod browser;
 pub mod fleet;
 pub mod http_raw;
 pub mod openai_api;

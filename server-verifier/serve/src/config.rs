@@ -98,6 +98,10 @@ pub struct AdminSettings {
     /// session checks (`session_revoked`) on every request (docs/ADMIN.md); absent: neither.
     #[serde(default)]
     pub api: Option<hwsign_verifier::admin_api::AdminApiConfig>,
+    /// The web console (`/console/`, docs/ADMIN.md "The console") on this listener; needs
+    /// `api`. Absent: no console.
+    #[serde(default)]
+    pub console: Option<hwsign_verifier::console::ConsoleConfig>,
 }
 
 /// Bounds on connections and time.

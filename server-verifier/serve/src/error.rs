@@ -40,6 +40,9 @@ pub enum ServeError {
     /// The enrollment store cannot be opened.
     #[error("cannot start the admin API")]
     AdminApi(#[source] hwsign_verifier::admin_api::AdminApiError),
+    /// The web console cannot start (it also needs `[admin.api]`).
+    #[error("cannot start the web console")]
+    Console(#[source] hwsign_verifier::console::ConsoleError),
     /// The enrollment store cannot be opened.
     #[error("cannot open the enrollment store")]
     EnrollmentStore(#[source] EnrollmentError),

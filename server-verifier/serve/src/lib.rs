@@ -30,6 +30,7 @@
 
 mod admin;
 pub mod config;
+mod console;
 mod error;
 mod forwarded;
 mod headers;

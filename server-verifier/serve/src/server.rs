@@ -135,6 +135,7 @@ pub async fn run(
     if let Some(log) = &audit_log {
         verifier = verifier.with_audit_log(Arc::clone(log));
     }
+    let console = crate::console::router(&config, admin_services.as_ref(), &registry, audit_log.clone())?;
     let enrollment = match &config.enrollment {
         Some(settings) => {
             let url = config.registry.clone();
@@ -245,11 +246,22 @@ pub async fn run(
             move |stream, _peer, limits, stopped| {
                 let admin = Arc::clone(&admin);
                 let admin_api = admin_api.clone();
+                let console = console.clone();
                 async move {
                     let service = service_fn(move |request: hyper::Request<Incoming>| {
                         let admin = Arc::clone(&admin);
                         let admin_api = admin_api.clone();
+                        let console = console.clone();
                         async move {
+                            if let Some(router) = console.clone()
+                                && hwsign_verifier::console::handles(request.uri().path())
+                            {
+                                let request = request.map(axum::body::Body::new);
+                                return match tower::ServiceExt::oneshot(router, request).await {
+                                    Ok(response) => Ok::<_, Infallible>(response),
+                                    Err(never) => match never {},
+                                };
+                            }
                             if let Some(router) = admin_api
                                 && hwsign_verifier::admin_api::handles(request.uri().path())
                             {

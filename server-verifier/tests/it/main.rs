@@ -15,6 +15,7 @@ mod attestation_props;
 mod audit_trail;
 mod backends;
 mod config;
+mod console_http;
 mod enrollment;
 mod fleet_enrollment;
 mod fleet_registry;
