@@ -135,7 +135,12 @@ pub async fn run(
     if let Some(log) = &audit_log {
         verifier = verifier.with_audit_log(Arc::clone(log));
     }
-    let console = crate::console::router(&config, admin_services.as_ref(), &registry, audit_log.clone())?;
+    let console = crate::console::router(
+        &config,
+        admin_services.as_ref(),
+        &registry,
+        audit_log.clone(),
+    )?;
     let enrollment = match &config.enrollment {
         Some(settings) => {
             let url = config.registry.clone();
