@@ -88,10 +88,14 @@ impl UserValidationMethod for TouchingUser {
 
     async fn check_user<'a>(
         &self,
-        _hint: UiHint<'a, Passkey>,
+        hint: UiHint<'a, Passkey>,
         presence: bool,
         _verification: bool,
     ) -> Result<UserCheck, Ctap2Error> {
+        // passkey-authenticator asks for presence when the exclude list names a credential it
+        // holds and leaves the refusal to this hook: after the touch, the key answers
+        // CTAP2_ERR_CREDENTIAL_EXCLUDED (CTAP 2.1 §6.1.2 step 1), as a real key does.
+        let excluded = matches!(hint, UiHint::InformExcludedCredentialFound(_));
         if !presence {
             return Ok(UserCheck {
                 presence: false,
@@ -103,6 +107,9 @@ impl UserValidationMethod for TouchingUser {
         loop {
             if self.0.touch.load(Ordering::SeqCst) {
                 self.0.touches.fetch_add(1, Ordering::SeqCst);
+                if excluded {
+                    return Err(Ctap2Error::CredentialExcluded);
+                }
                 return Ok(UserCheck {
                     presence: true,
                     verification: self.0.pin_verified.load(Ordering::SeqCst),

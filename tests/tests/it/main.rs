@@ -10,6 +10,7 @@ mod adversarial;
 mod delegation_software;
 mod delegation_tpm;
 mod fido2;
+mod fido2_enroll;
 mod fleet_redis;
 mod fleet_serve;
 mod fleet_serve_postgres;
