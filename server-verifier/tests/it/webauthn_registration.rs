@@ -535,3 +535,51 @@ fn webauthn_registration_packed_certificate_requirements() -> Result<()> {
     }
     Ok(())
 }
+
+/// `[webauthn] attestation_roots` and `aaguids` (what `serve` reads): the roots load from a PEM
+/// file, AAGUIDs parse with or without dashes, and a `packed` registration chained to that root
+/// ranks `fido2`; a malformed AAGUID is refused by `validate`.
+#[test]
+fn webauthn_settings_attestation_roots_and_aaguids_rank_fido2() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (root, leaf, leaf_key) = attestation_ca(dir.path())?;
+    let root_file = dir.path().join("fido-root.pem");
+    std::fs::write(&root_file, &root)?;
+    let dashed = {
+        let hex = hex::encode(AAGUID);
+        format!(
+            "{}-{}-{}-{}-{}",
+            &hex[0..8],
+            &hex[8..12],
+            &hex[12..16],
+            &hex[16..20],
+            &hex[20..]
+        )
+    };
+    let mut settings = settings();
+    settings.attestation_roots = vec![root_file];
+    settings.aaguids = vec![dashed];
+    settings.validate().map_err(anyhow::Error::msg)?;
+    let trust = settings
+        .attestation_trust()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    ensure!(trust.aaguids == vec![AAGUID]);
+    let fx = fixture(trust)?;
+    let done = register(
+        &fx,
+        &TestKey::from_seed("configured root")?,
+        UP,
+        Statement::Packed {
+            leaf: &leaf,
+            key: &leaf_key,
+        },
+    )??;
+    ensure!(done.level == KeyLevel::Fido2, "{:?}", done.level);
+
+    settings.aaguids = vec!["not-an-aaguid".into()];
+    ensure!(settings.validate().is_err());
+    let mut missing = self::settings();
+    missing.attestation_roots = vec![dir.path().join("absent.pem")];
+    ensure!(missing.attestation_trust().is_err());
+    Ok(())
+}

@@ -195,3 +195,81 @@ async fn fido2_security_key_enrolls_through_the_agent_and_signs() -> Result<()> 
     );
     Ok(())
 }
+
+/// `hwsign enroll --fido2` says what went wrong and spends nothing: no key plugged in, no touch
+/// before the timeout, an agent configured for another RP; the same token then enrolls.
+#[tokio::test(flavor = "multi_thread")]
+async fn fido2_enroll_refusals_say_what_to_do_and_keep_the_token() -> Result<()> {
+    let state = tempfile::Builder::new()
+        .prefix("hwsign-fido2-serve-")
+        .tempdir()?;
+    let db = state.path().join("registry.db");
+    let upstream = PythonUpstream::start()?;
+    let mut settings = ServeSettings::new(
+        &format!("sqlite:{}", db.display()),
+        "memory",
+        upstream.addr(),
+    );
+    settings.extra_sections = format!(
+        "[verifier.webauthn]\nrp_id = {RP_ID:?}\norigins = [{ORIGIN:?}]\n\n\
+         [enrollment]\nbuiltin_ek_roots = true\n"
+    );
+    let serve = ServeProcess::start(&settings).await?;
+    let token = issue_token(&db)?;
+    let refused = |output: &Output, says: &str| -> Result<()> {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        ensure!(
+            !output.status.success() && stderr.contains(says),
+            "{stderr}"
+        );
+        Ok(())
+    };
+
+    // No security key.
+    let dir = tempfile::Builder::new().prefix("hwsign-fido2-").tempdir()?;
+    let key = SoftKey::start(dir.path())?;
+    let config = |rp_id: &str, timeout: u64| {
+        format!(
+            "[backends.fido2]\nrp_id = {rp_id:?}\nseam_socket = {:?}\ntouch_timeout_secs = {timeout}\n",
+            key.socket_path().display().to_string(),
+        )
+    };
+    let agent = AgentProcess::start_with(&config(RP_ID, 1), &[])?;
+    key.unplug();
+    refused(&enroll(&agent, &serve, &token)?, "no security key found")?;
+    drop(agent);
+    drop(key);
+
+    // No touch within the agent's timeout (1 s).
+    let (_dir, key, _) = key_and_agent()?;
+    let agent = AgentProcess::start_with(
+        &format!(
+            "[backends.fido2]\nrp_id = {RP_ID:?}\nseam_socket = {:?}\ntouch_timeout_secs = 1\n",
+            key.socket_path().display().to_string(),
+        ),
+        &[],
+    )?;
+    key.set_touch(false);
+    refused(&enroll(&agent, &serve, &token)?, "not touched in time")?;
+    ensure!(key.touches() == 0);
+
+    // An agent whose key is for another RP refuses the verifier's options before any touch.
+    let other_rp = AgentProcess::start_with(
+        &format!(
+            "[backends.fido2]\nrp_id = \"other.example.test\"\nseam_socket = {:?}\n",
+            key.socket_path().display().to_string(),
+        ),
+        &[],
+    )?;
+    key.set_touch(true);
+    refused(&enroll(&other_rp, &serve, &token)?, "rp_id")?;
+    ensure!(
+        key.touch_requests() == 1,
+        "only the timed-out attempt asked for a touch"
+    );
+
+    // None of that spent the token.
+    let (key_id, level) = enrolled(&enroll(&agent, &serve, &token)?)?;
+    ensure!(level == "fido2-unattested" && key_id.starts_with("hk1_"));
+    Ok(())
+}
