@@ -28,12 +28,55 @@ const LABEL: &str = "alice security key";
 fn key_and_agent() -> Result<(TempDir, SoftKey, AgentProcess)> {
     let dir = tempfile::Builder::new().prefix("hwsign-fido2-").tempdir()?;
     let key = SoftKey::start(dir.path())?;
-    let config = format!(
-        "[backends.fido2]\nrp_id = {RP_ID:?}\nseam_socket = {:?}\ntouch_timeout_secs = 30\n",
-        key.socket_path().display().to_string(),
-    );
-    let agent = AgentProcess::start_with(&config, &[])?;
+    let agent = agent_for(&key, RP_ID, 30)?;
     Ok((dir, key, agent))
+}
+
+/// `hwsign-verifier serve` with `[verifier.webauthn]` for [`RP_ID`] and `[enrollment]` (the
+/// token store) on an SQLite registry, in front of the Python upstream.
+struct Verifier {
+    _state: TempDir,
+    _upstream: PythonUpstream,
+    db: std::path::PathBuf,
+    serve: ServeProcess,
+}
+
+impl Verifier {
+    async fn start() -> Result<Self> {
+        let state = tempfile::Builder::new()
+            .prefix("hwsign-fido2-serve-")
+            .tempdir()?;
+        let db = state.path().join("registry.db");
+        let upstream = PythonUpstream::start()?;
+        let mut settings = ServeSettings::new(
+            &format!("sqlite:{}", db.display()),
+            "memory",
+            upstream.addr(),
+        );
+        settings.extra_sections = format!(
+            "[verifier.webauthn]\nrp_id = {RP_ID:?}\norigins = [{ORIGIN:?}]\n\n\
+             [enrollment]\nbuiltin_ek_roots = true\n"
+        );
+        let serve = ServeProcess::start(&settings).await?;
+        Ok(Self {
+            _state: state,
+            _upstream: upstream,
+            db,
+            serve,
+        })
+    }
+}
+
+/// An agent whose fido2 backend is for `rp_id` and talks to `key`.
+fn agent_for(key: &SoftKey, rp_id: &str, touch_timeout_secs: u64) -> Result<AgentProcess> {
+    AgentProcess::start_with(
+        &format!(
+            "[backends.fido2]\nrp_id = {rp_id:?}\nseam_socket = {:?}\n\
+             touch_timeout_secs = {touch_timeout_secs}\n",
+            key.socket_path().display().to_string(),
+        ),
+        &[],
+    )
 }
 
 /// `hwsign-verifier tokens create --db <db> --label LABEL`: the token.
@@ -104,26 +147,13 @@ fn echoed<'a>(echo: &'a serde_json::Value, name: &str) -> Option<&'a str> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn fido2_security_key_enrolls_through_the_agent_and_signs() -> Result<()> {
-    let state = tempfile::Builder::new()
-        .prefix("hwsign-fido2-serve-")
-        .tempdir()?;
-    let db = state.path().join("registry.db");
-    let upstream = PythonUpstream::start()?;
-    let mut settings = ServeSettings::new(
-        &format!("sqlite:{}", db.display()),
-        "memory",
-        upstream.addr(),
-    );
-    settings.extra_sections = format!(
-        "[verifier.webauthn]\nrp_id = {RP_ID:?}\norigins = [{ORIGIN:?}]\n\n\
-         [enrollment]\nbuiltin_ek_roots = true\n"
-    );
-    let serve = ServeProcess::start(&settings).await?;
+    let verifier = Verifier::start().await?;
+    let (db, serve) = (&verifier.db, &verifier.serve);
     let (_dir, key, agent) = key_and_agent()?;
 
     // Enroll: options with the token, one touch on the key, the attestation to `serve`.
-    let token = issue_token(&db)?;
-    let (key_id, level) = enrolled(&enroll(&agent, &serve, &token)?)?;
+    let token = issue_token(db)?;
+    let (key_id, level) = enrolled(&enroll(&agent, serve, &token)?)?;
     ensure!(level == "fido2-unattested", "`none` attestation: {level}");
     ensure!(key.touches() == 1, "registration takes one touch");
     let listed = agent.client().list_keys().await?;
@@ -135,7 +165,7 @@ async fn fido2_security_key_enrolls_through_the_agent_and_signs() -> Result<()> 
 
     // The agent signs with it (an SDK here), `serve` accepts at the registered level.
     let signer = Signer::new(agent.client(), key_id.clone(), AUDIENCE);
-    let (status, echo) = signed_get(&signer, &serve).await?;
+    let (status, echo) = signed_get(&signer, serve).await?;
     ensure!(status == 200, "signed request refused: {status} {echo}");
     ensure!(
         echoed(&echo, "x-hws-verified-key") == Some(key_id.as_str()),
@@ -151,7 +181,7 @@ async fn fido2_security_key_enrolls_through_the_agent_and_signs() -> Result<()> 
     );
 
     // The token again: refused before the key is asked for anything.
-    let reused = enroll(&agent, &serve, &token)?;
+    let reused = enroll(&agent, serve, &token)?;
     let stderr = String::from_utf8_lossy(&reused.stderr);
     ensure!(
         !reused.status.success() && stderr.contains("token_used"),
@@ -161,8 +191,8 @@ async fn fido2_security_key_enrolls_through_the_agent_and_signs() -> Result<()> 
 
     // The same key for the same user with a new token: the verifier's exclude list names the
     // registered credential, the key refuses after a touch, nothing is created anywhere.
-    let second = issue_token(&db)?;
-    let excluded = enroll(&agent, &serve, &second)?;
+    let second = issue_token(db)?;
+    let excluded = enroll(&agent, serve, &second)?;
     let stderr = String::from_utf8_lossy(&excluded.stderr);
     ensure!(
         !excluded.status.success()
@@ -181,12 +211,12 @@ async fn fido2_security_key_enrolls_through_the_agent_and_signs() -> Result<()> 
 
     // That token is unspent: another security key of the same user enrolls with it.
     let (_dir2, other_key, other_agent) = key_and_agent()?;
-    let (other_id, level) = enrolled(&enroll(&other_agent, &serve, &second)?)?;
+    let (other_id, level) = enrolled(&enroll(&other_agent, serve, &second)?)?;
     ensure!(other_id != key_id && level == "fido2-unattested");
     ensure!(other_key.touches() == 1);
     let (status, echo) = signed_get(
         &Signer::new(other_agent.client(), other_id.clone(), AUDIENCE),
-        &serve,
+        serve,
     )
     .await?;
     ensure!(
@@ -200,22 +230,9 @@ async fn fido2_security_key_enrolls_through_the_agent_and_signs() -> Result<()> 
 /// before the timeout, an agent configured for another RP; the same token then enrolls.
 #[tokio::test(flavor = "multi_thread")]
 async fn fido2_enroll_refusals_say_what_to_do_and_keep_the_token() -> Result<()> {
-    let state = tempfile::Builder::new()
-        .prefix("hwsign-fido2-serve-")
-        .tempdir()?;
-    let db = state.path().join("registry.db");
-    let upstream = PythonUpstream::start()?;
-    let mut settings = ServeSettings::new(
-        &format!("sqlite:{}", db.display()),
-        "memory",
-        upstream.addr(),
-    );
-    settings.extra_sections = format!(
-        "[verifier.webauthn]\nrp_id = {RP_ID:?}\norigins = [{ORIGIN:?}]\n\n\
-         [enrollment]\nbuiltin_ek_roots = true\n"
-    );
-    let serve = ServeProcess::start(&settings).await?;
-    let token = issue_token(&db)?;
+    let verifier = Verifier::start().await?;
+    let (db, serve) = (&verifier.db, &verifier.serve);
+    let token = issue_token(db)?;
     let refused = |output: &Output, says: &str| -> Result<()> {
         let stderr = String::from_utf8_lossy(&output.stderr);
         ensure!(
@@ -226,50 +243,29 @@ async fn fido2_enroll_refusals_say_what_to_do_and_keep_the_token() -> Result<()>
     };
 
     // No security key.
-    let dir = tempfile::Builder::new().prefix("hwsign-fido2-").tempdir()?;
-    let key = SoftKey::start(dir.path())?;
-    let config = |rp_id: &str, timeout: u64| {
-        format!(
-            "[backends.fido2]\nrp_id = {rp_id:?}\nseam_socket = {:?}\ntouch_timeout_secs = {timeout}\n",
-            key.socket_path().display().to_string(),
-        )
-    };
-    let agent = AgentProcess::start_with(&config(RP_ID, 1), &[])?;
+    let (_dir, key, _) = key_and_agent()?;
+    let agent = agent_for(&key, RP_ID, 1)?;
     key.unplug();
-    refused(&enroll(&agent, &serve, &token)?, "no security key found")?;
-    drop(agent);
-    drop(key);
+    refused(&enroll(&agent, serve, &token)?, "no security key found")?;
 
     // No touch within the agent's timeout (1 s).
     let (_dir, key, _) = key_and_agent()?;
-    let agent = AgentProcess::start_with(
-        &format!(
-            "[backends.fido2]\nrp_id = {RP_ID:?}\nseam_socket = {:?}\ntouch_timeout_secs = 1\n",
-            key.socket_path().display().to_string(),
-        ),
-        &[],
-    )?;
+    let agent = agent_for(&key, RP_ID, 1)?;
     key.set_touch(false);
-    refused(&enroll(&agent, &serve, &token)?, "not touched in time")?;
+    refused(&enroll(&agent, serve, &token)?, "not touched in time")?;
     ensure!(key.touches() == 0);
 
     // An agent whose key is for another RP refuses the verifier's options before any touch.
-    let other_rp = AgentProcess::start_with(
-        &format!(
-            "[backends.fido2]\nrp_id = \"other.example.test\"\nseam_socket = {:?}\n",
-            key.socket_path().display().to_string(),
-        ),
-        &[],
-    )?;
+    let other_rp = agent_for(&key, "other.example.test", 30)?;
     key.set_touch(true);
-    refused(&enroll(&other_rp, &serve, &token)?, "rp_id")?;
+    refused(&enroll(&other_rp, serve, &token)?, "rp_id")?;
     ensure!(
         key.touch_requests() == 1,
         "only the timed-out attempt asked for a touch"
     );
 
     // None of that spent the token.
-    let (key_id, level) = enrolled(&enroll(&agent, &serve, &token)?)?;
+    let (key_id, level) = enrolled(&enroll(&agent, serve, &token)?)?;
     ensure!(level == "fido2-unattested" && key_id.starts_with("hk1_"));
     Ok(())
 }
