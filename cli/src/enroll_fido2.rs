@@ -122,6 +122,9 @@ fn explain(error: ClientError) -> anyhow::Error {
         Some(AgentErrorCode::InvalidRequest) => {
             "the agent refused the verifier's options (is [backends.fido2] rp_id the verifier's [webauthn] rp_id?)"
         }
+        Some(AgentErrorCode::OperationDenied) => {
+            "the security key refused: the verifier requires user verification (set a FIDO2 PIN on the key and an askpass program in [backends.fido2]), or the touch was declined"
+        }
         Some(AgentErrorCode::PinIncorrect | AgentErrorCode::PinLocked) => {
             "the security key refused its PIN"
         }

@@ -583,3 +583,41 @@ fn webauthn_settings_attestation_roots_and_aaguids_rank_fido2() -> Result<()> {
     ensure!(missing.attestation_trust().is_err());
     Ok(())
 }
+
+/// `require_user_verification`: the options ask for UV and a registration without the UV flag
+/// is refused (`evidence_invalid:user_verification`), with it accepted.
+#[test]
+fn webauthn_registration_requires_uv_when_configured() -> Result<()> {
+    let store_path = tempfile::tempdir()?;
+    let registry: Arc<dyn KeyRegistry> = Arc::new(MemoryRegistry::new());
+    let store = EnrollmentStore::open(&store_path.path().join("enroll.db"))?;
+    let mut strict = settings();
+    strict.require_user_verification = true;
+    let fx = Fixture {
+        service: Fido2Enrollment::new(
+            store,
+            Arc::clone(&registry),
+            strict,
+            AttestationTrust::default(),
+        ),
+        registry,
+        store_path,
+    };
+    let refused = register(&fx, &TestKey::from_seed("no uv")?, UP, Statement::None)?;
+    match refused {
+        Err(error) => ensure!(
+            error.code() == "evidence_invalid:user_verification",
+            "{}",
+            error.code()
+        ),
+        Ok(done) => bail!("registered without UV: {done:?}"),
+    }
+    let done = register(
+        &fx,
+        &TestKey::from_seed("with uv")?,
+        UP | AuthenticatorFlags::UV,
+        Statement::None,
+    )??;
+    ensure!(done.level == KeyLevel::Fido2Unattested);
+    Ok(())
+}

@@ -43,6 +43,11 @@ struct Verifier {
 
 impl Verifier {
     async fn start() -> Result<Self> {
+        Self::start_with("").await
+    }
+
+    /// With `webauthn_extra` appended to `[verifier.webauthn]`.
+    async fn start_with(webauthn_extra: &str) -> Result<Self> {
         let state = tempfile::Builder::new()
             .prefix("hwsign-fido2-serve-")
             .tempdir()?;
@@ -54,7 +59,7 @@ impl Verifier {
             upstream.addr(),
         );
         settings.extra_sections = format!(
-            "[verifier.webauthn]\nrp_id = {RP_ID:?}\norigins = [{ORIGIN:?}]\n\n\
+            "[verifier.webauthn]\nrp_id = {RP_ID:?}\norigins = [{ORIGIN:?}]\n{webauthn_extra}\n\n\
              [enrollment]\nbuiltin_ek_roots = true\n"
         );
         let serve = ServeProcess::start(&settings).await?;
@@ -267,5 +272,50 @@ async fn fido2_enroll_refusals_say_what_to_do_and_keep_the_token() -> Result<()>
     // None of that spent the token.
     let (key_id, level) = enrolled(&enroll(&agent, serve, &token)?)?;
     ensure!(level == "fido2-unattested" && key_id.starts_with("hk1_"));
+    Ok(())
+}
+
+/// With `require_user_verification`, the verifier's options ask for UV: the agent reads the
+/// key's PIN from its askpass program, sends `pinAuth` with makeCredential, and the verifier
+/// finds UV in the authenticator data. Without a PIN the same key cannot register.
+#[tokio::test(flavor = "multi_thread")]
+async fn fido2_enroll_with_user_verification_takes_the_pin_from_askpass() -> Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let verifier = Verifier::start_with("require_user_verification = true").await?;
+    let (db, serve) = (&verifier.db, &verifier.serve);
+    let dir = tempfile::Builder::new().prefix("hwsign-fido2-").tempdir()?;
+    let key = SoftKey::start(dir.path())?;
+    key.set_pin("482915");
+    let askpass = dir.path().join("askpass");
+    std::fs::write(&askpass, "#!/bin/sh\nprintf '%s\\n' '482915'\n")?;
+    std::fs::set_permissions(&askpass, std::fs::Permissions::from_mode(0o755))?;
+
+    // No askpass: the agent asks the key for built-in verification, which it does not have.
+    let plain = agent_for(&key, RP_ID, 30)?;
+    let token = issue_token(db)?;
+    let refused = enroll(&plain, serve, &token)?;
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    ensure!(
+        !refused.status.success()
+            && stderr.contains("operation_denied")
+            && stderr.contains("askpass"),
+        "{stderr}"
+    );
+
+    let agent = AgentProcess::start_with(
+        &format!(
+            "[backends.fido2]\nrp_id = {RP_ID:?}\nseam_socket = {:?}\naskpass = {:?}\n",
+            key.socket_path().display().to_string(),
+            askpass.display().to_string(),
+        ),
+        &[],
+    )?;
+    let (key_id, level) = enrolled(&enroll(&agent, serve, &token)?)?;
+    ensure!(level == "fido2-unattested");
+    let registry = hwsign_verifier::SqliteRegistry::open(db)?;
+    ensure!(
+        hwsign_verifier::KeyRegistry::lookup(&registry, &key_id)?.is_some(),
+        "registered"
+    );
     Ok(())
 }
