@@ -215,6 +215,7 @@ export async function register({ baseUrl = "", token, authenticatorSelection }) 
     ...options.public_key,
     challenge: fromBase64url(options.public_key.challenge),
     user: { ...options.public_key.user, id: fromBase64url(options.public_key.user.id) },
+    excludeCredentials: (options.public_key.excludeCredentials || []).map((c) => ({ ...c, id: fromBase64url(c.id) })),
   };
   if (authenticatorSelection) publicKey.authenticatorSelection = authenticatorSelection;
   const created = await navigator.credentials.create({ publicKey });

@@ -1,7 +1,8 @@
 //! `hwsign enroll`: the device side of TPM enrollment (docs/ATTESTATION.md). Evidence and
 //! credential activation come from the local agent; the three ceremony steps go to the server
 //! over HTTPS (rustls; plain HTTP only to a loopback host, or with `--insecure-http`: the
-//! one-time token would travel in clear).
+//! one-time token would travel in clear). `--fido2` onboards a security key instead
+//! ([`super::enroll_fido2`]).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,14 +44,18 @@ pub(crate) struct EnrollArgs {
     #[arg(
         long,
         value_name = "KEY_ID",
-        conflicts_with = "create",
-        required_unless_present = "create"
+        conflicts_with_all = ["create", "fido2"],
+        required_unless_present_any = ["create", "fido2"]
     )]
     key: Option<String>,
     /// Create a new TPM key to enroll.
-    #[arg(long, requires = "label")]
+    #[arg(long, requires = "label", conflicts_with = "fido2")]
     create: bool,
-    /// Label of the key created with --create.
+    /// Onboard the agent's FIDO2 security key instead: it creates a credential over the
+    /// verifier's registration challenge (one touch), the agent keeps it for signing.
+    #[arg(long)]
+    fido2: bool,
+    /// Label of the key created with --create or --fido2 (--fido2 default: the token's label).
     #[arg(long)]
     label: Option<String>,
 }
@@ -60,6 +65,9 @@ pub(crate) async fn run(agent: &AgentClient, args: EnrollArgs) -> anyhow::Result
     check_server_url(&base, args.insecure_http)?;
     let tls = crate::https::client_config(&args.cacert)?;
     let token = Zeroizing::new(args.token);
+    if args.fido2 {
+        return super::enroll_fido2::run(agent, &base, &tls, &token, args.label).await;
+    }
     let key_id = match (args.key, args.create, args.label) {
         (Some(key), _, _) => key,
         (None, true, Some(label)) => {
@@ -149,7 +157,7 @@ fn check_server_url(base: &str, insecure_http: bool) -> anyhow::Result<()> {
     }
 }
 
-async fn post<B: Serialize, T: DeserializeOwned>(
+pub(crate) async fn post<B: Serialize, T: DeserializeOwned>(
     base: &str,
     tls: &Arc<ClientConfig>,
     path: &'static str,

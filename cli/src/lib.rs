@@ -9,6 +9,7 @@
 mod audit;
 mod demo;
 mod enroll;
+mod enroll_fido2;
 mod http_send;
 mod https;
 mod keys;
@@ -63,7 +64,8 @@ enum Command {
     /// Run a local signing reverse proxy: requests to it are signed and forwarded to the
     /// configured upstream(s), answers stream back (loopback or Unix socket only).
     Proxy(proxy::ProxyArgs),
-    /// Enroll a TPM key with a verifier (one-time token from `hwsign-verifier tokens create`).
+    /// Enroll a TPM key, or onboard a FIDO2 security key (`--fido2`), with a verifier (one-time
+    /// token from `hwsign-verifier tokens create`).
     Enroll(enroll::EnrollArgs),
     /// Print a shell completion script, e.g.
     /// `hwsign completions bash > ~/.local/share/bash-completion/completions/hwsign`.

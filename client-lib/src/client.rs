@@ -171,6 +171,18 @@ impl AgentClient {
         self.post("/v1/keys", &body, false).await
     }
 
+    /// `POST /v1/keys/fido2/register`: the agent's security key creates a credential over a
+    /// verifier's registration challenge (one touch) and the agent keeps it under
+    /// `request.label`; the answer carries what the verifier's registration step takes.
+    pub async fn register_fido2(
+        &self,
+        request: &hwsign_proto::api::Fido2RegisterRequest,
+    ) -> Result<hwsign_proto::api::Fido2RegisterResponse, ClientError> {
+        // Not replay-safe: a second attempt would create a second credential.
+        self.post(hwsign_proto::api::FIDO2_REGISTER_PATH, request, false)
+            .await
+    }
+
     /// `POST /v1/sign`: the agent canonicalizes the described request, signs it and returns the
     /// headers to add. Most callers use [`crate::Signer`], which builds `request` from an
     /// `http::Request`.

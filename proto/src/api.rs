@@ -270,3 +270,49 @@ pub struct EndSessionResponse {
     /// Whether that session was the current one and is now forgotten.
     pub ended: bool,
 }
+
+/// Path of the FIDO2 registration call: the security key creates a credential over a
+/// verifier's registration challenge (docs/WEBAUTHN.md, "Onboarding a security key").
+pub const FIDO2_REGISTER_PATH: &str = "/v1/keys/fido2/register";
+/// Most credential ids in [`Fido2RegisterRequest::exclude_credentials`].
+pub const MAX_FIDO2_EXCLUDE: usize = 64;
+
+/// `POST /v1/keys/fido2/register` body: what the agent needs of a verifier's creation options
+/// (`publicKey` of `navigator.credentials.create`). Binary fields are base64url without padding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fido2RegisterRequest {
+    /// Label of the new key in the agent: 1–64 printable characters.
+    pub label: String,
+    /// The relying party id; must be the agent's `[backends.fido2] rp_id`.
+    pub rp_id: String,
+    /// The verifier's registration challenge (16 to 64 bytes).
+    pub challenge: String,
+    /// The user handle (1 to 64 bytes).
+    pub user_id: String,
+    /// The user name (1–64 printable characters).
+    pub user_name: String,
+    /// Credential ids the verifier already holds for this user: a key holding one refuses
+    /// (`credential_excluded`) after a touch.
+    #[serde(default)]
+    pub exclude_credentials: Vec<String>,
+    /// Whether the verifier requires user verification (PIN via the agent's askpass program, or
+    /// the key's built-in verification).
+    #[serde(default)]
+    pub user_verification: bool,
+}
+
+/// `POST /v1/keys/fido2/register` answer (`201`): the new key, and what the verifier's
+/// registration step takes (binary fields base64url without padding).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fido2RegisterResponse {
+    /// The new key, as `GET /v1/keys` lists it.
+    pub key: KeyInfo,
+    /// The credential id.
+    pub credential_id: String,
+    /// `clientDataJSON` (type `webauthn.create`, the verifier's challenge, the agent's origin).
+    pub client_data_json: String,
+    /// The WebAuthn attestation object (`fmt`, `attStmt`, `authData`) the key made.
+    pub attestation_object: String,
+}

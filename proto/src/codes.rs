@@ -178,6 +178,9 @@ pub enum AgentErrorCode {
     TouchTimeout,
     /// The security key or its user refused the operation (403).
     OperationDenied,
+    /// FIDO2 registration: the security key already holds a credential the verifier listed in
+    /// its exclude list (already registered) (409).
+    CredentialExcluded,
 }
 
 impl AgentErrorCode {
@@ -205,6 +208,7 @@ impl AgentErrorCode {
             Self::NoSecurityKey => "no_security_key",
             Self::TouchTimeout => "touch_timeout",
             Self::OperationDenied => "operation_denied",
+            Self::CredentialExcluded => "credential_excluded",
         }
     }
 
@@ -225,6 +229,7 @@ impl AgentErrorCode {
             Self::Unsupported => 501,
             Self::BackendUnavailable | Self::Unavailable | Self::NoSecurityKey => 503,
             Self::BackendError | Self::Internal => 500,
+            Self::CredentialExcluded => 409,
         }
     }
 }

@@ -650,7 +650,20 @@ impl Verifier {
             policy_route: self
                 .policy
                 .as_ref()
-                .and_then(|gate| gate.route(parts.method, parts.path)),
+                .and_then(|gate| gate.route(parts.method, parts.path))
+                .map(|mut route| {
+                    // A touch for THIS request: a strict assertion with UP.
+                    let strict = webauthn
+                        .as_ref()
+                        .filter(|used| !used.delegated && claimed.delegation.is_none());
+                    route.set_signature(crate::policy::SignatureFacts {
+                        webauthn: strict.is_some(),
+                        user_present: strict.is_some_and(|used| used.user_present),
+                        user_verified: strict.is_some_and(|used| used.user_verified),
+                        date_unix: claimed.time.unix(),
+                    });
+                    route
+                }),
             webauthn,
             step_up: route.step_up,
             date_unix: claimed.time.unix(),

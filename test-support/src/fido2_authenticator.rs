@@ -10,8 +10,8 @@
 //! PIN (`authenticatorClientPIN`, PIN protocol one): passkey-authenticator has no clientPIN, so
 //! this module adds one in front of it — a second stand-in, for the key's PIN check only: it
 //! answers getRetries / getKeyAgreement / getPinToken as CTAP 2.0 §5.5.8 specifies (ECDH P-256,
-//! AES-256-CBC, retries counted down to a block), checks `pinAuth` on getAssertion and then lets
-//! passkey-authenticator sign with the UV flag.
+//! AES-256-CBC, retries counted down to a block), checks `pinAuth` on makeCredential and
+//! getAssertion and then lets passkey-authenticator sign with the UV flag.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
@@ -88,10 +88,14 @@ impl UserValidationMethod for TouchingUser {
 
     async fn check_user<'a>(
         &self,
-        _hint: UiHint<'a, Passkey>,
+        hint: UiHint<'a, Passkey>,
         presence: bool,
         _verification: bool,
     ) -> Result<UserCheck, Ctap2Error> {
+        // passkey-authenticator asks for presence when the exclude list names a credential it
+        // holds and leaves the refusal to this hook: after the touch, the key answers
+        // CTAP2_ERR_CREDENTIAL_EXCLUDED (CTAP 2.1 §6.1.2 step 1), as a real key does.
+        let excluded = matches!(hint, UiHint::InformExcludedCredentialFound(_));
         if !presence {
             return Ok(UserCheck {
                 presence: false,
@@ -103,6 +107,9 @@ impl UserValidationMethod for TouchingUser {
         loop {
             if self.0.touch.load(Ordering::SeqCst) {
                 self.0.touches.fetch_add(1, Ordering::SeqCst);
+                if excluded {
+                    return Err(Ctap2Error::CredentialExcluded);
+                }
                 return Ok(UserCheck {
                     presence: true,
                     verification: self.0.pin_verified.load(Ordering::SeqCst),
@@ -371,10 +378,22 @@ fn run_ctap2(
         let mut authenticator = authenticator.lock().await;
         let result = match command {
             0x01 => match ciborium::de::from_reader::<make_credential::Request, _>(body) {
-                Ok(request) => authenticator
-                    .make_credential(request)
-                    .await
-                    .map(|r| encode(&r)),
+                Ok(mut request) => match pin_state.verify_pin_auth(
+                    request.pin_auth.take(),
+                    request.pin_protocol.take(),
+                    &request.client_data_hash,
+                ) {
+                    Ok(verified) => {
+                        request.options.uv |= verified;
+                        let answer = authenticator
+                            .make_credential(request)
+                            .await
+                            .map(|r| encode(&r));
+                        pin_state.shared.pin_verified.store(false, Ordering::SeqCst);
+                        answer
+                    }
+                    Err(status) => Err(status),
+                },
                 Err(_) => Err(Ctap2Error::InvalidCbor.into()),
             },
             0x02 => match ciborium::de::from_reader::<get_assertion::Request, _>(body) {
@@ -480,21 +499,37 @@ impl PinState {
         &self,
         mut request: get_assertion::Request,
     ) -> Result<get_assertion::Request, StatusCode> {
-        let Some(pin_auth) = request.pin_auth.take() else {
-            return Ok(request);
+        let verified = self.verify_pin_auth(
+            request.pin_auth.take(),
+            request.pin_protocol.take(),
+            &request.client_data_hash,
+        )?;
+        request.options.uv |= verified;
+        Ok(request)
+    }
+
+    /// Checks a makeCredential's or getAssertion's `pinAuth` (LEFT(HMAC-SHA-256(pinToken,
+    /// clientDataHash), 16), PIN protocol one): `Ok(false)` without one, `Ok(true)` (and the
+    /// simulated user verifies) when it is right.
+    fn verify_pin_auth(
+        &self,
+        pin_auth: Option<passkey_types::Bytes>,
+        pin_protocol: Option<u8>,
+        client_data_hash: &[u8],
+    ) -> Result<bool, StatusCode> {
+        let Some(pin_auth) = pin_auth else {
+            return Ok(false);
         };
-        if request.pin_protocol != Some(1) || self.pin().is_none() {
+        if pin_protocol != Some(1) || self.pin().is_none() {
             return Err(status(0x33)); // CTAP2_ERR_PIN_AUTH_INVALID
         }
         let key = hmac::Key::new(hmac::HMAC_SHA256, &self.token);
-        let tag = hmac::sign(&key, &request.client_data_hash);
+        let tag = hmac::sign(&key, client_data_hash);
         if tag.as_ref().get(..16) != Some(&pin_auth[..]) {
             return Err(status(0x33));
         }
-        request.pin_protocol = None;
-        request.options.uv = true;
         self.shared.pin_verified.store(true, Ordering::SeqCst);
-        Ok(request)
+        Ok(true)
     }
 
     /// `authenticatorClientPIN`, protocol one: getRetries, getKeyAgreement, getPinToken.

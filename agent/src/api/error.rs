@@ -183,5 +183,6 @@ fn backend_code(e: &BackendError) -> AgentErrorCode {
         BackendError::NoDevice(_) => AgentErrorCode::NoSecurityKey,
         BackendError::TouchTimeout(_) => AgentErrorCode::TouchTimeout,
         BackendError::Denied(_) => AgentErrorCode::OperationDenied,
+        BackendError::CredentialExcluded(_) => AgentErrorCode::CredentialExcluded,
     }
 }

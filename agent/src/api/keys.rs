@@ -24,7 +24,7 @@ pub(super) const MIN_ATTESTATION_NONCE: usize = 16;
 /// Longest attestation nonce accepted: what TPM2B_DATA holds for SHA-256 based keys.
 pub(super) const MAX_ATTESTATION_NONCE: usize = 64;
 
-fn info(backend: &str, key: BackendKey) -> KeyInfo {
+pub(super) fn info(backend: &str, key: BackendKey) -> KeyInfo {
     KeyInfo {
         public_key_pem: key.public_key.to_pem(),
         id: key.id,

@@ -4,6 +4,7 @@
 //! JSON, and maps every failure to a documented wire code ([`ApiError::code`]).
 
 mod error;
+mod fido2_register;
 pub(crate) mod http;
 mod keys;
 mod posture;
@@ -35,6 +36,7 @@ enum Route {
     EndSession,
     Attestation(String),
     ActivateCredential(String),
+    Fido2Register,
 }
 
 impl Route {
@@ -45,6 +47,7 @@ impl Route {
             ["", "status"] => Some(Self::Status),
             ["", "posture"] => Some(Self::Posture),
             ["", "keys"] => Some(Self::Keys),
+            ["", "keys", "fido2", "register"] => Some(Self::Fido2Register),
             ["", "sign"] => Some(Self::Sign),
             ["", "sign", "step-up"] => Some(Self::SignStepUp),
             ["", "sessions", "end"] => Some(Self::EndSession),
@@ -60,9 +63,11 @@ impl Route {
         match self {
             Self::Status | Self::Posture | Self::Attestation(_) => "GET",
             Self::Keys => "GET, POST",
-            Self::Sign | Self::SignStepUp | Self::EndSession | Self::ActivateCredential(_) => {
-                "POST"
-            }
+            Self::Sign
+            | Self::SignStepUp
+            | Self::EndSession
+            | Self::ActivateCredential(_)
+            | Self::Fido2Register => "POST",
         }
     }
 }
@@ -140,6 +145,10 @@ async fn dispatch(
             let body = http::read_body(request, limit, deadline).await?;
             keys::activate_credential(ctx, peer, id, &body).await
         }
+        (Route::Fido2Register, Method::POST) => {
+            let body = http::read_body(request, limit, deadline).await?;
+            fido2_register::register(ctx, peer, &body).await
+        }
         (route, _) => Err(ApiError::MethodNotAllowed(route.allowed())),
     }
 }
@@ -155,6 +164,10 @@ mod tests {
         assert_eq!(
             Route::parse("/v1/keys/hk1_x/attestation"),
             Some(Route::Attestation("hk1_x".into()))
+        );
+        assert_eq!(
+            Route::parse("/v1/keys/fido2/register"),
+            Some(Route::Fido2Register)
         );
         assert_eq!(Route::parse("/v1/status/"), None);
         assert_eq!(Route::parse("/v2/status"), None);

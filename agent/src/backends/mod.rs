@@ -87,6 +87,9 @@ pub enum BackendError {
         /// Retries left, when the key said.
         retries: Option<u8>,
     },
+    /// FIDO2 registration: the key holds a credential of the exclude list (already registered).
+    #[error("the security key is already registered")]
+    CredentialExcluded(#[source] Cause),
 }
 
 /// Who a FIDO2 backend's assertions are for: what the agent writes into clientDataJSON.
@@ -181,6 +184,48 @@ pub trait KeyBackend: Send + Sync + std::fmt::Debug {
         let _ = (key_id, client_data_hash, user_verification);
         Err(BackendError::Unsupported(self.name()))
     }
+
+    /// FIDO2 registration: the key creates a credential over a verifier's challenge (one
+    /// touch), the backend keeps it under `label`, and answers what the verifier's registration
+    /// step takes.
+    fn fido2_register(
+        &self,
+        label: &str,
+        creation: &Fido2Creation,
+    ) -> Result<Fido2Registration, BackendError> {
+        let _ = (label, creation);
+        Err(BackendError::Unsupported(self.name()))
+    }
+}
+
+/// What a verifier's creation options ask of a security key (FIDO2 registration).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fido2Creation {
+    /// The relying party id.
+    pub rp_id: String,
+    /// The verifier's registration challenge.
+    pub challenge: Vec<u8>,
+    /// The user handle.
+    pub user_id: Vec<u8>,
+    /// The user name.
+    pub user_name: String,
+    /// Credential ids the key must not hold (already registered).
+    pub exclude: Vec<Vec<u8>>,
+    /// Whether user verification is required.
+    pub user_verification: bool,
+}
+
+/// A credential a security key created for a verifier's registration.
+#[derive(Debug, Clone)]
+pub struct Fido2Registration {
+    /// The new key.
+    pub key: BackendKey,
+    /// The credential id.
+    pub credential_id: Vec<u8>,
+    /// The clientDataJSON the key's signature covers.
+    pub client_data_json: String,
+    /// The WebAuthn attestation object (`fmt`, `attStmt`, `authData`).
+    pub attestation_object: Vec<u8>,
 }
 
 /// Checks a key label: 1–64 characters, no control characters.

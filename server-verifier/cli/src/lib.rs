@@ -135,6 +135,23 @@ enum KeysCommand {
         #[command(flatten)]
         registry: RegistryArgs,
     },
+    /// Clear a FIDO2 credential's possibly-cloned flag (set when its signature counter went
+    /// backwards) after checking the security key: its requests are accepted again. The stored
+    /// counter stays, so a clone still behind it is flagged again at its next request.
+    ClearCloned {
+        /// The registry.
+        #[command(flatten)]
+        registry: RegistryArgs,
+        /// The key id (hk1_...) of the FIDO2 credential.
+        key_id: String,
+        /// Record the action in a decision-log chain in this directory (one directory per
+        /// process: not a running `serve`'s own).
+        #[arg(long, requires = "audit_key")]
+        audit_dir: Option<PathBuf>,
+        /// The checkpoint key of that chain (`hwsign-verifier audit keygen`).
+        #[arg(long, requires = "audit_dir")]
+        audit_key: Option<PathBuf>,
+    },
 }
 
 /// `error` and its causes, joined by `: `, leaving out a cause whose text the message before it
@@ -261,6 +278,63 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 "revoked {key_id} (permanent: it cannot be re-activated or added again; \
                  register a new key for the device)"
             );
+        }
+        Command::Keys(KeysCommand::ClearCloned {
+            registry,
+            key_id,
+            audit_dir,
+            audit_key,
+        }) => {
+            let audit = match (audit_dir, audit_key) {
+                (Some(dir), Some(key)) => Some(
+                    hwsign_verifier::audit::AuditLog::open(
+                        &hwsign_verifier::audit::AuditSettings::new(dir, key),
+                    )
+                    .context("opening the audit log")?,
+                ),
+                _ => None,
+            };
+            let registry = open(&registry, false)?;
+            let was = registry.fido2_credential(&key_id)?;
+            let result = match &was {
+                Some(_) => registry
+                    .clear_possibly_cloned(&key_id)
+                    .map_err(anyhow::Error::from),
+                None => Err(anyhow::anyhow!(
+                    "{key_id} is not a registered FIDO2 credential"
+                )),
+            };
+            if let Some(audit) = &audit {
+                let actor = format!(
+                    "cli:{}",
+                    std::env::var("USER").unwrap_or_else(|_| "unknown".to_owned())
+                );
+                let outcome = if result.is_ok() { "ok" } else { "unknown_key" };
+                audit
+                    .record(
+                        hwsign_verifier::audit::AuditEvent::admin(
+                            &actor,
+                            "fido2_clear_cloned",
+                            Some(&key_id),
+                            outcome,
+                        )
+                        .with_value(
+                            "was_flagged",
+                            was.as_ref().is_some_and(|c| c.possibly_cloned),
+                        ),
+                    )
+                    .map_err(|_| anyhow::anyhow!("the audit log refused the record"))?;
+                audit
+                    .sync()
+                    .map_err(|_| anyhow::anyhow!("the audit log could not be written"))?;
+                audit.close();
+            }
+            result?;
+            if was.is_some_and(|c| c.possibly_cloned) {
+                eprintln!("cleared the possibly-cloned flag of {key_id}");
+            } else {
+                eprintln!("{key_id} was not flagged possibly cloned; nothing changed");
+            }
         }
         Command::Keys(KeysCommand::List { registry }) => {
             for key in open(&registry, false)?.list()? {

@@ -127,6 +127,7 @@ pub(crate) fn run(command: PolicyCommand) -> anyhow::Result<()> {
                 now_unix,
                 source_ip: None,
                 owner: None,
+                signature: Default::default(),
             })?;
             println!(
                 "decision: {}",

@@ -10,6 +10,9 @@ mod fleet;
 #[path = "cli/audit.rs"]
 mod audit;
 
+#[path = "cli/fido2_cloned.rs"]
+mod fido2_cloned;
+
 use std::path::Path;
 use std::process::{Command, Output};
 

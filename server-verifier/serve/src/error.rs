@@ -49,6 +49,9 @@ pub enum ServeError {
     /// The enrollment trust anchors cannot be loaded.
     #[error("cannot load the enrollment trust anchors")]
     EnrollmentAnchors(#[source] EnrollmentConfigError),
+    /// `[webauthn] attestation_roots` or `aaguids` cannot be loaded.
+    #[error("cannot load [webauthn] attestation_roots / aaguids")]
+    WebAuthnAttestationRoots(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The re-attestation settings are refused.
     #[error("cannot set up re-attestation")]
     Reattestation(#[source] hwsign_verifier::reattestation::ReattestationConfigError),

@@ -72,6 +72,7 @@ pub(crate) struct Proxy {
     metrics: Arc<Metrics>,
     enrollment: Option<axum::Router>,
     reattestation: Option<axum::Router>,
+    webauthn_registration: Option<axum::Router>,
 }
 
 impl Proxy {
@@ -97,6 +98,7 @@ impl Proxy {
             metrics,
             enrollment,
             reattestation: None,
+            webauthn_registration: None,
         }
     }
 
@@ -107,13 +109,23 @@ impl Proxy {
         self
     }
 
+    /// Answers the FIDO2 registration paths with `router` (outside verification: the credential
+    /// is not registered yet; the enrollment token authorizes them).
+    pub(crate) fn with_webauthn_registration(mut self, router: axum::Router) -> Self {
+        self.webauthn_registration = Some(router);
+        self
+    }
+
     /// Answers one request.
     pub(crate) async fn handle(&self, request: Request<Incoming>, peer: Peer) -> Response {
         let path = request.uri().path();
         let unverified = match (&self.enrollment, &self.reattestation) {
             (Some(router), _) if is_enrollment_path(path) => Some(router),
             (_, Some(router)) if is_reattestation_path(path) => Some(router),
-            _ => None,
+            _ => match &self.webauthn_registration {
+                Some(router) if is_webauthn_registration_path(path) => Some(router),
+                _ => None,
+            },
         };
         if let Some(router) = unverified {
             return match router.clone().oneshot(request.map(Body::new)).await {
@@ -224,6 +236,11 @@ impl Proxy {
 
 fn is_enrollment_path(path: &str) -> bool {
     [START_PATH, EVIDENCE_PATH, ACTIVATE_PATH].contains(&path)
+}
+
+fn is_webauthn_registration_path(path: &str) -> bool {
+    use hwsign_verifier::webauthn::registration::{REGISTER_OPTIONS_PATH, REGISTER_PATH};
+    [REGISTER_OPTIONS_PATH, REGISTER_PATH].contains(&path)
 }
 
 fn is_reattestation_path(path: &str) -> bool {

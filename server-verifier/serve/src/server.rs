@@ -64,6 +64,18 @@ impl Listeners {
     }
 }
 
+/// Opens the enrollment store at the registry's URL, off the runtime (PostgreSQL's blocking
+/// client drives its own).
+async fn open_enrollment_store(
+    url: &str,
+) -> Result<hwsign_verifier::enrollment::EnrollmentStore, ServeError> {
+    let url = url.to_owned();
+    off_runtime(move || hwsign_verifier::enrollment::open_enrollment_store(&url))
+        .await
+        .unwrap_or_else(|panic| Err(EnrollmentError::Store(panic.to_string())))
+        .map_err(ServeError::EnrollmentStore)
+}
+
 /// Serves `config` on `listeners` until `shutdown` completes, then drains (bounded by
 /// `limits.shutdown_grace_secs`) and returns.
 pub async fn run(
@@ -143,12 +155,7 @@ pub async fn run(
     )?;
     let enrollment = match &config.enrollment {
         Some(settings) => {
-            let url = config.registry.clone();
-            let store =
-                off_runtime(move || hwsign_verifier::enrollment::open_enrollment_store(&url))
-                    .await
-                    .unwrap_or_else(|panic| Err(EnrollmentError::Store(panic.to_string())))
-                    .map_err(ServeError::EnrollmentStore)?;
+            let store = open_enrollment_store(&config.registry).await?;
             let anchors = settings
                 .trust_anchors()
                 .map_err(ServeError::EnrollmentAnchors)?;
@@ -163,6 +170,25 @@ pub async fn run(
             Some(enrollment)
         }
         None => None,
+    };
+    // FIDO2 registration (`hwsign enroll --fido2`, the browser's `register`): the same
+    // tokens as TPM enrollment, so it needs `[enrollment]` beside `[webauthn]`.
+    let webauthn_registration = match (&config.verifier.webauthn, &config.enrollment) {
+        (Some(settings), Some(_)) => {
+            let store = open_enrollment_store(&config.registry).await?;
+            let trust = settings
+                .attestation_trust()
+                .map_err(ServeError::WebAuthnAttestationRoots)?;
+            Some(hwsign_verifier::webauthn::registration::router(Arc::new(
+                hwsign_verifier::webauthn::registration::Fido2Enrollment::new(
+                    store,
+                    Arc::clone(&registry),
+                    settings.clone(),
+                    trust,
+                ),
+            )))
+        }
+        _ => None,
     };
     let reattestation = match (&config.reattestation, &enrollment) {
         (Some(settings), Some(enrollment)) => Some(Arc::new(
@@ -204,6 +230,9 @@ pub async fn run(
     );
     if let Some(service) = reattestation {
         proxy = proxy.with_reattestation(hwsign_verifier::reattestation::router(service));
+    }
+    if let Some(router) = webauthn_registration {
+        proxy = proxy.with_webauthn_registration(router);
     }
     let proxy = Arc::new(proxy);
     let admin = Arc::new(Admin {

@@ -45,6 +45,34 @@ pub struct PolicyRequest<'a> {
     pub source_ip: Option<IpAddr>,
     /// The device's user and groups, when the registry knows them (the principal's parents).
     pub owner: Option<&'a DeviceOwner>,
+    /// What the signature proves about a person (`context.signature`).
+    pub signature: SignatureFacts,
+}
+
+/// What a request's signature proves about a person, for `context.signature` (step-up in a
+/// policy, docs/WEBAUTHN.md). The default is an ECDSA signature: no touch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SignatureFacts {
+    /// An `HWS1-WEBAUTHN-ES256` assertion signed this request itself (not a delegation).
+    pub webauthn: bool,
+    /// That assertion had UP (false for ECDSA signatures and delegated session keys).
+    pub user_present: bool,
+    /// That assertion had UV.
+    pub user_verified: bool,
+    /// The request's signed date, seconds since the epoch (`age_secs` is measured from it).
+    pub date_unix: i64,
+}
+
+impl SignatureFacts {
+    /// A fresh touch now (with UV when `user_verified`): what a step-up retry brings.
+    pub fn stepped_up(now_unix: i64, user_verified: bool) -> Self {
+        Self {
+            webauthn: true,
+            user_present: true,
+            user_verified,
+            date_unix: now_unix,
+        }
+    }
 }
 
 /// Most groups a device's owner may be given to a decision.
@@ -446,6 +474,34 @@ fn context(
         RestrictedExpression::new_bool(request.delegated),
     );
     put("strict", RestrictedExpression::new_bool(!request.delegated));
+    let signature = request.signature;
+    put(
+        "signature",
+        RestrictedExpression::new_record([
+            (
+                "webauthn".to_owned(),
+                RestrictedExpression::new_bool(signature.webauthn),
+            ),
+            (
+                "user_present".to_owned(),
+                RestrictedExpression::new_bool(signature.user_present),
+            ),
+            (
+                "user_verified".to_owned(),
+                RestrictedExpression::new_bool(signature.user_verified),
+            ),
+            (
+                "age_secs".to_owned(),
+                RestrictedExpression::new_long(
+                    request
+                        .now_unix
+                        .saturating_sub(signature.date_unix)
+                        .saturating_abs(),
+                ),
+            ),
+        ])
+        .map_err(request_error("signature"))?,
+    );
     put("now_unix", RestrictedExpression::new_long(request.now_unix));
     put("now", now);
     if let Some(ip) = request.source_ip {
@@ -549,6 +605,7 @@ mod tests {
             now_unix: 1_800_000_000,
             source_ip: Some(IpAddr::from([10, 0, 0, 1])),
             owner,
+            signature: Default::default(),
         }
     }
 

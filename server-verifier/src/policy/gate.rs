@@ -8,7 +8,7 @@ use std::time::Duration;
 use hwsign_proto::RejectCode;
 
 use super::reload::{PolicyWatch, ReloadStatus, Reloadable};
-use super::{PolicyEngine, PolicyRequest, PolicySettings, covers};
+use super::{PolicyEngine, PolicyError, PolicyRequest, PolicySettings, SignatureFacts, covers};
 use crate::enrollment::EnrollmentError;
 use crate::reattestation::{AttestationChallenges, NonceOrigin};
 use crate::registry::{KeyRegistry, RegisteredKey};
@@ -29,9 +29,15 @@ pub struct PolicyRoute {
     method: String,
     path: String,
     source_ip: Option<IpAddr>,
+    signature: SignatureFacts,
 }
 
 impl PolicyRoute {
+    /// What the request's signature proves about a person, for `context.signature`.
+    pub(crate) fn set_signature(&mut self, signature: SignatureFacts) {
+        self.signature = signature;
+    }
+
     /// The client's address, for `context.source_ip`.
     pub(crate) fn set_source_ip(&mut self, ip: IpAddr) {
         self.source_ip = Some(ip);
@@ -40,7 +46,7 @@ impl PolicyRoute {
 
 impl PolicyGate {
     /// Loads the policies `settings` name.
-    pub fn load(settings: &PolicySettings) -> Result<Self, super::PolicyError> {
+    pub fn load(settings: &PolicySettings) -> Result<Self, PolicyError> {
         let engine = PolicyEngine::load(settings)?;
         tracing::info!(
             target: super::LOG_TARGET,
@@ -69,7 +75,7 @@ impl PolicyGate {
     /// every policy validated) and puts them in force only if all of that succeeds. Requests
     /// being decided meanwhile are answered by the policies in force; on failure those stay,
     /// the error is logged and returned, and [`PolicyGate::reload_status`] says so.
-    pub fn reload(&self) -> Result<(), super::PolicyError> {
+    pub fn reload(&self) -> Result<(), PolicyError> {
         self.policies.reload()
     }
 
@@ -98,6 +104,7 @@ impl PolicyGate {
             method: method.to_owned(),
             path: path.to_owned(),
             source_ip: None,
+            signature: SignatureFacts::default(),
         })
     }
 
@@ -160,6 +167,7 @@ impl PolicyGate {
             now_unix,
             source_ip: route.source_ip,
             owner,
+            signature: route.signature,
         };
         let engine = self.policies.engine();
         let decision = engine
@@ -167,6 +175,11 @@ impl PolicyGate {
             .map_err(|e| unavailable("policy request failed", &e))?;
         if decision.allowed {
             return Ok(());
+        }
+        if let Some(step_up) = step_up_would_allow(&engine, &request, now_unix)
+            .map_err(|e| unavailable("policy request failed", &e))?
+        {
+            return Err(step_up);
         }
         let attestable = device.as_ref().is_some_and(|d| !d.revoked)
             && key.level == hwsign_proto::api::KeyLevel::Tpm
@@ -192,6 +205,38 @@ impl PolicyGate {
         };
         Err(Rejection::new(RejectCode::PolicyDenied, detail))
     }
+}
+
+/// A refused request of a FIDO2 credential that the policies would allow with a fresh strict
+/// touch (a policy testing `context.signature`): `step_up_required`, with
+/// `user_verification="required"` when only a touch with UV would do. The client signs again
+/// with the key itself, so the what-if request is strict.
+fn step_up_would_allow(
+    engine: &PolicyEngine,
+    request: &PolicyRequest<'_>,
+    now_unix: i64,
+) -> Result<Option<Rejection>, PolicyError> {
+    use hwsign_proto::api::KeyLevel;
+    if !matches!(
+        request.key.level,
+        KeyLevel::Fido2 | KeyLevel::Fido2Unattested
+    ) {
+        return Ok(None);
+    }
+    for user_verification in [false, true] {
+        let retried = PolicyRequest {
+            delegated: false,
+            signature: SignatureFacts::stepped_up(now_unix, user_verification),
+            ..request.clone()
+        };
+        if retried.signature == request.signature && !request.delegated {
+            continue;
+        }
+        if engine.decide(&retried)?.allowed {
+            return Ok(Some(Rejection::StepUpRequired { user_verification }));
+        }
+    }
+    Ok(None)
 }
 
 /// `attestation_required` with a fresh nonce for `key`'s device; `rate_limited` when too many

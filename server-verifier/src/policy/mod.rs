@@ -28,7 +28,9 @@ pub use bundle::{
     BundleError, BundleKey, MAX_BUNDLE_BYTES, MAX_PUBLIC_KEY_BYTES, MAX_SIGNATURE_BYTES,
     default_signature_path, policy_files, read_signed,
 };
-pub use context::{DeviceOwner, MAX_OWNER_GROUPS, MAX_ROUTE_DEPTH, PolicyRequest, format_rfc3339};
+pub use context::{
+    DeviceOwner, MAX_OWNER_GROUPS, MAX_ROUTE_DEPTH, PolicyRequest, SignatureFacts, format_rfc3339,
+};
 pub use gate::{PolicyGate, PolicyRoute};
 pub use load::{PolicyError, PolicyIssue};
 pub use reload::{PolicyWatch, ReloadStatus};

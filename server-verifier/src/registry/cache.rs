@@ -179,4 +179,8 @@ impl KeyRegistry for CachedRegistry {
     fn advance_sign_count(&self, key_id: &str, new: u32) -> Result<bool, RegistryError> {
         self.inner.advance_sign_count(key_id, new)
     }
+
+    fn clear_possibly_cloned(&self, key_id: &str) -> Result<(), RegistryError> {
+        self.inner.clear_possibly_cloned(key_id)
+    }
 }

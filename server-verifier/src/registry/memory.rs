@@ -212,4 +212,14 @@ impl KeyRegistry for MemoryRegistry {
         credential.possibly_cloned = true;
         Ok(false)
     }
+
+    fn clear_possibly_cloned(&self, key_id: &str) -> Result<(), RegistryError> {
+        let mut state = self.state.write().map_err(|_| RegistryError::Poisoned)?;
+        let credential = state
+            .fido2
+            .get_mut(key_id)
+            .ok_or_else(|| RegistryError::UnknownKey(key_id.to_owned()))?;
+        credential.possibly_cloned = false;
+        Ok(())
+    }
 }

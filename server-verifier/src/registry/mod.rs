@@ -314,4 +314,14 @@ pub trait KeyRegistry: Send + Sync + std::fmt::Debug {
         let _ = (key_id, new);
         Err(RegistryError::Unsupported("FIDO2 sign counters"))
     }
+
+    /// Clears a FIDO2 credential's possibly-cloned flag (an administrator checked the key);
+    /// the stored counter stays, so a clone still behind it is flagged again at its next use.
+    /// An unknown credential is [`RegistryError::UnknownKey`].
+    fn clear_possibly_cloned(&self, key_id: &str) -> Result<(), RegistryError> {
+        let _ = key_id;
+        Err(RegistryError::Unsupported(
+            "clearing a possibly-cloned flag",
+        ))
+    }
 }

@@ -585,4 +585,16 @@ impl KeyRegistry for SqliteRegistry {
         )?;
         Ok(false)
     }
+
+    fn clear_possibly_cloned(&self, key_id: &str) -> Result<(), RegistryError> {
+        // Not a change of `lookup`'s answer (the flag is read with the credential).
+        let changed = self.conn()?.execute(
+            "UPDATE fido2_credentials SET possibly_cloned = 0 WHERE key_id = ?1",
+            params![key_id],
+        )?;
+        if changed == 0 {
+            return Err(RegistryError::UnknownKey(key_id.to_owned()));
+        }
+        Ok(())
+    }
 }

@@ -7,6 +7,7 @@
 //! `authenticatorData ‖ SHA-256(clientDataJSON)`.
 
 mod assertion;
+pub mod packed;
 pub mod registration;
 mod settings;
 mod step_up;

@@ -34,7 +34,7 @@ use crate::attestation::certificate::{CertifiedKey, ParsedCertificate};
 use crate::attestation::chain::{TrustAnchors, verify_chain};
 use crate::enrollment::token::parse as parse_token;
 use crate::enrollment::{EnrollmentError, EnrollmentStore};
-use crate::registry::{Fido2Credential, KeyRegistry, RegisteredKey};
+use crate::registry::{Fido2Credential, KeyRegistry, RegisteredKey, RegistryError};
 
 use super::WebAuthnSettings;
 
@@ -50,9 +50,11 @@ pub const MAX_REGISTER_BODY: usize = 32 * 1024;
 const CHALLENGE_TTL_SECS: i64 = 300;
 const MAX_PENDING: usize = 1024;
 const MAX_PER_TOKEN: usize = 4;
+/// Most credentials listed in `excludeCredentials`.
+pub const MAX_EXCLUDE: usize = 64;
 
 /// `POST /hws/v1/webauthn/register/options` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OptionsRequest {
     /// The enrollment token.
@@ -75,6 +77,25 @@ pub struct CreationOptions {
     pub attestation: String,
     /// Milliseconds.
     pub timeout: u64,
+    /// Credentials already registered under the token's label (`{type, id}`, id base64url), at
+    /// most [`MAX_EXCLUDE`]: a key holding one refuses to create another.
+    #[serde(
+        rename = "excludeCredentials",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub exclude_credentials: Vec<serde_json::Value>,
+    /// `{userVerification: "required"}` when `[webauthn] require_user_verification`, else
+    /// `"discouraged"`.
+    #[serde(rename = "authenticatorSelection", default)]
+    pub authenticator_selection: serde_json::Value,
+}
+
+impl CreationOptions {
+    /// Whether the verifier requires user verification at registration.
+    pub fn user_verification_required(&self) -> bool {
+        self.authenticator_selection["userVerification"] == "required"
+    }
 }
 
 /// `POST /hws/v1/webauthn/register/options` answer.
@@ -87,7 +108,7 @@ pub struct OptionsResponse {
 }
 
 /// `POST /hws/v1/webauthn/register` body (binary fields base64url without padding).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
     /// From the options answer.
@@ -155,6 +176,9 @@ pub fn verify_registration(
     if !auth_data.flags.user_present() {
         return Err(malformed(WebAuthnError::UserPresence));
     }
+    if settings.require_user_verification && !auth_data.flags.user_verified() {
+        return Err(EnrollmentError::EvidenceMismatch("user_verification"));
+    }
     let Some(attested) = &auth_data.attested_credential else {
         return Err(EnrollmentError::EvidenceMismatch("no attested credential"));
     };
@@ -189,6 +213,10 @@ pub fn verify_registration(
                             "packed attestation signature does not verify",
                         ));
                     }
+                    super::packed::check_attestation_certificate(
+                        leaf.certificate(),
+                        &attested.aaguid,
+                    )?;
                     let intermediates: Vec<ParsedCertificate> = rest
                         .iter()
                         .filter_map(|der| ParsedCertificate::from_der(der).ok())
@@ -283,6 +311,16 @@ impl Fido2Enrollment {
             MAX_PER_TOKEN,
         )?;
         let label = self.store.token_label(&token.id)?;
+        let exclude_credentials = self
+            .registered_credentials(&label)?
+            .into_iter()
+            .map(|id| serde_json::json!({ "type": "public-key", "id": URL_SAFE_NO_PAD.encode(id) }))
+            .collect();
+        let user_verification = if self.settings.require_user_verification {
+            "required"
+        } else {
+            "discouraged"
+        };
         Ok(OptionsResponse {
             challenge_id: challenge.id,
             public_key: CreationOptions {
@@ -298,8 +336,33 @@ impl Fido2Enrollment {
                 ]),
                 attestation: "direct".into(),
                 timeout: 120_000,
+                exclude_credentials,
+                authenticator_selection: serde_json::json!({
+                    "userVerification": user_verification,
+                }),
             },
         })
+    }
+
+    /// The credential ids of unrevoked FIDO2 keys registered under `label` (at most
+    /// [`MAX_EXCLUDE`], the newest): the exclude list of a new registration for that user.
+    fn registered_credentials(&self, label: &str) -> Result<Vec<Vec<u8>>, EnrollmentError> {
+        let mut ids = Vec::new();
+        for key in self.registry.list()?.iter().rev() {
+            if ids.len() >= MAX_EXCLUDE {
+                break;
+            }
+            if key.revoked
+                || key.label != label
+                || !matches!(key.level, KeyLevel::Fido2 | KeyLevel::Fido2Unattested)
+            {
+                continue;
+            }
+            if let Some(credential) = self.registry.fido2_credential(&key.key_id)? {
+                ids.push(credential.credential_id);
+            }
+        }
+        Ok(ids)
     }
 
     /// Step 2: spends the token, verifies the attestation and stores the credential.
@@ -330,7 +393,11 @@ impl Fido2Enrollment {
                 unix(now),
             );
             self.registry
-                .add_fido2_credential(key, verified.credential.clone())?;
+                .add_fido2_credential(key, verified.credential.clone())
+                .map_err(|e| match e {
+                    RegistryError::KeyExists(id) => EnrollmentError::KeyExists(id),
+                    other => EnrollmentError::Registry(other),
+                })?;
             Ok(RegisterResponse {
                 key_id: verified.credential.key_id,
                 level: verified.level,

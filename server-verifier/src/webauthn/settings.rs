@@ -26,6 +26,15 @@ pub struct WebAuthnSettings {
     /// route's `step_up.user_verification` asks).
     #[serde(default)]
     pub require_user_verification: bool,
+    /// Roots (PEM or DER files) that `packed` attestation chains must reach for a credential to
+    /// rank `fido2` at registration (the vendor's FIDO attestation root, e.g. Yubico's). Empty:
+    /// every registration ranks `fido2-unattested`.
+    #[serde(default)]
+    pub attestation_roots: Vec<std::path::PathBuf>,
+    /// AAGUIDs (32 hex digits, dashes allowed) allowed to rank `fido2`; empty allows any whose
+    /// chain reaches a root.
+    #[serde(default)]
+    pub aaguids: Vec<String>,
 }
 
 impl WebAuthnSettings {
@@ -60,6 +69,41 @@ impl WebAuthnSettings {
                 ));
             }
         }
+        self.aaguid_list()?;
         Ok(())
+    }
+
+    /// The allowed AAGUIDs, parsed.
+    pub fn aaguid_list(&self) -> Result<Vec<[u8; 16]>, String> {
+        self.aaguids
+            .iter()
+            .map(|text| {
+                let digits: String = text.chars().filter(|c| *c != '-').collect();
+                hex::decode(&digits)
+                    .ok()
+                    .and_then(|bytes| <[u8; 16]>::try_from(bytes).ok())
+                    .ok_or_else(|| format!("aaguid {text:?} is not 16 bytes of hex"))
+            })
+            .collect()
+    }
+
+    /// The attestation trust of registrations: `attestation_roots` loaded, `aaguids` parsed.
+    pub fn attestation_trust(
+        &self,
+    ) -> Result<super::registration::AttestationTrust, Box<dyn std::error::Error + Send + Sync>>
+    {
+        let anchors = if self.attestation_roots.is_empty() {
+            None
+        } else {
+            let none: &[std::path::PathBuf] = &[];
+            Some(crate::attestation::chain::TrustAnchors::from_pem_files(
+                &self.attestation_roots,
+                none,
+            )?)
+        };
+        Ok(super::registration::AttestationTrust {
+            anchors,
+            aaguids: self.aaguid_list()?,
+        })
     }
 }

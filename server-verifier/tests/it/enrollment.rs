@@ -530,6 +530,7 @@ unless { context.level == "tpm" && context.boot_state == "unchanged" &&
             now_unix,
             source_ip: None,
             owner: None,
+            signature: Default::default(),
         })?;
         Ok((decision.allowed, decision.determining))
     };

@@ -166,6 +166,7 @@ fn request<'a>(key: &'a RegisteredKey, method: &'a str, path: &'a str) -> Policy
         now_unix: 1_800_000_000,
         source_ip: None,
         owner: None,
+        signature: Default::default(),
     }
 }
 

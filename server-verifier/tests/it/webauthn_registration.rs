@@ -38,6 +38,8 @@ fn settings() -> WebAuthnSettings {
         rp_id: RP_ID.into(),
         origins: vec![ORIGIN.into()],
         require_user_verification: false,
+        attestation_roots: Vec::new(),
+        aaguids: Vec::new(),
     }
 }
 
@@ -84,6 +86,24 @@ fn attestation_ca(dir: &Path) -> Result<(Vec<u8>, Vec<u8>, SigningKey)> {
             "root.pem",
         ],
     )?;
+    let (leaf, key) = attestation_leaf(
+        dir,
+        "leaf",
+        "/C=SE/O=hwsign test/OU=Authenticator Attestation/CN=test key",
+        Some("basicConstraints=critical,CA:false\n"),
+    )?;
+    Ok((std::fs::read(dir.join("root.pem"))?, leaf, key))
+}
+
+/// A leaf named `name` signed by the root in `dir`, with `subject` and the extensions in
+/// `extensions` (an openssl extfile; none: an X.509 v1 certificate); returns (DER, key).
+fn attestation_leaf(
+    dir: &Path,
+    name: &str,
+    subject: &str,
+    extensions: Option<&str>,
+) -> Result<(Vec<u8>, SigningKey)> {
+    let file = |ext: &str| format!("{name}.{ext}");
     openssl(
         dir,
         &[
@@ -93,13 +113,19 @@ fn attestation_ca(dir: &Path) -> Result<(Vec<u8>, Vec<u8>, SigningKey)> {
             "-genkey",
             "-noout",
             "-out",
-            "leaf.key",
+            &file("key"),
         ],
     )?;
     openssl(
         dir,
         &[
-            "pkcs8", "-topk8", "-nocrypt", "-in", "leaf.key", "-out", "leaf.p8",
+            "pkcs8",
+            "-topk8",
+            "-nocrypt",
+            "-in",
+            &file("key"),
+            "-out",
+            &file("p8"),
         ],
     )?;
     openssl(
@@ -108,42 +134,38 @@ fn attestation_ca(dir: &Path) -> Result<(Vec<u8>, Vec<u8>, SigningKey)> {
             "req",
             "-new",
             "-key",
-            "leaf.key",
+            &file("key"),
             "-subj",
-            "/C=SE/O=hwsign test/OU=Authenticator Attestation/CN=test key",
+            subject,
             "-out",
-            "leaf.csr",
+            &file("csr"),
         ],
     )?;
-    std::fs::write(dir.join("leaf.ext"), "basicConstraints=critical,CA:false\n")?;
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "leaf.csr",
-            "-CA",
-            "root.pem",
-            "-CAkey",
-            "root.key",
-            "-CAcreateserial",
-            "-days",
-            "365",
-            "-extfile",
-            "leaf.ext",
-            "-outform",
-            "DER",
-            "-out",
-            "leaf.der",
-        ],
-    )?;
-    let key = SigningKey::from_pkcs8_pem(&std::fs::read_to_string(dir.join("leaf.p8"))?)?;
-    Ok((
-        std::fs::read(dir.join("root.pem"))?,
-        std::fs::read(dir.join("leaf.der"))?,
-        key,
-    ))
+    let mut args = vec![
+        "x509".to_owned(),
+        "-req".into(),
+        "-in".into(),
+        file("csr"),
+        "-CA".into(),
+        "root.pem".into(),
+        "-CAkey".into(),
+        "root.key".into(),
+        "-CAcreateserial".into(),
+        "-days".into(),
+        "365".into(),
+        "-outform".into(),
+        "DER".into(),
+        "-out".into(),
+        file("der"),
+    ];
+    if let Some(extensions) = extensions {
+        std::fs::write(dir.join(file("ext")), extensions)?;
+        args.extend(["-extfile".into(), file("ext")]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    openssl(dir, &args)?;
+    let key = SigningKey::from_pkcs8_pem(&std::fs::read_to_string(dir.join(file("p8")))?)?;
+    Ok((std::fs::read(dir.join(file("der")))?, key))
 }
 
 enum Statement<'a> {
@@ -407,5 +429,195 @@ fn webauthn_registration_refusals() -> Result<()> {
         attestation_object: URL_SAFE_NO_PAD.encode(object),
     };
     ensure!(fx.service.register(&wrong, SystemTime::now()).is_err());
+    Ok(())
+}
+
+/// W3C WebAuthn §8.2.1: a `packed` attestation certificate must be X.509 v3, have subject OU
+/// "Authenticator Attestation", basic constraints CA false, and an id-fido-gen-ce-aaguid
+/// extension (when present) naming the authenticator data's AAGUID. Each failure is refused
+/// with its own reason, even when the chain reaches a configured root.
+#[test]
+fn webauthn_registration_packed_certificate_requirements() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (root, _, _) = attestation_ca(dir.path())?;
+    let fx = fixture(AttestationTrust {
+        anchors: Some(TrustAnchors::from_pem(&root, b"")?),
+        aaguids: Vec::new(),
+    })?;
+    let good_subject = "/O=hwsign test/OU=Authenticator Attestation/CN=test key";
+    let leaf_ca_false = "basicConstraints=critical,CA:false\n";
+    let aaguid_ext = |aaguid: &[u8; 16], critical: bool| {
+        format!(
+            "{leaf_ca_false}1.3.6.1.4.1.45724.1.1.4={}DER:04:10:{}\n",
+            if critical { "critical," } else { "" },
+            hex::encode(aaguid)
+        )
+    };
+    let cases: Vec<(&str, &str, Option<String>, Option<&str>)> = vec![
+        (
+            "v1 certificate",
+            good_subject,
+            None,
+            Some("attestation_cert_version"),
+        ),
+        (
+            "wrong OU",
+            "/O=hwsign test/OU=Something Else/CN=test key",
+            Some(leaf_ca_false.to_owned()),
+            Some("attestation_cert_ou"),
+        ),
+        (
+            "no OU",
+            "/O=hwsign test/CN=test key",
+            Some(leaf_ca_false.to_owned()),
+            Some("attestation_cert_ou"),
+        ),
+        (
+            "a CA certificate",
+            good_subject,
+            Some("basicConstraints=critical,CA:true\n".to_owned()),
+            Some("attestation_cert_ca"),
+        ),
+        (
+            "another AAGUID",
+            good_subject,
+            Some(aaguid_ext(&[7; 16], false)),
+            Some("attestation_cert_aaguid"),
+        ),
+        (
+            "AAGUID extension marked critical",
+            good_subject,
+            Some(aaguid_ext(&AAGUID, true)),
+            Some("attestation_cert_aaguid"),
+        ),
+        (
+            "the AAGUID",
+            good_subject,
+            Some(aaguid_ext(&AAGUID, false)),
+            None,
+        ),
+        (
+            "no AAGUID extension",
+            good_subject,
+            Some(leaf_ca_false.to_owned()),
+            None,
+        ),
+    ];
+    for (i, (name, subject, extensions, refusal)) in cases.into_iter().enumerate() {
+        let (leaf, key) = attestation_leaf(
+            dir.path(),
+            &format!("case{i}"),
+            subject,
+            extensions.as_deref(),
+        )?;
+        let credential = TestKey::from_seed(&format!("packed case {i}"))?;
+        let result = register(
+            &fx,
+            &credential,
+            UP,
+            Statement::Packed {
+                leaf: &leaf,
+                key: &key,
+            },
+        )?;
+        match (refusal, result) {
+            (Some(reason), Err(error)) => {
+                ensure!(
+                    error.code() == format!("evidence_invalid:{reason}"),
+                    "{name}: {}",
+                    error.code()
+                );
+                ensure!(fx.registry.lookup(&credential.id)?.is_none(), "{name}");
+            }
+            (None, Ok(done)) => ensure!(done.level == KeyLevel::Fido2, "{name}: {:?}", done.level),
+            (refusal, result) => bail!("{name}: expected {refusal:?}, got {result:?}"),
+        }
+    }
+    Ok(())
+}
+
+/// `[webauthn] attestation_roots` and `aaguids` (what `serve` reads): the roots load from a PEM
+/// file, AAGUIDs parse with or without dashes, and a `packed` registration chained to that root
+/// ranks `fido2`; a malformed AAGUID is refused by `validate`.
+#[test]
+fn webauthn_settings_attestation_roots_and_aaguids_rank_fido2() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (root, leaf, leaf_key) = attestation_ca(dir.path())?;
+    let root_file = dir.path().join("fido-root.pem");
+    std::fs::write(&root_file, &root)?;
+    let dashed = {
+        let hex = hex::encode(AAGUID);
+        format!(
+            "{}-{}-{}-{}-{}",
+            &hex[0..8],
+            &hex[8..12],
+            &hex[12..16],
+            &hex[16..20],
+            &hex[20..]
+        )
+    };
+    let mut settings = settings();
+    settings.attestation_roots = vec![root_file];
+    settings.aaguids = vec![dashed];
+    settings.validate().map_err(anyhow::Error::msg)?;
+    let trust = settings
+        .attestation_trust()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    ensure!(trust.aaguids == vec![AAGUID]);
+    let fx = fixture(trust)?;
+    let done = register(
+        &fx,
+        &TestKey::from_seed("configured root")?,
+        UP,
+        Statement::Packed {
+            leaf: &leaf,
+            key: &leaf_key,
+        },
+    )??;
+    ensure!(done.level == KeyLevel::Fido2, "{:?}", done.level);
+
+    settings.aaguids = vec!["not-an-aaguid".into()];
+    ensure!(settings.validate().is_err());
+    let mut missing = self::settings();
+    missing.attestation_roots = vec![dir.path().join("absent.pem")];
+    ensure!(missing.attestation_trust().is_err());
+    Ok(())
+}
+
+/// `require_user_verification`: the options ask for UV and a registration without the UV flag
+/// is refused (`evidence_invalid:user_verification`), with it accepted.
+#[test]
+fn webauthn_registration_requires_uv_when_configured() -> Result<()> {
+    let store_path = tempfile::tempdir()?;
+    let registry: Arc<dyn KeyRegistry> = Arc::new(MemoryRegistry::new());
+    let store = EnrollmentStore::open(&store_path.path().join("enroll.db"))?;
+    let mut strict = settings();
+    strict.require_user_verification = true;
+    let fx = Fixture {
+        service: Fido2Enrollment::new(
+            store,
+            Arc::clone(&registry),
+            strict,
+            AttestationTrust::default(),
+        ),
+        registry,
+        store_path,
+    };
+    let refused = register(&fx, &TestKey::from_seed("no uv")?, UP, Statement::None)?;
+    match refused {
+        Err(error) => ensure!(
+            error.code() == "evidence_invalid:user_verification",
+            "{}",
+            error.code()
+        ),
+        Ok(done) => bail!("registered without UV: {done:?}"),
+    }
+    let done = register(
+        &fx,
+        &TestKey::from_seed("with uv")?,
+        UP | AuthenticatorFlags::UV,
+        Statement::None,
+    )??;
+    ensure!(done.level == KeyLevel::Fido2Unattested);
     Ok(())
 }

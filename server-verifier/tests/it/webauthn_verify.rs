@@ -130,10 +130,20 @@ fn settings() -> WebAuthnSettings {
         rp_id: RP_ID.into(),
         origins: vec![ORIGIN.into()],
         require_user_verification: false,
+        attestation_roots: Vec::new(),
+        aaguids: Vec::new(),
     }
 }
 
 fn fixture_with(registry: Arc<dyn KeyRegistry>, webauthn: bool) -> Result<Fixture> {
+    fixture_configured(registry, webauthn, |_| {})
+}
+
+fn fixture_configured(
+    registry: Arc<dyn KeyRegistry>,
+    webauthn: bool,
+    adjust: impl FnOnce(&mut VerifierConfig),
+) -> Result<Fixture> {
     let passkey = TestKey::from_seed("webauthn passkey")?;
     let tpm = TestKey::from_seed("webauthn tpm")?;
     registry.add_fido2_credential(
@@ -160,6 +170,7 @@ fn fixture_with(registry: Arc<dyn KeyRegistry>, webauthn: bool) -> Result<Fixtur
         },
         RouteRule::new("/tpm-only/", KeyLevel::Tpm),
     ];
+    adjust(&mut config);
     let verifier = Verifier::new(
         config,
         Arc::clone(&registry),
@@ -663,5 +674,69 @@ fn webauthn_postgres_registry_counter_is_one_compare_and_set_across_replicas() -
         &Assert::new(50),
     )?;
     ensure!(code(verify(&fx, &later, 0))? == RejectCode::WebauthnCounterRegressed);
+    Ok(())
+}
+
+/// A device policy demands a fresh touch through `context.signature` (docs/WEBAUTHN.md,
+/// "Step-up in a policy"): a FIDO2 request it refuses but would allow after a fresh strict
+/// touch is answered `step_up_required` (with `user_verification="required"` when only UV would
+/// do), and passes after one; a key that cannot touch (TPM) gets `policy_denied`.
+#[test]
+fn webauthn_policy_demands_a_fresh_touch_through_context_signature() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    std::fs::write(
+        dir.path().join("step_up.cedar"),
+        r#"permit(principal, action, resource);
+forbid(principal, action, resource in Hws::Route::"/payments")
+unless { context.signature.user_present && context.signature.age_secs <= 30 };
+forbid(principal, action, resource in Hws::Route::"/payments/keys")
+unless { context.signature.user_verified };
+"#,
+    )?;
+    let fx = fixture_configured(Arc::new(MemoryRegistry::new()), true, |config| {
+        config.policy = Some(hwsign_verifier::PolicySettings::new(dir.path()));
+    })?;
+    let pay = post("/payments/7");
+    // A fresh touch: accepted.
+    let fresh = webauthn_sign(&fx.passkey, &pay, &SignOptions::default(), &Assert::new(1))?;
+    verify(&fx, &fresh, 0)?;
+    // The same kind of request, 45 s old by the verifier's clock (inside the date window, past
+    // the policy's 30 s): step-up, a touch without UV will do.
+    let old = webauthn_sign(&fx.passkey, &pay, &SignOptions::default(), &Assert::new(2))?;
+    let refused = verify(&fx, &old, 45).err();
+    ensure!(
+        refused.as_ref().map(Rejection::code) == Some(RejectCode::StepUpRequired),
+        "{refused:?}"
+    );
+    ensure!(
+        refused
+            .as_ref()
+            .and_then(Rejection::step_up_user_verification)
+            == Some(false)
+    );
+    // After a fresh touch it passes.
+    let again = webauthn_sign(&fx.passkey, &pay, &SignOptions::default(), &Assert::new(3))?;
+    verify(&fx, &again, 0)?;
+    // A TPM key cannot bring a touch: the policy's refusal stays policy_denied.
+    let tpm = sign(&fx.tpm, &pay, &SignOptions::default())?;
+    ensure!(code(verify(&fx, &tpm, 0))? == RejectCode::PolicyDenied);
+    // The UV route: a fresh touch without UV is answered with user_verification="required".
+    let keys = post("/payments/keys/new");
+    let up_only = webauthn_sign(&fx.passkey, &keys, &SignOptions::default(), &Assert::new(4))?;
+    let refused = verify(&fx, &up_only, 0).err();
+    ensure!(
+        refused
+            .as_ref()
+            .and_then(Rejection::step_up_user_verification)
+            == Some(true),
+        "{refused:?}"
+    );
+    let verified = webauthn_sign(
+        &fx.passkey,
+        &keys,
+        &SignOptions::default(),
+        &Assert::new(5).flags(UP | UV),
+    )?;
+    verify(&fx, &verified, 0)?;
     Ok(())
 }

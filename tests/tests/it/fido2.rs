@@ -492,6 +492,8 @@ async fn fido2_api(agent: &AgentProcess, public: &PublicKey) -> Result<ApiServer
         rp_id: RP_ID.to_owned(),
         origins: vec![ORIGIN.to_owned()],
         require_user_verification: false,
+        attestation_roots: Vec::new(),
+        aaguids: Vec::new(),
     });
     config.route_rules = vec![RouteRule {
         step_up: Some(StepUp {

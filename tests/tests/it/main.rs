@@ -14,6 +14,7 @@ mod console;
 mod delegation_software;
 mod delegation_tpm;
 mod fido2;
+mod fido2_enroll;
 mod fleet_redis;
 mod fleet_serve;
 mod fleet_serve_postgres;

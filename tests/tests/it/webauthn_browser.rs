@@ -48,6 +48,8 @@ async fn start_app() -> Result<App> {
         rp_id: "localhost".into(),
         origins: vec![origin.clone()],
         require_user_verification: false,
+        attestation_roots: Vec::new(),
+        aaguids: Vec::new(),
     };
     let registry: Arc<dyn KeyRegistry> = Arc::new(MemoryRegistry::new());
     let mut config = VerifierConfig::new("payments", [authority.as_str()]);

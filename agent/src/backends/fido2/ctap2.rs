@@ -33,6 +33,8 @@ pub(crate) struct NewCredential {
     pub(crate) public_key: PublicKey,
     /// The attestation format the key used (`packed`, `none`, ...).
     pub(crate) attestation_format: String,
+    /// The WebAuthn attestation object built from the key's answer.
+    pub(crate) attestation_object: Vec<u8>,
 }
 
 /// An assertion: what the key signed and its signature.
@@ -75,39 +77,65 @@ fn bytes_field(entries: &[(Value, Value)], key: u8) -> Result<Vec<u8>, Fido2Erro
     }
 }
 
-/// Makes a non-discoverable ES256 credential for `rp_id`.
+/// What makeCredential is asked to create.
+#[derive(Debug)]
+pub(crate) struct Creation<'a> {
+    /// The relying party id.
+    pub(crate) rp_id: &'a str,
+    /// The user handle.
+    pub(crate) user_id: &'a [u8],
+    /// The user name (and display name).
+    pub(crate) user_name: &'a str,
+    /// SHA-256 of the clientDataJSON.
+    pub(crate) client_data_hash: &'a [u8; 32],
+    /// Credential ids the key must not already hold.
+    pub(crate) exclude: &'a [Vec<u8>],
+    /// How the user is verified (presence always).
+    pub(crate) verification: Verification,
+}
+
+/// Makes a non-discoverable ES256 credential.
 pub(crate) fn make_credential(
     device: &mut CtapHid,
-    rp_id: &str,
-    user_id: &[u8],
-    label: &str,
-    client_data_hash: &[u8; 32],
+    creation: Creation<'_>,
     touch_timeout: Duration,
 ) -> Result<NewCredential, Fido2Error> {
+    let (uv, pin_auth, pin_protocol) = creation.verification.options();
+    let exclude_list = (!creation.exclude.is_empty()).then(|| {
+        creation
+            .exclude
+            .iter()
+            .map(|id| PublicKeyCredentialDescriptor {
+                ty: PublicKeyCredentialType::PublicKey,
+                id: id.clone().into(),
+                transports: None,
+            })
+            .collect()
+    });
     let request = make_credential::Request {
-        client_data_hash: client_data_hash.to_vec().into(),
+        client_data_hash: creation.client_data_hash.to_vec().into(),
         rp: make_credential::PublicKeyCredentialRpEntity {
-            id: rp_id.to_owned(),
-            name: Some(rp_id.to_owned()),
+            id: creation.rp_id.to_owned(),
+            name: Some(creation.rp_id.to_owned()),
         },
         user: PublicKeyCredentialUserEntity {
-            id: user_id.to_vec().into(),
-            display_name: label.to_owned(),
-            name: label.to_owned(),
+            id: creation.user_id.to_vec().into(),
+            display_name: creation.user_name.to_owned(),
+            name: creation.user_name.to_owned(),
         },
         pub_key_cred_params: vec![PublicKeyCredentialParameters {
             ty: PublicKeyCredentialType::PublicKey,
             alg: iana::Algorithm::ES256,
         }],
-        exclude_list: None,
+        exclude_list,
         extensions: None,
         options: make_credential::Options {
             rk: false,
             up: true,
-            uv: false,
+            uv,
         },
-        pin_auth: None,
-        pin_protocol: None,
+        pin_auth,
+        pin_protocol,
     };
     let answer = device.cbor(MAKE_CREDENTIAL, &encode(&request)?, touch_timeout)?;
     let entries = answer_map(&answer)?;
@@ -116,11 +144,26 @@ pub(crate) fn make_credential(
         _ => return Err(Fido2Error::Protocol("makeCredential answer lacks fmt")),
     };
     let auth_data = bytes_field(&entries, 2)?;
+    let statement = match field(&entries, 3) {
+        Some(statement @ Value::Map(_)) => statement.clone(),
+        _ => return Err(Fido2Error::Protocol("makeCredential answer lacks attStmt")),
+    };
     let (credential_id, public_key) = attested_credential(&auth_data)?;
+    // The WebAuthn attestation object (§6.5): the same three members under text keys, in
+    // CTAP2 canonical order (shorter key first).
+    let attestation_object = encode(&Value::Map(vec![
+        (
+            Value::Text("fmt".into()),
+            Value::Text(attestation_format.clone()),
+        ),
+        (Value::Text("attStmt".into()), statement),
+        (Value::Text("authData".into()), Value::Bytes(auth_data)),
+    ]))?;
     Ok(NewCredential {
         credential_id,
         public_key,
         attestation_format,
+        attestation_object,
     })
 }
 
@@ -135,6 +178,17 @@ pub(crate) enum Verification {
     Pin(Vec<u8>),
 }
 
+impl Verification {
+    /// The request's `uv` option, `pinAuth` and `pinProtocol`.
+    fn options(self) -> (bool, Option<passkey_types::Bytes>, Option<u8>) {
+        match self {
+            Self::None => (false, None, None),
+            Self::BuiltIn => (true, None, None),
+            Self::Pin(auth) => (false, Some(auth.into()), Some(super::pin::PROTOCOL_ONE)),
+        }
+    }
+}
+
 /// Asks the key to sign `client_data_hash` with `credential_id` (user presence always; user
 /// verification as `verification` says).
 pub(crate) fn get_assertion(
@@ -145,11 +199,7 @@ pub(crate) fn get_assertion(
     verification: Verification,
     touch_timeout: Duration,
 ) -> Result<Assertion, Fido2Error> {
-    let (uv, pin_auth, pin_protocol) = match verification {
-        Verification::None => (false, None, None),
-        Verification::BuiltIn => (true, None, None),
-        Verification::Pin(auth) => (false, Some(auth.into()), Some(super::pin::PROTOCOL_ONE)),
-    };
+    let (uv, pin_auth, pin_protocol) = verification.options();
     let request = get_assertion::Request {
         rp_id: rp_id.to_owned(),
         client_data_hash: client_data_hash.to_vec().into(),

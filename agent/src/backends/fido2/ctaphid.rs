@@ -25,6 +25,8 @@ const POLL_SLICE: Duration = Duration::from_millis(100);
 pub(crate) mod status {
     /// Success.
     pub(crate) const OK: u8 = 0x00;
+    /// `CTAP2_ERR_CREDENTIAL_EXCLUDED`.
+    pub(crate) const CREDENTIAL_EXCLUDED: u8 = 0x19;
     /// `CTAP2_ERR_OPERATION_DENIED`.
     pub(crate) const OPERATION_DENIED: u8 = 0x27;
     /// `CTAP2_ERR_KEEPALIVE_CANCEL`.
@@ -158,6 +160,7 @@ impl CtapHid {
                             Err(Fido2Error::TouchTimeout(touch_timeout.as_secs()))
                         }
                         status::OPERATION_DENIED => Err(Fido2Error::Denied),
+                        status::CREDENTIAL_EXCLUDED => Err(Fido2Error::CredentialExcluded),
                         status::NO_CREDENTIALS => Err(Fido2Error::NoCredential),
                         status::PIN_INVALID | status::PIN_AUTH_INVALID => {
                             Err(Fido2Error::PinIncorrect { retries: None })

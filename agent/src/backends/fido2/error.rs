@@ -32,6 +32,13 @@ pub enum Fido2Error {
     /// The user or the authenticator refused the operation.
     #[error("operation denied by the authenticator")]
     Denied,
+    /// The key holds a credential of the registration's exclude list
+    /// (`CTAP2_ERR_CREDENTIAL_EXCLUDED`).
+    #[error("the key holds an excluded credential")]
+    CredentialExcluded,
+    /// A registration for a relying party other than the configured `rp_id`.
+    #[error("the registration's rp_id is not this agent's [backends.fido2] rp_id")]
+    RpIdMismatch,
     /// The credential is not on this security key.
     #[error("the credential is not on the security key present")]
     NoCredential,
@@ -67,9 +74,11 @@ impl From<Fido2Error> for BackendError {
             Fido2Error::NoDevice(_) => BackendError::NoDevice(Box::new(e)),
             Fido2Error::TouchTimeout(_) => BackendError::TouchTimeout(Box::new(e)),
             Fido2Error::Denied => BackendError::Denied(Box::new(e)),
+            Fido2Error::CredentialExcluded => BackendError::CredentialExcluded(Box::new(e)),
             Fido2Error::PinIncorrect { retries } => BackendError::PinRejected { retries },
             Fido2Error::PinBlocked => BackendError::PinLocked,
             Fido2Error::NoCredential => BackendError::UnknownKey,
+            Fido2Error::RpIdMismatch => BackendError::InvalidInput(e.to_string()),
             Fido2Error::Transport(_) | Fido2Error::WorkerGone => {
                 BackendError::Unavailable(Box::new(e))
             }

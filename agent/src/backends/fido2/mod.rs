@@ -20,6 +20,8 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::thread;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hwsign_proto::api::KeyLevel;
 use hwsign_proto::webauthn::{TYPE_CREATE, client_data_json};
 use sha2::{Digest as _, Sha256};
@@ -31,8 +33,8 @@ pub use self::error::Fido2Error;
 use self::store::{CredentialStore, StoredCredential};
 use self::transport::{HidTransport, Hidraw, SeqpacketSeam};
 use super::{
-    BackendError, BackendHealth, BackendKey, KeyBackend, WebauthnAssertion, WebauthnClient,
-    check_label,
+    BackendError, BackendHealth, BackendKey, Fido2Creation, Fido2Registration, KeyBackend,
+    WebauthnAssertion, WebauthnClient, check_label,
 };
 
 type Job = Box<dyn FnOnce(&Worker) + Send>;
@@ -128,42 +130,96 @@ impl Worker {
         notify::touch_prompt(self.runtime.as_ref(), self.config.notify, what);
     }
 
-    fn create(&self, label: &str) -> Result<StoredCredential, Fido2Error> {
+    /// Opens the key and decides how the user is verified for an operation over
+    /// `client_data_hash`: with `user_verification`, the PIN from the askpass program (a PIN
+    /// token's `pinAuth`) or the key's built-in verification; else presence only. The PIN is
+    /// asked for before the key is opened, so that a cancelled prompt touches nothing.
+    fn open_verified(
+        &self,
+        user_verification: bool,
+        client_data_hash: &[u8; 32],
+    ) -> Result<(CtapHid, Verification), Fido2Error> {
+        let pin = match (&self.config.askpass, user_verification) {
+            (Some(askpass), true) => Some(pin::read_pin(askpass)?),
+            _ => None,
+        };
         let mut device = self.connect()?;
+        let verification = match pin {
+            Some(pin) => {
+                let token = pin::pin_token(&mut device, &pin, self.config.touch_timeout())?;
+                Verification::Pin(token.auth(client_data_hash))
+            }
+            None if user_verification => Verification::BuiltIn,
+            None => Verification::None,
+        };
+        Ok((device, verification))
+    }
+
+    fn create(&self, label: &str) -> Result<StoredCredential, Fido2Error> {
         let mut user_id = [0u8; 16];
         let mut challenge = [0u8; 32];
         getrandom::fill(&mut user_id)
             .and_then(|()| getrandom::fill(&mut challenge))
             .map_err(|e| Fido2Error::Transport(std::io::Error::other(e)))?;
         // No verifier takes part here, so the creation's client data carries a random
-        // challenge; the verifier's FIDO2 enrollment checks the credential on its own terms.
+        // challenge; `register` is the call that completes a verifier's registration.
+        let creation = Fido2Creation {
+            rp_id: self.config.rp_id.clone(),
+            challenge: challenge.to_vec(),
+            user_id: user_id.to_vec(),
+            user_name: label.to_owned(),
+            exclude: Vec::new(),
+            user_verification: false,
+        };
+        self.register(label, &creation).map(|(stored, _, _)| stored)
+    }
+
+    /// Has the key create a credential over `creation`'s challenge and stores it under
+    /// `label`: the stored credential, the clientDataJSON and the key's answer.
+    fn register(
+        &self,
+        label: &str,
+        creation: &Fido2Creation,
+    ) -> Result<(StoredCredential, String, ctap2::NewCredential), Fido2Error> {
+        // The agent is the WebAuthn client: like a browser checking an RP ID against the
+        // origin, it creates credentials only for the RP it is configured for.
+        if creation.rp_id != self.config.rp_id {
+            return Err(Fido2Error::RpIdMismatch);
+        }
         let client_data = client_data_json(
             TYPE_CREATE,
-            &hwsign_proto::webauthn::challenge(&challenge),
+            &URL_SAFE_NO_PAD.encode(&creation.challenge),
             &self.config.origin(),
         );
         let client_data_hash: [u8; 32] = Sha256::digest(client_data.as_bytes()).into();
+        let timeout = self.config.touch_timeout();
+        let (mut device, verification) =
+            self.open_verified(creation.user_verification, &client_data_hash)?;
         self.prompt("create a key");
         let made = ctap2::make_credential(
             &mut device,
-            &self.config.rp_id,
-            &user_id,
-            label,
-            &client_data_hash,
-            self.config.touch_timeout(),
+            ctap2::Creation {
+                rp_id: &creation.rp_id,
+                user_id: &creation.user_id,
+                user_name: &creation.user_name,
+                client_data_hash: &client_data_hash,
+                exclude: &creation.exclude,
+                verification,
+            },
+            timeout,
         )?;
         let stored = StoredCredential::new(
             label,
             &made.credential_id,
             &made.public_key,
-            &self.config.rp_id,
+            &creation.rp_id,
             &made.attestation_format,
             crate::unix_time::now(),
         );
         self.store
             .add(stored.clone())
             .map_err(Fido2Error::Transport)?;
-        Ok(stored)
+        Ok((stored, client_data, made))
     }
 
     fn assert(
@@ -178,21 +234,7 @@ impl Worker {
                 "stored credential id is not base64url",
             ))?;
         let timeout = self.config.touch_timeout();
-        // The PIN is asked for before the key is opened, so that a cancelled prompt touches
-        // nothing.
-        let pin = match (&self.config.askpass, user_verification) {
-            (Some(askpass), true) => Some(pin::read_pin(askpass)?),
-            _ => None,
-        };
-        let mut device = self.connect()?;
-        let verification = match pin {
-            Some(pin) => {
-                let token = pin::pin_token(&mut device, &pin, timeout)?;
-                Verification::Pin(token.auth(client_data_hash))
-            }
-            None if user_verification => Verification::BuiltIn,
-            None => Verification::None,
-        };
+        let (mut device, verification) = self.open_verified(user_verification, client_data_hash)?;
         self.prompt("sign a request");
         let assertion = ctap2::get_assertion(
             &mut device,
@@ -270,5 +312,24 @@ impl KeyBackend for Fido2Backend {
         let credential = self.find(key_id)?;
         let hash = *client_data_hash;
         self.run(move |worker| worker.assert(&credential, &hash, user_verification))
+    }
+
+    fn fido2_register(
+        &self,
+        label: &str,
+        creation: &Fido2Creation,
+    ) -> Result<Fido2Registration, BackendError> {
+        check_label(label)?;
+        let label = label.to_owned();
+        let creation = creation.clone();
+        let (stored, client_data_json, made) =
+            self.run(move |worker| worker.register(&label, &creation))?;
+        Ok(Fido2Registration {
+            key: describe(&stored)
+                .ok_or_else(|| BackendError::failed("stored public key unreadable"))?,
+            credential_id: made.credential_id,
+            client_data_json,
+            attestation_object: made.attestation_object,
+        })
     }
 }

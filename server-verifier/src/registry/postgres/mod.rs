@@ -523,4 +523,21 @@ impl KeyRegistry for PostgresRegistry {
             Ok(false)
         })
     }
+
+    fn clear_possibly_cloned(&self, key_id: &str) -> Result<(), RegistryError> {
+        let key_id = key_id.to_owned();
+        self.pool.run(move |session| {
+            let changed = session
+                .client
+                .execute(
+                    "UPDATE hwsign_fido2_credentials SET possibly_cloned = FALSE WHERE key_id = $1",
+                    &[&key_id],
+                )
+                .map_err(unavailable)?;
+            if changed == 0 {
+                return Err(RegistryError::UnknownKey(key_id.clone()));
+            }
+            Ok(())
+        })
+    }
 }
