@@ -2,6 +2,7 @@
 
 mod support;
 
+mod authorization_bounds;
 mod aws_sigv4a;
 mod delegation;
 mod fuzz_props;

@@ -24,6 +24,7 @@ mod policy_bundles;
 mod registry;
 mod replay_cache;
 mod rfc9421_verify;
+mod route_spellings;
 mod verify_pipeline;
 mod webauthn_registration;
 mod webauthn_verify;
