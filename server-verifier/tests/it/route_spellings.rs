@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use anyhow::{Result, bail};
 use hwsign_verifier::{
-    KeyLevel, MemoryRegistry, MemoryReplayCache, RejectCode, RouteRule, Verifier, VerifierConfig,
+    KeyLevel, KeyRegistry, MemoryRegistry, MemoryReplayCache, RejectCode, RouteRule, Verifier,
+    VerifierConfig,
 };
 use verify_support::{SignOptions, TestKey, TestRequest, at, sign};
 
