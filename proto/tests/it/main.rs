@@ -9,5 +9,6 @@ mod fuzz_props;
 mod hws1_rules;
 mod properties;
 mod protocol_doc;
+mod request_bounds;
 mod rfc9421;
 mod webauthn;
