@@ -123,3 +123,28 @@ fn refusal_codes_have_their_documented_status() {
         assert_eq!(code.http_status(), status, "{code:?}");
     }
 }
+
+/// Obsolete line folding: the AWS profile joins a folded value's lines with a comma, but only
+/// lines that continue with a space or tab; a bare line break in a value is refused.
+#[test]
+fn only_a_folded_continuation_line_is_joined() -> Result<(), ProtoError> {
+    let signed = SignedHeaders::parse("host;x-folded")?;
+    let canonical = |value: &str| {
+        let headers = [("host", "api.example.com"), ("x-folded", value)];
+        let parts = RequestParts {
+            method: "GET",
+            path: "/",
+            query: "",
+            headers: &headers,
+        };
+        CanonicalRequest::new(&aws_sigv4a(false), &parts, &signed, EMPTY_SHA256)
+            .map(|c| c.as_str().to_owned())
+    };
+    let folded = canonical("a\r\n b\n\tc")?;
+    assert!(folded.contains("\nx-folded:a,b,c\n"), "{folded}");
+    assert_eq!(
+        canonical("a\nb"),
+        Err(ProtoError::InvalidHeaderValue("x-folded".into()))
+    );
+    Ok(())
+}
