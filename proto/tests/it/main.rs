@@ -10,5 +10,6 @@ mod hws1_rules;
 mod properties;
 mod protocol_doc;
 mod request_bounds;
+mod signature_encoding;
 mod rfc9421;
 mod webauthn;
