@@ -11,5 +11,6 @@ mod properties;
 mod protocol_doc;
 mod request_bounds;
 mod signature_encoding;
+mod structured_field_bounds;
 mod rfc9421;
 mod webauthn;
