@@ -4,6 +4,7 @@ mod support;
 
 mod authorization_bounds;
 mod aws_sigv4a;
+mod calendar_dates;
 mod delegation;
 mod fuzz_props;
 mod hws1_rules;
