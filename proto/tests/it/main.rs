@@ -11,7 +11,7 @@ mod hws1_rules;
 mod properties;
 mod protocol_doc;
 mod request_bounds;
+mod rfc9421;
 mod signature_encoding;
 mod structured_field_bounds;
-mod rfc9421;
 mod webauthn;
