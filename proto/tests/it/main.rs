@@ -2,11 +2,16 @@
 
 mod support;
 
+mod authorization_bounds;
 mod aws_sigv4a;
+mod calendar_dates;
 mod delegation;
 mod fuzz_props;
 mod hws1_rules;
 mod properties;
 mod protocol_doc;
+mod request_bounds;
 mod rfc9421;
+mod signature_encoding;
+mod structured_field_bounds;
 mod webauthn;
