@@ -51,7 +51,45 @@ impl RingSigner {
     }
 }
 
-/// RustCrypto `p256`, as the agent's software backend signs: a prehashed digest, DER output.
+/// AWS-LC's ECDSA P-256 SHA-256 signer over a prehashed digest, DER output: what the agent's
+/// software backend does per signature, and the fastest sound P-256 signer available here (the
+/// floor of every agent figure).
+pub struct AwsLcSigner {
+    pair: aws_lc_rs::signature::EcdsaKeyPair,
+}
+
+impl std::fmt::Debug for AwsLcSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AwsLcSigner").finish_non_exhaustive()
+    }
+}
+
+impl AwsLcSigner {
+    /// The same key as `key`, in AWS-LC's form.
+    pub fn from_p256(key: &SigningKey) -> Result<Self, BenchError> {
+        let public = public_key(key)?.sec1_uncompressed();
+        let pair = aws_lc_rs::signature::EcdsaKeyPair::from_private_key_and_public_key(
+            &aws_lc_rs::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+            key.to_bytes().as_slice(),
+            &public,
+        )
+        .map_err(|e| BenchError::Crypto(format!("aws-lc key: {e}")))?;
+        Ok(Self { pair })
+    }
+
+    /// DER signature over `digest`.
+    pub fn sign_digest(&self, digest: &[u8; 32]) -> Result<Vec<u8>, BenchError> {
+        let digest =
+            aws_lc_rs::digest::Digest::import_less_safe(digest, &aws_lc_rs::digest::SHA256)
+                .map_err(|e| BenchError::Crypto(format!("aws-lc digest: {e}")))?;
+        self.pair
+            .sign_digest(&digest)
+            .map(|s| s.as_ref().to_vec())
+            .map_err(|e| BenchError::Crypto(format!("aws-lc sign: {e}")))
+    }
+}
+
+/// RustCrypto `p256`, as the agent's software backend signed before it moved to AWS-LC: a prehashed digest, DER output.
 #[derive(Debug, Clone)]
 pub struct P256Signer {
     key: SigningKey,

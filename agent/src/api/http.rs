@@ -20,10 +20,15 @@ pub(crate) type Body = Full<Bytes>;
 
 const JSON: &str = "application/json";
 
+/// Initial capacity of a JSON answer's buffer.
+const RESPONSE_CAPACITY: usize = 1024;
+
 /// `status` with `value` as JSON.
 pub(crate) fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
-    match serde_json::to_vec(value) {
-        Ok(bytes) => with_body(status, bytes),
+    // A sign response is about 700 bytes: one allocation instead of a growing vector's seven.
+    let mut bytes = Vec::with_capacity(RESPONSE_CAPACITY);
+    match serde_json::to_writer(&mut bytes, value) {
+        Ok(()) => with_body(status, bytes),
         Err(e) => error(&ApiError::Internal(format!("serializing a response: {e}"))),
     }
 }

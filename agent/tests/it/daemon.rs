@@ -400,7 +400,8 @@ async fn hardening_caller_strings_cannot_forge_agent_log_lines() -> Result<()> {
         }
         let child = command
             .env("NOTIFY_SOCKET", &notify_path)
-            .env("RUST_LOG", "info")
+            // `request signed` is a debug line (the audit log records every signature).
+            .env("RUST_LOG", "info,hwsign_agent=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log_path)?)

@@ -74,7 +74,7 @@ async fn key_files_are_private_and_written_whole() -> Result<()> {
             "no PEM private key lying around in clear text form"
         );
         let value: Value = serde_json::from_str(&text)?;
-        ensure!(value["format"] == "hwsign-software-key-v1");
+        ensure!(value["format"] == "hwsign-software-key-v2");
     }
     Ok(())
 }

@@ -415,7 +415,7 @@ fn level_rank(level: KeyLevel) -> i64 {
 }
 
 /// `/a/b/c` → `["/a/b", "/a", "/"]`; `/` → `[]`.
-fn ancestors(path: &str) -> Vec<&str> {
+pub(super) fn ancestors(path: &str) -> Vec<&str> {
     let trimmed = path.strip_suffix('/').unwrap_or(path);
     let mut out: Vec<&str> = trimmed
         .char_indices()

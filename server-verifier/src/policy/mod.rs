@@ -17,12 +17,13 @@ mod context;
 mod gate;
 mod load;
 mod reload;
+mod route_index;
 mod settings;
 
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use cedar_policy::{Authorizer, Decision, PolicySet};
+use cedar_policy::{Authorizer, Decision};
 
 pub use bundle::{
     BundleError, BundleKey, MAX_BUNDLE_BYTES, MAX_PUBLIC_KEY_BYTES, MAX_SIGNATURE_BYTES,
@@ -50,7 +51,8 @@ pub const ROUTE_TOO_DEEP: &str = "route-too-deep";
 #[derive(Debug)]
 pub struct PolicyEngine {
     requests: context::RequestFactory,
-    policies: PolicySet,
+    /// The policies whose scope can match each route (only those are evaluated).
+    index: route_index::RouteIndex,
     authorizer: Authorizer,
     ids: Vec<String>,
 }
@@ -106,7 +108,7 @@ impl PolicyEngine {
         let (policies, ids) = load::compile(&schema, sources)?;
         Ok(Self {
             requests: context::RequestFactory::new(schema)?,
-            policies,
+            index: route_index::RouteIndex::new(&policies),
             authorizer: Authorizer::new(),
             ids,
         })
@@ -150,9 +152,10 @@ impl PolicyEngine {
                 continue;
             }
             let cedar_request = self.requests.build(request, &path, fresh)?;
+            let policies = self.index.for_route(&path)?;
             let response = self.authorizer.is_authorized(
                 &cedar_request.request,
-                &self.policies,
+                &policies,
                 &cedar_request.entities,
             );
             let failed: Vec<String> = response

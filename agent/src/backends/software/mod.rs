@@ -1,10 +1,13 @@
-//! The software backend: P-256 keys generated from the operating system's CSPRNG and kept in
-//! files (0600, in a 0700 directory) under `<state_dir>/software/`. It needs no hardware and no
+//! The software backend: P-256 keys generated and used by AWS-LC (`aws-lc-rs`, as the delegated
+//! session keys are) and kept in files (0600, in a 0700 directory) under `<state_dir>/software/`. It needs no hardware and no
 //! system package, so the quickstart works anywhere; its keys carry level `software` and
 //! cannot be attested.
 //!
 //! Keys are loaded at start-up. A file that cannot be used (corrupt, wrong id, readable by
 //! others) is reported in the log and skipped: one bad file must not take the other keys down.
+//! A file in the format of the earlier `p256` backend is rewritten in the current format when it
+//! is loaded (write a temporary file, fsync, rename over the old one, fsync the directory), so a
+//! crash during the migration leaves either the old file or the new one, both usable.
 
 mod keyfile;
 
@@ -14,11 +17,9 @@ use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::sync::{PoisonError, RwLock};
 
-use p256::ecdsa::signature::hazmat::PrehashSigner;
-use p256::ecdsa::{Signature, SigningKey};
-use p256::elliptic_curve::Generate as _;
+use aws_lc_rs::digest::{Digest, SHA256};
+use aws_lc_rs::signature::EcdsaKeyPair;
 
-use hwsign_proto::PublicKey;
 use hwsign_proto::api::KeyLevel;
 
 use self::keyfile::{EXTENSION, KeyFile, MAX_KEY_FILE_LEN};
@@ -28,9 +29,9 @@ use crate::fsutil::{TEMP_MARKER, ensure_private_dir, is_exposed, write_atomic};
 /// Subdirectory of the state directory holding the key files.
 pub const SUBDIR: &str = "software";
 
-/// A key in memory. The private key is zeroized when this is dropped (`SigningKey` does so).
+/// A key in memory. AWS-LC clears the private key when this is dropped (`EVP_PKEY_free`).
 struct LoadedKey {
-    signing_key: SigningKey,
+    signing_key: EcdsaKeyPair,
     description: BackendKey,
 }
 
@@ -81,7 +82,7 @@ impl SoftwareBackend {
             if path.extension().and_then(|e| e.to_str()) != Some(EXTENSION) {
                 continue;
             }
-            match load_file(&path) {
+            match load_file(&dir, &path) {
                 Ok(key) => {
                     keys.insert(key.description.id.clone(), key);
                 }
@@ -110,7 +111,7 @@ impl SoftwareBackend {
     }
 }
 
-fn load_file(path: &Path) -> Result<LoadedKey, String> {
+fn load_file(dir: &Path, path: &Path) -> Result<LoadedKey, String> {
     let file = fs::File::open(path).map_err(|e| e.to_string())?;
     let meta = file.metadata().map_err(|e| e.to_string())?;
     if !meta.is_file() {
@@ -132,11 +133,15 @@ fn load_file(path: &Path) -> Result<LoadedKey, String> {
     if path.file_stem().and_then(|s| s.to_str()) != Some(id.as_str()) {
         return Err("file name is not the key's id".into());
     }
+    if keyfile::needs_migration(&decoded) {
+        migrate(dir, &id, &decoded)?;
+    }
     let KeyFile {
         signing_key,
         public_key,
         label,
         created_unix,
+        format: _,
     } = decoded;
     Ok(LoadedKey {
         description: BackendKey {
@@ -148,6 +153,17 @@ fn load_file(path: &Path) -> Result<LoadedKey, String> {
         },
         signing_key,
     })
+}
+
+/// Rewrites a key file of an earlier format in the current one, atomically (`write_atomic`:
+/// temporary file, fsync, rename, fsync of the directory). The key is the same; only its
+/// encoding changes. A failure is reported: the key stays usable from the old file.
+fn migrate(dir: &Path, id: &str, file: &KeyFile) -> Result<(), String> {
+    let bytes = keyfile::encode(file).map_err(|e| e.to_string())?;
+    write_atomic(dir, &format!("{id}.{EXTENSION}"), &bytes)
+        .map_err(|e| format!("migrating to {}: {e}", keyfile::FORMAT))?;
+    tracing::info!(key_id = %id, from = file.format, to = keyfile::FORMAT, "software key file migrated");
+    Ok(())
 }
 
 impl KeyBackend for SoftwareBackend {
@@ -173,14 +189,13 @@ impl KeyBackend for SoftwareBackend {
 
     fn create_key(&self, label: &str) -> Result<BackendKey, BackendError> {
         check_label(label)?;
-        let signing_key = SigningKey::try_generate().map_err(BackendError::failed)?;
-        let public_key = PublicKey::from_verifying_key(*signing_key.verifying_key())
-            .map_err(BackendError::failed)?;
+        let (signing_key, public_key) = keyfile::generate().map_err(BackendError::failed)?;
         let file = KeyFile {
             signing_key,
             public_key,
             label: label.to_owned(),
             created_unix: crate::unix_time::now(),
+            format: keyfile::FORMAT,
         };
         let bytes = keyfile::encode(&file).map_err(BackendError::failed)?;
         let id = file.public_key.key_id();
@@ -191,6 +206,7 @@ impl KeyBackend for SoftwareBackend {
             public_key,
             label,
             created_unix,
+            format: _,
         } = file;
         let description = BackendKey {
             id: id.clone(),
@@ -213,10 +229,11 @@ impl KeyBackend for SoftwareBackend {
     fn sign_digest(&self, key_id: &str, digest: &[u8; 32]) -> Result<Vec<u8>, BackendError> {
         let keys = self.keys.read().unwrap_or_else(PoisonError::into_inner);
         let key = keys.get(key_id).ok_or(BackendError::UnknownKey)?;
-        let signature: Signature = key
+        let digest = Digest::import_less_safe(digest, &SHA256).map_err(BackendError::failed)?;
+        let signature = key
             .signing_key
-            .sign_prehash(digest)
+            .sign_digest(&digest)
             .map_err(BackendError::failed)?;
-        Ok(signature.to_der().as_bytes().to_vec())
+        Ok(signature.as_ref().to_vec())
     }
 }

@@ -8,12 +8,15 @@ use std::convert::Infallible;
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 
 use anyhow::{Context as _, Result, bail};
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Request, Response};
 use http_body_util::{BodyExt as _, Full};
+use hwsign_bench::fixtures::signing_key;
+use hwsign_bench::signers::AwsLcSigner;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -23,9 +26,18 @@ use tokio::net::UnixListener;
 /// The line the child prints once it listens.
 const READY: &str = "ready";
 
-/// Child-process entry: serves `socket`, answering every request with the bytes of `response`.
-pub(crate) fn serve(socket: &Path, response: &Path) -> Result<()> {
+/// Child-process entry: serves `socket`, answering every request with the bytes of `response`;
+/// with `sign`, each request first makes one raw AWS-LC signature (the minimal agent: the floor
+/// of `agent_concurrency_ratio`).
+pub(crate) fn serve(socket: &Path, response: &Path, sign: bool) -> Result<()> {
     let body = Bytes::from(std::fs::read(response).context("reading the canned response")?);
+    let signer = if sign {
+        Some(Arc::new(AwsLcSigner::from_p256(&signing_key(
+            "echo-floor",
+        )?)?))
+    } else {
+        None
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -36,12 +48,17 @@ pub(crate) fn serve(socket: &Path, response: &Path) -> Result<()> {
         loop {
             let (stream, _) = listener.accept().await?;
             let body = body.clone();
+            let signer = signer.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |request: Request<Incoming>| {
                     let body = body.clone();
+                    let signer = signer.clone();
                     async move {
                         // Read the whole request, as the agent does before answering.
                         let _ = request.into_body().collect().await;
+                        if let Some(signer) = signer {
+                            let _ = std::hint::black_box(signer.sign_digest(&[7u8; 32]));
+                        }
                         let mut response = Response::new(Full::new(body));
                         response
                             .headers_mut()
@@ -67,14 +84,18 @@ pub(crate) struct EchoServer {
 impl EchoServer {
     /// Starts `hwsign-bench echo-server` on a socket in `dir`, answering with `response`, and
     /// waits for its ready line.
-    pub(crate) fn start(dir: &Path, response: &[u8]) -> Result<Self> {
-        let socket = dir.join("echo.sock");
+    /// With `sign`, every request also makes one raw AWS-LC signature.
+    pub(crate) fn start(dir: &Path, response: &[u8], sign: bool) -> Result<Self> {
+        let name = if sign { "echo-sign" } else { "echo" };
+        let socket = dir.join(format!("{name}.sock"));
         let response_path = dir.join("echo-response.json");
         std::fs::write(&response_path, response)?;
-        let mut child = Command::new(std::env::current_exe()?)
-            .arg("echo-server")
-            .arg(&socket)
-            .arg(&response_path)
+        let mut command = Command::new(std::env::current_exe()?);
+        command.arg("echo-server").arg(&socket).arg(&response_path);
+        if sign {
+            command.arg("--sign");
+        }
+        let mut child = command
             .stdout(Stdio::piped())
             .stdin(Stdio::null())
             .spawn()

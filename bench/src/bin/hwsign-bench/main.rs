@@ -2,8 +2,9 @@
 //! `name value goal pass|FAIL`, each followed by a `#` line with the absolute numbers behind it.
 //! Run through `bench/run` (it builds the release binaries first); see docs/PERFORMANCE.md.
 //!
-//! `hwsign-bench [--quick] [--agent-bin PATH] [--verifier-bin PATH]`; `hwsign-bench echo-server
-//! SOCKET RESPONSE` is the echo floor's child process, `hwsign-bench plain-proxy UPSTREAM` the
+//! `hwsign-bench [--quick] [--agent-bin PATH] [--verifier-bin PATH] [--json PATH]` (results as JSON,
+//! default `target/bench/results.json`, and an SVG chart beside it); `hwsign-bench echo-server
+//! SOCKET RESPONSE [--sign]` is the echo floor's child process, `hwsign-bench plain-proxy UPSTREAM` the
 //! serve floor's; `hwsign-bench serve-cpu [--quick] [--verifier-bin PATH]` measures only
 //! `serve_cpu_ratio`; `hwsign-bench fleet [--quick]` only the fleet figures (PostgreSQL, Redis);
 //! `hwsign-bench policy-overhead` only `policy_overhead`; `hwsign-bench audit-overhead` only
@@ -14,15 +15,20 @@
 mod agent_figures;
 mod agent_proc;
 mod audit_overhead;
+mod body_hash;
 mod delegated;
 mod echo;
 mod figure;
 mod fleet;
 mod inproc;
 mod measure;
+mod raw_client;
+mod results;
 mod serve_cpu;
+mod ssh_agent;
 #[cfg(feature = "tpm")]
 mod tpm;
+mod verify_stages;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -97,12 +103,14 @@ struct Args {
     quick: bool,
     agent_bin: PathBuf,
     verifier_bin: PathBuf,
+    json: Option<PathBuf>,
 }
 
 fn parse_args(args: &[String]) -> Result<Args> {
     let mut quick = false;
     let mut agent_bin = None;
     let mut verifier_bin = None;
+    let mut json = None;
     let mut rest = args.iter();
     while let Some(arg) = rest.next() {
         match arg.as_str() {
@@ -113,8 +121,9 @@ fn parse_args(args: &[String]) -> Result<Args> {
             "--verifier-bin" => {
                 verifier_bin = Some(PathBuf::from(rest.next().context("--verifier-bin PATH")?))
             }
+            "--json" => json = Some(PathBuf::from(rest.next().context("--json PATH")?)),
             other => bail!(
-                "unknown argument {other:?} (usage: hwsign-bench [--quick] [--agent-bin PATH] [--verifier-bin PATH])"
+                "unknown argument {other:?} (usage: hwsign-bench [--quick] [--agent-bin PATH] [--verifier-bin PATH] [--json PATH])"
             ),
         }
     }
@@ -136,6 +145,7 @@ fn parse_args(args: &[String]) -> Result<Args> {
         quick,
         agent_bin,
         verifier_bin,
+        json,
     })
 }
 
@@ -143,11 +153,14 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("echo-server") => match (args.get(1), args.get(2)) {
-            (Some(socket), Some(response)) => {
-                echo::serve(Path::new(socket), Path::new(response)).map(|()| true)
-            }
+            (Some(socket), Some(response)) => echo::serve(
+                Path::new(socket),
+                Path::new(response),
+                args.get(3).is_some_and(|a| a == "--sign"),
+            )
+            .map(|()| true),
             _ => Err(anyhow::anyhow!(
-                "usage: hwsign-bench echo-server SOCKET RESPONSE"
+                "usage: hwsign-bench echo-server SOCKET RESPONSE [--sign]"
             )),
         },
         Some("audit-overhead") => audit_overhead::audit_overhead(&Plan::full()).map(|figure| {
@@ -309,20 +322,37 @@ fn report(args: &Args) -> Result<bool> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let agent = runtime.block_on(agent_figures::run(&plan, &args.agent_bin));
+    let mut samples = None;
+    match runtime.block_on(agent_figures::run(&plan, &args.agent_bin)) {
+        Ok(agent) => {
+            samples = agent.samples;
+            emit(&mut figures, agent.figures);
+        }
+        Err(e) => {
+            let reason = format!("{e:#}");
+            emit(
+                &mut figures,
+                [
+                    ("agent_rtt_ratio", Goal::AtMost(1.2)),
+                    ("ssh_agent_rtt_ratio", Goal::AtMost(0.45)),
+                    ("agent_concurrency_ratio", Goal::AtLeast(0.8)),
+                    ("agent_rss_idle_mib", Goal::AtMost(15.0)),
+                    ("agent_rss_growth_100k_mib", Goal::AtMost(1.0)),
+                ]
+                .into_iter()
+                .map(|(name, goal)| Figure::unavailable(name, goal, reason.clone()))
+                .collect(),
+            );
+        }
+    }
     emit(
         &mut figures,
-        agent.unwrap_or_else(|e| {
-            let reason = format!("{e:#}");
-            [
-                ("agent_rtt_ratio", Goal::AtMost(1.5)),
-                ("agent_concurrency_ratio", Goal::AtLeast(0.8)),
-                ("agent_rss_idle_mib", Goal::AtMost(15.0)),
-                ("agent_rss_growth_100k_mib", Goal::AtMost(2.0)),
-            ]
-            .into_iter()
-            .map(|(name, goal)| Figure::unavailable(name, goal, reason.clone()))
-            .collect()
+        body_hash::figures(&plan).unwrap_or_else(|e| {
+            vec![Figure::unavailable(
+                "body_hash_rate_ratio",
+                Goal::AtLeast(0.9),
+                format!("{e:#}"),
+            )]
         }),
     );
     emit(
@@ -334,7 +364,21 @@ fn report(args: &Args) -> Result<bool> {
         )],
     );
     let (strict, delegated) = tpm_phase(&runtime, &plan, &args.agent_bin, &mut figures);
-    emit(&mut figures, vec![delegated::figure(strict, delegated)]);
+    emit(&mut figures, delegated::figures(strict, delegated));
+    let stages = match verify_stages::measure(&plan) {
+        Ok(stages) => {
+            let line: Vec<String> = stages
+                .iter()
+                .map(|(name, us)| format!("{name} {us:.1}µs"))
+                .collect();
+            println!("# verify stages (CPU per request): {}", line.join(", "));
+            Some(stages)
+        }
+        Err(e) => {
+            println!("# verify stages not measured: {e:#}");
+            None
+        }
+    };
     let failed: Vec<&str> = figures
         .iter()
         .filter(|f| !f.passes() && !f.name.starts_with("info."))
@@ -353,7 +397,35 @@ fn report(args: &Args) -> Result<bool> {
             format!("; failing: {}", failed.join(", "))
         }
     );
-    Ok(failed.is_empty())
+    let json = args.json.clone().unwrap_or_else(|| {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench/results.json")
+    });
+    let header = serde_json::json!({
+        "plan": if args.quick { "quick" } else { "full" },
+        "cpu": cpu_model(),
+        "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "loadavg_at_end": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
+        "unix_time": std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    });
+    let results = results::Results {
+        figures,
+        samples,
+        stages,
+    };
+    match results::write(&results, &header, &json) {
+        Ok(()) => println!(
+            "# results: {} and {}",
+            json.display(),
+            json.with_extension("svg").display()
+        ),
+        Err(e) => println!("# results not written to {}: {e:#}", json.display()),
+    }
+    Ok(results
+        .figures
+        .iter()
+        .all(|f| f.passes() || f.name.starts_with("info.")))
 }
 
 #[cfg(feature = "tpm")]
@@ -362,14 +434,11 @@ fn tpm_phase(
     plan: &Plan,
     binary: &Path,
     figures: &mut Vec<Figure>,
-) -> (Option<f64>, Result<f64, String>) {
+) -> (Option<f64>, Result<delegated::Measured, String>) {
     match runtime.block_on(tpm::run(plan, binary)) {
         Ok(result) => {
             emit(figures, vec![result.figure]);
-            (
-                Some(result.strict_signs_per_sec),
-                result.delegated_signs_per_sec,
-            )
+            (Some(result.strict_signs_per_sec), result.delegated)
         }
         Err(e) => {
             emit(
@@ -391,7 +460,7 @@ fn tpm_phase(
     _plan: &Plan,
     _binary: &Path,
     figures: &mut Vec<Figure>,
-) -> (Option<f64>, Result<f64, String>) {
+) -> (Option<f64>, Result<delegated::Measured, String>) {
     let reason = "built without feature tpm (bench/run enables it)";
     emit(
         figures,

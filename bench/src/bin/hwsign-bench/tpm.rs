@@ -30,6 +30,7 @@ use tss_esapi::tss2_esys::TPMT_TK_HASHCHECK;
 
 use crate::Plan;
 use crate::agent_proc::AgentProcess;
+use crate::delegated::Measured;
 use crate::figure::{Figure, Goal};
 use crate::measure::{median, us};
 
@@ -40,9 +41,9 @@ pub(crate) struct TpmResult {
     pub figure: Figure,
     /// Strict TPM signs per second through the agent (the denominator of `delegated_speedup`).
     pub strict_signs_per_sec: f64,
-    /// Delegated signs per second through the agent, same key, same connection pattern; or why
-    /// not measured.
-    pub delegated_signs_per_sec: Result<f64, String>,
+    /// Delegated signs through the agent, same key, same connection pattern; or why not
+    /// measured.
+    pub delegated: Result<Measured, String>,
 }
 
 fn srk_template() -> Result<Public> {
@@ -241,24 +242,31 @@ pub(crate) async fn run(plan: &Plan, binary: &Path) -> Result<TpmResult> {
             ),
         ),
         strict_signs_per_sec: 1.0 / t_agent,
-        delegated_signs_per_sec: delegated,
+        delegated,
     })
 }
 
-/// Restarts the agent on the same state with `key_id` in delegated mode and measures its signs
-/// per second, sequentially on one connection like the strict loop. The first sign creates the
-/// session key and has the TPM sign its statement; it is part of the warm-up.
+/// Restarts the agent on the same state with `key_id` in delegated mode, and the software
+/// backend enabled with a key of its own, and measures both keys' sign round trips in
+/// alternating batches on one connection each (`delegated_rtt_ratio`). The first delegated sign
+/// creates the session key and has the TPM sign its statement; it is part of the warm-up.
 async fn delegated_rate(
     plan: &Plan,
     binary: &Path,
     dir: &Path,
     backends: &str,
     key_id: &str,
-) -> Result<f64> {
+) -> Result<Measured> {
+    let backends = backends.replace(
+        "[backends.software]\nenabled = false",
+        "[backends.software]\nenabled = true",
+    );
     let config = format!("{backends}\n[[key_rules]]\nkey_id = {key_id:?}\nmode = \"delegated\"");
     let mut agent = AgentProcess::start(binary, dir, &config).await?;
     let client = AgentClient::new(agent.socket());
+    let software = client.create_key("software", "bench-software").await?;
     let request = BenchRequest::realistic().sign_request(key_id);
+    let software_request = BenchRequest::realistic().sign_request(&software.id);
     let first = client.sign(&request).await?;
     anyhow::ensure!(
         first
@@ -267,15 +275,41 @@ async fn delegated_rate(
             .any(|h| h.name.eq_ignore_ascii_case("x-hws-delegation")),
         "the agent did not sign in delegated mode (no X-Hws-Delegation header)"
     );
-    let count = plan.tpm_signs * 20;
+    let software_client = AgentClient::new(agent.socket());
     for _ in 0..plan.warmup {
         client.sign(&request).await?;
+        software_client.sign(&software_request).await?;
     }
-    let start = Instant::now();
-    for _ in 0..count {
-        client.sign(&request).await?;
+    let batch = plan.rtt_batch;
+    let timed = |client: &AgentClient, request: &hwsign_proto::api::SignRequest| {
+        let (client, request) = (client.clone(), request.clone());
+        async move {
+            let start = Instant::now();
+            for _ in 0..batch {
+                client.sign(&request).await?;
+            }
+            anyhow::Ok(start.elapsed().as_secs_f64() / batch.max(1) as f64)
+        }
+    };
+    let (mut ratios, mut delegated, mut soft) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..plan.rounds {
+        let (d, s) = if round % 2 == 0 {
+            let d = timed(&client, &request).await?;
+            (d, timed(&software_client, &software_request).await?)
+        } else {
+            let s = timed(&software_client, &software_request).await?;
+            (timed(&client, &request).await?, s)
+        };
+        ratios.push(d / s);
+        delegated.push(d);
+        soft.push(s);
     }
-    let rate = count as f64 / start.elapsed().as_secs_f64();
     agent.stop()?;
-    Ok(rate)
+    let delegated_rtt = median(delegated);
+    Ok(Measured {
+        signs_per_sec: 1.0 / delegated_rtt,
+        rtt_ratio: median(ratios),
+        delegated_rtt,
+        software_rtt: median(soft),
+    })
 }
