@@ -149,6 +149,8 @@ impl ConsoleConfig {
             rp_id: rp_id.clone(),
             origins: vec![origin.clone()],
             require_user_verification: self.require_user_verification,
+            attestation_roots: Vec::new(),
+            aaguids: Vec::new(),
         };
         settings
             .validate()

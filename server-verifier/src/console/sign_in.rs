@@ -83,6 +83,8 @@ fn settings(console: &Console) -> WebAuthnSettings {
         rp_id: console.resolved.rp_id.clone(),
         origins: vec![console.resolved.origin.clone()],
         require_user_verification: console.config.require_user_verification,
+        attestation_roots: Vec::new(),
+        aaguids: Vec::new(),
     }
 }
 
