@@ -7,6 +7,7 @@ mod admin_roles;
 mod admin_scim;
 mod admin_sessions;
 mod adversarial;
+mod deb;
 mod delegation_software;
 mod delegation_tpm;
 mod fido2;
