@@ -148,12 +148,18 @@ async fn sign_unrecorded(
                 "FIDO2 keys sign with HWS1-WEBAUTHN-ES256",
             ));
         }
-        if rule.is_some_and(|r| r.mode == KeyMode::Delegated) {
-            return Err(SignError::EncodingUnsupported(
-                "not yet for keys in delegated mode",
-            ));
+        if let Some(rule) = rule.filter(|r| r.mode == KeyMode::Delegated) {
+            return sign_delegated(ctx, peer, request, rule, &backend, &nonce).await;
         }
-        return sign_rfc9421(request, &backend, &nonce).await;
+        let created = unix_now()?;
+        return sign_rfc9421(
+            request,
+            &backend,
+            Rfc9421Signer::Device(&request.key_id),
+            created,
+            &nonce,
+        )
+        .await;
     }
     let rule_uv = rule.is_some_and(|r| r.user_verification);
     if webauthn.is_none() && step_up.is_some() {
@@ -182,25 +188,39 @@ async fn sign_unrecorded(
     })
 }
 
-/// The RFC 9421 encoding (docs/PROTOCOL.md §13), signed by the hardware key itself: the agent adds
-/// `Content-Digest` from the described body hash, builds the signature base with the proto
-/// helpers, has the backend sign its SHA-256, and answers `Content-Digest`, `Signature-Input` and
-/// `Signature` (raw r‖s).
+/// Who signs an RFC 9421 request: the hardware key itself (by id), or a delegated session key,
+/// whose statement then travels in `x-hws-delegation`, a covered component.
+enum Rfc9421Signer<'a> {
+    Device(&'a str),
+    Session(&'a Session),
+}
+
+/// The RFC 9421 encoding (docs/PROTOCOL.md §13): the agent adds `Content-Digest` from the
+/// described body hash (and, for a session key, `x-hws-delegation`), builds the signature base
+/// with the proto helpers, has the signer sign its SHA-256, and answers those fields with
+/// `Signature-Input` and `Signature` (raw r‖s). `keyid` names the signer: the hardware key, or
+/// the session key that the statement binds to it (as HWS1's Credential does).
 async fn sign_rfc9421(
     request: &SignRequest,
     backend: &Arc<dyn KeyBackend>,
+    signer: Rfc9421Signer<'_>,
+    created: i64,
     nonce: &Nonce,
 ) -> Result<Signed, SignError> {
-    let created = unix_now()?;
     let host = derived_host(request)?;
     check_payload_hash(&request.body_sha256)?;
     if request.headers.iter().any(|field| {
-        ["content-digest", "signature", "signature-input"]
-            .iter()
-            .any(|name| field.name.eq_ignore_ascii_case(name))
+        [
+            "content-digest",
+            "signature",
+            "signature-input",
+            HWS1_DELEGATION_HEADER,
+        ]
+        .iter()
+        .any(|name| field.name.eq_ignore_ascii_case(name))
     }) {
         return Err(SignError::EncodingUnsupported(
-            "headers must not already carry Content-Digest, Signature or Signature-Input",
+            "headers must not already carry Content-Digest, Signature, Signature-Input or X-HWS-Delegation",
         ));
     }
     let mut body = [0u8; 32];
@@ -209,6 +229,13 @@ async fn sign_rfc9421(
     let content_digest = content_digest_sha256(&body);
     let mut headers = request_headers(request, &host)?;
     headers.push(("content-digest", content_digest.as_str()));
+    let (key_id, delegation) = match signer {
+        Rfc9421Signer::Device(key_id) => (key_id, None),
+        Rfc9421Signer::Session(session) => (session.key_id(), Some(session.header_value())),
+    };
+    if let Some(statement) = delegation {
+        headers.push((HWS1_DELEGATION_HEADER, statement));
+    }
     let parts = RequestParts {
         method: &request.method,
         path: &request.path,
@@ -228,34 +255,42 @@ async fn sign_rfc9421(
         components_for(&parts, &extra),
         created,
         nonce,
-        &request.key_id,
+        key_id,
         &request.audience,
     );
     let base = request_signature_base(&parts, &params)
         .map_err(|e| SignError::Proto(ProtoError::from(Rfc9421RequestError::from(e))))?;
-    let digest: [u8; 32] = Sha256::digest(base.as_bytes()).into();
-    let key_id = request.key_id.clone();
-    let der = KeyStore::call(backend, move |b| b.sign_digest(&key_id, &digest)).await?;
+    let der = match signer {
+        Rfc9421Signer::Device(key_id) => {
+            let digest: [u8; 32] = Sha256::digest(base.as_bytes()).into();
+            let key_id = key_id.to_owned();
+            KeyStore::call(backend, move |b| b.sign_digest(&key_id, &digest)).await?
+        }
+        Rfc9421Signer::Session(session) => session.sign(base.as_bytes())?,
+    };
     let raw = p256::ecdsa::Signature::from_der(&der)
         .map_err(|_| SignError::Proto(ProtoError::MalformedSignature))?
         .to_bytes();
-    let additions = vec![
-        ("content-digest".to_owned(), content_digest),
+    let mut additions = vec![("content-digest".to_owned(), content_digest)];
+    if let Some(statement) = delegation {
+        additions.push((HWS1_DELEGATION_HEADER.to_owned(), statement.to_owned()));
+    }
+    additions.extend([
         (
             "signature-input".to_owned(),
             format!("{LABEL}={}", params.serialize()),
         ),
         ("signature".to_owned(), signature_member(LABEL, &raw)),
-    ];
+    ]);
     Ok(Signed {
         backend: backend.name(),
         response: response_from(
             request,
             additions,
             SigningTime::from_unix(created),
-            request.key_id.clone(),
+            key_id.to_owned(),
         ),
-        session_key_id: None,
+        session_key_id: delegation.map(|_| key_id.to_owned()),
     })
 }
 
@@ -320,7 +355,8 @@ async fn sign_webauthn(
     })
 }
 
-/// Signs with the key's current session key, issuing one first if needed.
+/// Signs with the key's current session key, issuing one first if needed, in the request's
+/// encoding: HWS1, or RFC 9421 with the statement in the covered `x-hws-delegation` field.
 async fn sign_delegated(
     ctx: &Arc<Context>,
     peer: Peer,
@@ -369,6 +405,10 @@ async fn sign_delegated(
         let time = SigningTime::from_unix(unix_now()?);
         if !session.covers(time.unix()) {
             continue;
+        }
+        if request.encoding == SignEncoding::Rfc9421 {
+            let signer = Rfc9421Signer::Session(&session);
+            return sign_rfc9421(request, backend, signer, time.unix(), nonce).await;
         }
         let prepared = prepare_as(
             request,

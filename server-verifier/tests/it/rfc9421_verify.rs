@@ -18,7 +18,9 @@ use hwsign_verifier::{
 };
 use p256::ecdsa::Signature;
 use p256::ecdsa::signature::Signer as _;
-use verify_support::{AUDIENCE, T0, TestKey, TestRequest, at, fresh_nonce};
+use verify_support::{
+    AUDIENCE, T0, TestKey, TestRequest, at, delegation_header, delegation_header_for, fresh_nonce,
+};
 
 /// How to sign: audience, `created`, an optional `expires`.
 struct Rfc9421Options {
@@ -202,6 +204,70 @@ fn rfc9421_signed_request_is_accepted_and_judged_by_hws1_rules() -> Result<()> {
     assert_eq!(
         verdict(&verifier, &uncovered, &body, T0),
         Err(RejectCode::MalformedRequest)
+    );
+    Ok(())
+}
+
+/// Delegated mode in the RFC 9421 encoding (docs/PROTOCOL.md §13): the session key signs, `keyid`
+/// names it, and the statement travels in `x-hws-delegation`, a covered component. Accepted as
+/// the device key; a statement for another audience, one left out of the covered components, one
+/// swapped after signing, or a `keyid` that is not the statement's session key are refused.
+#[test]
+fn rfc9421_delegated_request_is_checked_like_hws1() -> Result<()> {
+    let device = TestKey::from_seed("rfc9421 device")?;
+    let session = TestKey::from_seed("rfc9421 session")?;
+    let other_session = TestKey::from_seed("rfc9421 other session")?;
+    let verifier = verifier(&device)?;
+    let body = post().body.clone();
+    let options = Rfc9421Options::default();
+    let statement = delegation_header(&device, &session, T0 - 5, T0 + 60)?;
+    let delegated = || post().header("x-hws-delegation", &statement);
+
+    let signed = sign_rfc9421(&session, &delegated(), &options)?;
+    let input = signed.get_header("signature-input").unwrap_or_default();
+    assert!(input.contains("\"x-hws-delegation\""), "{input}");
+    assert_eq!(
+        verdict(&verifier, &signed, &body, T0),
+        Ok(device.id.clone())
+    );
+    assert_eq!(
+        verdict(&verifier, &signed, &body, T0 + 1),
+        Err(RejectCode::ReplayedNonce)
+    );
+
+    // The device key's statement names another audience than the request's tag (and this API's).
+    let elsewhere = delegation_header_for(&device, &session, "billing", T0 - 5, T0 + 60)?;
+    let signed = sign_rfc9421(
+        &session,
+        &post().header("x-hws-delegation", &elsewhere),
+        &options,
+    )?;
+    assert_eq!(
+        verdict(&verifier, &signed, &body, T0),
+        Err(RejectCode::DelegationInvalid)
+    );
+
+    // Signed without the statement, which is added afterwards: not covered.
+    let signed = sign_rfc9421(&session, &post(), &options)?.header("x-hws-delegation", &statement);
+    assert_eq!(
+        verdict(&verifier, &signed, &body, T0),
+        Err(RejectCode::MalformedRequest)
+    );
+
+    // The statement swapped for another one (valid, same device key) after signing.
+    let mut signed = sign_rfc9421(&session, &delegated(), &options)?;
+    let swapped = delegation_header(&device, &session, T0 - 5, T0 + 50)?;
+    signed.set_header("x-hws-delegation", &swapped);
+    assert_eq!(
+        verdict(&verifier, &signed, &body, T0),
+        Err(RejectCode::SignatureInvalid)
+    );
+
+    // Another key signs under the statement: keyid is not its session key.
+    let signed = sign_rfc9421(&other_session, &delegated(), &options)?;
+    assert_eq!(
+        verdict(&verifier, &signed, &body, T0),
+        Err(RejectCode::DelegationInvalid)
     );
     Ok(())
 }

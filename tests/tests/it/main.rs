@@ -11,6 +11,7 @@ mod admin_scim;
 mod admin_sessions;
 mod adversarial;
 mod console;
+mod deb;
 mod delegation_software;
 mod delegation_tpm;
 mod fido2;

@@ -349,3 +349,90 @@ async fn rfc9421_the_agent_signs_in_the_rfc9421_encoding() -> Result<()> {
     ensure!(ok, "python refused the agent's signature: {out}");
     Ok(())
 }
+
+/// A key in delegated mode signs in the RFC 9421 encoding with its session key: `keyid` is the
+/// session key, the statement travels in `x-hws-delegation` (a covered component), and the
+/// verifier accepts the request as the device key, delegated. A replay is refused; so are a
+/// changed body, a request whose statement was swapped after signing, and one whose statement
+/// was stripped.
+#[tokio::test(flavor = "multi_thread")]
+async fn rfc9421_a_delegated_key_signs_with_its_session_key() -> Result<()> {
+    use crate::delegation_support::{expect_ok, expect_refusal, make_delegated};
+    use hwsign_client::{SignEncoding, Signer};
+    use hwsign_e2e::{AUDIENCE as E2E_AUDIENCE, AgentProcess, ApiServer, create_key, send};
+    use hwsign_proto::api::KeyLevel as Level;
+
+    let mut agent = AgentProcess::start()?;
+    let server = ApiServer::start().await?;
+    let (key_id, public) = create_key(&agent.client(), "software", "rfc9421-delegated").await?;
+    server.register(&public, Level::Software)?;
+    make_delegated(&mut agent, &key_id, None)?;
+    let signer = Signer::new(agent.client(), key_id.clone(), E2E_AUDIENCE)
+        .with_encoding(SignEncoding::Rfc9421);
+    let build = || -> Result<http::Request<Vec<u8>>> {
+        Ok(http::Request::builder()
+            .method("POST")
+            .uri(server.url("/v1/payouts?currency=eur"))
+            .header("content-type", "application/json")
+            .body(BODY.as_bytes().to_vec())?)
+    };
+    let field = |request: &http::Request<Vec<u8>>, name: &str| -> Result<String> {
+        Ok(request
+            .headers()
+            .get(name)
+            .with_context(|| format!("no {name}"))?
+            .to_str()?
+            .to_owned())
+    };
+
+    let mut request = build()?;
+    signer.sign_request(&mut request).await?;
+    let input = field(&request, "signature-input")?;
+    let statement = field(&request, "x-hws-delegation")?;
+    ensure!(
+        input.contains("\"x-hws-delegation\"")
+            && !input.contains(&key_id)
+            && !request.headers().contains_key("authorization"),
+        "{input}"
+    );
+    let json = expect_ok(&send(&server, &request).await?)?;
+    ensure!(
+        json["key_id"] == key_id.as_str() && json["delegated"] == true,
+        "{json}"
+    );
+    expect_refusal(&send(&server, &request).await?, 401, "replayed_nonce")?;
+
+    let mut tampered = build()?;
+    signer.sign_request(&mut tampered).await?;
+    ensure!(
+        field(&tampered, "x-hws-delegation")? == statement,
+        "the session (and its statement) is reused"
+    );
+    *tampered.body_mut() = b"{}".to_vec();
+    expect_refusal(&send(&server, &tampered).await?, 401, "body_hash_mismatch")?;
+
+    // Another statement of the same device key for the same session key would verify on its own;
+    // here the signature covers the first one. A second session (another audience) supplies a
+    // genuine statement that does not name this request's session key.
+    let other =
+        Signer::new(agent.client(), key_id.clone(), "billing").with_encoding(SignEncoding::Rfc9421);
+    let mut elsewhere = build()?;
+    other.sign_request(&mut elsewhere).await?;
+    let foreign = field(&elsewhere, "x-hws-delegation")?;
+    ensure!(foreign != statement);
+    let mut swapped = build()?;
+    signer.sign_request(&mut swapped).await?;
+    swapped
+        .headers_mut()
+        .insert("x-hws-delegation", foreign.parse()?);
+    expect_refusal(&send(&server, &swapped).await?, 401, "delegation_invalid")?;
+    // The request signed for "billing" is refused here for its audience.
+    expect_refusal(&send(&server, &elsewhere).await?, 401, "wrong_audience")?;
+
+    let mut stripped = build()?;
+    signer.sign_request(&mut stripped).await?;
+    stripped.headers_mut().remove("x-hws-delegation");
+    // The signature covers a field the request no longer has.
+    expect_refusal(&send(&server, &stripped).await?, 400, "malformed_request")?;
+    Ok(())
+}

@@ -246,10 +246,21 @@ pub(crate) fn delegation_header(
     not_before: i64,
     not_after: i64,
 ) -> Result<String> {
+    delegation_header_for(device, session, AUDIENCE, not_before, not_after)
+}
+
+/// [`delegation_header`] for another `audience`.
+pub(crate) fn delegation_header_for(
+    device: &TestKey,
+    session: &TestKey,
+    audience: &str,
+    not_before: i64,
+    not_after: i64,
+) -> Result<String> {
     let statement = hwsign_proto::delegation::DelegationStatement {
         device_key_id: device.id.clone(),
         session_key: session.public.clone(),
-        audience: AUDIENCE.into(),
+        audience: audience.into(),
         not_before: SigningTime::from_unix(not_before),
         not_after: SigningTime::from_unix(not_after),
     };
