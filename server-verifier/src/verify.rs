@@ -65,6 +65,9 @@ pub struct VerifiedPrincipal {
     pub label: String,
     /// The enrolled device the key belongs to, if any.
     pub device_id: Option<String>,
+    /// The id of the device's user in the directory, when the verifier has one (force logout or
+    /// the admin API configured) and the device is assigned to an active user.
+    pub user_id: Option<String>,
     /// The key's level.
     pub level: KeyLevel,
     /// Whether a delegated session key signed, under a statement by the device key `key_id`.
@@ -776,8 +779,9 @@ impl Verifier {
             ));
         }
         // A force logout since phase one takes effect now too (never a cached answer).
+        let mut user_id = None;
         if let (Some(guard), Some(session)) = (&self.sessions, &checked.session) {
-            guard.admit(session, client, now)?;
+            user_id = guard.admit(session, client, now)?;
         }
         if let Some(required) = checked.required_level
             && key.level < required
@@ -815,6 +819,9 @@ impl Verifier {
         for rule in &checked.people {
             crate::directory::people::check_people(rule, owner.as_ref())?;
         }
+        if let Some((user, _)) = &owner {
+            user_id = Some(user.id.clone());
+        }
         if let (Some(gate), Some(route)) = (&self.policy, &checked.policy_route) {
             let owner = owner
                 .as_ref()
@@ -836,6 +843,7 @@ impl Verifier {
             key_id: key.key_id,
             label: key.label,
             device_id: key.device_id,
+            user_id,
             level: key.level,
             delegated: checked.delegated,
             signed_headers: checked.signed_headers.names().to_vec(),

@@ -118,6 +118,7 @@ mod tests {
             key_id: "hk1_abc".into(),
             label: "laptop".into(),
             device_id: device.map(str::to_owned),
+            user_id: None,
             level: KeyLevel::Tpm,
             delegated: true,
             signed_headers: vec!["host".into(), "x-hws-date".into()],

@@ -56,6 +56,7 @@ pub(crate) fn event(
             .with("code", Some("ok"))
             .with("key", Some(&principal.key_id))
             .with("device", principal.device_id.as_deref())
+            .with("user", principal.user_id.as_deref())
             .with("level", Some(principal.level.as_str()))
             .with_value("delegated", principal.delegated),
         Err(rejection) => base

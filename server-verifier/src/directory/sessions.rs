@@ -108,13 +108,14 @@ impl SessionGuard {
         self.limits
     }
 
-    /// Refuses an ended session (`session_revoked`); records the session otherwise.
+    /// Refuses an ended session (`session_revoked`); records the session otherwise. Answers the
+    /// id of the device's user (read for the force-logout check anyway), if it has one.
     pub(crate) fn admit(
         &self,
         observed: &ObservedSession,
         client: Option<SessionClient>,
         now_unix: i64,
-    ) -> Result<(), Rejection> {
+    ) -> Result<Option<String>, Rejection> {
         let user_id = self
             .directory
             .device_owner(&observed.device)
@@ -142,7 +143,7 @@ impl SessionGuard {
                 Some(&(_, written))
                     if now_unix.saturating_sub(written) < self.limits.touch_interval_secs =>
                 {
-                    return Ok(());
+                    return Ok(user_id);
                 }
                 Some(&(first, _)) => {
                     touched.insert(observed.id.clone(), (first, now_unix));
@@ -161,7 +162,7 @@ impl SessionGuard {
             id: observed.id.clone(),
             key_id: observed.key_id.clone(),
             device: observed.device.clone(),
-            user_id,
+            user_id: user_id.clone(),
             audience: observed.audience.clone(),
             delegated: observed.delegated,
             issued_unix: if observed.delegated {
@@ -179,6 +180,6 @@ impl SessionGuard {
         if let Err(error) = self.directory.touch_session(&session, &self.limits) {
             tracing::warn!(error = %crate::ErrorChain(&error), "session not recorded");
         }
-        Ok(())
+        Ok(user_id)
     }
 }

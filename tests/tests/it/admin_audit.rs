@@ -51,6 +51,8 @@ fn text(output: &Output) -> String {
 async fn admin_audit_search_export_verify_and_tamper() -> Result<()> {
     let f = AdminFleet::start_audited(1).await?;
     let laptop = f.devices[0].clone();
+    // The laptop belongs to alice: its decisions name her.
+    let alice = f.user_with_devices("alice@example.com", &[&laptop]).await?;
     // Decisions: three accepted requests of the laptop, one unsigned request refused.
     for _ in 0..3 {
         expect_ok(&f.api_get(0, &laptop).await?)?;
@@ -90,8 +92,24 @@ async fn admin_audit_search_export_verify_and_tamper() -> Result<()> {
     ensure!(records.len() == 2, "{page}");
     ensure!(records.iter().all(|r| r["key"] == laptop.as_str()
         && r["route"] == "/v1/items"
-        && r["user_agent"] == "admin-e2e/1"));
+        && r["user_agent"] == "admin-e2e/1"
+        && r["user"] == alice.as_str()));
     let next = page["next_after_seq"].as_u64().context("a next page")?;
+    // By user: the same three decisions.
+    let by_user = f
+        .admin_call(
+            0,
+            &f.viewer,
+            "GET",
+            &format!("/admin/v1/audit?kind=decision&user={alice}"),
+            None,
+        )
+        .await?
+        .json()?;
+    ensure!(
+        by_user["records"].as_array().map(Vec::len) == Some(3),
+        "{by_user}"
+    );
     let rest = f
         .admin_call(
             0,
