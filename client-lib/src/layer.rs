@@ -4,6 +4,11 @@
 //! collected body as `Full<Bytes>`. Put retries *outside* this layer
 //! (`ServiceBuilder::new().retry(policy).layer(SigningLayer::new(signer))`), so that every
 //! attempt passes through it and gets a fresh date and nonce.
+//!
+//! A `401 session_revoked` answer (an administrator ended the delegated session the request was
+//! signed with) is handled here: the agent forgets that session ([`Signer::end_session`]) and the
+//! request — its body is already in memory — is signed again by a new session, which the
+//! verifier accepts only while the device itself is allowed, and sent once more.
 
 use std::fmt;
 use std::future::Future;
@@ -19,6 +24,7 @@ use tower_service::Service;
 
 use crate::digest::BodyDigest;
 use crate::error::ClientError;
+use crate::revoked_session::session_revoked;
 use crate::signer::Signer;
 
 /// Largest body the layer buffers by default.
@@ -97,10 +103,11 @@ pub struct SigningService<S> {
     max_body: usize,
 }
 
-impl<S, B> Service<Request<B>> for SigningService<S>
+impl<S, B, RB> Service<Request<B>> for SigningService<S>
 where
-    S: Service<Request<Full<Bytes>>> + Clone + Send + 'static,
+    S: Service<Request<Full<Bytes>>, Response = http::Response<RB>> + Clone + Send + 'static,
     S::Future: Send,
+    RB: Send + 'static,
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
@@ -125,12 +132,46 @@ where
             let body = collect_bounded(body, max_body)
                 .await
                 .map_err(SigningServiceError::Sign)?;
-            signer
-                .sign_parts(&mut parts, &BodyDigest::of_bytes(&body))
+            let digest = BodyDigest::of_bytes(&body);
+            // What the request was before signing, to sign it again after `session_revoked`.
+            let unsigned = (
+                parts.method.clone(),
+                parts.uri.clone(),
+                parts.version,
+                parts.headers.clone(),
+            );
+            let signed = signer
+                .sign_parts(&mut parts, &digest)
                 .await
                 .map_err(SigningServiceError::Sign)?;
+            let response = inner
+                .call(Request::from_parts(parts, Full::new(body.clone())))
+                .await
+                .map_err(SigningServiceError::Inner)?;
+            if !session_revoked(response.status(), response.headers())
+                || !signer
+                    .end_session(&signed)
+                    .await
+                    .map_err(SigningServiceError::Sign)?
+            {
+                return Ok(response);
+            }
+            let (method, uri, version, headers) = unsigned;
+            let mut again = Request::new(Full::new(body));
+            *again.method_mut() = method;
+            *again.uri_mut() = uri;
+            *again.version_mut() = version;
+            *again.headers_mut() = headers;
+            let (mut parts, body) = again.into_parts();
+            signer
+                .sign_parts(&mut parts, &digest)
+                .await
+                .map_err(SigningServiceError::Sign)?;
+            std::future::poll_fn(|cx| inner.poll_ready(cx))
+                .await
+                .map_err(SigningServiceError::Inner)?;
             inner
-                .call(Request::from_parts(parts, Full::new(body)))
+                .call(Request::from_parts(parts, body))
                 .await
                 .map_err(SigningServiceError::Inner)
         })

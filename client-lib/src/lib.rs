@@ -37,6 +37,7 @@ pub mod layer;
 #[cfg(feature = "reqwest")]
 pub mod middleware;
 pub mod reattest;
+pub mod revoked_session;
 mod signer;
 pub mod step_up;
 mod transport;

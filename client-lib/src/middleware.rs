@@ -33,6 +33,8 @@ use crate::reattest::{AttestationChallenge, attestation_challenge};
 use crate::signer::Signer;
 use crate::step_up::{StepUpChallenge, step_up_challenge};
 
+pub use crate::revoked_session::session_revoked;
+
 /// Longest attest endpoint answer read for its error code.
 const MAX_ATTEST_ERROR_BODY: usize = 4096;
 
@@ -216,20 +218,4 @@ impl Middleware for SigningMiddleware {
             .map_err(reqwest_middleware::Error::middleware)?;
         next.run(again, extensions).await
     }
-}
-
-/// Whether a `401` answer's `WWW-Authenticate: HWS1` names `error="session_revoked"`.
-pub fn session_revoked(status: http::StatusCode, headers: &http::HeaderMap) -> bool {
-    status == http::StatusCode::UNAUTHORIZED
-        && headers
-            .get_all(http::header::WWW_AUTHENTICATE)
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .any(|value| {
-                value.len() <= 1024
-                    && value.trim().strip_prefix("HWS1 ").is_some_and(|rest| {
-                        rest.split(',')
-                            .any(|param| param.trim() == "error=\"session_revoked\"")
-                    })
-            })
 }

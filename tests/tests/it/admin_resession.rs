@@ -7,9 +7,14 @@
 use crate::admin_support::AdminFleet;
 
 use anyhow::{Result, ensure};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
 use hwsign_client::Signer;
+use hwsign_client::layer::SigningLayer;
 use hwsign_client::middleware::SigningMiddleware;
 use serde_json::{Value, json};
+use tower_layer::Layer;
+use tower_service::Service;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn admin_sdk_starts_a_new_session_after_session_revoked_unless_the_device_is_revoked()
@@ -28,9 +33,85 @@ async fn admin_sdk_starts_a_new_session_after_session_revoked_unless_the_device_
         anyhow::Ok((status, body))
     };
 
+    force_logout_then_revoke(&f, &laptop, get).await
+}
+
+/// The transport under the tower layer: the request sent with reqwest, the answer collected.
+#[derive(Clone)]
+struct ReqwestSend(reqwest::Client);
+
+type SendFuture =
+    std::pin::Pin<Box<dyn Future<Output = Result<http::Response<Bytes>, anyhow::Error>> + Send>>;
+
+impl Service<http::Request<Full<Bytes>>> for ReqwestSend {
+    type Response = http::Response<Bytes>;
+    type Error = anyhow::Error;
+    type Future = SendFuture;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Full<Bytes>>) -> Self::Future {
+        let client = self.0.clone();
+        Box::pin(async move {
+            let (parts, body) = request.into_parts();
+            let body = body.collect().await?.to_bytes();
+            let request =
+                reqwest::Request::try_from(http::Request::from_parts(parts, body.to_vec()))?;
+            let response = client.execute(request).await?;
+            let (status, headers) = (response.status(), response.headers().clone());
+            let mut answer = http::Response::new(response.bytes().await?);
+            *answer.status_mut() = status;
+            *answer.headers_mut() = headers;
+            Ok(answer)
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_tower_layer_starts_a_new_session_after_session_revoked() -> Result<()> {
+    let f = AdminFleet::start(1, 1).await?;
+    let laptop = f.devices[0].clone();
+    let signer = Signer::new(f.agent.client(), laptop.clone(), hwsign_e2e::AUDIENCE);
+    let service = SigningLayer::new(signer).layer(ReqwestSend(reqwest::Client::new()));
+    let url = format!("http://{}/v1/items", f.fleet.replicas[0].addr);
+    let get = || {
+        let mut service = service.clone();
+        let url = url.clone();
+        async move {
+            std::future::poll_fn(|cx| {
+                Service::<http::Request<Full<Bytes>>>::poll_ready(&mut service, cx)
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let request = http::Request::get(&url).body(Full::new(Bytes::new()))?;
+            let response = service
+                .call(request)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let body: Value = serde_json::from_slice(response.body()).unwrap_or(Value::Null);
+            anyhow::Ok((response.status().as_u16(), body))
+        }
+    };
+
+    force_logout_then_revoke(&f, &laptop, get).await
+}
+
+/// The scenario both adapters pass: a call succeeds; after a force logout of its session the
+/// next call succeeds with a new session; after the device is revoked it is refused
+/// `device_revoked` and no session of the device is left.
+async fn force_logout_then_revoke<F, Fut>(f: &AdminFleet, laptop: &str, get: F) -> Result<()>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<(u16, Value)>>,
+{
     let (status, body) = get().await?;
     ensure!(status == 200, "{status} {body}");
-    let first = f.session_of(0, &laptop).await?;
+    let first = f.session_of(0, laptop).await?;
     // Force logout of that session.
     let ended = f
         .admin_ok(
@@ -44,7 +125,7 @@ async fn admin_sdk_starts_a_new_session_after_session_revoked_unless_the_device_
     // The SDK's next call succeeds, with a new session.
     let (status, body) = get().await?;
     ensure!(status == 200, "after force logout: {status} {body}");
-    let second = f.session_of(0, &laptop).await?;
+    let second = f.session_of(0, laptop).await?;
     ensure!(second != first, "a new session key: {second}");
 
     // A revoked device gets no new session: the retry is refused device_revoked.
@@ -64,7 +145,7 @@ async fn admin_sdk_starts_a_new_session_after_session_revoked_unless_the_device_
     );
     let sessions = f.sessions(0).await?;
     ensure!(
-        sessions.iter().all(|s| s["key_id"] != laptop.as_str()),
+        sessions.iter().all(|s| s["key_id"] != laptop),
         "no live session for the revoked device: {sessions:?}"
     );
     Ok(())
