@@ -137,7 +137,7 @@ pub(crate) fn verify_rate_of(
     Ok(Figure::measured(
         name,
         median(ratios),
-        Goal::AtLeast(0.9),
+        Goal::AtLeast(0.95),
         format!(
             "backend={} registry={registry}: Verifier::verify {} ({:.0}/s) vs raw verify {} ({:.0}/s), one core (thread CPU time); of the overhead {}, parsing + string to sign {}",
             backend.name(),

@@ -185,7 +185,7 @@ fn main() -> ExitCode {
             let name = "info.verify_rate_ratio_memory_registry";
             figures.push(or_unavailable(
                 name,
-                Goal::AtLeast(0.9),
+                Goal::AtLeast(0.95),
                 inproc::verify_rate(&plan, VerifyBackend::default(), RegistryKind::Memory, name),
             ));
             for figure in &figures {
@@ -266,7 +266,7 @@ fn report(args: &Args) -> Result<bool> {
         &mut figures,
         vec![or_unavailable(
             "verify_rate_ratio",
-            Goal::AtLeast(0.9),
+            Goal::AtLeast(0.95),
             inproc::verify_rate(&plan, default, RegistryKind::Sqlite, "verify_rate_ratio"),
         )],
     );
@@ -275,7 +275,7 @@ fn report(args: &Args) -> Result<bool> {
         &mut figures,
         vec![or_unavailable(
             name,
-            Goal::AtLeast(0.9),
+            Goal::AtLeast(0.95),
             inproc::verify_rate(&plan, default, RegistryKind::Memory, name),
         )],
     );
@@ -286,7 +286,7 @@ fn report(args: &Args) -> Result<bool> {
             &mut figures,
             vec![or_unavailable(
                 &name,
-                Goal::AtLeast(0.9),
+                Goal::AtLeast(0.95),
                 inproc::verify_rate(&plan, *backend, RegistryKind::Sqlite, &name),
             )],
         );
