@@ -34,6 +34,20 @@ impl Role {
     }
 }
 
+/// The highest role `role_groups` gives to one of the groups of user `user_id` (the admin API's
+/// keys and the console's passkeys are mapped to roles by the same groups).
+pub(crate) fn group_role(
+    directory: &dyn crate::directory::Directory,
+    role_groups: &std::collections::BTreeMap<String, Role>,
+    user_id: &str,
+) -> Result<Option<Role>, crate::directory::DirectoryError> {
+    Ok(directory
+        .groups_of(user_id)?
+        .iter()
+        .filter_map(|group| role_groups.get(group).copied())
+        .max())
+}
+
 impl AdminApi {
     /// The role of the key that signed, if any: from the configuration's key list, then from the
     /// groups of the user its device belongs to.
@@ -54,11 +68,11 @@ impl AdminApi {
                 && let Some(user) = self.directory.user(&user_id)?
                 && user.active
             {
-                for group in self.directory.groups_of(&user_id)? {
-                    if let Some(group_role) = self.config.role_groups.get(&group) {
-                        role = role.max(Some(*group_role));
-                    }
-                }
+                role = role.max(group_role(
+                    self.directory.as_ref(),
+                    &self.config.role_groups,
+                    &user_id,
+                )?);
             }
         }
         Ok(role)

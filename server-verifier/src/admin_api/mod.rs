@@ -13,6 +13,7 @@
 
 mod audit;
 mod auth;
+pub(crate) use auth::group_role;
 mod handlers;
 
 use std::collections::BTreeMap;

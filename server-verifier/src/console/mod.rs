@@ -316,11 +316,11 @@ impl Console {
             if !user.active {
                 return Ok(None);
             }
-            for group in directory.groups_of(&user.id)? {
-                if let Some(group_role) = self.parts.role_groups.get(&group) {
-                    role = role.max(Some(*group_role));
-                }
-            }
+            role = role.max(crate::admin_api::group_role(
+                directory.as_ref(),
+                &self.parts.role_groups,
+                &user.id,
+            )?);
         }
         Ok(role)
     }

@@ -5,11 +5,10 @@
 //! `HwsignLayer`. RP ID `localhost`, origin `http://localhost:<port>` (a secure context).
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use anyhow::{Context as _, Result, ensure};
+use anyhow::{Result, ensure};
 use axum::Router;
 use axum::response::{Html, IntoResponse};
 use axum::routing::{get, post};
@@ -99,37 +98,20 @@ async fn start_app() -> Result<App> {
 /// Runs one scenario of `client-js/test/browser.mjs` and returns its JSON report.
 async fn scenario(name: &str, user_verified: bool) -> Result<Value> {
     let app = start_app().await?;
-    let env_dir = Command::new("bash")
-        .arg(repo().join("scripts/browser-env"))
-        .output()
-        .context("scripts/browser-env")?;
-    ensure!(
-        env_dir.status.success(),
-        "scripts/browser-env failed: {}",
-        String::from_utf8_lossy(&env_dir.stderr)
-    );
-    let env_dir = String::from_utf8(env_dir.stdout)?.trim().to_owned();
-    let mut command = Command::new("node");
-    command
-        .arg(repo().join("client-js/test/browser.mjs"))
-        .args([&app.base, name])
-        .env("HWSIGN_BROWSER_ENV", &env_dir)
-        .env("HWSIGN_TOKEN", &app.token)
-        .env("HWSIGN_UV", if user_verified { "1" } else { "0" });
-    // The server runs on this test's runtime; the browser is waited for on a blocking thread.
-    let run = tokio::task::spawn_blocking(move || command.output());
-    let output = tokio::time::timeout(Duration::from_secs(180), run)
-        .await
-        .context("the browser scenario did not finish within 180 s")???;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let report: Value = serde_json::from_str(stdout.lines().last().unwrap_or(""))
-        .with_context(|| format!("no report from the browser:\n{stdout}\n{stderr}"))?;
-    ensure!(
-        report.get("error").is_none(),
-        "the browser scenario failed: {}\n{stderr}",
-        report["error"]
-    );
+    let script = repo().join("client-js/test/browser.mjs");
+    let report = hwsign_e2e::browser::run_script(
+        &repo(),
+        &script,
+        &[&app.base, name],
+        &[
+            ("HWSIGN_TOKEN", app.token.clone()),
+            (
+                "HWSIGN_UV",
+                if user_verified { "1" } else { "0" }.to_owned(),
+            ),
+        ],
+    )
+    .await?;
     let registered = &report["registered"];
     ensure!(
         registered["keyId"]
