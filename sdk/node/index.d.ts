@@ -71,6 +71,8 @@ export class AgentClient {
   listKeys(): Promise<KeyInfo[]>;
   createKey(backend: string, label: string): Promise<KeyInfo>;
   sign(request: SignRequest): Promise<SignResponse>;
+  /** POST /v1/sessions/end: forget a delegated session a verifier ended (session_revoked). */
+  endSession(keyId: string, audience: string, sessionKeyId: string): Promise<boolean>;
   call(method: string, path: string, body?: unknown): Promise<unknown>;
 }
 
@@ -107,6 +109,8 @@ export function describe(request: {
 }): SignRequest;
 export function parseChallenge(value: string | null | undefined): Record<string, string> | null;
 export function challengeOf(response: Response): VerifierChallenge | null;
+/** Whether a 401 answer names session_revoked (an administrator ended the signing session). */
+export function sessionRevoked(response: Response): boolean;
 
 export class HwsignError extends Error {}
 export class AgentError extends HwsignError {

@@ -118,6 +118,20 @@ export class AgentClient {
     return this.call('POST', '/v1/sign', request);
   }
 
+  /**
+   * POST /v1/sessions/end: the agent forgets the delegated session `sessionKeyId` of `keyId` for
+   * `audience` (a verifier answered session_revoked), so its next signature starts a new session.
+   * Resolves to true if that session was the current one.
+   */
+  async endSession(keyId, audience, sessionKeyId) {
+    const answer = await this.call('POST', '/v1/sessions/end', {
+      key_id: keyId,
+      audience,
+      session_key_id: sessionKeyId,
+    });
+    return answer.ended === true;
+  }
+
   /** One call of the agent API; resolves to the decoded JSON answer. */
   async call(method, apiPath, body) {
     checkSocketOwner(this.socketPath, this.trusted);

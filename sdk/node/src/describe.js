@@ -72,6 +72,16 @@ export function parseChallenge(value) {
 }
 
 /** The typed challenge of a response (a fetch Response), or null. */
+/**
+ * Whether `response` is 401 with `WWW-Authenticate: HWS1 error="session_revoked"`: an
+ * administrator ended the delegated session the request was signed with.
+ */
+export function sessionRevoked(response) {
+  if (response.status !== 401) return false;
+  const params = parseChallenge(response.headers.get('www-authenticate'));
+  return params !== null && params !== undefined && params.error === 'session_revoked';
+}
+
 export function challengeOf(response) {
   if (response.status !== 401) return null;
   const params = parseChallenge(response.headers.get('www-authenticate'));

@@ -9,7 +9,7 @@
 import { createHash } from 'node:crypto';
 
 import { AgentClient } from './agent.js';
-import { challengeOf, describe, isSignatureHeader } from './describe.js';
+import { challengeOf, describe, isSignatureHeader, sessionRevoked } from './describe.js';
 import { BodyTooLargeError } from './errors.js';
 
 /** Default bound of a request body read to be hashed. */
@@ -39,7 +39,9 @@ async function readBounded(stream, limit) {
  * `agentUid`), `signedHeaders` (names to sign beyond those HWS1 always signs), `fetch` (the fetch
  * to wrap, default globalThis.fetch), `maxBodyBytes`, `onChallenge` (called with an
  * AttestationRequired / StepUpRequired challenge; if it resolves to true the request is signed
- * and sent once more, else the challenge is thrown).
+ * and sent once more, else the challenge is thrown). A session_revoked answer to a request a
+ * delegated session key signed is handled here: the agent forgets that session and the request is
+ * signed by a new one and sent once more.
  */
 export function signingFetch(options) {
   const { keyId, audience, signedHeaders = [], onChallenge } = options;
@@ -52,6 +54,7 @@ export function signingFetch(options) {
     const body = request.body ? await readBounded(request.body, maxBodyBytes) : null;
     const bodySha256 = createHash('sha256').update(body ?? Buffer.alloc(0)).digest('hex');
     const url = new URL(request.url);
+    let renewed = false;
     for (let attempt = 0; ; attempt += 1) {
       const headers = new Headers();
       for (const [name, value] of request.headers) {
@@ -75,6 +78,16 @@ export function signingFetch(options) {
         redirect: request.redirect,
         signal: init?.signal ?? (input instanceof Request ? input.signal : undefined),
       });
+      // session_revoked to a request a delegated session key signed (the agent answers that
+      // key's id, not keyId): the agent forgets the session and the request is signed by a new
+      // one and sent once more. A revoked device's new session is refused in turn.
+      if (!renewed && answer.key_id !== keyId && sessionRevoked(response)) {
+        renewed = true;
+        await response.body?.cancel().catch(() => {});
+        await agent.endSession(keyId, audience, answer.key_id);
+        attempt -= 1;
+        continue;
+      }
       const challenge = challengeOf(response);
       if (!challenge) return response;
       if (attempt === 0 && onChallenge && (await onChallenge(challenge)) === true) {

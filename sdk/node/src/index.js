@@ -9,7 +9,7 @@ export {
   defaultSocketPath,
   trustedUids,
 } from './agent.js';
-export { challengeOf, describe, parseChallenge, signedHost } from './describe.js';
+export { challengeOf, describe, parseChallenge, sessionRevoked, signedHost } from './describe.js';
 export {
   AgentError,
   AgentProtocolError,

@@ -12,6 +12,7 @@ import {
   UntrustedAgentError,
   defaultSocketPath,
   parseChallenge,
+  sessionRevoked,
   signedHost,
 } from '../src/index.js';
 import { env } from './env.js';
@@ -120,4 +121,21 @@ test('signed host rule and challenge parsing', () => {
   assert.equal(signedHost('http', '127.0.0.1:8080'), '127.0.0.1:8080');
   assert.deepEqual(parseChallenge('HWS1 error="step_up_required", nonce="n"'), { error: 'step_up_required', nonce: 'n' });
   assert.equal(parseChallenge('Bearer x'), null);
+});
+
+test('session_revoked is recognized only as a 401 HWS1 challenge', () => {
+  const answer = (status, value) => new Response(null, { status, headers: value ? { 'www-authenticate': value } : {} });
+  assert.equal(sessionRevoked(answer(401, 'HWS1 error="session_revoked"')), true);
+  assert.equal(sessionRevoked(answer(401, 'HWS1 nonce="n", error="session_revoked"')), true);
+  assert.equal(sessionRevoked(answer(403, 'HWS1 error="session_revoked"')), false);
+  assert.equal(sessionRevoked(answer(401, 'HWS1 error="device_revoked"')), false);
+  assert.equal(sessionRevoked(answer(401, 'Bearer error="session_revoked"')), false);
+  assert.equal(sessionRevoked(answer(401, null)), false);
+});
+
+test('the agent ends only a current session', async () => {
+  const agent = new AgentClient({ socketPath: env.socket });
+  // The test agent signs strictly: no delegated session of this key to end.
+  assert.equal(await agent.endSession(env.keyId, env.audience, env.unregisteredKeyId), false);
+  await assert.rejects(agent.endSession('not a key id', env.audience, env.keyId), (e) => e instanceof AgentError && e.code === 'invalid_request');
 });

@@ -11,7 +11,7 @@ import pytest
 
 import hwsign
 from hwsign import AgentClient, AgentError, AsyncAgentClient, UntrustedAgentError
-from hwsign.challenge import challenge_of, parse_challenge
+from hwsign.challenge import challenge_of, parse_challenge, session_revoked
 from hwsign.describe import describe, signed_host
 
 UNKNOWN_KEY = "hk1_" + "0" * 32
@@ -182,3 +182,27 @@ def test_challenges_are_typed():
     assert challenge_of(403, 'HWS1 error="attestation_required"') is None
     assert parse_challenge('Bearer realm="x"') is None
     assert parse_challenge('HWS1 error="a\\"b"') == {"error": 'a"b'}
+
+
+def test_session_revoked_is_recognized_only_as_a_401_hws1_challenge():
+    assert session_revoked(401, 'HWS1 error="session_revoked"')
+    assert session_revoked(401, 'HWS1 nonce="n", error="session_revoked"')
+    assert not session_revoked(403, 'HWS1 error="session_revoked"')
+    assert not session_revoked(401, 'HWS1 error="device_revoked"')
+    assert not session_revoked(401, 'Bearer error="session_revoked"')
+    assert not session_revoked(401, None)
+    # Not a challenge the application's hook sees: the SDK renews the session itself.
+    assert challenge_of(401, 'HWS1 error="session_revoked"') is None
+
+
+def test_agent_ends_only_a_current_session(env):
+    # The test agent signs strictly (no delegated session for this key): nothing to end, and
+    # a session key id the agent never issued is not "ended" either.
+    agent = AgentClient(env.socket)
+    assert agent.end_session(env.key_id, env.audience, env.unregistered_key_id) is False
+    assert asyncio.run(
+        AsyncAgentClient(env.socket).end_session(env.key_id, env.audience, env.key_id)
+    ) is False
+    with pytest.raises(AgentError) as refused:
+        agent.end_session("not a key id", env.audience, env.key_id)
+    assert refused.value.code == "invalid_request"

@@ -4,15 +4,22 @@
 //! new session and succeeds. Once the device is revoked, the new session is refused too
 //! (`device_revoked`): ending a session never outlives the device.
 
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
 use crate::admin_support::AdminFleet;
 
-use anyhow::{Result, ensure};
+use anyhow::{Context as _, Result, bail, ensure};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hwsign_client::Signer;
 use hwsign_client::layer::SigningLayer;
 use hwsign_client::middleware::SigningMiddleware;
 use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::sync::Mutex;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -148,5 +155,92 @@ where
         sessions.iter().all(|s| s["key_id"] != laptop),
         "no live session for the revoked device: {sessions:?}"
     );
+    Ok(())
+}
+
+/// One SDK adapter's client in its own process (tests/python/sdk_resession.py,
+/// tests/node/sdk_resession.mjs): `get` on its stdin sends one signed GET, and the answer comes
+/// back as one JSON line.
+struct SdkDriver {
+    name: &'static str,
+    child: Child,
+    stdin: ChildStdin,
+    lines: Lines<BufReader<ChildStdout>>,
+}
+
+impl SdkDriver {
+    fn spawn(name: &'static str, mut command: Command, f: &AdminFleet) -> Result<Self> {
+        command
+            .env("HWSIGN_AGENT_SOCK", f.agent.socket())
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        let mut child = command.spawn().with_context(|| format!("spawning {name}"))?;
+        let stdin = child.stdin.take().context("driver stdin")?;
+        let stdout = child.stdout.take().context("driver stdout")?;
+        Ok(Self {
+            name,
+            child,
+            stdin,
+            lines: BufReader::new(stdout).lines(),
+        })
+    }
+
+    async fn get(&mut self) -> Result<(u16, Value)> {
+        self.stdin.write_all(b"get\n").await?;
+        self.stdin.flush().await?;
+        let line = tokio::time::timeout(Duration::from_secs(60), self.lines.next_line())
+            .await
+            .with_context(|| format!("{}: no answer within 60 s", self.name))??;
+        let Some(line) = line else {
+            let status = self.child.wait().await?;
+            bail!("{} exited ({status}) without answering", self.name);
+        };
+        let answer: Value =
+            serde_json::from_str(&line).with_context(|| format!("{}: {line}", self.name))?;
+        if let Some(error) = answer.get("error") {
+            bail!("{}: the SDK raised {error}", self.name);
+        }
+        let status = answer["status"]
+            .as_u64()
+            .and_then(|s| u16::try_from(s).ok())
+            .with_context(|| format!("{}: {line}", self.name))?;
+        Ok((status, answer["body"].clone()))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_python_and_node_sdks_start_a_new_session_after_session_revoked() -> Result<()> {
+    let python = hwsign_e2e::sdk::prepare("python")?;
+    let node_sdk = hwsign_e2e::sdk::prepare("node")?;
+    let root = hwsign_e2e::sdk::repo_root()?;
+    let f = AdminFleet::start(1, 4).await?;
+    let url = format!("http://{}/v1/items", f.fleet.replicas[0].addr);
+    let adapters: [&'static str; 4] = ["httpx", "httpx-async", "requests", "node"];
+    for (adapter, laptop) in adapters.into_iter().zip(f.devices.clone()) {
+        let command = if adapter == "node" {
+            let mut command = Command::new("node");
+            command.arg(root.join("tests/node/sdk_resession.mjs")).arg(&node_sdk);
+            command
+        } else {
+            let mut command = Command::new(&python);
+            command
+                .arg(root.join("tests/python/sdk_resession.py"))
+                .arg(adapter);
+            command
+        };
+        let mut command = command;
+        command.args([url.as_str(), laptop.as_str(), hwsign_e2e::AUDIENCE]);
+        let driver = Arc::new(Mutex::new(SdkDriver::spawn(adapter, command, &f)?));
+        let get = || {
+            let driver = Arc::clone(&driver);
+            async move { driver.lock().await.get().await }
+        };
+        force_logout_then_revoke(&f, &laptop, get)
+            .await
+            .with_context(|| format!("SDK adapter {adapter}"))?;
+    }
     Ok(())
 }

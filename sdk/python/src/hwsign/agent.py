@@ -131,6 +131,14 @@ class _Settings:
         self.max_response_bytes = max_response_bytes
 
 
+#: The agent's call that forgets a delegated session a verifier ended.
+END_SESSION_PATH = "/v1/sessions/end"
+
+
+def _end_session_body(key_id: str, audience: str, session_key_id: str) -> dict[str, str]:
+    return {"key_id": key_id, "audience": audience, "session_key_id": session_key_id}
+
+
 class AgentClient:
     """A blocking client of the agent. Each call opens its own connection, so one client may be
     shared between threads.
@@ -169,6 +177,13 @@ class AgentClient:
     def sign(self, request: SignRequest) -> SignResponse:
         """``POST /v1/sign``: the agent canonicalizes the described request and signs it."""
         return cast(SignResponse, self.call("POST", "/v1/sign", request))
+
+    def end_session(self, key_id: str, audience: str, session_key_id: str) -> bool:
+        """``POST /v1/sessions/end``: the agent forgets the delegated session ``session_key_id``
+        of ``key_id`` for ``audience`` (a verifier answered ``session_revoked``), so its next
+        signature starts a new session. True if that session was the current one."""
+        body = _end_session_body(key_id, audience, session_key_id)
+        return bool(self.call("POST", END_SESSION_PATH, body)["ended"])
 
     def call(self, method: str, path: str, body: Optional[Any] = None) -> Any:
         """One call of the agent API; returns the decoded JSON answer."""
@@ -238,6 +253,11 @@ class AsyncAgentClient:
     async def sign(self, request: SignRequest) -> SignResponse:
         """``POST /v1/sign``."""
         return cast(SignResponse, await self.call("POST", "/v1/sign", request))
+
+    async def end_session(self, key_id: str, audience: str, session_key_id: str) -> bool:
+        """``POST /v1/sessions/end`` (see :meth:`AgentClient.end_session`)."""
+        body = _end_session_body(key_id, audience, session_key_id)
+        return bool((await self.call("POST", END_SESSION_PATH, body))["ended"])
 
     async def call(self, method: str, path: str, body: Optional[Any] = None) -> Any:
         """One call of the agent API; returns the decoded JSON answer."""

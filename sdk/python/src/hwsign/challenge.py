@@ -43,6 +43,17 @@ def parse_challenge(www_authenticate: Optional[str]) -> Optional[Dict[str, str]]
     return params
 
 
+def session_revoked(status: int, www_authenticate: Optional[str]) -> bool:
+    """Whether an answer is ``401`` with ``WWW-Authenticate: HWS1 error="session_revoked"``: an
+    administrator ended the delegated session the request was signed with. The SDK then has the
+    agent forget that session and signs the request once more with a new one, which the verifier
+    accepts only while the device itself is allowed (docs/ADMIN.md, "Sessions")."""
+    if status != 401:
+        return False
+    params = parse_challenge(www_authenticate)
+    return params is not None and params.get("error") == "session_revoked"
+
+
 def challenge_of(
     status: int, www_authenticate: Optional[str], body: Optional[bytes] = None
 ) -> Optional[VerifierChallenge]:

@@ -15,9 +15,9 @@ from typing import AsyncGenerator, AsyncIterator, Generator, Iterator, List, Opt
 
 import httpx
 
-from .agent import AgentClient, AsyncAgentClient, SignRequest
+from .agent import AgentClient, AsyncAgentClient, SignRequest, SignResponse
 from .body import DEFAULT_MAX_SPOOL_BYTES, EMPTY_SHA256, Spool, hash_chunks, sha256_hex
-from .challenge import AsyncChallengeHook, ChallengeHook, challenge_of
+from .challenge import AsyncChallengeHook, ChallengeHook, challenge_of, session_revoked
 from .describe import apply, describe, resolve_authority, strip_signature_headers
 from .errors import VerifierChallenge
 
@@ -55,6 +55,11 @@ class HwsignAuth(httpx.Auth):
       re-attested the key), the request is signed and sent once more. Without a hook, or if it
       returns False, the challenge is raised. In the async flow the hook may be a coroutine
       function.
+
+    A ``401 session_revoked`` answer to a request signed by a delegated session key (an
+    administrator ended the session) is handled without a hook: the agent forgets that session
+    and the request is signed by a new one and sent once more; a revoked device's new session is
+    refused in turn (``device_revoked``), and that answer is returned.
     """
 
     requires_request_body = False
@@ -103,8 +108,12 @@ class HwsignAuth(httpx.Auth):
         self, request: httpx.Request
     ) -> Generator[httpx.Request, httpx.Response, None]:
         body_sha256 = self._body_sha256(request)
-        self.agent_sign(request, body_sha256)
+        signed = self.agent_sign(request, body_sha256)
         response = yield request
+        if self._renew_session(signed, response):
+            self.agent.end_session(self.key_id, self.audience, signed["key_id"])
+            self.agent_sign(request, body_sha256)
+            response = yield request
         challenge = self._challenge(response)
         if challenge is None:
             return
@@ -121,8 +130,12 @@ class HwsignAuth(httpx.Auth):
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
         body_sha256 = await self._abody_sha256(request)
-        await self.async_agent_sign(request, body_sha256)
+        signed = await self.async_agent_sign(request, body_sha256)
         response = yield request
+        if self._renew_session(signed, response):
+            await self.async_agent.end_session(self.key_id, self.audience, signed["key_id"])
+            await self.async_agent_sign(request, body_sha256)
+            response = yield request
         challenge = self._challenge(response)
         if challenge is None:
             return
@@ -141,15 +154,28 @@ class HwsignAuth(httpx.Auth):
 
     # Signing ---------------------------------------------------------------------------------
 
-    def agent_sign(self, request: httpx.Request, body_sha256: str) -> None:
-        """Signs ``request`` (whose body hashes to ``body_sha256``) with the blocking client."""
+    def agent_sign(self, request: httpx.Request, body_sha256: str) -> SignResponse:
+        """Signs ``request`` (whose body hashes to ``body_sha256``) with the blocking client;
+        returns the agent's answer."""
         signing = self._describe(request, body_sha256)
-        apply(request.headers, self.agent.sign(signing))
+        signed = self.agent.sign(signing)
+        apply(request.headers, signed)
+        return signed
 
-    async def async_agent_sign(self, request: httpx.Request, body_sha256: str) -> None:
-        """Signs ``request`` with the asyncio client."""
+    async def async_agent_sign(self, request: httpx.Request, body_sha256: str) -> SignResponse:
+        """Signs ``request`` with the asyncio client; returns the agent's answer."""
         signing = self._describe(request, body_sha256)
-        apply(request.headers, await self.async_agent.sign(signing))
+        signed = await self.async_agent.sign(signing)
+        apply(request.headers, signed)
+        return signed
+
+    def _renew_session(self, signed: SignResponse, response: httpx.Response) -> bool:
+        """A ``session_revoked`` answer to a request a delegated session key signed (the agent
+        answers that key's id, not ``key_id``): the session is ended, sign with a new one. A
+        strict signature has no session to renew; the answer is returned as it is."""
+        return signed["key_id"] != self.key_id and session_revoked(
+            response.status_code, response.headers.get("www-authenticate")
+        )
 
     def _describe(self, request: httpx.Request, body_sha256: str) -> SignRequest:
         strip_signature_headers(request.headers)

@@ -19,10 +19,13 @@ from requests.models import PreparedRequest
 
 from .agent import AgentClient
 from .body import DEFAULT_MAX_SPOOL_BYTES, EMPTY_SHA256, Spool, hash_file, sha256_hex
-from .challenge import ChallengeHook, challenge_of
+from .challenge import ChallengeHook, challenge_of, session_revoked
 from .describe import apply, describe, resolve_authority, strip_signature_headers
 
 __all__ = ["HwsignRequestsAuth"]
+
+#: Attribute of a prepared request naming the key that signed it (the agent's answer).
+_SIGNED_BY = "_hwsign_signed_by"
 
 
 class HwsignRequestsAuth(AuthBase):
@@ -30,7 +33,9 @@ class HwsignRequestsAuth(AuthBase):
 
     Arguments as :class:`hwsign.HwsignAuth` (``signed_headers``, ``socket_path``, ``agent_uid``,
     ``agent``, ``max_spool_bytes``, ``on_challenge``). A ``str`` body is sent as ISO-8859-1,
-    as http.client sends it; it is converted to those bytes before hashing.
+    as http.client sends it; it is converted to those bytes before hashing. A ``session_revoked``
+    answer to a request a delegated session signed is signed by a new session and sent once more,
+    as :class:`hwsign.HwsignAuth` does (bodies in memory; a streamed body's answer is returned).
     """
 
     def __init__(
@@ -74,7 +79,10 @@ class HwsignRequestsAuth(AuthBase):
             body_sha256=body_sha256,
             signed_headers=self.signed_headers,
         )
-        apply(request.headers, self.agent.sign(signing))
+        signed = self.agent.sign(signing)
+        apply(request.headers, signed)
+        # Which key signed: a delegated session key's id when the agent signs in delegated mode.
+        setattr(request, _SIGNED_BY, signed["key_id"])
 
     def _body_sha256(self, request: PreparedRequest) -> str:
         body: Any = request.body
@@ -97,24 +105,48 @@ class HwsignRequestsAuth(AuthBase):
         return spool.sha256
 
     def _check_challenge(self, response: requests.Response, **kwargs: Any) -> requests.Response:
+        prepared = response.request
+        signed_by = getattr(prepared, _SIGNED_BY, None)
+        if (
+            _replayable(prepared)
+            and signed_by is not None
+            and signed_by != self.key_id
+            and session_revoked(response.status_code, response.headers.get("www-authenticate"))
+        ):
+            # An administrator ended the delegated session that signed: the agent forgets it and
+            # the request is signed by a new session and sent once more.
+            self.agent.end_session(self.key_id, self.audience, signed_by)
+            response = self._resend(response, **kwargs)
         challenge = challenge_of(response.status_code, response.headers.get("www-authenticate"))
         if challenge is None:
             return response
-        prepared = response.request
-        replayable = prepared is not None and (
-            prepared.body is None or isinstance(prepared.body, (bytes, bytearray))
-        )
-        if self._on_challenge is not None and replayable and self._on_challenge(challenge):
-            retry = prepared.copy()
-            self._sign(retry, self._body_sha256(retry))
-            response.content  # noqa: B018 - drain the answer so its connection can be reused
-            response.close()
-            again = response.connection.send(retry, **kwargs)
-            again.history.append(response)
-            again.request = retry
+        if (
+            self._on_challenge is not None
+            and _replayable(response.request)
+            and self._on_challenge(challenge)
+        ):
+            again = self._resend(response, **kwargs)
             again_challenge = challenge_of(again.status_code, again.headers.get("www-authenticate"))
             if again_challenge is None:
                 return again
             response, challenge = again, again_challenge
         challenge.body = response.content
         raise challenge
+
+    def _resend(self, response: requests.Response, **kwargs: Any) -> requests.Response:
+        """Signs a copy of the answered request again and sends it on the same adapter."""
+        retry = response.request.copy()
+        self._sign(retry, self._body_sha256(retry))
+        response.content  # noqa: B018 - drain the answer so its connection can be reused
+        response.close()
+        again = response.connection.send(retry, **kwargs)
+        again.history.append(response)
+        again.request = retry
+        return again
+
+
+def _replayable(prepared: Optional[PreparedRequest]) -> bool:
+    """A request whose body can be sent again: none, or bytes in memory."""
+    return prepared is not None and (
+        prepared.body is None or isinstance(prepared.body, (bytes, bytearray))
+    )
