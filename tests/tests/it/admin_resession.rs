@@ -4,7 +4,8 @@
 //! new session and succeeds. Once the device is revoked, the new session is refused too
 //! (`device_revoked`): ending a session never outlives the device.
 
-use std::process::Stdio;
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,9 +18,7 @@ use hwsign_client::Signer;
 use hwsign_client::layer::SigningLayer;
 use hwsign_client::middleware::SigningMiddleware;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader, Lines};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, mpsc};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -160,12 +159,12 @@ where
 
 /// One SDK adapter's client in its own process (tests/python/sdk_resession.py,
 /// tests/node/sdk_resession.mjs): `get` on its stdin sends one signed GET, and the answer comes
-/// back as one JSON line.
+/// back as one JSON line (read by a thread of its own, so the runtime never blocks on the pipe).
 struct SdkDriver {
     name: &'static str,
     child: Child,
     stdin: ChildStdin,
-    lines: Lines<BufReader<ChildStdout>>,
+    lines: mpsc::UnboundedReceiver<std::io::Result<String>>,
 }
 
 impl SdkDriver {
@@ -175,29 +174,39 @@ impl SdkDriver {
             .env("PYTHONDONTWRITEBYTECODE", "1")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true);
-        let mut child = command.spawn().with_context(|| format!("spawning {name}"))?;
+            .stderr(Stdio::inherit());
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("spawning {name}"))?;
         let stdin = child.stdin.take().context("driver stdin")?;
         let stdout = child.stdout.take().context("driver stdout")?;
+        let (send, lines) = mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                if send.send(line).is_err() {
+                    break;
+                }
+            }
+        });
         Ok(Self {
             name,
             child,
             stdin,
-            lines: BufReader::new(stdout).lines(),
+            lines,
         })
     }
 
     async fn get(&mut self) -> Result<(u16, Value)> {
-        self.stdin.write_all(b"get\n").await?;
-        self.stdin.flush().await?;
-        let line = tokio::time::timeout(Duration::from_secs(60), self.lines.next_line())
+        self.stdin.write_all(b"get\n")?;
+        self.stdin.flush()?;
+        let line = tokio::time::timeout(Duration::from_secs(60), self.lines.recv())
             .await
-            .with_context(|| format!("{}: no answer within 60 s", self.name))??;
+            .with_context(|| format!("{}: no answer within 60 s", self.name))?;
         let Some(line) = line else {
-            let status = self.child.wait().await?;
+            let status = self.child.wait()?;
             bail!("{} exited ({status}) without answering", self.name);
         };
+        let line = line?;
         let answer: Value =
             serde_json::from_str(&line).with_context(|| format!("{}: {line}", self.name))?;
         if let Some(error) = answer.get("error") {
@@ -208,6 +217,13 @@ impl SdkDriver {
             .and_then(|s| u16::try_from(s).ok())
             .with_context(|| format!("{}: {line}", self.name))?;
         Ok((status, answer["body"].clone()))
+    }
+}
+
+impl Drop for SdkDriver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -222,7 +238,9 @@ async fn admin_python_and_node_sdks_start_a_new_session_after_session_revoked() 
     for (adapter, laptop) in adapters.into_iter().zip(f.devices.clone()) {
         let command = if adapter == "node" {
             let mut command = Command::new("node");
-            command.arg(root.join("tests/node/sdk_resession.mjs")).arg(&node_sdk);
+            command
+                .arg(root.join("tests/node/sdk_resession.mjs"))
+                .arg(&node_sdk);
             command
         } else {
             let mut command = Command::new(&python);
