@@ -6,6 +6,7 @@ mod authorization_bounds;
 mod aws_sigv4a;
 mod calendar_dates;
 mod delegation;
+mod documented_limits;
 mod fuzz_props;
 mod hws1_rules;
 mod properties;
