@@ -1,0 +1,81 @@
+//! Details of the wire formats a peer sees that the larger tests do not single out: each flag of
+//! WebAuthn authenticator data read from its own bit, and the agent API's sign request leaving the
+//! default signature encoding out of its JSON (docs/PROTOCOL.md §10, §13).
+
+use anyhow::{Result, ensure};
+use hwsign_proto::api::{SignEncoding, SignRequest};
+use hwsign_proto::webauthn::{AuthenticatorData, AuthenticatorFlags, WebAuthnError};
+
+fn authenticator_data(flags: u8, extensions: &[u8]) -> Vec<u8> {
+    let mut bytes = vec![7u8; 32];
+    bytes.push(flags);
+    bytes.extend_from_slice(&41u32.to_be_bytes());
+    bytes.extend_from_slice(extensions);
+    bytes
+}
+
+#[test]
+fn each_authenticator_flag_is_read_from_its_own_bit() -> Result<()> {
+    let up = AuthenticatorFlags::UP;
+    let uv = AuthenticatorFlags::UV;
+    let be = AuthenticatorFlags::BE;
+    let bs = AuthenticatorFlags::BS;
+    // (flags byte, UP, UV, BE, BS)
+    for (byte, present, verified, eligible, backed_up) in [
+        (0, false, false, false, false),
+        (up, true, false, false, false),
+        (uv, false, true, false, false),
+        (be, false, false, true, false),
+        (be | bs, false, false, true, true),
+        (up | uv | be | bs, true, true, true, true),
+    ] {
+        let data = AuthenticatorData::parse(&authenticator_data(byte, &[]))?;
+        let flags = data.flags;
+        ensure!(flags.user_present() == present, "UP of {byte:#04x}");
+        ensure!(flags.user_verified() == verified, "UV of {byte:#04x}");
+        ensure!(flags.backup_eligible() == eligible, "BE of {byte:#04x}");
+        ensure!(flags.backed_up() == backed_up, "BS of {byte:#04x}");
+        ensure!(!flags.extension_data(), "ED of {byte:#04x}");
+        ensure!(data.sign_count == 41 && data.rp_id_hash == [7u8; 32]);
+    }
+    // Backed up but not backup eligible: the specification forbids it.
+    ensure!(matches!(
+        AuthenticatorData::parse(&authenticator_data(up | bs, &[])),
+        Err(WebAuthnError::Malformed(_))
+    ));
+    // ED: an (empty) extensions map follows and is consumed; without ED it is trailing bytes.
+    let ed = AuthenticatorFlags::ED;
+    let data = AuthenticatorData::parse(&authenticator_data(up | ed, &[0xa0]))?;
+    ensure!(data.flags.extension_data() && data.flags.user_present());
+    ensure!(AuthenticatorData::parse(&authenticator_data(up, &[0xa0])).is_err());
+    ensure!(AuthenticatorData::parse(&authenticator_data(up | ed, &[])).is_err());
+    Ok(())
+}
+
+#[test]
+fn a_sign_request_names_its_encoding_only_when_it_is_not_hws1() -> Result<()> {
+    let mut request = SignRequest {
+        key_id: "hk1_example".into(),
+        audience: "payments".into(),
+        method: "GET".into(),
+        authority: "api.example.com".into(),
+        path: "/".into(),
+        query: String::new(),
+        headers: Vec::new(),
+        body_sha256: hwsign_proto::keys::EMPTY_SHA256.into(),
+        signed_headers: Vec::new(),
+        presign_expires_secs: None,
+        encoding: SignEncoding::Hws1,
+    };
+    let json = serde_json::to_value(&request)?;
+    ensure!(json.get("encoding").is_none(), "{json}");
+    request.encoding = SignEncoding::Rfc9421;
+    let json = serde_json::to_value(&request)?;
+    ensure!(
+        json.get("encoding") == Some(&serde_json::json!("rfc9421")),
+        "{json}"
+    );
+    let back: SignRequest = serde_json::from_value(json)?;
+    ensure!(back == request);
+    Ok(())
+}
