@@ -1,6 +1,6 @@
-//! Details of the wire formats a peer sees that the larger tests do not single out: each flag of
+//! Details a peer or an operator sees that the larger tests do not single out: each flag of
 //! WebAuthn authenticator data read from its own bit, and the agent API's sign request leaving the
-//! default signature encoding out of its JSON (docs/PROTOCOL.md §10, §13).
+//! default signature encoding out of its JSON (docs/PROTOCOL.md §10, §13), and an error chain naming each cause once (the log lines).
 
 use anyhow::{Result, ensure};
 use hwsign_proto::api::{SignEncoding, SignRequest};
@@ -78,4 +78,43 @@ fn a_sign_request_names_its_encoding_only_when_it_is_not_hws1() -> Result<()> {
     let back: SignRequest = serde_json::from_value(json)?;
     ensure!(back == request);
     Ok(())
+}
+
+/// An error with a message and an optional cause, as a crate's error type would be.
+#[derive(Debug)]
+struct Layer(&'static str, Option<Box<Layer>>);
+
+impl std::fmt::Display for Layer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::error::Error for Layer {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.1.as_deref().map(|e| e as _)
+    }
+}
+
+#[test]
+fn an_error_chain_shows_each_cause_once() {
+    use hwsign_proto::error::ErrorChain;
+    let io = Layer("Permission denied (os error 13)", None);
+    let error = Layer(
+        "cannot read configuration /etc/hwsign/agent.toml",
+        Some(Box::new(io)),
+    );
+    assert_eq!(
+        ErrorChain(&error).to_string(),
+        "cannot read configuration /etc/hwsign/agent.toml: Permission denied (os error 13)"
+    );
+    // A message that already repeats its cause is not followed by it again; deeper causes are.
+    let deepest = Layer("disk quota exceeded", None);
+    let io = Layer("write failed", Some(Box::new(deepest)));
+    let error = Layer("cannot save: write failed", Some(Box::new(io)));
+    assert_eq!(
+        ErrorChain(&error).to_string(),
+        "cannot save: write failed: disk quota exceeded"
+    );
+    assert_eq!(ErrorChain(&Layer("alone", None)).to_string(), "alone");
 }
