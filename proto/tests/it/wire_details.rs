@@ -1,6 +1,7 @@
 //! Details a peer or an operator sees that the larger tests do not single out: each flag of
-//! WebAuthn authenticator data read from its own bit, and the agent API's sign request leaving the
-//! default signature encoding out of its JSON (docs/PROTOCOL.md §10, §13), and an error chain naming each cause once (the log lines).
+//! WebAuthn authenticator data read from its own bit, the agent API's sign request leaving the
+//! default signature encoding out of its JSON (docs/PROTOCOL.md §10, §13), and an error chain
+//! naming each cause once (what log lines show).
 
 use anyhow::{Result, ensure};
 use hwsign_proto::api::{SignEncoding, SignRequest};
