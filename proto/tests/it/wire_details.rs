@@ -119,3 +119,18 @@ fn an_error_chain_shows_each_cause_once() {
     );
     assert_eq!(ErrorChain(&Layer("alone", None)).to_string(), "alone");
 }
+
+/// WebSocket URLs sign the host as their HTTP counterparts do: the default port of `wss` is 443,
+/// of `ws` 80 (docs/PROTOCOL.md §2, "Signed host").
+#[test]
+fn websocket_schemes_drop_their_default_ports() -> Result<()> {
+    use hwsign_proto::host::{default_port, signed_host};
+    ensure!(default_port("wss") == Some(443) && default_port("WSS") == Some(443));
+    ensure!(default_port("ws") == Some(80) && default_port("Ws") == Some(80));
+    ensure!(default_port("ftp").is_none());
+    ensure!(signed_host(Some("wss"), "Chat.Example.com:443")? == "chat.example.com");
+    ensure!(signed_host(Some("wss"), "chat.example.com:80")? == "chat.example.com:80");
+    ensure!(signed_host(Some("ws"), "chat.example.com:80")? == "chat.example.com");
+    ensure!(signed_host(Some("ws"), "chat.example.com:443")? == "chat.example.com:443");
+    Ok(())
+}
