@@ -10,6 +10,7 @@ mod documented_limits;
 mod error_code_tables;
 mod fuzz_props;
 mod hws1_rules;
+mod percent_encoding;
 mod properties;
 mod protocol_doc;
 mod request_bounds;
