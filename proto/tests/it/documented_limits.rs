@@ -172,3 +172,67 @@ fn every_bound_has_the_value_the_protocol_doc_publishes() {
         );
     }
 }
+
+/// A presigned URL must fit the 8 KiB query bound with its signature parameter, which the signer
+/// appends last: the signer refuses a URL only when the longest signature (80 bytes, 160 hex
+/// digits) could push it over, so the longest URL it prepares is exactly 8192 bytes of query with
+/// such a signature, and one byte more is refused.
+#[test]
+fn the_longest_presigned_query_is_8_kib_with_the_longest_signature() {
+    use hwsign_proto::sign::{HeaderSelection, SigningParams, UNSIGNED_PAYLOAD, prepare_presigned};
+    use hwsign_proto::{Nonce, SigningTime};
+
+    let nonce = Nonce::from_random([7; 16]);
+    let params = SigningParams {
+        profile: &HWS1,
+        credential: "hk1_0123456789abcdef0123456789abcdef",
+        audience: "payments",
+        time: SigningTime::from_unix(1_795_462_200),
+        nonce: Some(&nonce),
+        added_headers: &[],
+    };
+    let headers = [("host", "api.example.com")];
+    let presign = |padding: usize| {
+        let query = format!("pad={}", "a".repeat(padding));
+        let parts = RequestParts {
+            method: "GET",
+            path: "/reports",
+            query: &query,
+            headers: &headers,
+        };
+        prepare_presigned(
+            &params,
+            &parts,
+            UNSIGNED_PAYLOAD,
+            3600,
+            HeaderSelection::All,
+        )
+        .map(|prepared| {
+            let mut url_query = query.clone();
+            for (name, value) in prepared.finish(&HWS1, &[0x30; 80]) {
+                url_query.push_str(&format!("&{name}={value}"));
+            }
+            url_query.len()
+        })
+    };
+    // The largest padding the signer accepts (the refusal is monotonic in the length).
+    let (mut fits, mut too_long) = (0usize, 8192usize);
+    assert!(presign(fits).is_ok());
+    assert!(presign(too_long).is_err());
+    while too_long - fits > 1 {
+        let mid = usize::midpoint(fits, too_long);
+        if presign(mid).is_ok() {
+            fits = mid;
+        } else {
+            too_long = mid;
+        }
+    }
+    assert_eq!(presign(fits), Ok(8192));
+    assert!(matches!(
+        presign(fits + 1),
+        Err(ProtoError::TooLarge {
+            what: "query",
+            limit: 8192
+        })
+    ));
+}
