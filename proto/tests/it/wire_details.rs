@@ -1,7 +1,8 @@
 //! Details a peer or an operator sees that the larger tests do not single out: each flag of
 //! WebAuthn authenticator data read from its own bit, the agent API's sign request leaving the
-//! default signature encoding out of its JSON (docs/PROTOCOL.md §10, §13), and an error chain
-//! naming each cause once (what log lines show).
+//! default signature encoding out of its JSON (docs/PROTOCOL.md §10, §13), an error chain naming
+//! each cause once and enrollment bodies logged without their secrets (what log lines show), and
+//! the default ports of WebSocket URLs.
 
 use anyhow::{Result, ensure};
 use hwsign_proto::api::{SignEncoding, SignRequest};
@@ -133,4 +134,36 @@ fn websocket_schemes_drop_their_default_ports() -> Result<()> {
     ensure!(signed_host(Some("ws"), "chat.example.com:80")? == "chat.example.com");
     ensure!(signed_host(Some("ws"), "chat.example.com:443")? == "chat.example.com:443");
     Ok(())
+}
+
+/// Enrollment bodies end up in logs through `Debug`: they name what the request is about (the
+/// key, the challenge) and never carry the secret (the one-time token, the released secret).
+#[test]
+fn enrollment_requests_log_their_ids_and_never_their_secrets() {
+    use hwsign_proto::enrollment::{ActivateRequest, StartRequest};
+    let start = StartRequest {
+        token: "hwt1_secret-token-value".into(),
+        key_id: "hk1_0123456789abcdef0123456789abcdef".into(),
+    };
+    let logged = format!("{start:?}");
+    assert!(logged.starts_with("StartRequest"), "{logged}");
+    assert!(
+        logged.contains("hk1_0123456789abcdef0123456789abcdef"),
+        "{logged}"
+    );
+    assert!(
+        logged.contains("<redacted>") && !logged.contains("secret-token"),
+        "{logged}"
+    );
+    let activate = ActivateRequest {
+        challenge_id: "chal-42".into(),
+        secret: "c2VjcmV0LXJlbGVhc2VkLWJ5LXRoZS10cG0".into(),
+    };
+    let logged = format!("{activate:?}");
+    assert!(logged.starts_with("ActivateRequest"), "{logged}");
+    assert!(logged.contains("chal-42"), "{logged}");
+    assert!(
+        logged.contains("<redacted>") && !logged.contains("c2VjcmV0"),
+        "{logged}"
+    );
 }
