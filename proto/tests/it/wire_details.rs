@@ -2,7 +2,8 @@
 //! WebAuthn authenticator data read from its own bit, the agent API's sign request leaving the
 //! default signature encoding out of its JSON (docs/PROTOCOL.md §10, §13), an error chain naming
 //! each cause once and enrollment bodies logged without their secrets (what log lines show), and
-//! the default ports of WebSocket URLs.
+//! the default ports of WebSocket URLs, the longest WebAuthn assertion header, and the RFC 9421
+//! components a signer covers.
 
 use anyhow::{Result, ensure};
 use hwsign_proto::api::{SignEncoding, SignRequest};
@@ -165,5 +166,57 @@ fn enrollment_requests_log_their_ids_and_never_their_secrets() {
     assert!(
         logged.contains("<redacted>") && !logged.contains("c2VjcmV0"),
         "{logged}"
+    );
+}
+
+/// The longest `X-Hws-WebAuthn` header: 1024 bytes of authenticator data and 2048 of client
+/// data, base64url, is accepted whole; one character more is refused before it is decoded.
+#[test]
+fn the_longest_webauthn_header_is_accepted_and_one_character_more_refused() -> Result<()> {
+    use hwsign_proto::webauthn::Assertion;
+    let assertion = Assertion {
+        authenticator_data: vec![0xa5; 1024],
+        client_data_json: vec![b'{'; 2048],
+    };
+    let header = assertion.to_header_value();
+    ensure!(header.len() == 4105, "{}", header.len());
+    ensure!(Assertion::parse_header_value(&header)? == assertion);
+    ensure!(matches!(
+        Assertion::parse_header_value(&format!("{header}A")),
+        Err(WebAuthnError::TooLarge { limit: 4105, .. })
+    ));
+    Ok(())
+}
+
+/// The components an RFC 9421 signer covers: the required five, `content-type` and
+/// `x-hws-delegation` when the request has them, then each extra header once, lower-cased.
+#[test]
+fn rfc9421_components_name_each_extra_header_once() {
+    use hwsign_proto::RequestParts;
+    use hwsign_proto::rfc9421_request::components_for;
+    let headers = [
+        ("host", "api.example.com"),
+        ("Content-Type", "application/json"),
+        ("x-custom", "1"),
+    ];
+    let parts = RequestParts {
+        method: "POST",
+        path: "/v1/responses",
+        query: "",
+        headers: &headers,
+    };
+    let components = components_for(&parts, &["X-Custom", "x-custom", "content-type", "X-Other"]);
+    assert_eq!(
+        components,
+        [
+            "@method",
+            "@authority",
+            "@path",
+            "@query",
+            "content-digest",
+            "content-type",
+            "x-custom",
+            "x-other",
+        ]
     );
 }
