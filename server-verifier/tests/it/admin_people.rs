@@ -230,5 +230,8 @@ fn admin_people_rules_naming_only_groups_or_only_users_admit_just_those() -> Res
         ensure!(p.get(key, "/ops/status/health")?.is_ok(), "{}", key.id);
     }
     denied(p.get(&p.bob, "/ops/status")?, "/ops/")?;
+    // A path whose spellings fall under two rules naming people must be admitted by both.
+    denied(p.get(&p.alice, "/sre-only/../dave-only/x")?, "/dave-only/")?;
+    denied(p.get(&p.dave, "/sre-only/../dave-only/x")?, "/sre-only/")?;
     Ok(())
 }
