@@ -582,6 +582,56 @@ fn webauthn_registration_objects_round_trip_and_parse_strictly() -> Result<()> {
     Ok(())
 }
 
+/// A `packed` statement carries one to four certificates in `x5c` (leaf first): an empty chain
+/// and a chain of five are refused, whatever the rest of the object says.
+#[test]
+fn webauthn_packed_x5c_holds_one_to_four_certificates() -> Result<()> {
+    use ciborium::Value as Cbor;
+    let key = public(&example_key()?)?;
+    let ad = AuthenticatorData {
+        rp_id_hash: rp_id_hash(RP_ID),
+        flags: AuthenticatorFlags(AuthenticatorFlags::UP | AuthenticatorFlags::AT),
+        sign_count: 0,
+        attested_credential: Some(AttestedCredential {
+            aaguid: [7; 16],
+            credential_id: vec![1, 2, 3, 4],
+            public_key: key,
+        }),
+    };
+    let object = |certificates: usize| -> Result<Vec<u8>> {
+        let x5c = Cbor::Array((0..certificates).map(|_| Cbor::Bytes(vec![0x30])).collect());
+        let statement = Cbor::Map(vec![
+            (Cbor::from("alg"), Cbor::from(-7)),
+            (Cbor::from("sig"), Cbor::Bytes(vec![0x30, 0x00])),
+            (Cbor::from("x5c"), x5c),
+        ]);
+        let mut bytes = Vec::new();
+        ciborium::into_writer(
+            &Cbor::Map(vec![
+                (Cbor::from("fmt"), Cbor::from("packed")),
+                (Cbor::from("attStmt"), statement),
+                (Cbor::from("authData"), Cbor::Bytes(ad.to_bytes())),
+            ]),
+            &mut bytes,
+        )?;
+        Ok(bytes)
+    };
+    for certificates in 1..=4 {
+        let parsed = AttestationObject::parse(&object(certificates)?)?;
+        ensure!(
+            matches!(&parsed.statement, AttestationStatement::Packed { x5c, .. } if x5c.len() == certificates),
+            "{certificates} certificates"
+        );
+    }
+    for certificates in [0, 5] {
+        ensure!(
+            AttestationObject::parse(&object(certificates)?).is_err(),
+            "{certificates} certificates"
+        );
+    }
+    Ok(())
+}
+
 #[test]
 fn webauthn_delegation_statement_forms_do_not_mix() -> Result<()> {
     let key = example_key()?;

@@ -52,8 +52,9 @@ fn user(id: &str, name: &str) -> User {
     }
 }
 
-/// Alice and Carol in `sre`, Bob in `sales`, Dave listed by name, and a key with no user; a
-/// route rule on `/ops/` (group sre or user dave) and a policy on `/cedar-ops` (group sre).
+/// Alice and Carol in `sre`, Bob in `sales`, Dave listed by name, and a key with no user; route
+/// rules on `/ops/` (group sre or user dave), `/sre-only/` (group sre), `/dave-only/` (Dave by
+/// id) and `/ops/status/` (no people), and a policy on `/cedar-ops` (group sre).
 fn people() -> Result<People> {
     let registry = Arc::new(MemoryRegistry::new());
     let directory = Arc::new(MemoryDirectory::default());
@@ -96,11 +97,23 @@ fn people() -> Result<People> {
         std::fs::write(policies.path().join(name), text)?;
     }
     let mut config = VerifierConfig::new(verify_support::AUDIENCE, [HOST]);
-    config.route_rules = vec![RouteRule {
-        groups: vec!["sre".into()],
-        users: vec!["dave@example.com".into()],
-        ..RouteRule::new("/ops/", KeyLevel::Software)
-    }];
+    config.route_rules = vec![
+        RouteRule {
+            groups: vec!["sre".into()],
+            users: vec!["dave@example.com".into()],
+            ..RouteRule::new("/ops/", KeyLevel::Software)
+        },
+        RouteRule {
+            groups: vec!["sre".into()],
+            ..RouteRule::new("/sre-only/", KeyLevel::Software)
+        },
+        RouteRule {
+            users: vec!["u-dave".into()],
+            ..RouteRule::new("/dave-only/", KeyLevel::Software)
+        },
+        // A longer prefix without people: it decides its paths, and admits everyone.
+        RouteRule::new("/ops/status/", KeyLevel::Software),
+    ];
     let mut policy = PolicySettings::new(policies.path());
     policy.covers = vec!["/cedar-ops".into()];
     config.policy = Some(policy);
@@ -198,5 +211,27 @@ fn admin_people_cedar_principal_is_in_its_users_groups() -> Result<()> {
     carol.active = false;
     p.directory.replace_user(&carol)?;
     denied(p.get(&p.carol, "/cedar-ops/deploy")?, "device policy")?;
+    Ok(())
+}
+
+/// A rule naming only groups, or only users, admits just those; a longer rule naming nobody
+/// takes its paths out of the shorter rule's (the longest matching prefix decides).
+#[test]
+fn admin_people_rules_naming_only_groups_or_only_users_admit_just_those() -> Result<()> {
+    let p = people()?;
+    ensure!(p.get(&p.alice, "/sre-only/x")?.is_ok(), "sre member");
+    ensure!(p.get(&p.carol, "/sre-only/x")?.is_ok(), "sre member");
+    denied(p.get(&p.bob, "/sre-only/x")?, "/sre-only/")?;
+    denied(p.get(&p.dave, "/sre-only/x")?, "/sre-only/")?;
+    ensure!(p.get(&p.dave, "/dave-only/x")?.is_ok(), "listed by id");
+    denied(p.get(&p.alice, "/dave-only/x")?, "/dave-only/")?;
+    denied(p.get(&p.nobody, "/dave-only/x")?, "no active user")?;
+    for key in [&p.alice, &p.bob, &p.dave, &p.nobody] {
+        ensure!(p.get(key, "/ops/status/health")?.is_ok(), "{}", key.id);
+    }
+    denied(p.get(&p.bob, "/ops/status")?, "/ops/")?;
+    // A path whose spellings fall under two rules naming people must be admitted by both.
+    denied(p.get(&p.alice, "/sre-only/../dave-only/x")?, "/dave-only/")?;
+    denied(p.get(&p.dave, "/sre-only/../dave-only/x")?, "/sre-only/")?;
     Ok(())
 }

@@ -544,6 +544,25 @@ async fn ambiguous_requests_are_malformed() -> Result<()> {
     Ok(())
 }
 
+/// An `Authorization` header whose value is not UTF-8 is a malformed request (400), not a
+/// missing signature: the header is there, and the verifier says so.
+#[tokio::test]
+async fn a_non_utf8_authorization_is_malformed_not_missing() -> Result<()> {
+    let server = start(1024).await?;
+    let signed = sign(&server.key, &server.request("GET", "/v1/a", ""), &opts())?;
+    let mut request = to_http(&signed)?;
+    request.headers_mut().insert(
+        "authorization",
+        HeaderValue::from_bytes(b"HWS1-ECDSA-P256-SHA256 Credential=\xff")?,
+    );
+    let reply = send(server.addr, request).await?;
+    assert_eq!(
+        (reply.status, reply.refusal()?),
+        (StatusCode::BAD_REQUEST, "malformed_request".into())
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn extractor_outside_the_layer_fails_closed() -> Result<()> {
     let server = start(1024).await?;
