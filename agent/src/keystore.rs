@@ -76,6 +76,36 @@ impl KeyStore {
             .map_err(CallError::from)
     }
 
+    /// `backend.sign_digest(key_id, digest)`: inline for a fast backend, awaited from the
+    /// backend's own thread when it takes queued signatures (TPM), else on the blocking pool.
+    pub(crate) async fn sign_digest(
+        backend: &Arc<dyn KeyBackend>,
+        key_id: &str,
+        digest: &[u8; 32],
+    ) -> Result<Vec<u8>, CallError> {
+        if backend.is_fast() {
+            return Ok(backend.sign_digest(key_id, digest)?);
+        }
+        if let Some(queued) = backend.sign_digest_queued(key_id, digest) {
+            let queued = queued?;
+            return match tokio::time::timeout(queued.within, queued.answer).await {
+                Ok(Ok(result)) => Ok(result?),
+                Ok(Err(_)) => Err(CallError::Backend(BackendError::unavailable(format!(
+                    "the {} backend's worker stopped",
+                    backend.name()
+                )))),
+                Err(_) => Err(CallError::Backend(BackendError::unavailable(format!(
+                    "the {} backend did not answer within {} s",
+                    backend.name(),
+                    queued.within.as_secs()
+                )))),
+            };
+        }
+        let key_id = key_id.to_owned();
+        let digest = *digest;
+        Self::call(backend, move |b| b.sign_digest(&key_id, &digest)).await
+    }
+
     /// Every key of every backend. A backend that fails to list is logged and left out, so one
     /// unplugged token does not hide the other keys.
     pub(crate) async fn list(&self) -> Vec<(&'static str, BackendKey)> {

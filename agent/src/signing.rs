@@ -179,8 +179,7 @@ async fn sign_unrecorded(
     let time = SigningTime::from_unix(unix_now()?);
     let prepared = prepare(request, time, &nonce)?;
     let digest = prepared.digest();
-    let key_id = request.key_id.clone();
-    let signature = KeyStore::call(&backend, move |b| b.sign_digest(&key_id, &digest)).await?;
+    let signature = KeyStore::sign_digest(&backend, &request.key_id, &digest).await?;
     Ok(Signed {
         backend: backend.name(),
         response: response(request, prepared, &signature, time, request.key_id.clone()),
@@ -263,8 +262,7 @@ async fn sign_rfc9421(
     let der = match signer {
         Rfc9421Signer::Device(key_id) => {
             let digest: [u8; 32] = Sha256::digest(base.as_bytes()).into();
-            let key_id = key_id.to_owned();
-            KeyStore::call(backend, move |b| b.sign_digest(&key_id, &digest)).await?
+            KeyStore::sign_digest(backend, key_id, &digest).await?
         }
         Rfc9421Signer::Session(session) => session.sign(base.as_bytes())?,
     };
@@ -458,8 +456,7 @@ async fn issue_session(
         }
         None => {
             let digest = pending.statement().digest();
-            let device_key = key_id.to_owned();
-            KeyStore::call(backend, move |b| b.sign_digest(&device_key, &digest))
+            KeyStore::sign_digest(backend, key_id, &digest)
                 .await
                 .map(|signature| pending.statement().to_header_value(&signature))
                 .map_err(SignError::from)

@@ -1,6 +1,11 @@
 //! Key backends behind one synchronous trait. A backend owns its keys' persistence (key files,
 //! TPM blobs, token objects); the agent only routes by key id. Methods may block on hardware: the
-//! agent calls them from `spawn_blocking` unless [`KeyBackend::is_fast`] says otherwise.
+//! agent calls them from `spawn_blocking` unless [`KeyBackend::is_fast`] says otherwise. A backend
+//! that already serves its hardware from a thread of its own (TPM) can also take a signature
+//! request without blocking ([`KeyBackend::sign_digest_queued`]): the agent then awaits the
+//! answer directly, without a blocking-pool thread in between.
+
+use std::time::Duration;
 
 use hwsign_proto::PublicKey;
 use hwsign_proto::api::KeyLevel;
@@ -112,6 +117,16 @@ pub struct WebauthnAssertion {
     pub signature: Vec<u8>,
 }
 
+/// A call handed to a backend's own thread ([`KeyBackend::sign_digest_queued`]): its answer
+/// arrives on `answer`, which the caller waits on for at most `within`.
+#[derive(Debug)]
+pub struct Queued<T> {
+    /// Where the backend's thread sends the result. Closed without a result: the thread stopped.
+    pub answer: tokio::sync::oneshot::Receiver<Result<T, BackendError>>,
+    /// How long the caller waits before answering `Unavailable` (the backend's request timeout).
+    pub within: Duration,
+}
+
 /// The hardware stack's own error behind a [`BackendError`] (a `TpmError`, a `Pkcs11Error`, ...),
 /// kept whole so that a logged chain shows every cause once.
 pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -150,6 +165,19 @@ pub trait KeyBackend: Send + Sync + std::fmt::Debug {
 
     /// ECDSA P-256 over a SHA-256 digest; returns a DER signature.
     fn sign_digest(&self, key_id: &str, digest: &[u8; 32]) -> Result<Vec<u8>, BackendError>;
+
+    /// [`Self::sign_digest`] handed to the thread that owns the hardware, returning at once
+    /// without waiting for the signature; `None` (the default) for a backend without such a
+    /// thread, which the agent then calls from `spawn_blocking`. Saves the hop through tokio's
+    /// blocking pool on every signature: async task → hardware thread → async task.
+    fn sign_digest_queued(
+        &self,
+        key_id: &str,
+        digest: &[u8; 32],
+    ) -> Option<Result<Queued<Vec<u8>>, BackendError>> {
+        let _ = (key_id, digest);
+        None
+    }
 
     /// Evidence of where the key lives, bound to the verifier's `nonce`.
     fn attest(&self, key_id: &str, nonce: &[u8]) -> Result<Evidence, BackendError> {

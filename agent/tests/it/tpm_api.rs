@@ -20,16 +20,21 @@ use hwsign_test_support::swtpm::Swtpm;
 
 use support::TestAgent;
 
-#[tokio::test(flavor = "multi_thread")]
-async fn tpm_keys_over_the_socket() -> Result<()> {
-    let tpm = Swtpm::start_tcp()?;
-    let agent = TestAgent::start_with(|c| {
+/// An agent with the software backend and `tpm`.
+async fn agent_with(tpm: &Swtpm) -> Result<TestAgent> {
+    TestAgent::start_with(|c| {
         c.backends.tpm = Some(TpmConfig {
             tcti: tpm.tcti(),
             ..TpmConfig::default()
         });
     })
-    .await?;
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tpm_keys_over_the_socket() -> Result<()> {
+    let tpm = Swtpm::start_tcp()?;
+    let agent = agent_with(&tpm).await?;
     let status: StatusResponse = agent.get_ok("/v1/status").await?;
     let names: Vec<&str> = status.backends.iter().map(|b| b.name.as_str()).collect();
     ensure!(names == ["software", "tpm"], "{status:?}");
@@ -40,19 +45,7 @@ async fn tpm_keys_over_the_socket() -> Result<()> {
         .ok_json()?;
     ensure!(key.level == KeyLevel::Tpm && key.backend == "tpm");
 
-    let request = SignRequest {
-        key_id: key.id.clone(),
-        audience: "things".into(),
-        method: "GET".into(),
-        authority: "api.example.com".into(),
-        path: "/things".into(),
-        query: String::new(),
-        headers: Vec::new(),
-        body_sha256: EMPTY_SHA256.into(),
-        signed_headers: Vec::new(),
-        presign_expires_secs: None,
-        encoding: Default::default(),
-    };
+    let request = sign_request(&key.id);
     let signed: SignResponse = agent.post("/v1/sign", &request).await?.ok_json()?;
     let mut headers = vec![("host", "api.example.com")];
     headers.extend(
@@ -143,5 +136,134 @@ async fn hardening_tpm_attestation_and_activation_follow_key_rules_uids() -> Res
         )
         .await?
         .expect_error(403, "key_not_permitted")?;
+    Ok(())
+}
+
+/// A stopped swtpm process (SIGSTOP): the TPM holds every command until [`Stopped::resume`]
+/// (or drop) sends SIGCONT. Found by its state directory, which is unique to this test's TPM.
+struct Stopped {
+    pid: String,
+    resumed: bool,
+}
+
+impl Stopped {
+    fn new(tpm: &Swtpm) -> Result<Self> {
+        let dir = tpm
+            .scratch()
+            .parent()
+            .map(|d| d.display().to_string())
+            .ok_or_else(|| anyhow::anyhow!("swtpm scratch dir has no parent"))?;
+        let mut found = None;
+        for entry in std::fs::read_dir("/proc")? {
+            let entry = entry?;
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            if cmdline.starts_with("swtpm\0") && cmdline.contains(&format!("dir={dir}/")) {
+                found = Some(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+        let pid = found.ok_or_else(|| anyhow::anyhow!("no swtpm process for {dir}"))?;
+        signal(&pid, "-STOP")?;
+        Ok(Self {
+            pid,
+            resumed: false,
+        })
+    }
+
+    fn resume(mut self) -> Result<()> {
+        self.resumed = true;
+        signal(&self.pid, "-CONT")
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        if !self.resumed {
+            let _ = signal(&self.pid, "-CONT");
+        }
+    }
+}
+
+fn signal(pid: &str, which: &str) -> Result<()> {
+    let status = std::process::Command::new("kill")
+        .arg(which)
+        .arg(pid)
+        .status()?;
+    ensure!(status.success(), "kill {which} {pid}: {status}");
+    Ok(())
+}
+
+fn sign_request(key_id: &str) -> SignRequest {
+    SignRequest {
+        key_id: key_id.to_owned(),
+        audience: "things".into(),
+        method: "GET".into(),
+        authority: "api.example.com".into(),
+        path: "/things".into(),
+        query: String::new(),
+        headers: Vec::new(),
+        body_sha256: EMPTY_SHA256.into(),
+        signed_headers: Vec::new(),
+        presign_expires_secs: None,
+        encoding: Default::default(),
+    }
+}
+
+/// A TPM that does not answer holds up its own signs only: the TPM sign waits off the async
+/// runtime (on the TPM's worker thread), so software-key signs are answered meanwhile — on a
+/// single-threaded runtime, where a sign blocking the thread would stall them all — and the TPM
+/// sign completes once the TPM answers again. Every sign has its audit record, in the order
+/// the signatures were released.
+#[tokio::test(flavor = "current_thread")]
+async fn a_stalled_tpm_does_not_hold_up_software_signs() -> Result<()> {
+    const SOFTWARE_SIGNS: usize = 20;
+    let tpm = Swtpm::start_tcp()?;
+    let agent = agent_with(&tpm).await?;
+    let tpm_key: KeyInfo = agent
+        .post("/v1/keys", &json!({"backend": "tpm", "label": "slow"}))
+        .await?
+        .ok_json()?;
+    let software_key: KeyInfo = agent
+        .post("/v1/keys", &json!({"backend": "software", "label": "fast"}))
+        .await?
+        .ok_json()?;
+
+    let stopped = Stopped::new(&tpm)?;
+    let mut tpm_client = agent.connect().await?;
+    let body = serde_json::to_vec(&sign_request(&tpm_key.id))?;
+    let tpm_sign =
+        tokio::spawn(async move { tpm_client.call(Method::POST, "/v1/sign", Some(body)).await });
+    let mut software = agent.connect().await?;
+    let body = serde_json::to_vec(&sign_request(&software_key.id))?;
+    for _ in 0..SOFTWARE_SIGNS {
+        let answer = software
+            .call(Method::POST, "/v1/sign", Some(body.clone()))
+            .await?;
+        let _: SignResponse = answer.ok_json()?;
+    }
+    ensure!(
+        !tpm_sign.is_finished(),
+        "the TPM sign was answered while the TPM was stopped"
+    );
+    stopped.resume()?;
+    let signed: SignResponse = tpm_sign.await??.ok_json()?;
+    ensure!(signed.key_id == tpm_key.id);
+
+    let log = std::fs::read_to_string(&agent.config.audit_log)?;
+    let signs: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("\"op\":\"sign\""))
+        .collect();
+    ensure!(signs.len() == SOFTWARE_SIGNS + 1, "{log}");
+    ensure!(signs.iter().all(|line| line.contains("\"outcome\":\"ok\"")));
+    ensure!(
+        signs[..SOFTWARE_SIGNS]
+            .iter()
+            .all(|line| line.contains(&software_key.id)),
+        "{log}"
+    );
+    ensure!(signs[SOFTWARE_SIGNS].contains(&tpm_key.id), "{log}");
     Ok(())
 }

@@ -5,7 +5,9 @@
 //! certificate is read from NV when the TPM has one (without, the verifier needs the EK registered).
 //!
 //! One worker thread owns the TPM connection (module `worker`); the [`KeyBackend`] methods send it
-//! jobs and wait for the reply, so they block: call them from `spawn_blocking`.
+//! jobs and wait for the reply, so they block: call them from `spawn_blocking`. Signing can also
+//! be queued without waiting ([`KeyBackend::sign_digest_queued`]): the worker then sends the
+//! signature straight to the awaiting async task.
 //!
 //! Deployment notes: the agent's user needs access to the TCTI (group `tss` for
 //! `/dev/tpmrm0`); the owner and endorsement hierarchies must have empty authorization (the
@@ -38,7 +40,7 @@ use self::error::TpmError;
 use self::ops::Blobs;
 use self::store::{KeyFile, Store};
 use self::worker::{Job, Message, Persistent, Worker};
-use super::{BackendError, BackendHealth, BackendKey, KeyBackend, check_label};
+use super::{BackendError, BackendHealth, BackendKey, KeyBackend, Queued, check_label};
 
 /// Default TCTI: the kernel's resource manager.
 pub const DEFAULT_TCTI: &str = "device:/dev/tpmrm0";
@@ -173,6 +175,26 @@ impl TpmBackend {
         self.call_within(self.timeout, f)
     }
 
+    /// Sends `f` to the worker and returns at once; the worker sends the result to the returned
+    /// [`Queued`], which its receiver awaits for at most the request timeout.
+    fn queue<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Worker) -> Result<T, TpmError> + Send + 'static,
+    ) -> Result<Queued<T>, BackendError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |worker| {
+            // The caller may have given up (timeout, connection closed): nobody to tell.
+            let _ = reply.send(f(worker).map_err(BackendError::from));
+        });
+        self.jobs
+            .send(Message::Job(job))
+            .map_err(|_| BackendError::unavailable("TPM worker stopped"))?;
+        Ok(Queued {
+            answer,
+            within: self.timeout,
+        })
+    }
+
     /// [`Self::call`] with an explicit bound. A job whose caller gave up still runs later; jobs
     /// therefore leave the backend consistent on their own (see `create_key`).
     fn call_within<T: Send + 'static>(
@@ -301,6 +323,17 @@ impl KeyBackend for TpmBackend {
         let entry = self.entry(key_id)?;
         let digest = *digest;
         self.call(move |w| w.run(|live, _| ops::sign(live, &entry.blobs, &digest)))
+    }
+
+    fn sign_digest_queued(
+        &self,
+        key_id: &str,
+        digest: &[u8; 32],
+    ) -> Option<Result<Queued<Vec<u8>>, BackendError>> {
+        let digest = *digest;
+        Some(self.entry(key_id).and_then(|entry| {
+            self.queue(move |w| w.run(|live, _| ops::sign(live, &entry.blobs, &digest)))
+        }))
     }
 
     fn attest(&self, key_id: &str, nonce: &[u8]) -> Result<Evidence, BackendError> {

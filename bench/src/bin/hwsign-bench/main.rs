@@ -7,6 +7,7 @@
 //! SOCKET RESPONSE [--sign]` is the echo floor's child process, `hwsign-bench plain-proxy UPSTREAM` the
 //! serve floor's; `hwsign-bench serve-cpu [--quick] [--verifier-bin PATH]` measures only
 //! `serve_cpu_ratio`; `hwsign-bench fleet [--quick]` only the fleet figures (PostgreSQL, Redis);
+//! `hwsign-bench agent-only [--quick] [--agent-bin PATH]` only the agent binary's figures;
 //! `hwsign-bench policy-overhead` only `policy_overhead`; `hwsign-bench audit-overhead` only
 //! `audit_overhead`; `hwsign-bench profile-verify [N]`
 //! verifies N requests in a loop for a profiler (`perf record -g`).
@@ -202,6 +203,7 @@ fn main() -> ExitCode {
             )),
         },
         Some("serve-cpu") => parse_args(&args[1..]).and_then(|a| serve_cpu_only(&a)),
+        Some("agent-only") => parse_args(&args[1..]).and_then(|a| agent_only(&a)),
         Some("profile-verify") => {
             inproc::profile_verify(args.get(1).and_then(|n| n.parse().ok()).unwrap_or(50_000))
                 .map(|()| true)
@@ -218,8 +220,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// `hwsign-bench serve-cpu [--quick] [--verifier-bin PATH]`: only `serve_cpu_ratio`.
-fn serve_cpu_only(args: &Args) -> Result<bool> {
+/// The plan `args` ask for and the two-worker runtime the async figures run on.
+fn plan_and_runtime(args: &Args) -> Result<(Plan, tokio::runtime::Runtime)> {
     let plan = if args.quick {
         Plan::quick()
     } else {
@@ -229,9 +231,29 @@ fn serve_cpu_only(args: &Args) -> Result<bool> {
         .worker_threads(2)
         .enable_all()
         .build()?;
+    Ok((plan, runtime))
+}
+
+/// `hwsign-bench serve-cpu [--quick] [--verifier-bin PATH]`: only `serve_cpu_ratio`.
+fn serve_cpu_only(args: &Args) -> Result<bool> {
+    let (plan, runtime) = plan_and_runtime(args)?;
     let figure = runtime.block_on(serve_cpu::figure(&plan, &args.verifier_bin))?;
     println!("{figure}");
     Ok(figure.passes())
+}
+
+/// `hwsign-bench agent-only [--quick] [--agent-bin PATH]`: only the figures of the agent binary
+/// (round trips, concurrency, memory, then `tpm_overhead`), for profiling the agent
+/// (`perf record -p` on the `hwsign-agent` child) without the rest of the run.
+fn agent_only(args: &Args) -> Result<bool> {
+    let (plan, runtime) = plan_and_runtime(args)?;
+    let mut figures = Vec::new();
+    let agent = runtime.block_on(agent_figures::run(&plan, &args.agent_bin))?;
+    emit(&mut figures, agent.figures);
+    let _ = tpm_phase(&runtime, &plan, &args.agent_bin, &mut figures);
+    Ok(figures
+        .iter()
+        .all(|f| f.passes() || f.name.starts_with("info.")))
 }
 
 /// A figure, or the same figure failing with the error that prevented it.
