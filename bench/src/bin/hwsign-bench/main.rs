@@ -6,7 +6,8 @@
 //! default `target/bench/results.json`, and an SVG chart beside it); `hwsign-bench echo-server
 //! SOCKET RESPONSE [--sign]` is the echo floor's child process, `hwsign-bench plain-proxy UPSTREAM` the
 //! serve floor's; `hwsign-bench serve-cpu [--quick] [--verifier-bin PATH]` measures only
-//! `serve_cpu_ratio`; `hwsign-bench fleet [--quick]` only the fleet figures (PostgreSQL, Redis);
+//! `serve_cpu_ratio`; `hwsign-bench client-rtt [--quick]` only `agent_rtt_ratio` and the client
+//! library's CPU per call; `hwsign-bench fleet [--quick]` only the fleet figures (PostgreSQL, Redis);
 //! `hwsign-bench policy-overhead` only `policy_overhead`; `hwsign-bench audit-overhead` only
 //! `audit_overhead`; `hwsign-bench profile-verify [N]`
 //! verifies N requests in a loop for a profiler (`perf record -g`).
@@ -16,6 +17,7 @@ mod agent_figures;
 mod agent_proc;
 mod audit_overhead;
 mod body_hash;
+mod client_rtt;
 mod delegated;
 mod echo;
 mod figure;
@@ -201,6 +203,7 @@ fn main() -> ExitCode {
                 "usage: hwsign-bench plain-proxy UPSTREAM_ADDR"
             )),
         },
+        Some("client-rtt") => parse_args(&args[1..]).and_then(|a| client_rtt_only(&a)),
         Some("serve-cpu") => parse_args(&args[1..]).and_then(|a| serve_cpu_only(&a)),
         Some("profile-verify") => {
             inproc::profile_verify(args.get(1).and_then(|n| n.parse().ok()).unwrap_or(50_000))
@@ -232,6 +235,17 @@ fn serve_cpu_only(args: &Args) -> Result<bool> {
     let figure = runtime.block_on(serve_cpu::figure(&plan, &args.verifier_bin))?;
     println!("{figure}");
     Ok(figure.passes())
+}
+
+/// `hwsign-bench client-rtt [--quick] [--agent-bin PATH]`: `agent_rtt_ratio` and the client
+/// library's CPU per call, on the runtime the agent figures use.
+fn client_rtt_only(args: &Args) -> Result<bool> {
+    let plan = [Plan::full(), Plan::quick()][usize::from(args.quick)].clone();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?
+        .block_on(client_rtt::run(&plan, &args.agent_bin))
 }
 
 /// A figure, or the same figure failing with the error that prevented it.
