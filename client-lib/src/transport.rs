@@ -1,9 +1,20 @@
 //! HTTP/1.1 over the agent's Unix socket: a few keep-alive connections kept idle and reused, one
 //! transparent reconnect when a reused connection turns out to be dead, a deadline on every
 //! exchange and a bound on every answer.
+//!
+//! A connection has no task of its own: the idle pool keeps hyper's `SendRequest` together with
+//! its `Connection` (the state machine doing the socket I/O), and the call that takes it drives
+//! that state machine inside its own future while the exchange runs. A call therefore never
+//! hands its request to another task and waits to be woken from there (on a multi-thread
+//! runtime, a wake-up across worker threads per step); it costs what its own socket reads and
+//! writes cost. A call future dropped mid-exchange drops its connection with it, so no
+//! connection with an unread answer ever returns to the pool.
 
+use std::future::{Future, poll_fn};
 use std::path::{Path, PathBuf};
+use std::pin::pin;
 use std::sync::{Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,6 +27,7 @@ use tokio::net::UnixStream;
 use crate::error::ClientError;
 
 type Sender = SendRequest<Full<Bytes>>;
+type Driver = http1::Connection<TokioIo<UnixStream>, Full<Bytes>>;
 
 /// Limits and timing of a [`Transport`].
 #[derive(Debug, Clone)]
@@ -43,13 +55,37 @@ pub(crate) struct Call<'a> {
 #[derive(Debug)]
 pub(crate) struct Transport {
     config: TransportConfig,
-    idle: Mutex<Vec<Sender>>,
+    idle: Mutex<Vec<Connection>>,
+}
+
+/// One keep-alive connection to the agent: the handle requests are sent through and the state
+/// machine that moves them over the socket, driven by whichever call holds the connection.
+struct Connection {
+    sender: Sender,
+    /// `None` once the connection ended (closed by either side, or failed).
+    driver: Option<Driver>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("open", &self.is_open())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A failed send on one connection, with whether the request provably never left.
 struct SendFailure {
     error: hyper::Error,
     not_sent: bool,
+}
+
+/// Why one exchange on one connection failed.
+enum ExchangeFailure {
+    /// The request could not be sent or no answer head came back.
+    Send(SendFailure),
+    /// The answer came but cannot be accepted (too large, broken body).
+    Answer(ClientError),
 }
 
 impl Transport {
@@ -79,69 +115,56 @@ impl Transport {
         &self,
         call: Call<'_>,
     ) -> Result<(StatusCode, Bytes), ClientError> {
-        let (mut sender, reused) = match self.take_idle() {
-            Some(sender) => (sender, true),
+        let limit = self.config.max_response_bytes;
+        let (mut connection, reused) = match self.take_idle() {
+            Some(connection) => (connection, true),
             None => (self.connect().await?, false),
         };
-        let response = match send(&mut sender, build_request(&call)?).await {
-            Ok(response) => response,
+        let answer = match connection.exchange(build_request(&call)?, limit).await {
             // A reused connection may have been closed by the agent while idle (restart, idle
             // timeout); that race is not an error of the call, so one fresh connection is tried.
-            Err(failure) if reused && (failure.not_sent || call.replay_safe) => {
+            Err(ExchangeFailure::Send(failure))
+                if reused && (failure.not_sent || call.replay_safe) =>
+            {
                 tracing::debug!(error = %failure.error, "reused agent connection failed; reconnecting");
-                sender = self.connect().await?;
-                send(&mut sender, build_request(&call)?)
-                    .await
-                    .map_err(|f| ClientError::Io(std::io::Error::other(f.error)))?
+                connection = self.connect().await?;
+                connection.exchange(build_request(&call)?, limit).await
             }
-            Err(failure) => return Err(ClientError::Io(std::io::Error::other(failure.error))),
+            other => other,
         };
-        let status = response.status();
-        let limit = self.config.max_response_bytes;
-        let declared = response
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|len| len > limit as u64) {
-            return Err(ClientError::ResponseTooLarge { limit });
-        }
-        let body = Limited::new(response.into_body(), limit)
-            .collect()
-            .await
-            .map_err(|e| {
-                if e.is::<LengthLimitError>() {
-                    ClientError::ResponseTooLarge { limit }
-                } else {
-                    ClientError::Io(std::io::Error::other(e))
-                }
-            })?
-            .to_bytes();
-        self.put_idle(sender);
-        Ok((status, body))
+        let answer = answer.map_err(|failure| match failure {
+            ExchangeFailure::Send(failure) => ClientError::Io(std::io::Error::other(failure.error)),
+            ExchangeFailure::Answer(error) => error,
+        })?;
+        self.put_idle(connection);
+        Ok(answer)
     }
 
-    fn take_idle(&self) -> Option<Sender> {
+    /// An idle connection that has not ended, if any. One the agent closed meanwhile is found
+    /// out by the exchange's first step, before its request is written (hyper then hands the
+    /// request back as not sent, so even a call that is not replay-safe reconnects).
+    fn take_idle(&self) -> Option<Connection> {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        while let Some(sender) = idle.pop() {
-            if !sender.is_closed() {
-                return Some(sender);
+        while let Some(connection) = idle.pop() {
+            if connection.is_open() {
+                return Some(connection);
             }
         }
         None
     }
 
-    fn put_idle(&self, sender: Sender) {
-        if sender.is_closed() {
+    /// Keeps `connection` for the next call if it is still open and the pool has room.
+    fn put_idle(&self, connection: Connection) {
+        if !connection.is_open() {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         if idle.len() < self.config.max_idle_connections {
-            idle.push(sender);
+            idle.push(connection);
         }
     }
 
-    async fn connect(&self) -> Result<Sender, ClientError> {
+    async fn connect(&self) -> Result<Connection, ClientError> {
         let path = &self.config.socket_path;
         let stream = UnixStream::connect(path)
             .await
@@ -150,7 +173,7 @@ impl Transport {
                 source,
             })?;
         self.check_listener(&stream)?;
-        let (sender, connection) = http1::Builder::new()
+        let (sender, driver) = http1::Builder::new()
             .max_buf_size(64 * 1024)
             .handshake(TokioIo::new(stream))
             .await
@@ -158,14 +181,82 @@ impl Transport {
                 path: path.clone(),
                 source: std::io::Error::other(e),
             })?;
-        // The connection task ends when every sender is dropped or the agent closes the socket.
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "agent connection ended with an error");
-            }
-        });
-        Ok(sender)
+        Ok(Connection {
+            sender,
+            driver: Some(driver),
+        })
     }
+}
+
+impl Connection {
+    fn is_open(&self) -> bool {
+        self.driver.is_some() && !self.sender.is_closed()
+    }
+
+    /// Sends `request` and reads the whole answer, at most `limit` bytes of body, driving the
+    /// connection's I/O in this same future.
+    async fn exchange(
+        &mut self,
+        request: Request<Full<Bytes>>,
+        limit: usize,
+    ) -> Result<(StatusCode, Bytes), ExchangeFailure> {
+        let Self { sender, driver } = self;
+        let mut exchange = pin!(exchange_on(sender, request, limit));
+        poll_fn(|cx| {
+            // The driver first: it makes the sender ready, writes what the exchange queued and
+            // hands over what it read; then the exchange takes the next step. Each side's
+            // progress wakes this same task, so the two alternate without any other task.
+            poll_driver(driver, cx);
+            exchange.as_mut().poll(cx)
+        })
+        .await
+    }
+}
+
+/// Lets a connection's state machine make whatever progress the socket allows; drops it once it
+/// ended, which fails whatever still waits on it (so an exchange on it always completes).
+fn poll_driver(driver: &mut Option<Driver>, cx: &mut Context<'_>) {
+    let Some(connection) = driver.as_mut() else {
+        return;
+    };
+    if let Poll::Ready(result) = connection.poll_without_shutdown(cx) {
+        if let Err(error) = result {
+            tracing::debug!(%error, "agent connection ended with an error");
+        }
+        *driver = None;
+    }
+}
+
+/// One request and its whole answer through `sender`; the caller drives the connection.
+async fn exchange_on(
+    sender: &mut Sender,
+    request: Request<Full<Bytes>>,
+    limit: usize,
+) -> Result<(StatusCode, Bytes), ExchangeFailure> {
+    let response = send(sender, request).await.map_err(ExchangeFailure::Send)?;
+    let status = response.status();
+    let declared = response
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(ExchangeFailure::Answer(ClientError::ResponseTooLarge {
+            limit,
+        }));
+    }
+    let body = Limited::new(response.into_body(), limit)
+        .collect()
+        .await
+        .map_err(|e| {
+            ExchangeFailure::Answer(if e.is::<LengthLimitError>() {
+                ClientError::ResponseTooLarge { limit }
+            } else {
+                ClientError::Io(std::io::Error::other(e))
+            })
+        })?
+        .to_bytes();
+    Ok((status, body))
 }
 
 impl Transport {

@@ -11,7 +11,7 @@ use hwsign_client::{
     AgentClient, AgentErrorCode, BodyDigest, ClientError, RequestError, Signer,
     body_sha256_from_reader,
 };
-use hwsign_proto::api::{HeaderField, SignRequest, SignResponse};
+use hwsign_proto::api::{HeaderField, KeyInfo, KeyLevel, SignRequest, SignResponse};
 use sha2::{Digest, Sha256};
 use support::recording_agent::{Recorded, RecordingAgent};
 
@@ -322,6 +322,125 @@ async fn key_creation_is_not_silently_repeated_on_a_dead_connection() -> anyhow:
     let err = client.create_key("software", "laptop").await.err();
     assert!(matches!(err, Some(ClientError::Io(_))), "{err:?}");
     assert_eq!(agent.recorded().len(), 1);
+    Ok(())
+}
+
+/// Signs `body` and returns the content hash the (double) agent echoed back for it.
+async fn signed_hash(signer: &Signer, body: &[u8]) -> anyhow::Result<String> {
+    let mut request = Request::post("https://api.example.com/").body(body.to_vec())?;
+    signer.sign_request(&mut request).await?;
+    Ok(request.headers()["x-hws-content-sha256"]
+        .to_str()?
+        .to_owned())
+}
+
+#[tokio::test]
+async fn a_call_cut_short_leaves_no_half_answered_connection_behind() -> anyhow::Result<()> {
+    // `/v1/status` answers after 400 ms, signatures at once.
+    let agent =
+        RecordingAgent::start_slow("/v1/status", Duration::from_millis(400), fixed_sign_answer)?;
+    let client = AgentClient::builder(agent.socket_path())
+        .timeout(Duration::from_millis(100))
+        .build();
+    let signer = Signer::new(client.clone(), KEY, "payments");
+    assert_eq!(
+        signed_hash(&signer, b"one").await?,
+        hex::encode(Sha256::digest(b"one"))
+    );
+    assert_eq!(agent.connection_count(), 1);
+
+    // A slow agent hits the call's deadline; the call had taken the idle connection.
+    let err = client.status().await.err();
+    assert!(matches!(err, Some(ClientError::Timeout(_))), "{err:?}");
+    // The next call gets its own answer, not the late answer to the abandoned request: the
+    // connection that still waits for that answer was dropped with the call.
+    assert_eq!(
+        signed_hash(&signer, b"two").await?,
+        hex::encode(Sha256::digest(b"two"))
+    );
+    assert_eq!(agent.connection_count(), 2);
+
+    // The same when the caller drops the call future itself (its own timeout, a select).
+    let patient = AgentClient::new(agent.socket_path());
+    let cut = tokio::time::timeout(Duration::from_millis(50), patient.status()).await;
+    assert!(
+        cut.is_err(),
+        "the slow status call should have been cut: {cut:?}"
+    );
+    let signer = Signer::new(patient, KEY, "payments");
+    for body in [&b"three"[..], b"four"] {
+        assert_eq!(
+            signed_hash(&signer, body).await?,
+            hex::encode(Sha256::digest(body))
+        );
+    }
+    assert_eq!(agent.connection_count(), 4);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_connection_the_agent_closed_while_idle_is_not_reused() -> anyhow::Result<()> {
+    let agent = RecordingAgent::start_closing_after_answer(|recorded| {
+        if recorded.path_and_query == "/v1/keys" && recorded.method == "POST" {
+            let key = KeyInfo {
+                id: KEY.into(),
+                label: "laptop".into(),
+                backend: "software".into(),
+                level: KeyLevel::Software,
+                public_key_pem: String::new(),
+                created_unix: 0,
+            };
+            return (StatusCode::OK, serde_json::to_vec(&key).unwrap_or_default());
+        }
+        fixed_sign_answer(recorded)
+    })?;
+    let client = AgentClient::new(agent.socket_path());
+    let signer = Signer::new(client.clone(), KEY, "payments");
+    assert_eq!(
+        signed_hash(&signer, b"one").await?,
+        hex::encode(Sha256::digest(b"one"))
+    );
+    // Let the close (30 ms after the answer) arrive while the connection sits idle in the pool.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Key creation is never repeated on a dead connection, so it only succeeds if the client
+    // saw the close before sending and opened a fresh connection.
+    let key = client.create_key("software", "laptop").await?;
+    assert_eq!(key.id, KEY);
+    assert_eq!(agent.recorded().len(), 2);
+    assert_eq!(agent.connection_count(), 2);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_on_a_multi_thread_runtime_each_get_their_own_answer() -> anyhow::Result<()>
+{
+    let agent = RecordingAgent::start(fixed_sign_answer)?;
+    let client = AgentClient::builder(agent.socket_path())
+        .max_idle_connections(2)
+        .build();
+    let mut tasks = tokio::task::JoinSet::new();
+    for task in 0..16u32 {
+        let signer = Signer::new(client.clone(), KEY, "payments");
+        tasks.spawn(async move {
+            for call in 0..20u32 {
+                let body = format!("{task}/{call}");
+                let hash = signed_hash(&signer, body.as_bytes()).await?;
+                anyhow::ensure!(hash == hex::encode(Sha256::digest(body.as_bytes())));
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done??;
+    }
+    assert_eq!(agent.recorded().len(), 16 * 20);
+    // Sequential calls afterwards reuse what the bounded pool kept.
+    let before = agent.connection_count();
+    let signer = Signer::new(client, KEY, "payments");
+    for call in 0..5u32 {
+        signed_hash(&signer, &call.to_be_bytes()).await?;
+    }
+    assert_eq!(agent.connection_count(), before);
     Ok(())
 }
 

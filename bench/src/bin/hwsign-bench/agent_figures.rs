@@ -125,7 +125,11 @@ fn ssh_phase(
 }
 
 /// Seconds per sequential call of `client.sign`, over `count` calls.
-async fn sequential(client: &AgentClient, request: &SignRequest, count: usize) -> Result<f64> {
+pub(crate) async fn sequential(
+    client: &AgentClient,
+    request: &SignRequest,
+    count: usize,
+) -> Result<f64> {
     let start = Instant::now();
     for _ in 0..count {
         client.sign(request).await?;
@@ -133,7 +137,7 @@ async fn sequential(client: &AgentClient, request: &SignRequest, count: usize) -
     Ok(start.elapsed().as_secs_f64() / count.max(1) as f64)
 }
 
-async fn round_trip(
+pub(crate) async fn round_trip(
     plan: &Plan,
     agent: &AgentClient,
     echo_socket: &Path,

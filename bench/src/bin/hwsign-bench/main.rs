@@ -6,7 +6,8 @@
 //! default `target/bench/results.json`, and an SVG chart beside it); `hwsign-bench echo-server
 //! SOCKET RESPONSE [--sign]` is the echo floor's child process, `hwsign-bench plain-proxy UPSTREAM` the
 //! serve floor's; `hwsign-bench serve-cpu [--quick] [--verifier-bin PATH]` measures only
-//! `serve_cpu_ratio`; `hwsign-bench fleet [--quick]` only the fleet figures (PostgreSQL, Redis);
+//! `serve_cpu_ratio`; `hwsign-bench client-rtt [--quick]` only `agent_rtt_ratio` and the client
+//! library's CPU per call; `hwsign-bench fleet [--quick]` only the fleet figures (PostgreSQL, Redis);
 //! `hwsign-bench agent-only [--quick] [--agent-bin PATH]` only the agent binary's figures;
 //! `hwsign-bench policy-overhead` only `policy_overhead`; `hwsign-bench audit-overhead` only
 //! `audit_overhead`; `hwsign-bench profile-verify [N]`
@@ -17,6 +18,7 @@ mod agent_figures;
 mod agent_proc;
 mod audit_overhead;
 mod body_hash;
+mod client_rtt;
 mod delegated;
 mod echo;
 mod figure;
@@ -202,6 +204,7 @@ fn main() -> ExitCode {
                 "usage: hwsign-bench plain-proxy UPSTREAM_ADDR"
             )),
         },
+        Some("client-rtt") => parse_args(&args[1..]).and_then(|a| client_rtt_only(&a)),
         Some("serve-cpu") => parse_args(&args[1..]).and_then(|a| serve_cpu_only(&a)),
         Some("agent-only") => parse_args(&args[1..]).and_then(|a| agent_only(&a)),
         Some("profile-verify") => {
@@ -254,6 +257,17 @@ fn agent_only(args: &Args) -> Result<bool> {
     Ok(figures
         .iter()
         .all(|f| f.passes() || f.name.starts_with("info.")))
+}
+
+/// `hwsign-bench client-rtt [--quick] [--agent-bin PATH]`: `agent_rtt_ratio` and the client
+/// library's CPU per call, on the runtime the agent figures use.
+fn client_rtt_only(args: &Args) -> Result<bool> {
+    let plan = [Plan::full(), Plan::quick()][usize::from(args.quick)].clone();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?
+        .block_on(client_rtt::run(&plan, &args.agent_bin))
 }
 
 /// A figure, or the same figure failing with the error that prevented it.

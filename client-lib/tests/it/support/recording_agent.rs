@@ -8,6 +8,7 @@ use std::convert::Infallible;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -29,6 +30,19 @@ pub(crate) struct Recorded {
 
 type Handler = dyn Fn(&Recorded) -> (StatusCode, Vec<u8>) + Send + Sync;
 
+/// How the double treats its connections.
+#[derive(Debug, Clone)]
+enum Mode {
+    /// Keep-alive, every answer at once.
+    KeepAlive,
+    /// Keep-alive, but requests to this path are answered only after the delay.
+    Slow { path: String, delay: Duration },
+    /// See [`RecordingAgent::start_dropping_reused`].
+    DropReused,
+    /// See [`RecordingAgent::start_closing_after_answer`].
+    CloseAfterAnswer,
+}
+
 pub(crate) struct RecordingAgent {
     _dir: tempfile::TempDir,
     path: PathBuf,
@@ -43,7 +57,31 @@ impl RecordingAgent {
     where
         F: Fn(&Recorded) -> (StatusCode, Vec<u8>) + Send + Sync + 'static,
     {
-        Self::start_with(handler, false)
+        Self::start_with(handler, Mode::KeepAlive)
+    }
+
+    /// Starts a keep-alive double that answers requests to `path` only after `delay` (a slow
+    /// agent: a TPM, a queue of callers); other requests at once.
+    pub(crate) fn start_slow<F>(path: &str, delay: Duration, handler: F) -> anyhow::Result<Self>
+    where
+        F: Fn(&Recorded) -> (StatusCode, Vec<u8>) + Send + Sync + 'static,
+    {
+        Self::start_with(
+            handler,
+            Mode::Slow {
+                path: path.to_owned(),
+                delay,
+            },
+        )
+    }
+
+    /// Starts a double that answers one request per connection and closes the socket 30 ms
+    /// after the answer — what a client sees when the agent closes idle keep-alive connections.
+    pub(crate) fn start_closing_after_answer<F>(handler: F) -> anyhow::Result<Self>
+    where
+        F: Fn(&Recorded) -> (StatusCode, Vec<u8>) + Send + Sync + 'static,
+    {
+        Self::start_with(handler, Mode::CloseAfterAnswer)
     }
 
     /// Starts a double that answers the first request of each connection and, when a second
@@ -53,10 +91,10 @@ impl RecordingAgent {
     where
         F: Fn(&Recorded) -> (StatusCode, Vec<u8>) + Send + Sync + 'static,
     {
-        Self::start_with(handler, true)
+        Self::start_with(handler, Mode::DropReused)
     }
 
-    fn start_with<F>(handler: F, drop_reused: bool) -> anyhow::Result<Self>
+    fn start_with<F>(handler: F, mode: Mode) -> anyhow::Result<Self>
     where
         F: Fn(&Recorded) -> (StatusCode, Vec<u8>) + Send + Sync + 'static,
     {
@@ -74,15 +112,31 @@ impl RecordingAgent {
                     connections.fetch_add(1, Ordering::SeqCst);
                     let requests = requests.clone();
                     let handler = handler.clone();
-                    if drop_reused {
-                        tokio::spawn(serve_one_then_drop(stream, requests, handler));
-                        continue;
-                    }
+                    let slow = match &mode {
+                        Mode::KeepAlive => None,
+                        Mode::Slow { path, delay } => Some((path.clone(), *delay)),
+                        Mode::DropReused | Mode::CloseAfterAnswer => {
+                            let wait_for_next = matches!(mode, Mode::DropReused);
+                            tokio::spawn(serve_one_then_drop(
+                                stream,
+                                requests,
+                                handler,
+                                wait_for_next,
+                            ));
+                            continue;
+                        }
+                    };
                     tokio::spawn(async move {
                         let service = service_fn(move |request: Request<Incoming>| {
                             let requests = requests.clone();
                             let handler = handler.clone();
+                            let slow = slow.clone();
                             async move {
+                                if let Some((path, delay)) = slow
+                                    && request.uri().path() == path
+                                {
+                                    tokio::time::sleep(delay).await;
+                                }
                                 Ok::<_, Infallible>(answer(request, &requests, &*handler).await)
                             }
                         });
@@ -159,12 +213,15 @@ async fn answer(
     response
 }
 
-/// Minimal HTTP/1.1 for [`RecordingAgent::start_dropping_reused`]: hyper's server cannot be told
-/// to vanish mid-connection, so this reads requests by hand.
+/// Minimal HTTP/1.1 for [`RecordingAgent::start_dropping_reused`] and
+/// [`RecordingAgent::start_closing_after_answer`]: hyper's server cannot be told to vanish
+/// mid-connection, so this reads requests by hand. With `wait_for_next` it closes once the next
+/// request arrives, else right after the answer.
 async fn serve_one_then_drop(
     mut stream: tokio::net::UnixStream,
     requests: Arc<Mutex<Vec<Recorded>>>,
     handler: Arc<Handler>,
+    wait_for_next: bool,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut buffer = Vec::new();
@@ -184,9 +241,14 @@ async fn serve_one_then_drop(
     if stream.write_all(head.as_bytes()).await.is_err() || stream.write_all(&body).await.is_err() {
         return;
     }
-    // Wait for the next request on this connection, then close without answering.
-    let mut byte = [0u8; 1];
-    let _ = stream.read(&mut byte).await;
+    if wait_for_next {
+        // Wait for the next request on this connection, then close without answering.
+        let mut byte = [0u8; 1];
+        let _ = stream.read(&mut byte).await;
+    } else {
+        // Close a little later, once the client has put the connection back as idle.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
 }
 
 async fn read_request(
