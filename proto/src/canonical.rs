@@ -2,6 +2,7 @@
 //! canonical headers, signed-header list and payload hash, joined by `\n`. Its `Display` output
 //! is byte for byte what gets hashed.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use sha2::{Digest, Sha256};
@@ -181,7 +182,8 @@ impl SignedHeaders {
         if text.is_empty() {
             return Err(ProtoError::InvalidSignedHeaders("empty".into()));
         }
-        let mut names: Vec<String> = Vec::new();
+        let count = text.bytes().filter(|b| *b == b';').count() + 1;
+        let mut names: Vec<String> = Vec::with_capacity(count.min(MAX_SIGNED_HEADERS));
         for name in text.split(';') {
             if names.len() == MAX_SIGNED_HEADERS {
                 return Err(ProtoError::TooLarge {
@@ -240,6 +242,11 @@ impl SignedHeaders {
     pub fn names(&self) -> &[String] {
         &self.names
     }
+
+    /// The names, sorted, taken out of the list.
+    pub fn into_names(self) -> Vec<String> {
+        self.names
+    }
 }
 
 impl fmt::Display for SignedHeaders {
@@ -292,7 +299,12 @@ impl CanonicalRequest {
             text.push('\n');
         }
         text.push('\n');
-        text.push_str(&signed.to_string());
+        for (i, name) in signed.names().iter().enumerate() {
+            if i > 0 {
+                text.push(';');
+            }
+            text.push_str(name);
+        }
         text.push('\n');
         text.push_str(payload_hash);
         Ok(Self { text })
@@ -335,7 +347,7 @@ fn canonical_path(profile: &Profile, path: &str, out: &mut String) -> Result<(),
             if i > 0 {
                 out.push('/');
             }
-            encoding::encode_into(&encoding::decode(segment)?, out);
+            push_encoded(segment, encoding::decode, out)?;
         }
         if path.ends_with('/') && !segments.is_empty() {
             out.push('/');
@@ -345,7 +357,7 @@ fn canonical_path(profile: &Profile, path: &str, out: &mut String) -> Result<(),
             if i > 0 {
                 out.push('/');
             }
-            encoding::encode_into(&encoding::decode(segment)?, out);
+            push_encoded(segment, encoding::decode, out)?;
         }
     }
     Ok(())
@@ -363,7 +375,7 @@ fn canonical_query(profile: &Profile, query: &str, out: &mut String) -> Result<(
     } else {
         encoding::decode
     };
-    let mut params: Vec<(String, String)> = Vec::new();
+    let mut params: Vec<(Cow<'_, str>, Cow<'_, str>)> = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         if params.len() == MAX_QUERY_PARAMS {
             return Err(ProtoError::TooLarge {
@@ -372,10 +384,7 @@ fn canonical_query(profile: &Profile, query: &str, out: &mut String) -> Result<(
             });
         }
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        params.push((
-            encoding::encode(&decode(key)?),
-            encoding::encode(&decode(value)?),
-        ));
+        params.push((canonical_part(key, decode)?, canonical_part(value, decode)?));
     }
     params.sort_unstable();
     if profile.reject_repeated_query_names {
@@ -394,6 +403,34 @@ fn canonical_query(profile: &Profile, query: &str, out: &mut String) -> Result<(
         out.push_str(value);
     }
     Ok(())
+}
+
+/// Appends the canonical encoding of `text` (decoded once with `decode`, then encoded). Text made
+/// only of unreserved characters is its own canonical form (neither decoding nor encoding changes
+/// it) and is copied whole.
+fn push_encoded(
+    text: &str,
+    decode: fn(&str) -> Result<Vec<u8>, ProtoError>,
+    out: &mut String,
+) -> Result<(), ProtoError> {
+    if encoding::is_canonical(text) {
+        out.push_str(text);
+    } else {
+        encoding::encode_into(&decode(text)?, out);
+    }
+    Ok(())
+}
+
+/// The canonical encoding of a query name or value, borrowed when `text` already is one.
+fn canonical_part<'t>(
+    text: &'t str,
+    decode: fn(&str) -> Result<Vec<u8>, ProtoError>,
+) -> Result<Cow<'t, str>, ProtoError> {
+    if encoding::is_canonical(text) {
+        Ok(Cow::Borrowed(text))
+    } else {
+        Ok(Cow::Owned(encoding::encode(&decode(text)?)))
+    }
 }
 
 /// The canonical value of header `name`: trimmed at both ends, and under SigV4's rule (AWS profile)

@@ -9,6 +9,12 @@ fn is_unreserved(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~')
 }
 
+/// Whether `text` consists only of unreserved characters: then decoding it (`%`-escapes, `+`)
+/// changes nothing and encoding it changes nothing, so it is already canonical.
+pub fn is_canonical(text: &str) -> bool {
+    text.bytes().all(is_unreserved)
+}
+
 /// Appends the SigV4 encoding of `bytes` to `out`. `/` is encoded too; callers that keep path
 /// separators encode segment by segment.
 pub fn encode_into(bytes: &[u8], out: &mut String) {

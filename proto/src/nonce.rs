@@ -20,10 +20,19 @@ impl Nonce {
         if text.len() != 22 {
             return Err(ProtoError::InvalidNonce);
         }
-        let bytes = URL_SAFE_NO_PAD
-            .decode(text)
+        // Decoded and re-encoded on the stack: only the one spelling of 16 bytes is accepted.
+        let mut bytes = [0u8; 18];
+        let decoded = URL_SAFE_NO_PAD
+            .decode_slice(text, &mut bytes)
             .map_err(|_| ProtoError::InvalidNonce)?;
-        if bytes.len() != 16 || URL_SAFE_NO_PAD.encode(&bytes) != text {
+        let mut spelled = [0u8; 24];
+        let written = URL_SAFE_NO_PAD
+            .encode_slice(
+                bytes.get(..16).ok_or(ProtoError::InvalidNonce)?,
+                &mut spelled,
+            )
+            .map_err(|_| ProtoError::InvalidNonce)?;
+        if decoded != 16 || spelled.get(..written) != Some(text.as_bytes()) {
             return Err(ProtoError::InvalidNonce);
         }
         Ok(Self(text.to_owned()))

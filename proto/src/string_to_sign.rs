@@ -30,11 +30,7 @@ impl StringToSign {
         canonical: &CanonicalRequest,
     ) -> Self {
         // Built in one allocation: this runs for every request signed and every one verified.
-        let date = time.to_amz_date();
         let parts = [
-            algorithm,
-            "\n",
-            &date,
             "\n",
             &scope.date,
             "/",
@@ -43,7 +39,12 @@ impl StringToSign {
             &scope.terminator,
             "\n",
         ];
-        let mut text = String::with_capacity(parts.iter().map(|p| p.len()).sum::<usize>() + 64);
+        let mut text = String::with_capacity(
+            algorithm.len() + 1 + 16 + parts.iter().map(|p| p.len()).sum::<usize>() + 64,
+        );
+        text.push_str(algorithm);
+        text.push('\n');
+        time.push_amz_date(&mut text);
         parts.iter().for_each(|part| text.push_str(part));
         push_lower_hex(&mut text, &canonical.sha256());
         Self { text }

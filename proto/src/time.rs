@@ -27,8 +27,54 @@ impl SigningTime {
 
     /// `YYYYMMDD`, the date part of the credential scope.
     pub fn date_stamp(self) -> String {
+        match self.amz_date_bytes() {
+            Some(bytes) => ascii_string(&bytes[..8]),
+            None => {
+                let (y, m, d) = civil_from_days(self.unix_seconds.div_euclid(86_400));
+                format!("{y:04}{m:02}{d:02}")
+            }
+        }
+    }
+
+    /// Whether `stamp` is this instant's [`SigningTime::date_stamp`], without building it.
+    pub(crate) fn date_stamp_is(self, stamp: &str) -> bool {
+        match self.amz_date_bytes() {
+            Some(bytes) => stamp.as_bytes() == &bytes[..8],
+            None => stamp == self.date_stamp(),
+        }
+    }
+
+    /// Appends [`SigningTime::to_amz_date`] to `out`, without a temporary string.
+    pub(crate) fn push_amz_date(self, out: &mut String) {
+        match self.amz_date_bytes() {
+            Some(bytes) => bytes.iter().for_each(|b| out.push(char::from(*b))),
+            None => out.push_str(&self.to_amz_date()),
+        }
+    }
+
+    /// `YYYYMMDDTHHMMSSZ` as ASCII digits, for the years the wire format carries (0–9999);
+    /// `None` outside them (the `format!` paths print those).
+    fn amz_date_bytes(self) -> Option<[u8; 16]> {
         let (y, m, d) = civil_from_days(self.unix_seconds.div_euclid(86_400));
-        format!("{y:04}{m:02}{d:02}")
+        if !(0..=MAX_YEAR).contains(&y) {
+            return None;
+        }
+        let secs_of_day = self.unix_seconds.rem_euclid(86_400);
+        let mut out = *b"00000000T000000Z";
+        let mut put = |at: usize, width: usize, mut value: i64| {
+            for i in (at..at + width).rev() {
+                // 0..=9 after the remainder: the cast cannot truncate.
+                out[i] = b'0' + (value % 10) as u8;
+                value /= 10;
+            }
+        };
+        put(0, 4, y);
+        put(4, 2, m);
+        put(6, 2, d);
+        put(9, 2, secs_of_day / 3600);
+        put(11, 2, (secs_of_day / 60) % 60);
+        put(13, 2, secs_of_day % 60);
+        Some(out)
     }
 
     /// `YYYY-MM-DDThh:mm:ssZ` (RFC 3339, UTC), for humans and for policy engines.
@@ -45,6 +91,9 @@ impl SigningTime {
 
     /// `YYYYMMDDTHHMMSSZ`, the value of the date header.
     pub fn to_amz_date(self) -> String {
+        if let Some(bytes) = self.amz_date_bytes() {
+            return ascii_string(&bytes);
+        }
         let secs_of_day = self.unix_seconds.rem_euclid(86_400);
         format!(
             "{}T{:02}{:02}{:02}Z",
@@ -101,6 +150,11 @@ impl fmt::Display for SigningTime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.to_amz_date())
     }
+}
+
+/// A string of ASCII bytes (digits and letters here).
+fn ascii_string(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| char::from(*b)).collect()
 }
 
 fn is_leap(year: i64) -> bool {
@@ -165,6 +219,40 @@ mod tests {
             "",
         ] {
             assert!(SigningTime::parse_amz_date(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// The digit writer and the `format!` fallback agree, years 0–9999 and outside them.
+    #[test]
+    fn fast_formatting_matches_format() {
+        for unix in [
+            -62_167_219_200, // 0000-01-01T00:00:00Z
+            -62_167_219_201, // the year -1: the fallback
+            -1,
+            0,
+            951_782_400, // 2000-02-29
+            1_440_938_160,
+            1_764_547_199,
+            253_402_300_799, // 9999-12-31T23:59:59Z
+            253_402_300_800, // 10000-01-01: the fallback
+        ] {
+            let t = SigningTime::from_unix(unix);
+            let (y, m, d) = civil_from_days(unix.div_euclid(86_400));
+            let secs = unix.rem_euclid(86_400);
+            let stamp = format!("{y:04}{m:02}{d:02}");
+            let full = format!(
+                "{stamp}T{:02}{:02}{:02}Z",
+                secs / 3600,
+                (secs / 60) % 60,
+                secs % 60
+            );
+            assert_eq!(t.date_stamp(), stamp, "{unix}");
+            assert_eq!(t.to_amz_date(), full, "{unix}");
+            assert!(t.date_stamp_is(&stamp), "{unix}");
+            assert!(!t.date_stamp_is("20150831"), "{unix}");
+            let mut pushed = String::from("x");
+            t.push_amz_date(&mut pushed);
+            assert_eq!(pushed, format!("x{full}"), "{unix}");
         }
     }
 

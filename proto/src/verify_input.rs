@@ -65,7 +65,7 @@ pub fn parse_header_signed(
         .check_coverage(profile, parts)?;
 
     let time = SigningTime::parse_amz_date(single(parts, profile.date_header)?)?;
-    if authorization.scope.date != time.date_stamp() {
+    if !time.date_stamp_is(&authorization.scope.date) {
         return Err(ProtoError::MalformedAuthorization(
             "Credential date differs from the date header",
         ));

@@ -47,16 +47,17 @@ fn valid_ipv6_literal(host: &str) -> bool {
 /// Splits an authority into its lower-cased host and its port, default ports dropped. `None`
 /// when it is not `host`, `host:port` or `[v6]`, `[v6]:port`.
 pub(crate) fn split_authority(authority: &str) -> Option<(String, Option<u16>)> {
-    let lower = authority.to_ascii_lowercase();
-    let (host, port) = if lower.starts_with('[') {
+    // One allocation: the lower-cased authority, cut down to its host.
+    let mut lower = authority.to_ascii_lowercase();
+    let (host_len, port) = if lower.starts_with('[') {
         let end = lower.find(']')?;
         let (host, rest) = lower.split_at(end + 1);
         if !valid_ipv6_literal(host) {
             return None;
         }
         match rest {
-            "" => (host.to_owned(), None),
-            _ => (host.to_owned(), Some(parse_port(rest.strip_prefix(':')?)?)),
+            "" => (host.len(), None),
+            _ => (host.len(), Some(parse_port(rest.strip_prefix(':')?)?)),
         }
     } else {
         let (host, port) = match lower.split_once(':') {
@@ -66,9 +67,10 @@ pub(crate) fn split_authority(authority: &str) -> Option<(String, Option<u16>)> 
         if !valid_name(host) {
             return None;
         }
-        (host.to_owned(), port)
+        (host.len(), port)
     };
-    Some((host, without_default(port)))
+    lower.truncate(host_len);
+    Some((lower, without_default(port)))
 }
 
 fn parse_port(text: &str) -> Option<u16> {

@@ -116,7 +116,8 @@ enum Payload {
 #[derive(Debug)]
 #[must_use = "the request is not verified until finish() accepts it"]
 pub struct SignatureChecked {
-    key: RegisteredKey,
+    /// As the registry answered (shared with its key cache).
+    key: Arc<RegisteredKey>,
     payload: Payload,
     nonce: String,
     /// The request may be accepted while the verifier's clock is in `[accept_from, accept_until]`
@@ -563,7 +564,8 @@ impl Verifier {
                     statement,
                     &claims,
                     |device_key_id| {
-                        let key = self.lookup(device_key_id)?;
+                        let shared = self.lookup(device_key_id)?;
+                        let key = RegisteredKey::clone(&shared);
                         if webauthn_statement {
                             Ok(key)
                         } else {
@@ -588,7 +590,7 @@ impl Verifier {
                     },
                 )?;
                 (
-                    checked.device_key,
+                    Arc::new(checked.device_key),
                     checked.session_key,
                     Some(checked.usable_until_unix),
                     Some((checked.issued_unix, checked.expires_unix)),
@@ -770,9 +772,12 @@ impl Verifier {
                 "the request's date is ahead of the verifier's clock",
             ));
         }
-        // Revocation (or replacement) since phase one takes effect now, not after the body.
+        // Revocation (or replacement) since phase one takes effect now, not after the body. A
+        // registry with a key cache answers this from the cache while nothing changed.
         let key = self.lookup(&checked.key.key_id)?;
-        if key.public_key.spki_der() != checked.key.public_key.spki_der() {
+        if !Arc::ptr_eq(&key, &checked.key)
+            && key.public_key.spki_der() != checked.key.public_key.spki_der()
+        {
             return Err(Rejection::new(
                 RejectCode::UnknownKey,
                 "the key was replaced while the request was read",
@@ -840,13 +845,13 @@ impl Verifier {
             )?;
         }
         Ok(VerifiedPrincipal {
-            key_id: key.key_id,
-            label: key.label,
-            device_id: key.device_id,
+            key_id: key.key_id.clone(),
+            label: key.label.clone(),
+            device_id: key.device_id.clone(),
             user_id,
             level: key.level,
             delegated: checked.delegated,
-            signed_headers: checked.signed_headers.names().to_vec(),
+            signed_headers: checked.signed_headers.into_names(),
         })
     }
 
@@ -967,8 +972,8 @@ impl Verifier {
         }))
     }
 
-    fn lookup(&self, key_id: &str) -> Result<RegisteredKey, Rejection> {
-        let key = match self.registry.lookup(key_id) {
+    fn lookup(&self, key_id: &str) -> Result<Arc<RegisteredKey>, Rejection> {
+        let key = match self.registry.lookup_shared(key_id) {
             Ok(Some(key)) => key,
             Ok(None) => {
                 return Err(Rejection::new(

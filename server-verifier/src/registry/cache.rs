@@ -31,12 +31,68 @@ pub struct CacheStats {
     pub bypassed: u64,
 }
 
+/// Answers of `lookup`, each kept with the change version read before it was looked up, at most
+/// [`KEY_CACHE_CAPACITY`] of them (cleared when full rather than grown). Shared by
+/// [`CachedRegistry`] and the SQLite registry, which keeps one itself.
+#[derive(Debug, Default)]
+pub(crate) struct KeyCache {
+    entries: RwLock<HashMap<String, (u64, Arc<RegisteredKey>)>>,
+}
+
+impl KeyCache {
+    /// The answer kept for `key_id`, if it was read under `version`.
+    pub(crate) fn get(
+        &self,
+        key_id: &str,
+        version: u64,
+    ) -> Result<Option<Arc<RegisteredKey>>, RegistryError> {
+        let entries = self.entries.read().map_err(|_| RegistryError::Poisoned)?;
+        Ok(entries
+            .get(key_id)
+            .filter(|(seen, _)| *seen == version)
+            .map(|(_, key)| Arc::clone(key)))
+    }
+
+    /// Keeps `key`, read under `version` (the version read *before* the lookup). Only keys that
+    /// exist are kept: ids nobody registered must not push real keys out.
+    pub(crate) fn put(
+        &self,
+        key_id: &str,
+        version: u64,
+        key: &Arc<RegisteredKey>,
+    ) -> Result<(), RegistryError> {
+        let mut entries = self.entries.write().map_err(|_| RegistryError::Poisoned)?;
+        if entries.len() >= KEY_CACHE_CAPACITY && !entries.contains_key(key_id) {
+            entries.clear();
+        }
+        match entries.get_mut(key_id) {
+            Some(entry) => *entry = (version, Arc::clone(key)),
+            None => {
+                entries.insert(key_id.to_owned(), (version, Arc::clone(key)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets every answer.
+    pub(crate) fn clear(&self) {
+        if let Ok(mut entries) = self.entries.write() {
+            entries.clear();
+        }
+    }
+
+    /// How many answers are kept.
+    pub(crate) fn len(&self) -> usize {
+        self.entries.read().map_or(0, |entries| entries.len())
+    }
+}
+
 /// A [`KeyRegistry`] answering repeated lookups from memory while the registry behind it reports
 /// no change. Writes go through to the registry and clear the cache.
 #[derive(Debug)]
 pub struct CachedRegistry {
     inner: Arc<dyn KeyRegistry>,
-    entries: RwLock<HashMap<String, (u64, RegisteredKey)>>,
+    cache: KeyCache,
     hits: AtomicU64,
     misses: AtomicU64,
     bypassed: AtomicU64,
@@ -47,7 +103,7 @@ impl CachedRegistry {
     pub fn new(inner: Arc<dyn KeyRegistry>) -> Self {
         Self {
             inner,
-            entries: RwLock::new(HashMap::new()),
+            cache: KeyCache::default(),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             bypassed: AtomicU64::new(0),
@@ -68,45 +124,40 @@ impl CachedRegistry {
         }
     }
 
-    fn clear(&self) {
-        if let Ok(mut entries) = self.entries.write() {
-            entries.clear();
-        }
+    /// How many keys the cache holds now (at most [`KEY_CACHE_CAPACITY`]).
+    pub fn cached_keys(&self) -> usize {
+        self.cache.len()
     }
 
     /// Runs a write on the registry, then forgets every cached answer (this process sees its own
     /// write at once, before the change signal comes round).
     fn write<T>(&self, op: impl FnOnce(&dyn KeyRegistry) -> T) -> T {
         let result = op(self.inner.as_ref());
-        self.clear();
+        self.cache.clear();
         result
     }
 }
 
 impl KeyRegistry for CachedRegistry {
     fn lookup(&self, key_id: &str) -> Result<Option<RegisteredKey>, RegistryError> {
+        Ok(self
+            .lookup_shared(key_id)?
+            .map(|key| RegisteredKey::clone(&key)))
+    }
+
+    fn lookup_shared(&self, key_id: &str) -> Result<Option<Arc<RegisteredKey>>, RegistryError> {
         let Some(version) = self.inner.change_version()? else {
             self.bypassed.fetch_add(1, Ordering::Relaxed);
-            return self.inner.lookup(key_id);
+            return self.inner.lookup_shared(key_id);
         };
-        {
-            let entries = self.entries.read().map_err(|_| RegistryError::Poisoned)?;
-            if let Some((seen, key)) = entries.get(key_id)
-                && *seen == version
-            {
-                self.hits.fetch_add(1, Ordering::Relaxed);
-                return Ok(Some(key.clone()));
-            }
+        if let Some(key) = self.cache.get(key_id, version)? {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(Some(key));
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
-        let found = self.inner.lookup(key_id)?;
-        // Only keys that exist are kept: ids nobody registered must not push real keys out.
+        let found = self.inner.lookup_shared(key_id)?;
         if let Some(key) = &found {
-            let mut entries = self.entries.write().map_err(|_| RegistryError::Poisoned)?;
-            if entries.len() >= KEY_CACHE_CAPACITY && !entries.contains_key(key_id) {
-                entries.clear();
-            }
-            entries.insert(key_id.to_owned(), (version, key.clone()));
+            self.cache.put(key_id, version, key)?;
         }
         Ok(found)
     }

@@ -1,8 +1,8 @@
 //! A registry held in memory: tests, demos, and verifiers whose keys come from configuration.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 use super::{
     DeviceClock, DeviceFacts, DeviceRecord, Fido2Credential, KeyRegistry, RegisteredKey,
@@ -11,7 +11,8 @@ use super::{
 
 #[derive(Debug, Default)]
 struct State {
-    keys: HashMap<String, RegisteredKey>,
+    /// Shared, so a lookup hands out the stored key without copying it.
+    keys: HashMap<String, Arc<RegisteredKey>>,
     /// Insertion order, for `list`.
     order: Vec<String>,
     devices: HashMap<String, DeviceRecord>,
@@ -44,19 +45,27 @@ impl MemoryRegistry {
 
 impl KeyRegistry for MemoryRegistry {
     fn lookup(&self, key_id: &str) -> Result<Option<RegisteredKey>, RegistryError> {
+        Ok(self
+            .lookup_shared(key_id)?
+            .map(|key| RegisteredKey::clone(&key)))
+    }
+
+    fn lookup_shared(&self, key_id: &str) -> Result<Option<Arc<RegisteredKey>>, RegistryError> {
         let state = self.state.read().map_err(|_| RegistryError::Poisoned)?;
         let Some(key) = state.keys.get(key_id) else {
             return Ok(None);
         };
-        let mut key = key.clone();
-        if let Some(device) = key
+        let device_revoked = key
             .device_id
             .as_deref()
             .and_then(|id| state.devices.get(id))
-        {
-            key.revoked |= device.revoked;
+            .is_some_and(|device| device.revoked);
+        if device_revoked && !key.revoked {
+            let mut key = RegisteredKey::clone(key);
+            key.revoked = true;
+            return Ok(Some(Arc::new(key)));
         }
-        Ok(Some(key))
+        Ok(Some(Arc::clone(key)))
     }
 
     fn add(&self, key: RegisteredKey) -> Result<(), RegistryError> {
@@ -71,7 +80,7 @@ impl KeyRegistry for MemoryRegistry {
             return Err(RegistryError::UnknownDevice(device.clone()));
         }
         state.order.push(key.key_id.clone());
-        state.keys.insert(key.key_id.clone(), key);
+        state.keys.insert(key.key_id.clone(), Arc::new(key));
         Ok(())
     }
 
@@ -81,7 +90,7 @@ impl KeyRegistry for MemoryRegistry {
             .keys
             .get_mut(key_id)
             .ok_or_else(|| RegistryError::UnknownKey(key_id.to_owned()))?;
-        key.revoked = true;
+        Arc::make_mut(key).revoked = true;
         Ok(())
     }
 
@@ -90,7 +99,7 @@ impl KeyRegistry for MemoryRegistry {
         let keys = state
             .order
             .iter()
-            .filter_map(|id| state.keys.get(id).cloned())
+            .filter_map(|id| state.keys.get(id).map(|key| RegisteredKey::clone(key)))
             .collect();
         Ok(keys)
     }
@@ -189,7 +198,7 @@ impl KeyRegistry for MemoryRegistry {
         }
         state.order.push(key.key_id.clone());
         state.fido2.insert(key.key_id.clone(), credential);
-        state.keys.insert(key.key_id.clone(), key);
+        state.keys.insert(key.key_id.clone(), Arc::new(key));
         Ok(())
     }
 

@@ -8,7 +8,9 @@
 //!
 //! [`open_registry`] opens a registry from a URL (`memory:`, `sqlite:PATH`, `postgres://…`),
 //! behind a [`CachedRegistry`] that answers repeated lookups from memory for as long as the
-//! registry's change signal ([`KeyRegistry::change_version`]) says nothing changed.
+//! registry's change signal ([`KeyRegistry::change_version`]) says nothing changed. The SQLite
+//! registry keeps the same cache itself ([`SqliteRegistry`]), so a verifier built on
+//! `SqliteRegistry::open` gets what `open_registry("sqlite:…")` gives.
 
 mod cache;
 mod encoding;
@@ -20,6 +22,8 @@ mod parsed_keys;
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
 pub(crate) mod sqlite;
+
+use std::sync::Arc;
 
 use hwsign_proto::PublicKey;
 use hwsign_proto::api::KeyLevel;
@@ -233,6 +237,13 @@ pub enum RegistryError {
 pub trait KeyRegistry: Send + Sync + std::fmt::Debug {
     /// The key with this id. `revoked` is true when the key or its device is revoked.
     fn lookup(&self, key_id: &str) -> Result<Option<RegisteredKey>, RegistryError>;
+
+    /// [`KeyRegistry::lookup`], answered as a shared value: a registry that keeps its answers
+    /// (a key cache) hands out the kept one without copying it. The verifier calls this twice per
+    /// request. The default wraps [`KeyRegistry::lookup`].
+    fn lookup_shared(&self, key_id: &str) -> Result<Option<Arc<RegisteredKey>>, RegistryError> {
+        Ok(self.lookup(key_id)?.map(Arc::new))
+    }
 
     /// Adds a key; its device, if named, must be enrolled.
     fn add(&self, key: RegisteredKey) -> Result<(), RegistryError>;

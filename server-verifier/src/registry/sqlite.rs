@@ -1,17 +1,24 @@
 //! The embedded registry: one SQLite file (WAL mode, created 0600), its schema versioned through
 //! `PRAGMA user_version` so later releases can migrate it in place.
+//!
+//! Lookups are answered from a key cache (the one [`CachedRegistry`](super::CachedRegistry)
+//! keeps) while the registry's change version stands: a write through this registry moves it at
+//! once, a commit by another connection or process (`hwsign-verifier keys revoke`) within
+//! [`CHANGE_CHECK_INTERVAL`]. So a key revoked through this registry is refused on the very next
+//! lookup, and one revoked elsewhere within that interval, without a SQLite read per request.
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hwsign_proto::api::KeyLevel;
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
+use super::cache::KeyCache;
 use super::encoding::{facts_from_json, facts_to_json, pcrs_from_blob, pcrs_to_blob};
 use super::parsed_keys::ParsedKeys;
 use super::{
@@ -102,6 +109,8 @@ const KEY_COLUMNS: &str = "k.key_id, k.label, k.spki, k.level, k.device_id, \
 pub struct SqliteRegistry {
     conn: Mutex<Connection>,
     keys: ParsedKeys,
+    /// Lookup answers, each valid while the change version it was read under stands.
+    cache: KeyCache,
     /// Changes seen: writes through this connection (which `PRAGMA data_version` does not
     /// report) and changes of `data_version` (commits by other connections).
     changes: AtomicU64,
@@ -158,6 +167,7 @@ impl SqliteRegistry {
         Ok(Self {
             conn: Mutex::new(conn),
             keys: ParsedKeys::default(),
+            cache: KeyCache::default(),
             changes: AtomicU64::new(0),
             data_version: AtomicI64::new(0),
             opened: Instant::now(),
@@ -252,8 +262,9 @@ fn device_from_row(row: &Row<'_>) -> Result<DeviceRecord, RegistryError> {
     })
 }
 
-impl KeyRegistry for SqliteRegistry {
-    fn lookup(&self, key_id: &str) -> Result<Option<RegisteredKey>, RegistryError> {
+impl SqliteRegistry {
+    /// Reads a key from the file (no cache).
+    fn read_key(&self, key_id: &str) -> Result<Option<RegisteredKey>, RegistryError> {
         let conn = self.conn()?;
         let mut statement = conn.prepare_cached(&format!(
             "SELECT {KEY_COLUMNS} FROM keys k LEFT JOIN devices d ON d.id = k.device_id \
@@ -264,6 +275,31 @@ impl KeyRegistry for SqliteRegistry {
             Some(row) => Ok(Some(self.key_from_row(row)?)),
             None => Ok(None),
         }
+    }
+}
+
+impl KeyRegistry for SqliteRegistry {
+    fn lookup(&self, key_id: &str) -> Result<Option<RegisteredKey>, RegistryError> {
+        Ok(self
+            .lookup_shared(key_id)?
+            .map(|key| RegisteredKey::clone(&key)))
+    }
+
+    /// From the key cache while the change version read first still stands; otherwise from the
+    /// file, kept under that version (read before the lookup, so an answer read before a change
+    /// is never kept past the moment the change is reported).
+    fn lookup_shared(&self, key_id: &str) -> Result<Option<Arc<RegisteredKey>>, RegistryError> {
+        let version = self.change_version()?;
+        if let Some(version) = version
+            && let Some(key) = self.cache.get(key_id, version)?
+        {
+            return Ok(Some(key));
+        }
+        let found = self.read_key(key_id)?.map(Arc::new);
+        if let (Some(version), Some(key)) = (version, &found) {
+            self.cache.put(key_id, version, key)?;
+        }
+        Ok(found)
     }
 
     fn add(&self, key: RegisteredKey) -> Result<(), RegistryError> {

@@ -42,6 +42,20 @@ impl Entries {
     }
 }
 
+/// `<len(key_id)>:<key_id><nonce>`, built in one allocation when it fits a small stack buffer
+/// (every HWS1 key id and nonce does).
+fn entry_name(key_id: &str, nonce: &str) -> Arc<str> {
+    use std::io::Write as _;
+    let mut buffer = [0u8; 160];
+    let mut cursor = std::io::Cursor::new(&mut buffer[..]);
+    let written = write!(cursor, "{}:{key_id}{nonce}", key_id.len()).is_ok();
+    let end = usize::try_from(cursor.position()).unwrap_or(usize::MAX);
+    match buffer.get(..end).map(std::str::from_utf8) {
+        Some(Ok(text)) if written => Arc::from(text),
+        _ => Arc::from(format!("{}:{key_id}{nonce}", key_id.len())),
+    }
+}
+
 /// A bounded in-memory [`ReplayCache`] for one verifier process.
 #[derive(Debug)]
 pub struct MemoryReplayCache {
@@ -88,7 +102,7 @@ impl ReplayCache for MemoryReplayCache {
         }
         let mut entries = self.entries.lock().map_err(|_| ReplayError::Poisoned)?;
         entries.forget_expired(r.now_unix);
-        let entry: Arc<str> = Arc::from(format!("{}:{}{}", r.key_id.len(), r.key_id, r.nonce));
+        let entry = entry_name(r.key_id, r.nonce);
         if let Some((expiry, _)) = entries.expiry.get(&entry)
             && *expiry >= r.now_unix
         {

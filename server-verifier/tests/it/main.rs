@@ -22,6 +22,7 @@ mod fleet_enrollment;
 mod fleet_registry;
 mod fleet_replay;
 mod http_layer;
+mod key_cache;
 mod manufacturer_roots;
 mod policy_bundles;
 mod presigned_detection;
